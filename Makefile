@@ -1,0 +1,31 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0  # CPU build first, so the range in pyproject.toml installs nothing bigger
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Every finished recipe on the bundled samples in data/; reports under runs/<task>/.
+demo: $(STAMP)
+	$(PY) recipes/ner.py --output-dir runs/ner
+	@echo "reports: runs/*/report.md"
+
+## The test suite (fast; SEQNLP_SLOW=1 adds the opt-in runs on ../shared/data).
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/tagger_speed.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,118 @@
+"""Tagger speed against a bare torch.nn.LSTM of the same shape, measured side by side in one run.
+
+    python benchmarks/tagger_speed.py [--conll ../shared/data/conll2003/train.txt] [--seconds 6]
+
+Prints one JSON object. Batches are CoNLL-like: sentence lengths drawn from the CoNLL file when
+given (else a built-in CoNLL-2003 length histogram), tokens from a synthetic vocabulary.
+Sizes are the recipe's defaults (NERConfig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from seqnlp.config import from_dict  # noqa: E402
+from seqnlp.data.conll import TaggedSentence, read_conll  # noqa: E402
+from seqnlp.tasks.ner import NERConfig, NERTask  # noqa: E402
+from seqnlp.train import build_optimizer  # noqa: E402
+
+# Sentence-length quantiles of CoNLL-2003 train (deciles), used when no file is given.
+CONLL_LENGTH_DECILES = [2, 3, 6, 9, 12, 15, 19, 23, 28, 35, 60]
+TAGS = ["O"] * 8 + ["B-PER", "I-PER", "B-LOC", "B-ORG", "I-ORG", "B-MISC"]
+
+
+def synthetic_sentences(count: int, rng: random.Random) -> list[TaggedSentence]:
+    words = ["".join(rng.choice(string.ascii_letters) for _ in range(rng.randint(2, 10))) for _ in range(20000)]
+    sentences = []
+    for _ in range(count):
+        d = rng.randrange(10)
+        length = rng.randint(CONLL_LENGTH_DECILES[d], CONLL_LENGTH_DECILES[d + 1])
+        tags = [rng.choice(TAGS) for _ in range(length)]
+        tags = [t.replace("I-", "B-") if i == 0 or tags[i - 1] == "O" else t for i, t in enumerate(tags)]
+        sentences.append(TaggedSentence([rng.choice(words[: rng.choice([200, 20000])]) for _ in range(length)], tags))
+    return sentences
+
+
+def timed(step, batches, seconds: float) -> float:
+    """Tokens per second of ``step`` cycling over ``batches`` for about ``seconds``."""
+    step(batches[0])
+    tokens, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        batch = batches[i % len(batches)]
+        step(batch)
+        tokens += batch["num_tokens"]
+        i += 1
+    return tokens / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--conll", help="CoNLL file to take sentences from")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time per measurement")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    config = from_dict(NERConfig, {"tag_scheme": "bioes"})
+    task = NERTask(config)
+    sentences = read_conll(args.conll, scheme="bioes") if args.conll else synthetic_sentences(4000, rng)
+    task.fit(sentences, None)
+    model = task.build_model()
+    optimizer = build_optimizer(model, config)
+    train_batches = task.batches(task.prepare(sentences), shuffle=True)[:200]
+    infer_batches = task.batches(task.prepare(sentences), shuffle=False)[:40]
+    input_dim = model.embedding.out_dim
+    bare = torch.nn.LSTM(input_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=config.bidirectional)
+
+    def train_step(batch):
+        model.train()
+        loss = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
+        optimizer.step()
+
+    def bare_train_step(batch):
+        x = torch.randn(*batch["words"].shape, input_dim)
+        output, _ = bare(x)
+        bare.zero_grad(set_to_none=True)
+        output.sum().backward()
+
+    def infer_step(batch):
+        model.eval()
+        model.predict(batch)
+
+    def bare_infer_step(batch):
+        with torch.inference_mode():
+            bare(torch.randn(*batch["words"].shape, input_dim))
+
+    result = {}
+    # Interleave (ours, bare, ours, bare) so drifting machine load hits both alike.
+    half = args.seconds / 2
+    for name, ours, theirs, batches in (("train", train_step, bare_train_step, train_batches),
+                                        ("infer", infer_step, bare_infer_step, infer_batches)):
+        a1, b1 = timed(ours, batches, half), timed(theirs, batches, half)
+        a2, b2 = timed(ours, batches, half), timed(theirs, batches, half)
+        result[f"{name}_tokens_per_s"] = round((a1 + a2) / 2)
+        result[f"bare_lstm_{name}_tokens_per_s"] = round((b1 + b2) / 2)
+        result[f"{name}_ratio"] = round((a1 + a2) / (b1 + b2), 3)
+    result.update({
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "shape": {"input": input_dim, "hidden": config.hidden, "layers": config.layers, "bidirectional": config.bidirectional,
+                  "train_batch": config.batch_size, "infer_batch": config.eval_batch_size, "tags": len(task.tags)},
+        "data": args.conll or "synthetic CoNLL-like lengths",
+    })
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

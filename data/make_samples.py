@@ -1,0 +1,100 @@
+"""Write the small sample datasets in data/ (deterministic; written for this project, not copied).
+
+    python data/make_samples.py
+"""
+
+import random
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+PEOPLE = ["Anna Berg", "Tomas Hale", "Maria Lopez", "John Carter", "Li Wei", "Sara Okafor", "Pieter de Vries", "Emma Stone",
+          "Ravi Patel", "Olga Ivanova", "Kofi Mensah", "Hannah Weiss", "Marco Rossi", "Yuki Tanaka", "Ahmed Nasser", "Clara Diaz"]
+ORGS = ["Nordbank", "the United Nations", "Acme Corp", "Real Madrid", "the European Commission", "Bayer", "Reuters",
+        "Greenfield University", "the Red Cross", "Volvo", "Siemens", "the World Bank", "Ajax", "Tata Steel"]
+PLACES = ["Berlin", "Lagos", "Tokyo", "New York", "Lisbon", "Cairo", "Oslo", "Lima", "Sydney", "Mumbai", "Toronto",
+          "Vienna", "Nairobi", "Seoul", "Madrid"]
+MISC = ["German", "French", "Olympic", "Japanese", "European", "Brazilian", "Christmas", "Nobel", "English", "Dutch"]
+NER_TEMPLATES = [
+    "{PER} visited {LOC} on Monday .",
+    "{ORG} said profits rose 4 percent in {LOC} .",
+    "{PER} , a spokesman for {ORG} , declined to comment .",
+    "The {MISC} team beat {ORG} 2-1 in {LOC} .",
+    "{PER} joined {ORG} last year after leaving {LOC} .",
+    "Shares in {ORG} fell after {PER} resigned .",
+    "{MISC} officials met {PER} in {LOC} .",
+    "Rain delayed the match between {ORG} and {ORG} .",
+    "{PER} won the {MISC} prize .",
+    "Police in {LOC} arrested two men on Tuesday .",
+    "{ORG} will open an office in {LOC} next month , {PER} said .",
+    "The {MISC} economy grew faster than expected .",
+]
+
+
+def ner_sentence(rng):
+    template = rng.choice(NER_TEMPLATES)
+    tokens, tags = [], []
+    for word in template.split():
+        if word.startswith("{"):
+            kind = word[1:4]
+            name = rng.choice({"PER": PEOPLE, "ORG": ORGS, "LOC": PLACES, "MIS": MISC}[kind])
+            kind = "MISC" if kind == "MIS" else kind
+            parts = name.split()
+            if parts[0] == "the":
+                tokens.append("the")
+                tags.append("O")
+                parts = parts[1:]
+            for i, part in enumerate(parts):
+                tokens.append(part)
+                tags.append(("B-" if i == 0 else "I-") + kind)
+        else:
+            tokens.append(word)
+            tags.append("O")
+    return tokens, tags
+
+
+def write_ner(path, count, rng):
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("-DOCSTART- O\n\n")
+        for _ in range(count):
+            for token, tag in zip(*ner_sentence(rng)):
+                out.write(f"{token} {tag}\n")
+            out.write("\n")
+
+
+POSITIVE = ["a joy", "wonderful", "moving", "sharp and funny", "beautifully acted", "a delight", "smart", "gripping",
+            "warm", "clever", "heartfelt", "well made", "charming", "brilliant", "touching"]
+NEGATIVE = ["a mess", "dull", "tedious", "clumsy", "badly acted", "a bore", "lifeless", "predictable", "flat",
+            "pointless", "shallow", "poorly made", "annoying", "awful", "forgettable"]
+SUBJECTS = ["the film", "this movie", "the story", "the cast", "the script", "the ending", "the director 's latest",
+            "the soundtrack", "the second half", "this comedy", "the documentary", "the sequel"]
+SENTIMENT_TEMPLATES = ["{s} is {a} .", "{s} feels {a} from start to finish .", "overall , {s} is {a} .",
+                       "i found {s} {a} .", "{s} is {a} , and that is what stays with you .", "{a} ."]
+
+
+def write_sentiment(path, count, rng):
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("sentence\tlabel\n")
+        for _ in range(count):
+            label = rng.randrange(2)
+            adjective = rng.choice(POSITIVE if label else NEGATIVE)
+            if rng.random() < 0.2:  # a contrast clause: the sentiment of the second half decides
+                other = rng.choice(NEGATIVE if label else POSITIVE)
+                text = f"{rng.choice(SUBJECTS)} starts {other} , but in the end it is {adjective} ."
+            else:
+                text = rng.choice(SENTIMENT_TEMPLATES).format(s=rng.choice(SUBJECTS), a=adjective)
+            out.write(f"{text}\t{label}\n")
+
+
+def main():
+    rng = random.Random(2026)
+    (HERE / "ner").mkdir(exist_ok=True)
+    write_ner(HERE / "ner/train.txt", 400, rng)
+    write_ner(HERE / "ner/dev.txt", 100, rng)
+    (HERE / "sentiment").mkdir(exist_ok=True)
+    write_sentiment(HERE / "sentiment/train.tsv", 400, rng)
+    write_sentiment(HERE / "sentiment/dev.tsv", 100, rng)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The ``seqnlp`` command: train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from seqnlp.errors import SeqNLPError
+
+
+def _evaluate(argv):
+    parser = argparse.ArgumentParser(prog="seqnlp evaluate", description="Score a trained model on test data; prints the metrics JSON.")
+    parser.add_argument("model_dir")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--test-file")
+    source.add_argument("--dataset")
+    parser.add_argument("--dataset-config")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a saved data setting (e.g. tag_column=3)")
+    args = parser.parse_args(argv)
+    from seqnlp.tasks import load_model_dir
+
+    overrides = dict(_parse_override(item) for item in args.set)
+    overrides.update({"dataset": args.dataset, "dataset_config": args.dataset_config, "test_split": args.split, "test_file": args.test_file})
+    task, model = load_model_dir(args.model_dir, device=args.device, overrides=overrides)
+    examples = task.read("test")
+    if examples is None:
+        raise SeqNLPError(f"no test data (dataset has no split {args.split!r}?)")
+    scores = task.evaluate(model, examples)
+    metrics = {"task": task.name, "test": {k: v for k, v in scores.items() if not k.startswith("_")}}
+    if args.output_dir:
+        from seqnlp.report import write_report
+
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        write_report(args.output_dir, task.name, metrics, task.report_sections({"test": scores}, args.output_dir),
+                     task.data_summary({"test": examples}), task.metric)
+    print(json.dumps(metrics, indent=2))
+
+
+def _parse_override(item: str):
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SeqNLPError(f"--set expects KEY=VALUE, not {item!r}")
+    import yaml
+
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+def _predict(argv):
+    parser = argparse.ArgumentParser(prog="seqnlp predict", description="One input per line in, one output per line out.")
+    parser.add_argument("model_dir")
+    parser.add_argument("input", nargs="?", default="-", help="file of inputs, one per line ('-' or nothing: stdin)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--beam", type=int, help="translate: beam size")
+    parser.add_argument("--max-chars", type=int, default=200, help="textgen: characters to generate")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from seqnlp.errors import read_text_lines
+    from seqnlp.tasks import load_model_dir
+
+    task, model = load_model_dir(args.model_dir, device=args.device)
+    lines = sys.stdin.read().splitlines() if args.input == "-" else read_text_lines(args.input)
+    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device")}
+    for line in task.predict_lines(model, lines, options):
+        print(line)
+
+
+def _train(argv):
+    if not argv or argv[0].startswith("-"):
+        from seqnlp.tasks import TASKS
+
+        raise SeqNLPError(f"usage: seqnlp train TASK [options]; TASK is one of {', '.join(sorted(TASKS))}")
+    from seqnlp.run import train
+
+    train(argv[0], argv[1:])
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict}
+
+
+def run_cli(function, argv) -> int:
+    """Call ``function(argv)``; report input errors as one line and exit 2, never a traceback."""
+    try:
+        function(argv)
+    except SeqNLPError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: seqnlp {train,evaluate,predict} ...\n"
+              "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner)\n"
+              "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
+              "  seqnlp predict MODEL_DIR [FILE|-]", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return run_cli(COMMANDS[argv[0]], argv[1:])
+
+
+def recipe(task_name: str, default_data: dict) -> int:
+    """Entry point of ``recipes/<task>.py``: the sample data in ``data/`` unless data is given."""
+    from seqnlp.run import train
+
+    return run_cli(lambda argv: train(task_name, argv, default_data=default_data, prog=f"recipes/{task_name}.py"), sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

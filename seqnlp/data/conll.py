@@ -1,0 +1,75 @@
+"""CoNLL column files: one token per line, a blank line between sentences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seqnlp.data import tags as tagging
+from seqnlp.errors import DataError, read_text_lines
+
+
+@dataclass(frozen=True)
+class TaggedSentence:
+    tokens: list[str]
+    tags: list[str]
+    source: str = ""   # "FILE:LINE" of the sentence's first token, for error messages
+
+
+def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = "iob2") -> list[TaggedSentence]:
+    """Read sentences, validate every tag and convert them to ``scheme``.
+
+    ``-DOCSTART-`` lines are skipped; columns are split on any whitespace.
+    """
+    path = str(path)
+    sentences: list[TaggedSentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first_line = 0
+    width = None
+
+    def flush():
+        if tokens:
+            sentences.append(TaggedSentence(list(tokens), tagging.convert(tags, scheme), f"{path}:{first_line}"))
+            tokens.clear()
+            tags.clear()
+
+    for number, line in enumerate(read_text_lines(path), start=1):
+        columns = line.split()
+        if not columns:
+            flush()
+            continue
+        if columns[0] == "-DOCSTART-":
+            flush()
+            continue
+        if len(columns) < 2:
+            raise DataError(f"expected a token and a tag separated by whitespace, found one column {line.strip()!r}", path, number)
+        if width is None:
+            width = len(columns)
+        elif len(columns) != width:
+            raise DataError(f"found {len(columns)} columns, earlier lines have {width}", path, number)
+        try:
+            token, tag = columns[token_column], columns[tag_column]
+        except IndexError:
+            raise DataError(f"no column {max(token_column, tag_column)} (the line has {len(columns)})", path, number) from None
+        try:
+            tagging.split_tag(tag)
+        except ValueError as err:
+            raise DataError(str(err), path, number) from None
+        if not tokens:
+            first_line = number
+        tokens.append(token)
+        tags.append(tag)
+    flush()
+    if not sentences:
+        raise DataError("no sentences found (expected CoNLL columns: token ... tag)", path)
+    return sentences
+
+
+def write_conll(path, sentences, predicted: list[list[str]] | None = None) -> None:
+    """Write ``token tag`` (or ``token gold predicted``) lines with a blank line between sentences."""
+    with open(path, "w", encoding="utf-8") as out:
+        for i, sentence in enumerate(sentences):
+            for j, (token, tag) in enumerate(zip(sentence.tokens, sentence.tags)):
+                extra = f" {predicted[i][j]}" if predicted is not None else ""
+                out.write(f"{token} {tag}{extra}\n")
+            out.write("\n")

@@ -1,0 +1,80 @@
+"""TSV / CSV / JSONL files with a header: records of named columns, each with its line number."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+
+from seqnlp.errors import DataError, read_text
+
+
+def table_format(path: str) -> str:
+    lowered = path.lower()
+    for ext, kind in ((".jsonl", "jsonl"), (".json", "jsonl"), (".tsv", "tsv"), (".csv", "csv")):
+        if lowered.endswith(ext):
+            return kind
+    raise DataError("unknown table format (use .tsv, .csv or .jsonl)", path)
+
+
+def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
+    """``(line, {column: value})`` for every non-blank row, keeping only ``columns`` (all required)."""
+    path = str(path)
+    kind = table_format(path)
+    text = read_text(path)
+    records: list[tuple[int, dict]] = []
+    if kind == "jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"invalid JSON: {err.msg}", path, number) from None
+            if not isinstance(row, dict):
+                raise DataError("each line must be a JSON object", path, number)
+            missing = [c for c in columns if c not in row]
+            if missing:
+                raise DataError(f"no field {missing[0]!r} (fields: {', '.join(row)})", path, number)
+            records.append((number, {c: row[c] for c in columns}))
+        return records
+    # The TSV reader does not treat quotes specially: tokenized corpora (SST-2) contain bare quotes.
+    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE) if kind == "tsv" else csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError("empty file (expected a header line)", path) from None
+    header = [h.strip() for h in header]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"no column {missing[0]!r} in the header (columns: {', '.join(header)})", path, 1)
+    positions = [header.index(c) for c in columns]
+    try:
+        for row in reader:
+            number = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(f"found {len(row)} fields, the header has {len(header)}", path, number)
+            records.append((number, {c: row[i] for c, i in zip(columns, positions)}))
+    except csv.Error as err:
+        raise DataError(f"malformed row: {err}", path, reader.line_num) from None
+    return records
+
+
+def pick_column(path: str, candidates: Sequence[str]) -> str:
+    """The first of ``candidates`` present in the file's header (or first JSON object)."""
+    text = read_text(path)
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if table_format(path) == "jsonl":
+        try:
+            names = list(json.loads(first))
+        except (json.JSONDecodeError, TypeError):
+            names = []
+    else:
+        names = [h.strip() for h in next(csv.reader([first], delimiter="\t" if table_format(path) == "tsv" else ","), [])]
+    for name in candidates:
+        if name in names:
+            return name
+    raise DataError(f"no column named {' or '.join(map(repr, candidates))} (columns: {', '.join(names)})", path, 1)

@@ -1,0 +1,97 @@
+"""Entity tag schemes (IOB1, IOB2, BIOES): validation and conversion through entity spans."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+SCHEMES = ("iob1", "iob2", "bioes")
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``; raises ValueError for anything else."""
+    if tag == "O":
+        return "O", None
+    prefix, sep, entity = tag.partition("-")
+    if not sep or prefix not in ("B", "I", "E", "S") or not entity:
+        raise ValueError(f"invalid tag {tag!r}: expected O or a B-/I-/E-/S- prefix followed by a type")
+    return prefix, entity
+
+
+def to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Entity spans ``(type, start, end_exclusive)`` from IOB1, IOB2 or BIOES tags.
+
+    Lenient like conlleval: an ``I-X`` that does not continue an ``X`` entity starts one,
+    which reads IOB1 and IOB2 alike.
+    """
+    spans: list[tuple[str, int, int]] = []
+    current: list | None = None  # [type, start]
+    for i, tag in enumerate(tags):
+        prefix, entity = split_tag(tag)
+        starts = prefix in ("B", "S") or (prefix in ("I", "E") and (current is None or current[0] != entity))
+        if prefix == "O" or starts:
+            if current is not None:
+                spans.append((current[0], current[1], i))
+                current = None
+        if prefix != "O" and (starts or current is None):
+            current = [entity, i]
+        if prefix in ("E", "S"):
+            spans.append((current[0], current[1], i + 1))
+            current = None
+    if current is not None:
+        spans.append((current[0], current[1], len(tags)))
+    return spans
+
+
+def from_spans(spans: Sequence[tuple[str, int, int]], length: int, scheme: str) -> list[str]:
+    """Tags of ``length`` tokens in ``scheme`` ("iob2" or "bioes"; "iob1" writes B only between touching entities)."""
+    tags = ["O"] * length
+    previous_end, previous_type = -1, None
+    for entity, start, end in spans:
+        if scheme == "bioes":
+            if end - start == 1:
+                tags[start] = f"S-{entity}"
+            else:
+                tags[start] = f"B-{entity}"
+                tags[start + 1 : end - 1] = [f"I-{entity}"] * (end - start - 2)
+                tags[end - 1] = f"E-{entity}"
+        else:
+            tags[start:end] = [f"I-{entity}"] * (end - start)
+            if scheme == "iob2" or (previous_end == start and previous_type == entity):
+                tags[start] = f"B-{entity}"
+        previous_end, previous_type = end, entity
+    return tags
+
+
+def convert(tags: Sequence[str], scheme: str) -> list[str]:
+    """Convert tags in any supported scheme to ``scheme``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown tag scheme {scheme!r}; choose from {', '.join(SCHEMES)}")
+    return from_spans(to_spans(tags), len(tags), scheme)
+
+
+def allowed_transitions(labels: Sequence[str], scheme: str):
+    """Boolean masks ``(start[K], transitions[K, K], end[K])`` of the moves valid in ``scheme``.
+
+    ``transitions[i, j]`` says whether tag ``j`` may follow tag ``i``.
+    """
+    import torch
+
+    parts = [split_tag(label) for label in labels]
+    k = len(labels)
+    start = torch.ones(k, dtype=torch.bool)
+    end = torch.ones(k, dtype=torch.bool)
+    trans = torch.ones(k, k, dtype=torch.bool)
+    inside = ("I", "E") if scheme == "bioes" else ("I",)
+    open_prefixes = ("B", "I") if scheme == "bioes" else ()
+    for j, (pj, ej) in enumerate(parts):
+        if pj in inside:
+            start[j] = False
+        if pj in open_prefixes:
+            end[j] = False
+        for i, (pi, ei) in enumerate(parts):
+            continues = pi in ("B", "I") and ei == ej
+            if pj in inside and not continues:
+                trans[i, j] = False
+            if scheme == "bioes" and pi in ("B", "I") and not (pj in ("I", "E") and ei == ej):
+                trans[i, j] = False
+    return start, trans, end

@@ -1,0 +1,67 @@
+"""Sequence tagger: word + char embeddings -> RNN encoder -> CRF (or per-token softmax)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from seqnlp.nn.crf import CRF
+from seqnlp.nn.dropout import LockedDropout
+from seqnlp.nn.embedding import WordCharEmbedding
+from seqnlp.nn.encoder import RNNEncoder
+
+
+class Tagger(nn.Module):
+    """``forward(batch)`` returns the mean negative log-likelihood per sentence; ``predict(batch)`` the tag ids."""
+
+    def __init__(
+        self,
+        num_words: int,
+        num_chars: int,
+        num_tags: int,
+        word_dim: int = 100,
+        char_dim: int = 30,
+        char_out: int = 50,
+        char_encoder: str = "cnn",
+        hidden: int = 256,
+        layers: int = 1,
+        cell: str = "lstm",
+        bidirectional: bool = True,
+        dropout: float = 0.5,
+        word_dropout: float = 0.05,
+        crf: bool = True,
+        allowed=None,
+    ):
+        super().__init__()
+        self.embedding = WordCharEmbedding(num_words, word_dim, num_chars, char_dim, char_out, char_encoder, dropout, word_dropout)
+        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout)
+        self.dropout = LockedDropout(dropout)
+        self.emit = nn.Linear(self.encoder.out_dim, num_tags)
+        self.crf = CRF(num_tags, allowed) if crf else None
+
+    def emissions(self, batch: dict) -> torch.Tensor:
+        x = self.embedding(batch["words"], batch.get("chars"), batch.get("char_lengths"), batch.get("char_index"))
+        h, _ = self.encoder(x, batch["lengths"])
+        if "offsets" in batch:  # inputs carry context sentences: keep the target sentence's positions
+            positions = batch["offsets"].unsqueeze(1) + torch.arange(batch["mask"].size(1), device=h.device)
+            positions = positions.clamp(max=h.size(1) - 1)
+            h = h.gather(1, positions.unsqueeze(2).expand(-1, -1, h.size(2)))
+        return self.emit(self.dropout(h))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        scores = self.emissions(batch)
+        mask, tags = batch["mask"], batch["tags"]
+        if self.crf is not None:
+            return self.crf.nll(scores, tags, mask).mean()
+        token_loss = F.cross_entropy(scores.transpose(1, 2), tags, reduction="none")
+        return (token_loss * mask).sum() / mask.size(0)
+
+    @torch.inference_mode()
+    def predict(self, batch: dict) -> list[list[int]]:
+        scores = self.emissions(batch)
+        mask = batch["mask"]
+        if self.crf is not None:
+            return self.crf.decode(scores, mask)
+        best = scores.argmax(-1).tolist()
+        return [row[:n] for row, n in zip(best, mask.sum(1).tolist())]

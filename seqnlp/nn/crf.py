@@ -1,0 +1,79 @@
+"""Linear-chain CRF with a batched forward algorithm and batched Viterbi decoding."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_FORBIDDEN = -10000.0
+
+
+class CRF(nn.Module):
+    """Scores tag sequences as emissions + transitions, with optional forbidden moves.
+
+    ``allowed`` is ``(start[K], transitions[K, K], end[K])`` boolean masks (see
+    ``seqnlp.data.tags.allowed_transitions``); forbidden moves get a large negative score
+    that is not learned, so decoding never produces an invalid IOB2/BIOES sequence.
+    All methods loop over time only; sentences are processed together.
+    """
+
+    def __init__(self, num_tags: int, allowed=None):
+        super().__init__()
+        self.num_tags = num_tags
+        self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))
+        self.start = nn.Parameter(torch.zeros(num_tags))
+        self.end = nn.Parameter(torch.zeros(num_tags))
+        if allowed is None:
+            allowed = (torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool))
+        for name, mask in zip(("start_penalty", "transition_penalty", "end_penalty"), allowed):
+            self.register_buffer(name, (~mask).float() * _FORBIDDEN, persistent=False)
+
+    def _scores(self):
+        return self.start + self.start_penalty, self.transitions + self.transition_penalty, self.end + self.end_penalty
+
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood per sentence ``[B]``; ``mask[B, T]`` marks real tokens (left-aligned)."""
+        return self.log_partition(emissions, mask) - self.score(emissions, tags, mask)
+
+    def score(self, emissions, tags, mask):
+        start, trans, end = self._scores()
+        maskf = mask.to(emissions.dtype)
+        emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)
+        moves = trans[tags[:, :-1], tags[:, 1:]]
+        last = tags.gather(1, (mask.sum(1) - 1).unsqueeze(1)).squeeze(1)
+        return start[tags[:, 0]] + (emit * maskf).sum(1) + (moves * maskf[:, 1:]).sum(1) + end[last]
+
+    def log_partition(self, emissions, mask):
+        """log Z by the forward algorithm, in probability space as one ``[B, K] @ [K, K]`` product per step.
+
+        Rescaling by each row's maximum keeps it stable; it is several times cheaper than
+        ``logsumexp`` over ``[B, K, K]``. Forbidden moves have ``exp(score) == 0`` exactly.
+        """
+        start, trans, end = self._scores()
+        exp_trans = trans.exp()
+        alpha = start + emissions[:, 0]
+        for t in range(1, emissions.size(1)):
+            peak = alpha.max(dim=1, keepdim=True).values
+            step = torch.log(((alpha - peak).exp() @ exp_trans).clamp_min(1e-30)) + peak + emissions[:, t]
+            alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
+        return torch.logsumexp(alpha + end, dim=1)
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        """The best tag sequence of each sentence (Viterbi), trimmed to its length."""
+        start, trans, end = self._scores()
+        batch, steps, _ = emissions.shape
+        score = start + emissions[:, 0]
+        backpointers = []
+        for t in range(1, steps):
+            best, index = (score.unsqueeze(2) + trans).max(dim=1)
+            backpointers.append(index)
+            score = torch.where(mask[:, t].unsqueeze(1), best + emissions[:, t], score)
+        current = (score + end).argmax(dim=1)
+        path = torch.empty(batch, steps, dtype=torch.long, device=emissions.device)
+        for t in range(steps - 1, 0, -1):
+            path[:, t] = current
+            previous = backpointers[t - 1].gather(1, current.unsqueeze(1)).squeeze(1)
+            current = torch.where(mask[:, t], previous, current)
+        path[:, 0] = current
+        lengths = mask.sum(1).tolist()
+        return [row[:n] for row, n in zip(path.tolist(), lengths)]

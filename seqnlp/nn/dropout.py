@@ -1,0 +1,24 @@
+"""Variational ("locked") dropout: one mask per sequence, shared by every time step.
+
+Recommended for recurrent taggers (Gal & Ghahramani 2016; Reimers & Gurevych 2017), and T times
+fewer random numbers than element-wise dropout, which on CPU costs more than one might think.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LockedDropout(nn.Module):
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[B, T, D]`` (or ``[B, D]``) with whole feature channels dropped per sequence."""
+        if not self.training or self.p == 0:
+            return x
+        shape = (x.size(0), 1, x.size(2)) if x.dim() == 3 else x.shape
+        keep = (torch.rand(shape, device=x.device) >= self.p).to(x.dtype) / (1 - self.p)
+        return x * keep

@@ -1,0 +1,112 @@
+"""Word embeddings, character-level word features, and pretrained vector loading."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from seqnlp.errors import DataError, read_text_lines
+from seqnlp.nn.dropout import LockedDropout
+
+
+class CharFeatures(nn.Module):
+    """One vector per word from its characters: a CNN with max pooling, or a BiLSTM's final states.
+
+    Works on the *distinct* words of a batch (``chars[U, L]``), so frequent words cost one pass.
+    """
+
+    def __init__(self, num_chars: int, char_dim: int = 30, out_dim: int = 50, kind: str = "cnn", kernel_size: int = 3):
+        super().__init__()
+        if kind not in ("cnn", "lstm"):
+            raise ValueError(f"char encoder must be 'cnn' or 'lstm', not {kind!r}")
+        self.kind = kind
+        self.embed = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        if kind == "cnn":
+            self.conv = nn.Conv1d(char_dim, out_dim, kernel_size, padding=kernel_size // 2)
+        else:
+            self.rnn = nn.LSTM(char_dim, out_dim // 2, batch_first=True, bidirectional=True)
+        self.out_dim = out_dim if kind == "cnn" else 2 * (out_dim // 2)
+
+    def forward(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embed(chars)  # U, L, C
+        if self.kind == "cnn":
+            h = self.conv(x.transpose(1, 2))  # U, F, L
+            pad = (chars == 0).unsqueeze(1)
+            return h.masked_fill(pad, float("-inf")).amax(dim=2)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.rnn(packed)
+        return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+
+class WordCharEmbedding(nn.Module):
+    """Word embedding, optionally concatenated with character features, with dropout.
+
+    ``word_dropout`` replaces a fraction of word ids by ``<unk>`` during training, so the
+    model learns to tag unknown words from their characters.
+    """
+
+    def __init__(
+        self,
+        num_words: int,
+        word_dim: int,
+        num_chars: int = 0,
+        char_dim: int = 30,
+        char_out: int = 50,
+        char_encoder: str = "cnn",
+        dropout: float = 0.5,
+        word_dropout: float = 0.0,
+        unk_id: int = 1,
+    ):
+        super().__init__()
+        self.words = nn.Embedding(num_words, word_dim, padding_idx=0)
+        self.chars = CharFeatures(num_chars, char_dim, char_out, char_encoder) if num_chars else None
+        self.dropout = LockedDropout(dropout)
+        self.word_dropout = word_dropout
+        self.unk_id = unk_id
+        self.out_dim = word_dim + (self.chars.out_dim if self.chars else 0)
+
+    def forward(self, words: torch.Tensor, chars: torch.Tensor | None = None, char_lengths=None, char_index=None) -> torch.Tensor:
+        if self.training and self.word_dropout > 0:
+            drop = torch.rand(words.shape, device=words.device) < self.word_dropout
+            words = words.masked_fill(drop & (words != 0), self.unk_id)
+        x = self.words(words)
+        if self.chars is not None:
+            per_word = self.chars(chars, char_lengths)  # U, F
+            x = torch.cat([x, per_word[char_index]], dim=-1)
+        return self.dropout(x)
+
+
+def load_vectors(path, vocab, dim: int, lowercase_fallback: bool = True) -> tuple[torch.Tensor, dict]:
+    """Rows for ``vocab`` from a GloVe or word2vec text file, and a coverage report.
+
+    Words missing from the file keep a small random vector. The report counts the vocabulary
+    types found and how many were matched only through their lowercase form.
+    """
+    path = str(path)
+    vectors: dict[str, list[float]] = {}
+    for number, line in enumerate(read_text_lines(path), start=1):
+        parts = line.rstrip().split(" ")
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            continue  # word2vec header: "count dim"
+        if len(parts) < 2:
+            continue
+        if len(parts) - 1 != dim:
+            raise DataError(f"vector has {len(parts) - 1} dimensions, expected {dim} (set word_dim to the file's size)", path, number)
+        try:
+            vectors[parts[0]] = [float(v) for v in parts[1:]]
+        except ValueError:
+            raise DataError("vector values must be numbers", path, number) from None
+    weight = torch.randn(len(vocab), dim) * 0.1
+    weight[0] = 0
+    exact = lowered = 0
+    for i, word in enumerate(vocab.itos):
+        if word in vectors:
+            weight[i] = torch.tensor(vectors[word])
+            exact += 1
+        elif lowercase_fallback and word.lower() in vectors:
+            weight[i] = torch.tensor(vectors[word.lower()])
+            lowered += 1
+    found = exact + lowered
+    report = {"file": path, "vocab_size": len(vocab), "found": found, "found_lowercase": lowered, "coverage": found / max(1, len(vocab))}
+    return weight, report

@@ -1,0 +1,168 @@
+"""train -> evaluate -> report, the same for every task (recipes and ``seqnlp train`` call this)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from seqnlp import config as configs
+from seqnlp.errors import ConfigError, DataError
+from seqnlp.io import existing_directory, load_weights, read_model_config
+from seqnlp.report import write_report
+from seqnlp.tasks.base import get_task, load_model_dir, write_model_files
+from seqnlp.train import Trainer, pick_device
+
+ARCHITECTURE_KEYS_SKIP = {"output_dir", "init_from"}
+
+
+def build_parser(task_name: str, prog: str | None = None) -> argparse.ArgumentParser:
+    cls = get_task(task_name)
+    parser = argparse.ArgumentParser(prog=prog or f"seqnlp train {task_name}", description=f"Train, evaluate and report a {task_name} model.")
+    parser.add_argument("--config", help="YAML file of settings (flags override it)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last")
+    configs.add_arguments(parser, cls.config_class)
+    return parser
+
+
+def file_checksums(config) -> dict:
+    out = {}
+    for key in ("train_file", "dev_file", "test_file"):
+        path = getattr(config, key)
+        if path and os.path.isfile(path):
+            out[key] = {"path": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+    return out
+
+
+def _config_differences(old: dict, new: dict) -> list[str]:
+    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v and k not in ("quiet",)]
+
+
+def train(task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None) -> dict:
+    """Run a whole recipe; returns the metrics written to ``metrics.json``."""
+    cls = get_task(task_name)
+    args = build_parser(task_name, prog).parse_args(argv)
+    output_dir = Path(getattr(args, "output_dir", None) or f"runs/{task_name}")
+
+    saved = None
+    base: dict = {}
+    if args.resume:
+        checkpoint = existing_directory(output_dir / "checkpoints" / "last")
+        if checkpoint is None:
+            raise ConfigError(f"--resume: no checkpoint in {output_dir / 'checkpoints' / 'last'}")
+        saved = read_model_config(checkpoint)
+        base = dict(saved["config"])
+    elif getattr(args, "init_from", None):
+        saved = read_model_config(args.init_from)
+        base = {k: v for k, v in saved["config"].items() if k not in ARCHITECTURE_KEYS_SKIP}
+    config = configs.resolve(cls.config_class, args, args.config, base=base)
+    if not config.train_file and not config.dataset:
+        if default_data is None:
+            raise ConfigError("no training data: give --train-file or --dataset")
+        config = configs.from_dict(cls.config_class, {**configs.to_dict(config), **default_data})
+    config.output_dir = str(output_dir)
+    if saved is not None:
+        changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in ARCHITECTURE_KEYS_SKIP})
+        if changes:
+            print(("resuming" if args.resume else "fine-tuning") + " with changed settings: " + "; ".join(changes), flush=True)
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    task = cls(config)
+
+    # Read and check all data before anything in the output directory is touched.
+    train_set = task.read("train")
+    dev_set = task.read("dev")
+    test_set = task.read("test")
+    selection_note = "dev set"
+    if dev_set is None:
+        rng = random.Random(config.seed)
+        order = list(range(len(train_set)))
+        rng.shuffle(order)
+        cut = max(1, len(order) // 10)
+        dev_set = [train_set[i] for i in sorted(order[:cut])]
+        train_set = [train_set[i] for i in sorted(order[cut:])]
+        selection_note = "10% of the training data held out (no dev set given)"
+        print(f"no dev set given: holding out {len(dev_set)} training examples to select the model", flush=True)
+
+    vectors_report = None
+    if saved is not None:
+        task.load_assets(existing_directory(output_dir / "checkpoints" / "last") if args.resume else Path(args.init_from), saved["assets"])
+        task.check_labels(train_set)
+        task.check_labels(dev_set)
+        model = task.build_model()
+        if not args.resume:
+            try:
+                load_weights(model, Path(args.init_from) / "model.safetensors")
+            except RuntimeError as err:
+                raise ConfigError(f"--init-from: the model's architecture differs from these settings ({str(err).splitlines()[0]})") from None
+    else:
+        task.fit(train_set, output_dir)
+        task.check_labels(dev_set)
+        model = task.build_model()
+        vectors_report = task.init_model(model)
+    if test_set is not None:
+        task.check_labels(test_set)
+
+    train_items = task.prepare(train_set)
+    trainer = Trainer(
+        model, config, output_dir,
+        train_batches=lambda epoch: task.batches(train_items, shuffle=True, epoch=epoch),
+        evaluate=lambda m: task.evaluate(m, dev_set, selection=True),
+        write_model=lambda directory: write_model_files(task, model, directory),
+        metric=task.metric,
+        higher_is_better=task.higher_is_better,
+    )
+    state = trainer.fit(resume=args.resume)
+    if existing_directory(output_dir / "model") is None:
+        raise DataError("training produced no model (it stopped before the first evaluation)")
+
+    del trainer, model
+    _release_memory()
+    # Evaluate the saved model as a user would load it, so `seqnlp evaluate` reproduces these numbers.
+    best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=str(pick_device(config.device)))
+    results = {"dev": best_task.evaluate(best, dev_set)}
+    if test_set is not None:
+        results["test"] = best_task.evaluate(best, test_set)
+    metrics = {
+        "task": task_name,
+        **{split: _public(values) for split, values in results.items()},
+        "train": {
+            "epochs": state.epoch + (state.step_in_epoch > 0),
+            "steps": state.step,
+            "seconds": state.seconds,
+            "tokens_per_second": state.tokens / max(1e-9, state.seconds),
+            "best_epoch": state.best_epoch,
+        },
+        "config": configs.to_dict(config),
+        "protocol": {"selected_on": selection_note, "seed": config.seed, "data": file_checksums(config) or config.dataset},
+    }
+    summary = task.data_summary({"train": train_set, "dev": dev_set, "test": test_set})
+    if vectors_report:
+        summary["pretrained vectors"] = f"{vectors_report['found']}/{vectors_report['vocab_size']} found ({vectors_report['coverage']:.1%})"
+    summary["model parameters"] = sum(p.numel() for p in best.parameters())
+    write_report(output_dir, task_name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
+    return metrics
+
+
+def _public(values: dict) -> dict:
+    """Metrics for metrics.json: drop report-only extras (keys starting with an underscore)."""
+    return {k: v for k, v in values.items() if not k.startswith("_")}
+
+
+def _release_memory() -> None:
+    """Hand the training run's freed heap back to the OS before the evaluation imports its scorers."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim

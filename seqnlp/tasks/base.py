@@ -1,0 +1,154 @@
+"""What a task is: its config, reader, vocabularies, model, metric and prediction format.
+
+The Trainer, CLI, model directories and reports are written once, against this interface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from seqnlp import config as configs
+from seqnlp.errors import DataError
+from seqnlp.io import atomic_directory, load_weights, read_model_config, save_weights, write_model_config
+
+
+class Task:
+    name: str = ""
+    config_class: type = configs.RunConfig
+    metric: str = ""              # dev metric that selects the model
+    higher_is_better: bool = True
+
+    def __init__(self, config):
+        self.config = config
+
+    # -- data --------------------------------------------------------------------------
+    def read(self, split: str, path: str | None = None) -> list | None:
+        """Examples of ``split`` ("train" / "dev" / "test") from ``path``, the config's files, or its HF dataset; None if not given."""
+        config = self.config
+        if path is None:
+            path = {"train": config.train_file, "dev": config.dev_file, "test": config.test_file}[split]
+        if path:
+            examples = self.read_file(path)
+        elif config.dataset:
+            from seqnlp.data import hf
+
+            split_name = {"train": config.train_split, "dev": config.dev_split, "test": config.test_split}[split]
+            if split != "train" and not hf.has_split(config.dataset, split_name, config.dataset_config):
+                return None
+            dataset = hf.load_split(config.dataset, split_name, config.dataset_config)
+            examples = self.read_hf(dataset, f"{config.dataset}[{split_name}]")
+        else:
+            return None
+        if not examples:
+            raise DataError(f"the {split} data is empty", path or config.dataset)
+        return examples
+
+    def read_file(self, path: str) -> list:
+        raise NotImplementedError
+
+    def read_hf(self, dataset, source: str) -> list:
+        raise NotImplementedError
+
+    def num_tokens(self, example) -> int:
+        raise NotImplementedError
+
+    # -- vocabularies and model --------------------------------------------------------
+    def fit(self, train: list, model_dir: Path) -> None:
+        """Build vocabularies / tokenizers from the training data (written to ``model_dir`` if they are files)."""
+        raise NotImplementedError
+
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def asset_config(self) -> dict:
+        """JSON-able state besides weights that rebuilds the task (vocabularies, label names...)."""
+        raise NotImplementedError
+
+    def load_assets(self, directory: Path, assets: dict) -> None:
+        raise NotImplementedError
+
+    def save_files(self, directory: Path) -> None:
+        """Copy file assets (e.g. SentencePiece models) into ``directory``."""
+
+    def init_model(self, model: torch.nn.Module) -> dict | None:
+        """Initialise a fresh model (e.g. from pretrained vectors); returns a report for the data summary."""
+        return None
+
+    # -- batches, evaluation, prediction -------------------------------------------------
+    def prepare(self, examples: list) -> list:
+        """Encode examples once (ids), so each epoch only groups and pads them."""
+        raise NotImplementedError
+
+    def batches(self, items: list, shuffle: bool, epoch: int = 0) -> list[dict]:
+        """Training batches of prepared ``items``; the order is a pure function of ``(seed, epoch)``."""
+        raise NotImplementedError
+
+    def check_labels(self, examples: list) -> None:
+        """Raise DataError for labels the model does not know (evaluation / fine-tuning data)."""
+
+    def evaluate(self, model, examples: list, selection: bool = False) -> dict:
+        """Metrics of ``model`` on ``examples``; ``selection=True`` during training, where only the selection metric must be exact."""
+        raise NotImplementedError
+
+    def predict_lines(self, model, lines: list[str], options: dict) -> list[str]:
+        raise NotImplementedError
+
+    def report_sections(self, results: dict, output_dir=None) -> list[str]:
+        """Markdown sections for ``report.md`` (pictures, if any, are written into ``output_dir``)."""
+        return []
+
+    def data_summary(self, splits: dict) -> dict:
+        summary = {}
+        for name, examples in splits.items():
+            if examples is not None:
+                summary[f"{name} examples"] = len(examples)
+                summary[f"{name} tokens"] = sum(self.num_tokens(e) for e in examples)
+        return summary
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls):
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    from seqnlp import tasks  # noqa: F401  (registers the tasks)
+
+    if name not in TASKS:
+        raise DataError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def write_model_files(task: Task, model: torch.nn.Module, directory) -> None:
+    """Write ``config.json``, ``model.safetensors`` and the task's assets into ``directory``."""
+    directory = Path(directory)
+    save_weights(model, directory / "model.safetensors")
+    task.save_files(directory)
+    write_model_config(directory, task.name, configs.to_dict(task.config), {"assets": task.asset_config()})
+
+
+def save_model_dir(task: Task, model: torch.nn.Module, directory) -> None:
+    """``write_model_files`` into a fresh folder that replaces ``directory`` atomically."""
+    with atomic_directory(directory) as tmp:
+        write_model_files(task, model, tmp)
+
+
+def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None) -> tuple[Task, torch.nn.Module]:
+    """Rebuild a task and its model from a model directory (no pickle involved)."""
+    directory = Path(directory)
+    saved = read_model_config(directory)
+    cls = get_task(saved["task"])
+    values = dict(saved["config"])
+    values.update(overrides or {})
+    task = cls(configs.from_dict(cls.config_class, values, source=str(directory / "config.json")))
+    task.load_assets(directory, saved["assets"])
+    model = task.build_model()
+    load_weights(model, directory / "model.safetensors")
+    model.to(device)
+    model.eval()
+    return task, model

@@ -1,0 +1,237 @@
+"""Named-entity recognition: CoNLL / HF token-classification data, BiRNN-CRF tagger, seqeval scores."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from seqnlp.config import ConfigError, RunConfig
+from seqnlp.data import tags as tagging
+from seqnlp.data.batching import bucket_batches, pad
+from seqnlp.data.conll import TaggedSentence, read_conll
+from seqnlp.data.hf import label_names, require_columns
+from seqnlp.errors import DataError
+from seqnlp.metrics import entity_f1, entity_scores, token_accuracy
+from seqnlp.models.tagger import Tagger
+from seqnlp.report import markdown_table
+from seqnlp.tasks.base import Task, register
+from seqnlp.vocab import Vocab, label_vocab
+
+MAX_WORD_CHARS = 30
+_DIGITS = re.compile(r"\d")
+
+
+@dataclass
+class NERConfig(RunConfig):
+    # data format
+    token_column: int = 0
+    tag_column: int = -1
+    tokens_field: str = "tokens"      # HF datasets
+    tags_field: str = "ner_tags"
+    tag_scheme: str = "bioes"         # the scheme the model predicts; scores always use IOB2
+    # model
+    word_dim: int = 100
+    min_freq: int = 1
+    lowercase: bool = True
+    char_dim: int = 30                # 0 turns character features off
+    char_out: int = 50
+    char_encoder: str = "cnn"
+    word_dropout: float = 0.05
+    context: int = 0                  # neighbouring sentences read on each side (document context)
+    crf: bool = True
+    constrained: bool = True          # forbid invalid tag transitions in the CRF
+    pretrained_vectors: str | None = None
+    eval_batch_size: int = 256
+    epochs: int = 60
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tag_scheme not in ("iob2", "bioes"):
+            raise ConfigError(f"tag_scheme must be iob2 or bioes, not {self.tag_scheme!r}")
+        if self.char_encoder not in ("cnn", "lstm"):
+            raise ConfigError(f"char_encoder must be cnn or lstm, not {self.char_encoder!r}")
+
+
+@register
+class NERTask(Task):
+    name = "ner"
+    config_class = NERConfig
+    metric = "f1"
+
+    # -- data --------------------------------------------------------------------------
+    def read_file(self, path):
+        c = self.config
+        return read_conll(path, c.token_column, c.tag_column, scheme=c.tag_scheme)
+
+    def read_hf(self, dataset, source):
+        c = self.config
+        require_columns(dataset, [c.tokens_field, c.tags_field], source)
+        names = label_names(dataset, c.tags_field)
+        sentences = []
+        for row_number, row in enumerate(dataset):
+            tokens, raw_tags = row[c.tokens_field], row[c.tags_field]
+            where = f"{source}:row {row_number}"
+            if len(tokens) != len(raw_tags):
+                raise DataError(f"{where}: {len(tokens)} tokens but {len(raw_tags)} tags")
+            if not tokens:
+                continue
+            tag_strings = [names[t] if names is not None and isinstance(t, int) else str(t) for t in raw_tags]
+            try:
+                converted = tagging.convert(tag_strings, c.tag_scheme)
+            except ValueError as err:
+                raise DataError(f"{where}: {err}") from None
+            sentences.append(TaggedSentence(list(tokens), converted, where))
+        return sentences
+
+    def num_tokens(self, example):
+        return len(example.tokens)
+
+    # -- vocabularies and model --------------------------------------------------------
+    def normalize(self, token: str) -> str:
+        return _DIGITS.sub("0", token.lower()) if self.config.lowercase else token
+
+    def fit(self, train, model_dir):
+        c = self.config
+        self.words = Vocab.build(([self.normalize(t) for t in s.tokens] for s in train), min_freq=c.min_freq)
+        self.chars = Vocab.build(s.tokens for s in train) if c.char_dim else None
+        labels = {t for s in train for t in s.tags} | set(tagging.convert(["O"], c.tag_scheme))
+        self.tags = label_vocab(labels)
+
+    def build_model(self):
+        c = self.config
+        allowed = tagging.allowed_transitions(self.tags.itos, c.tag_scheme) if c.constrained else None
+        model = Tagger(
+            len(self.words), len(self.chars) if self.chars else 0, len(self.tags),
+            word_dim=c.word_dim, char_dim=c.char_dim, char_out=c.char_out, char_encoder=c.char_encoder,
+            hidden=c.hidden, layers=c.layers, cell=c.cell, bidirectional=c.bidirectional,
+            dropout=c.dropout, word_dropout=c.word_dropout, crf=c.crf, allowed=allowed,
+        )
+        return model
+
+    def init_model(self, model):
+        from seqnlp.nn.embedding import load_vectors
+
+        if not self.config.pretrained_vectors:
+            return None
+        weight, report = load_vectors(self.config.pretrained_vectors, self.words, self.config.word_dim)
+        with torch.no_grad():
+            model.embedding.words.weight.copy_(weight)
+        return report
+
+    def asset_config(self):
+        return {
+            "words": self.words.to_dict(),
+            "chars": self.chars.to_dict() if self.chars else None,
+            "tags": self.tags.to_dict(),
+        }
+
+    def load_assets(self, directory, assets):
+        self.words = Vocab.from_dict(assets["words"])
+        self.chars = Vocab.from_dict(assets["chars"]) if assets["chars"] else None
+        self.tags = Vocab.from_dict(assets["tags"])
+
+    # -- batches -----------------------------------------------------------------------
+    def check_labels(self, examples):
+        known = sorted({t.split("-", 1)[-1] for t in self.tags.itos if t != "O"})
+        for sentence in examples:
+            for offset, tag in enumerate(sentence.tags):
+                if tag not in self.tags:
+                    where = _token_location(sentence.source, offset)
+                    raise DataError(f"{where}: entity type {tag.split('-', 1)[-1]!r} was not seen in training (known types: {', '.join(known)})")
+
+    def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> list[dict]:
+        """Ids of each sentence, with up to ``context`` neighbouring sentences on each side as extra input.
+
+        Sentences are taken to be in document order (as in CoNLL files); the neighbours are only
+        read, never tagged or scored.
+        """
+        k = self.config.context
+        items = []
+        for i, tokens in enumerate(sentences):
+            left = [t for s in sentences[max(0, i - k) : i] for t in s]
+            right = [t for s in sentences[i + 1 : i + 1 + k] for t in s]
+            window = left + tokens + right
+            items.append({
+                "tokens": window,
+                "words": self.words.encode(self.normalize(t) for t in window),
+                "offset": len(left),
+                "length": len(tokens),
+                "tags": self.tags.encode(tags[i]) if tags is not None else None,
+            })
+        return items
+
+    def collate(self, items: list[dict]) -> dict:
+        lengths = torch.tensor([len(it["words"]) for it in items])
+        targets = torch.tensor([it["length"] for it in items])
+        words = pad([it["words"] for it in items])
+        mask = torch.arange(int(targets.max())).unsqueeze(0) < targets.unsqueeze(1)
+        batch = {"words": words, "lengths": lengths, "mask": mask, "num_tokens": int(targets.sum())}
+        if self.config.context:
+            batch["offsets"] = torch.tensor([it["offset"] for it in items])
+        if items[0]["tags"] is not None:
+            batch["tags"] = pad([it["tags"] for it in items])
+        if self.chars is not None:
+            distinct: dict[str, int] = {}
+            index = [[distinct.setdefault(tok, len(distinct)) for tok in it["tokens"]] for it in items]
+            spelled = [self.chars.encode(tok[:MAX_WORD_CHARS]) for tok in distinct]
+            batch["chars"] = pad(spelled)
+            batch["char_lengths"] = torch.tensor([len(s) for s in spelled])
+            batch["char_index"] = pad(index)
+        return batch
+
+    def prepare(self, examples):
+        return self.encode([s.tokens for s in examples], [s.tags for s in examples])
+
+    def batches(self, items, shuffle, epoch=0):
+        size = self.config.batch_size if shuffle else self.config.eval_batch_size
+        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch)
+        return [self.collate([items[i] for i in group]) for group in groups]
+
+    # -- evaluation and prediction -----------------------------------------------------
+    def tag(self, model, sentences: list[list[str]]) -> list[list[str]]:
+        """Predicted IOB2 tags for whitespace-tokenized sentences (in document order), in input order."""
+        results: list = [None] * len(sentences)
+        model.eval()
+        device = next(model.parameters()).device
+        items = self.encode(sentences)
+        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False):
+            batch = self.collate([items[i] for i in group])
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            for i, ids in zip(group, model.predict(batch)):
+                results[i] = tagging.convert(self.tags.decode(ids), "iob2")
+        return results
+
+    def evaluate(self, model, examples, selection=False):
+        self.check_labels(examples)
+        predicted = self.tag(model, [s.tokens for s in examples])
+        gold = [tagging.convert(s.tags, "iob2") for s in examples]
+        scores = entity_f1(gold, predicted) if selection else entity_scores(gold, predicted)
+        scores["token_accuracy"] = token_accuracy(gold, predicted)
+        unknown = sum(w == self.words.unk_id for s in examples for w in self.words.encode(self.normalize(t) for t in s.tokens))
+        scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
+        return scores
+
+    def predict_lines(self, model, lines, options):
+        sentences = [line.split() for line in lines]
+        nonempty = [s for s in sentences if s]
+        tagged = iter(self.tag(model, nonempty))
+        return [" ".join(f"{tok}/{tag}" for tok, tag in zip(s, next(tagged))) if s else "" for s in sentences]
+
+    def report_sections(self, results, output_dir=None):
+        sections = []
+        for split, scores in results.items():
+            rows = [[name, r["precision"], r["recall"], r["f1"], r["support"]] for name, r in scores["per_type"].items()]
+            rows.append(["**all (micro)**", scores["precision"], scores["recall"], scores["f1"], sum(r["support"] for r in scores["per_type"].values())])
+            sections += [f"## {split}: entities by type", "", markdown_table(["type", "precision", "recall", "F1", "support"], rows), "",
+                         f"Token accuracy {scores['token_accuracy']:.4f}; unknown-word rate {scores['unknown_word_rate']:.2%}.", ""]
+        return sections
+
+
+def _token_location(source: str, offset: int) -> str:
+    """``FILE:LINE`` of the ``offset``-th token of a sentence that starts at ``source``."""
+    path, sep, line = source.rpartition(":")
+    if sep and line.isdigit():
+        return f"{path}:{int(line) + offset}"
+    return source

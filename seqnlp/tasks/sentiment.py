@@ -1,0 +1,251 @@
+"""Sentiment / text classification: TSV, CSV, JSONL or HF data, RNN + pooling classifier, accuracy and macro-F1."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqnlp.config import ConfigError, RunConfig
+from seqnlp.data.batching import bucket_batches, pad
+from seqnlp.data.hf import label_names, require_columns
+from seqnlp.data.table import pick_column, read_records
+from seqnlp.errors import DataError
+from seqnlp.metrics import classification_scores
+from seqnlp.models.classifier import Classifier
+from seqnlp.nn.pooling import POOLINGS
+from seqnlp.report import markdown_table
+from seqnlp.tasks.base import Task, register
+from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+SUBWORD_FILE = "subwords.model"
+
+
+@dataclass(frozen=True)
+class TextExample:
+    text: str
+    label: str | None
+    source: str = ""   # "FILE:LINE" or "dataset[split]:row N"
+
+
+@dataclass
+class SentimentConfig(RunConfig):
+    text_column: str = "auto"         # "auto": `sentence` or `text`
+    label_column: str = "label"
+    tokenizer: str = "word"           # word | subword (SentencePiece trained on the training texts)
+    subword_vocab_size: int = 8000
+    lowercase: bool = True
+    min_freq: int = 1
+    max_length: int = 400             # tokens kept per text (long reviews are truncated)
+    word_dim: int = 300
+    word_dropout: float = 0.1
+    pooling: str = "max"
+    class_weights: str = "none"       # none | balanced
+    eval_batch_size: int = 256
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 2e-3
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tokenizer not in ("word", "subword"):
+            raise ConfigError(f"tokenizer must be word or subword, not {self.tokenizer!r}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
+        if self.class_weights not in ("none", "balanced"):
+            raise ConfigError(f"class_weights must be none or balanced, not {self.class_weights!r}")
+
+
+@register
+class SentimentTask(Task):
+    name = "sentiment"
+    config_class = SentimentConfig
+    metric = "accuracy"
+
+    # -- data --------------------------------------------------------------------------
+    def read_file(self, path):
+        c = self.config
+        text_column = pick_column(path, ["sentence", "text"]) if c.text_column == "auto" else c.text_column
+        examples = []
+        for line, row in read_records(path, [text_column, c.label_column]):
+            examples.append(self._example(row[text_column], row[c.label_column], f"{path}:{line}"))
+        return examples
+
+    def read_hf(self, dataset, source):
+        c = self.config
+        if c.text_column == "auto":
+            text_column = next((n for n in ("sentence", "text") if n in dataset.column_names), "sentence")
+        else:
+            text_column = c.text_column
+        require_columns(dataset, [text_column, c.label_column], source)
+        names = label_names(dataset, c.label_column)
+        examples = []
+        for number, row in enumerate(dataset):
+            label = row[c.label_column]
+            if names is not None and isinstance(label, int) and label >= 0:
+                label = names[label]
+            examples.append(self._example(row[text_column], label, f"{source}:row {number}"))
+        return examples
+
+    @staticmethod
+    def _example(text, label, where: str) -> TextExample:
+        if text is None or not str(text).strip():
+            raise DataError(f"{where}: empty text")
+        if label is None or str(label).strip() == "" or label == -1:
+            raise DataError(f"{where}: missing label")
+        return TextExample(str(text), str(label).strip(), where)
+
+    def num_tokens(self, example):
+        return len(self.tokenize(example.text))
+
+    # -- vocabularies and model --------------------------------------------------------
+    def tokenize(self, text: str) -> list:
+        text = text.lower() if self.config.lowercase else text
+        if self.config.tokenizer == "subword":
+            return self.subwords.encode(text)[: self.config.max_length]
+        return _WORDS.findall(text)[: self.config.max_length]
+
+    def fit(self, train, model_dir):
+        c = self.config
+        if c.tokenizer == "subword":
+            self.subwords = SubwordTokenizer.train((e.text.lower() if c.lowercase else e.text for e in train), c.subword_vocab_size)
+            self.words = None
+        else:
+            self.words = Vocab.build((self.tokenize(e.text) for e in train), min_freq=c.min_freq)
+        self.labels = label_vocab(e.label for e in train)
+        if len(self.labels) < 2:
+            raise DataError(f"the training data has only one label ({self.labels.itos[0]!r}): a classifier needs at least two")
+        counts = Counter(e.label for e in train)
+        self.weights = None
+        if c.class_weights == "balanced":
+            self.weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels.itos]
+
+    def vocab_size(self) -> int:
+        return len(self.subwords) if self.config.tokenizer == "subword" else len(self.words)
+
+    def build_model(self):
+        c = self.config
+        return Classifier(self.vocab_size(), len(self.labels), word_dim=c.word_dim, hidden=c.hidden, layers=c.layers,
+                          cell=c.cell, bidirectional=c.bidirectional, dropout=c.dropout, word_dropout=c.word_dropout,
+                          pooling=c.pooling, class_weights=self.weights)
+
+    def asset_config(self):
+        return {"words": self.words.to_dict() if self.words else None, "labels": self.labels.to_dict(), "class_weights": self.weights}
+
+    def save_files(self, directory):
+        if self.config.tokenizer == "subword":
+            self.subwords.save(Path(directory) / SUBWORD_FILE)
+
+    def load_assets(self, directory, assets):
+        self.words = Vocab.from_dict(assets["words"]) if assets["words"] else None
+        if self.config.tokenizer == "subword":
+            self.subwords = SubwordTokenizer.load(Path(directory) / SUBWORD_FILE)
+        self.labels = Vocab.from_dict(assets["labels"])
+        self.weights = assets["class_weights"]
+
+    # -- batches -----------------------------------------------------------------------
+    def check_labels(self, examples):
+        for example in examples:
+            if example.label not in self.labels:
+                raise DataError(f"{example.source}: label {example.label!r} was not seen in training (labels: {', '.join(self.labels.itos)})")
+
+    def encode(self, text: str) -> list[int]:
+        tokens = self.tokenize(text)
+        ids = tokens if self.config.tokenizer == "subword" else self.words.encode(tokens)
+        return ids or [1]  # a text of only unknown characters still gets one (unknown) token
+
+    def prepare(self, examples):
+        return [{"words": self.encode(e.text), "label": self.labels[e.label] if e.label is not None else None} for e in examples]
+
+    def collate(self, items):
+        lengths = torch.tensor([len(it["words"]) for it in items])
+        words = pad([it["words"] for it in items])
+        batch = {"words": words, "lengths": lengths, "num_tokens": int(lengths.sum()),
+                 "mask": torch.arange(words.size(1)).unsqueeze(0) < lengths.unsqueeze(1)}
+        if items[0]["label"] is not None:
+            batch["labels"] = torch.tensor([it["label"] for it in items])
+        return batch
+
+    def batches(self, items, shuffle, epoch=0):
+        size = self.config.batch_size if shuffle else self.config.eval_batch_size
+        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch)
+        return [self.collate([items[i] for i in group]) for group in groups]
+
+    # -- evaluation and prediction -----------------------------------------------------
+    def probabilities(self, model, texts: list[str]) -> torch.Tensor:
+        """``[N, C]`` class probabilities in input order."""
+        model.eval()
+        device = next(model.parameters()).device
+        items = [{"words": self.encode(t), "label": None} for t in texts]
+        out = torch.empty(len(texts), len(self.labels))
+        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False):
+            batch = self.collate([items[i] for i in group])
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            out[group] = model.predict(batch).float().cpu()
+        return out
+
+    def evaluate(self, model, examples, selection=False):
+        self.check_labels(examples)
+        probs = self.probabilities(model, [e.text for e in examples])
+        confidence, best = probs.max(dim=1)
+        predicted = self.labels.decode(best.tolist())
+        gold = [e.label for e in examples]
+        scores = classification_scores(gold, predicted, self.labels.itos)
+        errors = sorted((i for i in range(len(gold)) if gold[i] != predicted[i]), key=lambda i: -float(confidence[i]))
+        scores["_errors"] = [{"text": examples[i].text, "gold": gold[i], "predicted": predicted[i],
+                              "probability": round(float(confidence[i]), 4), "source": examples[i].source} for i in errors[:10]]
+        if self.words is not None:
+            ids = [w for e in examples for w in self.encode(e.text)]
+            scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
+        return scores
+
+    def predict_lines(self, model, lines, options):
+        texts = [line if line.strip() else " " for line in lines]
+        probs = self.probabilities(model, texts)
+        confidence, best = probs.max(dim=1)
+        return [f"{self.labels.itos[b]}\t{p:.4f}" for b, p in zip(best.tolist(), confidence.tolist())]
+
+    def report_sections(self, results, output_dir=None):
+        sections = []
+        for split, scores in results.items():
+            labels = scores["confusion_matrix"]["labels"]
+            matrix = scores["confusion_matrix"]["matrix"]
+            rows = [[label, r["precision"], r["recall"], r["f1"], r["support"]] for label, r in scores["per_class"].items()]
+            sections += [f"## {split}: per class", "", markdown_table(["label", "precision", "recall", "F1", "support"], rows), "",
+                         f"## {split}: confusion matrix (rows: gold, columns: predicted)", "",
+                         markdown_table(["gold \\ predicted", *labels], [[g, *row] for g, row in zip(labels, matrix)]), ""]
+            if output_dir is not None:
+                picture = f"confusion_{split}.png"
+                plot_confusion(labels, matrix, Path(output_dir) / picture)
+                sections += [f"![{split} confusion matrix]({picture})", ""]
+            if scores.get("_errors"):
+                sections += [f"## {split}: most confident errors", "",
+                             markdown_table(["text", "gold", "predicted", "probability"],
+                                            [[e["text"][:200], e["gold"], e["predicted"], e["probability"]] for e in scores["_errors"]]), ""]
+        return sections
+
+
+def plot_confusion(labels, matrix, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 2.5 + 0.5 * len(labels)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""Vocabularies (word, character, label) and a SentencePiece subword tokenizer."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from seqnlp.errors import DataError
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+
+
+class Vocab:
+    """A bidirectional token <-> id map.
+
+    ``specials`` come first, in the order given (so ``<pad>`` is id 0 when listed first).
+    A vocabulary without ``unk`` is *closed*: encoding an unknown symbol raises
+    ``KeyError``, which label vocabularies use to report unknown labels.
+    """
+
+    def __init__(self, tokens: Sequence[str], unk: str | None = UNK, pad: str | None = PAD):
+        self.itos = list(tokens)
+        self.stoi = {tok: i for i, tok in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise ValueError("duplicate tokens in vocabulary")
+        self.unk = unk
+        self.pad = pad
+        self.unk_id = self.stoi[unk] if unk is not None else None
+        self.pad_id = self.stoi[pad] if pad is not None else None
+
+    @classmethod
+    def build(
+        cls,
+        sequences: Iterable[Iterable[str]],
+        min_freq: int = 1,
+        max_size: int | None = None,
+        specials: Sequence[str] = (PAD, UNK),
+        unk: str | None = UNK,
+        pad: str | None = PAD,
+    ) -> "Vocab":
+        """Count symbols; keep those seen ``min_freq`` times, most frequent first (ties alphabetical)."""
+        counts = Counter(tok for seq in sequences for tok in seq)
+        kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[: max(0, max_size - len(specials))]
+        vocab = cls(list(specials) + kept, unk=unk, pad=pad)
+        vocab.counts = counts
+        return vocab
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def __getitem__(self, token: str) -> int:
+        if self.unk_id is None:
+            return self.stoi[token]
+        return self.stoi.get(token, self.unk_id)
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        return [self[t] for t in tokens]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
+    def to_dict(self) -> dict:
+        return {"tokens": self.itos, "unk": self.unk, "pad": self.pad}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vocab":
+        return cls(data["tokens"], unk=data.get("unk"), pad=data.get("pad"))
+
+    def save(self, path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path) -> "Vocab":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def label_vocab(labels: Iterable[str]) -> Vocab:
+    """A closed vocabulary of labels in sorted order (no padding, no unknown)."""
+    return Vocab(sorted(set(labels)), unk=None, pad=None)
+
+
+class SubwordTokenizer:
+    """A SentencePiece model, trained in memory and stored as one ``.model`` file in the model directory.
+
+    Ids: 0 ``<pad>``, 1 ``<unk>``, 2 ``<s>``, 3 ``</s>``.
+    """
+
+    def __init__(self, model_proto: bytes):
+        import sentencepiece as spm
+
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def load(cls, path) -> "SubwordTokenizer":
+        return cls(Path(path).read_bytes())
+
+    def save(self, path) -> None:
+        Path(path).write_bytes(self.model_proto)
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram",
+              character_coverage: float = 1.0) -> "SubwordTokenizer":
+        """Train on sentences. ``vocab_size`` is an upper bound: a tiny corpus gets a smaller vocabulary."""
+        import io
+
+        import sentencepiece as spm
+
+        sentences = [t for t in texts if t.strip()]
+        if not sentences:
+            raise DataError("cannot train a SentencePiece model on empty text")
+
+        writer = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=writer, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+            pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS, minloglevel=2, hard_vocab_limit=False,
+        )
+        return cls(writer.getvalue())
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    @property
+    def pad_id(self) -> int:
+        return self.sp.pad_id()
+
+    @property
+    def unk_id(self) -> int:
+        return self.sp.unk_id()
+
+    @property
+    def bos_id(self) -> int:
+        return self.sp.bos_id()
+
+    @property
+    def eos_id(self) -> int:
+        return self.sp.eos_id()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_pieces(self, text: str) -> list[str]:
+        return self.sp.encode(text, out_type=str)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.sp.decode(list(ids))

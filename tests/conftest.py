@@ -1,0 +1,53 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def conll_files(tmp_path):
+    """A tiny CoNLL train/dev pair: a few hundred tokens, four entity types."""
+    train = tmp_path / "train.txt"
+    dev = tmp_path / "dev.txt"
+    sentences = [
+        [("Anna", "B-PER"), ("Berg", "I-PER"), ("visited", "O"), ("Berlin", "B-LOC"), (".", "O")],
+        [("Acme", "B-ORG"), ("Corp", "I-ORG"), ("hired", "O"), ("Tom", "B-PER"), (".", "O")],
+        [("The", "O"), ("German", "B-MISC"), ("team", "O"), ("won", "O"), ("in", "O"), ("Oslo", "B-LOC"), (".", "O")],
+        [("Reuters", "B-ORG"), ("said", "O"), ("so", "O"), (".", "O")],
+    ]
+    def write(path, copies):
+        with open(path, "w", encoding="utf-8") as out:
+            out.write("-DOCSTART- O\n\n")
+            for _ in range(copies):
+                for sentence in sentences:
+                    out.writelines(f"{tok} {tag}\n" for tok, tag in sentence)
+                    out.write("\n")
+    write(train, 6)
+    write(dev, 1)
+    return train, dev
+
+
+TINY_NER = ["--word-dim", "16", "--hidden", "16", "--char-dim", "8", "--char-out", "8", "--batch-size", "4", "--quiet", "--seed", "3"]
+
+
+def run_cli(*argv):
+    """Run the seqnlp CLI in-process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from seqnlp.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+slow = pytest.mark.skipif(os.environ.get("SEQNLP_SLOW") != "1", reason="slow: set SEQNLP_SLOW=1")

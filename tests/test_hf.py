@@ -1,0 +1,54 @@
+import pytest
+
+from seqnlp.config import from_dict
+from seqnlp.errors import DataError
+from seqnlp.tasks.ner import NERConfig, NERTask
+
+datasets = pytest.importorskip("datasets")
+
+
+def conll_like_dataset():
+    features = datasets.Features({
+        "tokens": datasets.Sequence(datasets.Value("string")),
+        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])),
+    })
+    rows = {"tokens": [["Anna", "Berg", "lives", "in", "Oslo"], ["Hi", "Tom"]], "ner_tags": [[1, 2, 0, 0, 3], [0, 1]]}
+    return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features),
+                                 "validation": datasets.Dataset.from_dict(rows, features=features)})
+
+
+def task_for(**settings):
+    return NERTask(from_dict(NERConfig, {"tag_scheme": "iob2", **settings}))
+
+
+def test_save_to_disk_folder_with_classlabel_names(tmp_path):
+    conll_like_dataset().save_to_disk(str(tmp_path / "ds"))
+    sentences = task_for(dataset=str(tmp_path / "ds")).read("train")
+    assert sentences[0].tags == ["B-PER", "I-PER", "O", "O", "B-LOC"]
+    assert sentences[1].tokens == ["Hi", "Tom"]
+
+
+def test_jsonl_data_file_with_string_tags_and_custom_columns(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"words": ["Paris", "is", "big"], "labels": ["B-LOC", "O", "O"]}\n', encoding="utf-8")
+    sentences = task_for(dataset=str(path), tokens_field="words", tags_field="labels").read("train")
+    assert sentences[0].tags == ["B-LOC", "O", "O"]
+
+
+def test_missing_column_names_the_available_ones(tmp_path):
+    conll_like_dataset().save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(DataError, match="no column 'labels' \\(columns: tokens, ner_tags\\)"):
+        task_for(dataset=str(tmp_path / "ds"), tags_field="labels").read("train")
+
+
+def test_missing_test_split_is_none_and_unknown_split_for_train_is_an_error(tmp_path):
+    conll_like_dataset().save_to_disk(str(tmp_path / "ds"))
+    task = task_for(dataset=str(tmp_path / "ds"))
+    assert task.read("test") is None
+    with pytest.raises(DataError, match="no split 'nope'"):
+        task_for(dataset=str(tmp_path / "ds"), train_split="nope").read("train")
+
+
+def test_unreachable_hub_name_is_a_clear_error():
+    with pytest.raises(DataError, match="could not load dataset"):
+        task_for(dataset="no-such-user/no-such-dataset-xyz").read("train")

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from seqnlp.nn.embedding import CharFeatures, load_vectors
+from seqnlp.nn.encoder import RNNEncoder, reverse_within_length
+from seqnlp.vocab import Vocab
+
+
+def test_reverse_within_length_keeps_padding_in_place():
+    index = reverse_within_length(torch.tensor([3, 1]), 4)
+    assert index.tolist() == [[2, 1, 0, 3], [0, 1, 2, 3]]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_padding_does_not_change_outputs(cell, bidirectional):
+    torch.manual_seed(0)
+    encoder = RNNEncoder(5, 4, num_layers=2, cell=cell, bidirectional=bidirectional).eval()
+    x = torch.randn(2, 6, 5)
+    lengths = torch.tensor([6, 3])
+    outputs, final = encoder(x, lengths)
+    alone, alone_final = encoder(x[1:, :3], torch.tensor([3]))
+    assert torch.allclose(outputs[1, :3], alone[0], atol=1e-6)
+    assert torch.allclose(final[1], alone_final[0], atol=1e-6)
+    assert outputs[1, 3:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_packed_and_unpacked_runs_agree(cell):
+    torch.manual_seed(0)
+    encoder = RNNEncoder(5, 4, num_layers=2, cell=cell).eval()
+    x, lengths = torch.randn(3, 7, 5), torch.tensor([7, 2, 5])
+    unpacked = encoder(x, lengths)
+    encoder.pack = True
+    packed = encoder(x, lengths)
+    assert torch.allclose(unpacked[0], packed[0], atol=1e-6)
+    assert torch.allclose(unpacked[1], packed[1], atol=1e-6)
+
+
+def test_bidirectional_matches_torch_bidirectional_lstm():
+    torch.manual_seed(0)
+    encoder = RNNEncoder(5, 4, cell="lstm").eval()
+    reference = torch.nn.LSTM(5, 4, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name, value in encoder.forward_layers[0].named_parameters():
+            getattr(reference, name).copy_(value)
+        for name, value in encoder.backward_layers[0].named_parameters():
+            getattr(reference, name + "_reverse").copy_(value)
+    x = torch.randn(1, 6, 5)
+    assert torch.allclose(encoder(x, torch.tensor([6]))[0], reference(x)[0], atol=1e-6)
+
+
+def test_char_cnn_ignores_padding_characters():
+    torch.manual_seed(0)
+    chars = CharFeatures(10, 4, 6, "cnn").eval()
+    word = torch.tensor([[3, 4, 5]])
+    padded = torch.tensor([[3, 4, 5, 0, 0]])
+    assert torch.allclose(chars(word, torch.tensor([3])), chars(padded, torch.tensor([3])))
+
+
+def test_char_lstm_gives_one_vector_per_word():
+    chars = CharFeatures(10, 4, 6, "lstm")
+    assert chars(torch.tensor([[3, 4, 0], [5, 0, 0]]), torch.tensor([2, 1])).shape == (2, 6)
+
+
+def test_pretrained_vectors_glove_and_word2vec_with_coverage(tmp_path):
+    vocab = Vocab(["<pad>", "<unk>", "Paris", "city", "zzz"])
+    glove = tmp_path / "glove.txt"
+    glove.write_text("paris 1 2\ncity 3 4\n", encoding="utf-8")
+    weight, report = load_vectors(glove, vocab, 2)
+    assert weight[2].tolist() == [1, 2] and weight[3].tolist() == [3, 4]
+    assert report["found"] == 2 and report["found_lowercase"] == 1 and report["coverage"] == pytest.approx(2 / 5)
+    word2vec = tmp_path / "w2v.txt"
+    word2vec.write_text("2 2\ncity 3 4\nzzz 5 6\n", encoding="utf-8")
+    weight, report = load_vectors(word2vec, vocab, 2)
+    assert weight[4].tolist() == [5, 6] and report["found"] == 2
+
+
+def test_pretrained_vectors_of_wrong_size_are_reported(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("city 1 2 3\n", encoding="utf-8")
+    with pytest.raises(Exception, match=":1: vector has 3 dimensions, expected 2"):
+        load_vectors(path, Vocab(["<pad>", "<unk>"]), 2)

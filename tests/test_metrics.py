@@ -1,0 +1,50 @@
+import random
+
+import pytest
+
+from seqnlp.metrics import classification_scores, entity_f1, entity_scores, language_model_scores, translation_scores
+
+
+def test_entity_scores_on_a_hand_checked_example():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]]
+    # gold entities: PER, LOC, ORG; predicted: PER, ORG(wrong span type), ORG -> 2 of 3 correct each way
+    scores = entity_scores(gold, predicted)
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+    assert scores["per_type"]["LOC"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert scores["per_type"]["PER"]["f1"] == 1.0
+
+
+def test_conlleval_reads_inside_after_outside_as_an_entity():
+    scores = entity_scores([["O", "B-PER", "I-PER"]], [["O", "I-PER", "I-PER"]])
+    assert scores["f1"] == 1.0
+
+
+def test_fast_entity_f1_equals_seqeval_on_random_sequences():
+    rng = random.Random(0)
+    tags = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "I-ORG"]
+    gold = [[rng.choice(tags) for _ in range(rng.randint(1, 12))] for _ in range(300)]
+    predicted = [[t if rng.random() < 0.7 else rng.choice(tags) for t in g] for g in gold]
+    fast, reference = entity_f1(gold, predicted), entity_scores(gold, predicted)
+    for key in ("precision", "recall", "f1"):
+        assert fast[key] == pytest.approx(reference[key], abs=1e-12)
+
+
+def test_classification_scores_and_confusion_matrix():
+    scores = classification_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    assert scores["accuracy"] == 0.75
+    assert scores["confusion_matrix"]["matrix"] == [[1, 1], [0, 2]]
+    assert scores["per_class"]["a"]["recall"] == 0.5 and scores["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+
+
+def test_language_model_scores_in_nats_and_bits():
+    import math
+
+    scores = language_model_scores(total_nats=2 * math.log(2) * 10, num_chars=10)
+    assert scores["bpc"] == pytest.approx(2.0) and scores["perplexity"] == pytest.approx(4.0)
+
+
+def test_translation_scores_use_sacrebleu_on_detokenized_text():
+    scores = translation_scores(["The cat sat on the mat."], ["The cat sat on the mat."])
+    assert scores["bleu"] == pytest.approx(100.0) and scores["signature"]["bleu"].startswith("nrefs:1")

@@ -1,0 +1,123 @@
+"""The NER recipe end to end on a tiny dataset: train -> evaluate -> report -> predict, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, TINY_NER, run_cli
+
+
+@pytest.fixture
+def trained(tmp_path, conll_files):
+    train, dev = conll_files
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--test-file", dev,
+                           "--output-dir", out, "--epochs", "3", *TINY_NER)
+    assert code == 0, err
+    return out, train, dev
+
+
+def test_run_writes_the_contract_outputs(trained):
+    out, _, _ = trained
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == "ner"
+    assert set(metrics["dev"]) >= {"precision", "recall", "f1", "per_type"}
+    assert set(metrics["dev"]["per_type"]) == {"PER", "LOC", "ORG", "MISC"}
+    assert metrics["train"]["epochs"] == 3 and metrics["train"]["tokens_per_second"] > 0
+    assert metrics["config"]["hidden"] == 16
+    assert "sha256" in metrics["protocol"]["data"]["train_file"]
+    for name in ("report.md", "curves.png", "train_log.jsonl", "model/config.json", "model/model.safetensors", "checkpoints/last/trainer_state.json"):
+        assert (out / name).exists(), name
+    assert "| PER |" in (out / "report.md").read_text()
+
+
+def test_evaluate_reproduces_the_dev_metrics_exactly(trained):
+    out, _, dev = trained
+    code, stdout, err = run_cli("evaluate", out / "model", "--test-file", dev)
+    assert code == 0, err
+    assert json.loads(stdout)["test"] == json.loads((out / "metrics.json").read_text())["dev"]
+
+
+def test_predict_prints_token_tag_pairs_in_input_order(trained, tmp_path):
+    out, _, _ = trained
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("Anna Berg visited Berlin .\n\nReuters said so .\n", encoding="utf-8")
+    code, stdout, err = run_cli("predict", out / "model", inputs)
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert len(lines) == 3 and lines[1] == ""
+    assert [pair.rsplit("/", 1)[0] for pair in lines[0].split()] == ["Anna", "Berg", "visited", "Berlin", "."]
+    assert all(pair.rsplit("/", 1)[1] in {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"}
+               for line in lines for pair in line.split())
+
+
+def test_unknown_label_at_evaluation_time_names_file_and_line(trained, tmp_path):
+    out, _, _ = trained
+    test = tmp_path / "test.txt"
+    test.write_text("Anna B-PER\n\nSomething B-EVENT\n", encoding="utf-8")
+    code, _, err = run_cli("evaluate", out / "model", "--test-file", test)
+    assert code == 2
+    assert err == f"error: {test}:3: entity type 'EVENT' was not seen in training (known types: LOC, MISC, ORG, PER)\n"
+    assert err.count("\n") == 1
+
+
+def test_bad_training_file_fails_with_one_line_and_keeps_the_earlier_model(trained, tmp_path):
+    out, _, dev = trained
+    before = (out / "model" / "model.safetensors").read_bytes()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Anna B-PER\nBerg\n", encoding="utf-8")
+    code, _, err = run_cli("train", "ner", "--train-file", bad, "--dev-file", dev, "--output-dir", out, *TINY_NER)
+    assert code == 2
+    assert err == f"error: {bad}:2: expected a token and a tag separated by whitespace, found one column 'Berg'\n"
+    assert (out / "model" / "model.safetensors").read_bytes() == before
+
+
+def test_unknown_config_key_is_an_error(tmp_path, conll_files):
+    config = tmp_path / "c.yaml"
+    config.write_text("hidden: 8\nclip: 5\n", encoding="utf-8")
+    code, _, err = run_cli("train", "ner", "--config", config, "--train-file", conll_files[0])
+    assert code == 2 and "unknown setting 'clip'" in err
+
+
+def test_yaml_config_is_used_and_flags_override_it(tmp_path, conll_files):
+    train, dev = conll_files
+    config = tmp_path / "c.yaml"
+    config.write_text("hidden: 12\nepochs: 1\ncell: gru\n", encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "ner", "--config", config, "--train-file", train, "--dev-file", dev,
+                           "--output-dir", out, *TINY_NER[:2], "--hidden", "10", "--quiet")
+    assert code == 0, err
+    saved = json.loads((out / "model" / "config.json").read_text())["config"]
+    assert (saved["hidden"], saved["epochs"], saved["cell"]) == (10, 1, "gru")
+
+
+def test_resume_continues_to_more_epochs(trained):
+    out, train, dev = trained
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out,
+                           *TINY_NER, "--resume", "--epochs", "4")
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["train"]["epochs"] == 4
+
+
+def test_fine_tune_from_a_model_keeps_its_vocabulary(trained, tmp_path):
+    out, train, dev = trained
+    tuned = tmp_path / "tuned"
+    code, _, err = run_cli("train", "ner", "--init-from", out / "model", "--train-file", dev, "--dev-file", dev,
+                           "--output-dir", tuned, "--epochs", "1", "--quiet")
+    assert code == 0, err
+    assert (json.loads((tuned / "model" / "config.json").read_text())["assets"]["words"]
+            == json.loads((out / "model" / "config.json").read_text())["assets"]["words"])
+
+
+def test_model_directory_holds_no_pickles(trained):
+    out, _, _ = trained
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_recipe_script_runs_on_the_bundled_sample(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "ner.py"), "--output-dir", str(tmp_path / "r"),
+                             "--epochs", "1", "--hidden", "16", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["dev"]["f1"] >= 0

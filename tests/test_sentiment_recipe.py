@@ -1,0 +1,112 @@
+"""The sentiment recipe end to end on a tiny dataset, and its error contract."""
+
+import json
+
+import pytest
+import torch
+
+from seqnlp.nn.pooling import Pooling
+from tests.conftest import run_cli
+
+TINY = ["--word-dim", "16", "--hidden", "16", "--batch-size", "8", "--epochs", "3", "--quiet", "--seed", "2"]
+POSITIVE = ["a joy to watch", "warm and clever", "truly wonderful film", "smart , funny and moving"]
+NEGATIVE = ["dull and tedious", "a lifeless mess", "awful , just awful", "badly acted and flat"]
+
+
+@pytest.fixture
+def sentiment_files(tmp_path):
+    def write(name, copies):
+        path = tmp_path / name
+        rows = [f"{t}\tpos" for t in POSITIVE] + [f"{t}\tneg" for t in NEGATIVE]
+        path.write_text("sentence\tlabel\n" + "\n".join(rows * copies) + "\n", encoding="utf-8")
+        return path
+    return write("train.tsv", 8), write("dev.tsv", 1)
+
+
+def train(tmp_path, train, dev, *extra):
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "sentiment", "--train-file", train, "--dev-file", dev, "--output-dir", out, *TINY, *extra)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "subword"])
+def test_trains_reports_and_reproduces_its_dev_score(tmp_path, sentiment_files, tokenizer):
+    train_file, dev_file = sentiment_files
+    out = train(tmp_path, train_file, dev_file, "--tokenizer", tokenizer, "--subword-vocab-size", "60")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["dev"]) >= {"accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert set(metrics["dev"]["per_class"]) == {"pos", "neg"}
+    report = (out / "report.md").read_text()
+    assert "confusion matrix" in report and (out / "confusion_dev.png").exists()
+    code, stdout, _ = run_cli("evaluate", out / "model", "--test-file", dev_file)
+    assert code == 0 and json.loads(stdout)["test"] == metrics["dev"]
+
+
+def test_model_learns_the_tiny_task(tmp_path, sentiment_files):
+    train_file, dev_file = sentiment_files
+    out = train(tmp_path, train_file, dev_file, "--epochs", "8", "--lr", "0.005")
+    assert json.loads((out / "metrics.json").read_text())["dev"]["accuracy"] == 1.0
+
+
+def test_predict_prints_label_and_probability(tmp_path, sentiment_files):
+    out = train(tmp_path, *sentiment_files)
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("a joy to watch\ndull and tedious\n", encoding="utf-8")
+    code, stdout, err = run_cli("predict", out / "model", inputs)
+    assert code == 0, err
+    for line in stdout.splitlines():
+        label, probability = line.split("\t")
+        assert label in {"pos", "neg"} and 0.5 <= float(probability) <= 1.0
+
+
+def test_unknown_label_at_evaluation_names_file_and_line(tmp_path, sentiment_files):
+    out = train(tmp_path, *sentiment_files)
+    test = tmp_path / "test.tsv"
+    test.write_text("sentence\tlabel\ngood\tpos\nhmm\tneutral\n", encoding="utf-8")
+    code, _, err = run_cli("evaluate", out / "model", "--test-file", test)
+    assert code == 2 and err == f"error: {test}:3: label 'neutral' was not seen in training (labels: neg, pos)\n"
+
+
+def test_empty_text_names_file_and_line(tmp_path, sentiment_files):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tlabel\ngood\tpos\n  \tneg\n", encoding="utf-8")
+    code, _, err = run_cli("train", "sentiment", "--train-file", bad, "--output-dir", tmp_path / "o", *TINY)
+    assert code == 2 and err == f"error: {bad}:3: empty text\n"
+
+
+def test_missing_label_column_is_reported(tmp_path, sentiment_files):
+    code, _, err = run_cli("train", "sentiment", "--train-file", sentiment_files[0], "--label-column", "stars",
+                           "--output-dir", tmp_path / "o", *TINY)
+    assert code == 2 and "no column 'stars' in the header (columns: sentence, label)" in err
+
+
+def test_hf_dataset_with_classlabel_names(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])})
+    rows = {"text": POSITIVE * 4 + NEGATIVE * 4, "label": [1] * 16 + [0] * 16}
+    split = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "imdb-like"))
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "sentiment", "--dataset", tmp_path / "imdb-like", "--output-dir", out, *TINY)
+    assert code == 0, err
+    assert set(json.loads((out / "metrics.json").read_text())["dev"]["per_class"]) == {"neg", "pos"}
+
+
+def test_long_texts_are_truncated_to_max_length(tmp_path, sentiment_files):
+    from seqnlp.config import from_dict
+    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+
+    task = SentimentTask(from_dict(SentimentConfig, {"max_length": 5}))
+    assert task.tokenize("one two three four five six seven") == ["one", "two", "three", "four", "five"]
+
+
+@pytest.mark.parametrize("kind", ["max", "mean", "attention", "final"])
+def test_pooling_ignores_padding(kind):
+    torch.manual_seed(0)
+    pool = Pooling(kind, 3)
+    outputs = torch.randn(1, 4, 3)
+    final = torch.randn(1, 3)
+    short = pool(outputs[:, :2], final, torch.tensor([[True, True]]))
+    padded = pool(torch.cat([outputs[:, :2], torch.full((1, 2, 3), 100.0)], 1), final, torch.tensor([[True, True, False, False]]))
+    assert torch.allclose(short, padded, atol=1e-6)

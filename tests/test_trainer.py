@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+
+from seqnlp.config import RunConfig
+from seqnlp.train import Trainer, TrainingError, lr_factor
+
+
+class Regression(torch.nn.Module):
+    """A model small enough to train in milliseconds, with dropout so RNG state matters."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, batch):
+        return ((self.layer(self.drop(batch["x"])).squeeze(1) - batch["y"]) ** 2).mean()
+
+
+def make_data():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=generator)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    return x, y
+
+
+def batches_for(x, y, seed):
+    def batches(epoch):
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+        return [{"x": x[i], "y": y[i], "num_tokens": len(i)} for i in order.split(8)]
+    return batches
+
+
+def make_trainer(tmp_path, config, max_steps=None):
+    torch.manual_seed(0)
+    model = Regression()
+    x, y = make_data()
+
+    def evaluate(m):
+        m.eval()
+        with torch.no_grad():
+            return {"neg_mse": -float(((m.layer(x).squeeze(1) - y) ** 2).mean())}
+
+    def write_model(directory):
+        from seqnlp.io import save_weights
+
+        save_weights(model, directory / "model.safetensors")
+
+    trainer = Trainer(model, config, tmp_path, batches_for(x, y, config.seed), evaluate, write_model, "neg_mse", max_steps=max_steps)
+    return trainer, model
+
+
+def config(**kw):
+    return RunConfig(**{"epochs": 4, "lr": 0.05, "optimizer": "adam", "quiet": True, "patience": 0, "log_every": 1, **kw})
+
+
+def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path):
+    full_trainer, full_model = make_trainer(tmp_path / "full", config())
+    full_trainer.fit()
+    interrupted, _ = make_trainer(tmp_path / "split", config(), max_steps=13)  # mid-epoch 2
+    interrupted.fit()
+    assert interrupted.state.step == 13
+    resumed, resumed_model = make_trainer(tmp_path / "split", config())
+    torch.manual_seed(123)  # whatever the RNG did meanwhile, the checkpoint restores it
+    resumed.fit(resume=True)
+    assert resumed.state.step == full_trainer.state.step == 32
+    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_resume_after_the_last_epoch_trains_nothing(tmp_path, capsys):
+    trainer, _ = make_trainer(tmp_path, config())
+    trainer.fit()
+    again, _ = make_trainer(tmp_path, config())
+    again.fit(resume=True)
+    assert "nothing left to train" in capsys.readouterr().out
+    assert again.state.step == 32
+
+
+def test_best_model_and_checkpoint_are_written_and_log_has_every_epoch(tmp_path):
+    trainer, _ = make_trainer(tmp_path, config())
+    trainer.fit()
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert (tmp_path / "checkpoints" / "last" / "optimizer.pt").exists()
+    epochs = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"dev"' in l]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
+    cfg = config(patience=1)
+    cfg.lr = 1e-12  # nothing improves after the first evaluation
+    cfg.epochs = 10
+    trainer, _ = make_trainer(tmp_path, cfg)
+    state = trainer.fit()
+    assert state.epoch == 2 and state.finished
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
+    trainer, model = make_trainer(tmp_path, config())
+    trainer.fit()
+    before = (tmp_path / "checkpoints" / "last" / "model.safetensors").read_bytes()
+
+    def crash(directory):
+        (directory / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    trainer.write_model = crash
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    assert (tmp_path / "checkpoints" / "last" / "model.safetensors").read_bytes() == before
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last"]
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    trainer, model = make_trainer(tmp_path, config())
+    with torch.no_grad():
+        model.layer.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="loss became nan at step 0"):
+        trainer.fit()
+
+
+def test_linear_schedule_decays_to_one_percent_and_warms_up():
+    assert lr_factor("linear", 0.0, 0, 0) == 1.0
+    assert lr_factor("linear", 0.5, 100, 0) == 0.5
+    assert lr_factor("linear", 1.0, 100, 0) == 0.01
+    assert lr_factor("constant", 0.7, 1, 4) == 0.5
