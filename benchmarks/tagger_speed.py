@@ -13,21 +13,18 @@ import argparse
 import json
 import random
 import string
-import sys
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import side_by_side  # first: it imports seqnlp, which configures oneDNN before torch loads
 
-import torch  # noqa: E402
+import torch
 
-from seqnlp.config import from_dict  # noqa: E402
-from seqnlp.data.conll import TaggedSentence, read_conll  # noqa: E402
-from seqnlp.tasks.ner import NERConfig, NERTask  # noqa: E402
-from seqnlp.train import build_optimizer  # noqa: E402
+from seqnlp.config import from_dict
+from seqnlp.data.conll import TaggedSentence, read_conll
+from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.train import build_optimizer
 
-# Sentence-length quantiles of CoNLL-2003 train (deciles), used when no file is given.
-CONLL_LENGTH_DECILES = [2, 3, 6, 9, 12, 15, 19, 23, 28, 35, 60]
+# Sentence-length deciles (min, 10%, ..., max) of ../shared/data/conll2003/train.txt, used when no file is given.
+CONLL_LENGTH_DECILES = [1, 3, 5, 7, 8, 10, 13, 19, 26, 32, 113]
 TAGS = ["O"] * 8 + ["B-PER", "I-PER", "B-LOC", "B-ORG", "I-ORG", "B-MISC"]
 
 
@@ -41,18 +38,6 @@ def synthetic_sentences(count: int, rng: random.Random) -> list[TaggedSentence]:
         tags = [t.replace("I-", "B-") if i == 0 or tags[i - 1] == "O" else t for i, t in enumerate(tags)]
         sentences.append(TaggedSentence([rng.choice(words[: rng.choice([200, 20000])]) for _ in range(length)], tags))
     return sentences
-
-
-def timed(step, batches, seconds: float) -> float:
-    """Tokens per second of ``step`` cycling over ``batches`` for about ``seconds``."""
-    step(batches[0])
-    tokens, start, i = 0, time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        batch = batches[i % len(batches)]
-        step(batch)
-        tokens += batch["num_tokens"]
-        i += 1
-    return tokens / (time.perf_counter() - start)
 
 
 def main():
@@ -96,15 +81,12 @@ def main():
             bare(torch.randn(*batch["words"].shape, input_dim))
 
     result = {}
-    # Interleave (ours, bare, ours, bare) so drifting machine load hits both alike.
-    half = args.seconds / 2
     for name, ours, theirs, batches in (("train", train_step, bare_train_step, train_batches),
                                         ("infer", infer_step, bare_infer_step, infer_batches)):
-        a1, b1 = timed(ours, batches, half), timed(theirs, batches, half)
-        a2, b2 = timed(ours, batches, half), timed(theirs, batches, half)
-        result[f"{name}_tokens_per_s"] = round((a1 + a2) / 2)
-        result[f"bare_lstm_{name}_tokens_per_s"] = round((b1 + b2) / 2)
-        result[f"{name}_ratio"] = round((a1 + a2) / (b1 + b2), 3)
+        mine, bare_speed = side_by_side(ours, theirs, batches, args.seconds)
+        result[f"{name}_tokens_per_s"] = round(mine)
+        result[f"bare_lstm_{name}_tokens_per_s"] = round(bare_speed)
+        result[f"{name}_ratio"] = round(mine / bare_speed, 3)
     result.update({
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "shape": {"input": input_dim, "hidden": config.hidden, "layers": config.layers, "bidirectional": config.bidirectional,

@@ -86,6 +86,43 @@ def write_sentiment(path, count, rng):
             out.write(f"{text}\t{label}\n")
 
 
+def write_text(path, paragraphs, rng):
+    """Plain prose for the character model: news-like sentences and short reviews in paragraphs."""
+    with open(path, "w", encoding="utf-8") as out:
+        for _ in range(paragraphs):
+            lines = []
+            for _ in range(rng.randint(3, 6)):
+                tokens, _ = ner_sentence(rng)
+                sentence = " ".join(tokens).replace(" .", ".").replace(" ,", ",")
+                lines.append(sentence[0].upper() + sentence[1:])
+            out.write(" ".join(lines) + "\n\n")
+
+
+# (German, English) phrase pairs for the translation sample; sentences are built as subject + verb phrase + place.
+SUBJECTS_DE_EN = [("Ein Mann", "A man"), ("Eine Frau", "A woman"), ("Ein Kind", "A child"), ("Ein Hund", "A dog"),
+                  ("Zwei Männer", "Two men"), ("Drei Kinder", "Three children"), ("Ein junges Mädchen", "A young girl"),
+                  ("Ein älterer Herr", "An older man"), ("Eine Gruppe von Leuten", "A group of people")]
+SINGULAR_VERBS = [("spielt Fußball", "is playing soccer"), ("fährt Fahrrad", "is riding a bike"), ("läuft", "is running"),
+                  ("liest ein Buch", "is reading a book"), ("sitzt auf einer Bank", "is sitting on a bench"),
+                  ("trinkt Kaffee", "is drinking coffee"), ("wartet", "is waiting")]
+PLURAL_VERBS = [("spielen Fußball", "are playing soccer"), ("fahren Fahrrad", "are riding bikes"), ("laufen", "are running"),
+                ("lesen Bücher", "are reading books"), ("sitzen auf einer Bank", "are sitting on a bench"),
+                ("trinken Kaffee", "are drinking coffee"), ("warten", "are waiting")]
+PLACES_DE_EN = [("im Park", "in the park"), ("auf der Straße", "on the street"), ("am Strand", "on the beach"),
+                ("vor einem Haus", "in front of a house"), ("in der Stadt", "in the city"), ("im Schnee", "in the snow")]
+
+
+def write_translation(prefix, count, rng):
+    with open(f"{prefix}.de", "w", encoding="utf-8") as de, open(f"{prefix}.en", "w", encoding="utf-8") as en:
+        for _ in range(count):
+            subject = rng.choice(SUBJECTS_DE_EN)
+            plural = subject[1].split()[0] in ("Two", "Three") or subject[1].startswith("A group")
+            verb = rng.choice(PLURAL_VERBS if plural and not subject[1].startswith("A group") else SINGULAR_VERBS)
+            place = rng.choice(PLACES_DE_EN)
+            de.write(f"{subject[0]} {verb[0]} {place[0]}.\n")
+            en.write(f"{subject[1]} {verb[1]} {place[1]}.\n")
+
+
 def main():
     rng = random.Random(2026)
     (HERE / "ner").mkdir(exist_ok=True)
@@ -94,6 +131,12 @@ def main():
     (HERE / "sentiment").mkdir(exist_ok=True)
     write_sentiment(HERE / "sentiment/train.tsv", 400, rng)
     write_sentiment(HERE / "sentiment/dev.tsv", 100, rng)
+    (HERE / "textgen").mkdir(exist_ok=True)
+    write_text(HERE / "textgen/train.txt", 120, rng)
+    write_text(HERE / "textgen/val.txt", 15, rng)
+    (HERE / "translate").mkdir(exist_ok=True)
+    write_translation(HERE / "translate/train", 400, rng)
+    write_translation(HERE / "translate/val", 60, rng)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,13 @@ def _train(argv):
     train(argv[0], argv[1:])
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict}
+def _diagnose(argv):
+    from seqnlp.diagnose import main as diagnose
+
+    diagnose(argv)
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "diagnose": _diagnose}
 
 
 def run_cli(function, argv) -> int:
@@ -103,19 +109,27 @@ def run_cli(function, argv) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: seqnlp {train,evaluate,predict} ...\n"
-              "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner)\n"
+        print("usage: seqnlp {train,evaluate,predict,diagnose} ...\n"
+              "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner, sentiment, textgen)\n"
               "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
-              "  seqnlp predict MODEL_DIR [FILE|-]", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+              "  seqnlp predict MODEL_DIR [FILE|-]\n"
+              "  seqnlp diagnose gradients [--output-dir DIR]", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return run_cli(COMMANDS[argv[0]], argv[1:])
 
 
 def recipe(task_name: str, default_data: dict) -> int:
-    """Entry point of ``recipes/<task>.py``: the sample data in ``data/`` unless data is given."""
+    """Entry point of ``recipes/<task>.py``: the sample data in ``data/`` unless data is given.
+
+    ``--diagnose-gradients`` runs ``seqnlp diagnose gradients`` instead (into ``--output-dir``).
+    """
     from seqnlp.run import train
 
-    return run_cli(lambda argv: train(task_name, argv, default_data=default_data, prog=f"recipes/{task_name}.py"), sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--diagnose-gradients" in argv:
+        argv.remove("--diagnose-gradients")
+        return run_cli(_diagnose, ["gradients", *argv])
+    return run_cli(lambda args: train(task_name, args, default_data=default_data, prog=f"recipes/{task_name}.py"), argv)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ class RunConfig:
     hidden: int = 256
     bidirectional: bool = True
     dropout: float = 0.5
+    cell_impl: str = "fused"          # fused (PyTorch kernels) | reference (seqnlp.nn.cells, from the equations)
     # training
     epochs: int = 30
     max_minutes: float | None = None
@@ -53,6 +54,7 @@ class RunConfig:
     def validate(self) -> None:
         checks = {
             "cell": self.cell in ("rnn", "lstm", "gru"),
+            "cell_impl": self.cell_impl in ("fused", "reference"),
             "optimizer": self.optimizer in ("sgd", "adam", "adamw"),
             "schedule": self.schedule in ("constant", "linear", "cosine"),
             "layers": self.layers >= 1,

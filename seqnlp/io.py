@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from seqnlp.errors import SeqNLPError
 
@@ -64,12 +64,14 @@ def read_json(path) -> dict:
 
 
 def save_weights(module: torch.nn.Module, path) -> None:
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(state, str(path))
+    """safetensors file of the module's state; tied weights (shared embeddings) are stored once."""
+    save_model(module, str(path))
 
 
 def load_weights(module: torch.nn.Module, path) -> None:
-    module.load_state_dict(load_file(str(path)))
+    missing, unexpected = load_model(module, str(path), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"weights do not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
 
 
 def write_model_config(directory, task: str, config: dict, extra: dict) -> None:

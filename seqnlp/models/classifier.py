@@ -27,10 +27,11 @@ class Classifier(nn.Module):
         word_dropout: float = 0.0,
         pooling: str = "max",
         class_weights: list[float] | None = None,
+        cell_impl: str = "fused",
     ):
         super().__init__()
         self.embedding = WordCharEmbedding(num_words, word_dim, dropout=dropout, word_dropout=word_dropout)
-        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout)
+        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.pool = Pooling(pooling, self.encoder.out_dim)
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(self.encoder.out_dim, num_classes)

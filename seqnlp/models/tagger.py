@@ -32,10 +32,11 @@ class Tagger(nn.Module):
         word_dropout: float = 0.05,
         crf: bool = True,
         allowed=None,
+        cell_impl: str = "fused",
     ):
         super().__init__()
         self.embedding = WordCharEmbedding(num_words, word_dim, num_chars, char_dim, char_out, char_encoder, dropout, word_dropout)
-        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout)
+        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.dropout = LockedDropout(dropout)
         self.emit = nn.Linear(self.encoder.out_dim, num_tags)
         self.crf = CRF(num_tags, allowed) if crf else None

@@ -106,7 +106,7 @@ class NERTask(Task):
             len(self.words), len(self.chars) if self.chars else 0, len(self.tags),
             word_dim=c.word_dim, char_dim=c.char_dim, char_out=c.char_out, char_encoder=c.char_encoder,
             hidden=c.hidden, layers=c.layers, cell=c.cell, bidirectional=c.bidirectional,
-            dropout=c.dropout, word_dropout=c.word_dropout, crf=c.crf, allowed=allowed,
+            dropout=c.dropout, word_dropout=c.word_dropout, crf=c.crf, allowed=allowed, cell_impl=c.cell_impl,
         )
         return model
 

@@ -131,7 +131,7 @@ class SentimentTask(Task):
         c = self.config
         return Classifier(self.vocab_size(), len(self.labels), word_dim=c.word_dim, hidden=c.hidden, layers=c.layers,
                           cell=c.cell, bidirectional=c.bidirectional, dropout=c.dropout, word_dropout=c.word_dropout,
-                          pooling=c.pooling, class_weights=self.weights)
+                          pooling=c.pooling, class_weights=self.weights, cell_impl=c.cell_impl)
 
     def asset_config(self):
         return {"words": self.words.to_dict() if self.words else None, "labels": self.labels.to_dict(), "class_weights": self.weights}

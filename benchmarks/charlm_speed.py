@@ -1,0 +1,72 @@
+"""Character language model speed against a bare torch.nn.LSTM of the same shape, side by side in one run.
+
+    python benchmarks/charlm_speed.py [--seconds 8]
+
+Prints one JSON object: the full TBPTT training step (embedding, LSTM, softmax loss, backward,
+clipping, Adam) against a bare LSTM forward+backward of the same shape, and sampling speed with
+64 streams at once. Sizes are the recipe's defaults (TextgenConfig); the text is random characters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from common import side_by_side  # first: it imports seqnlp, which configures oneDNN before torch loads
+
+import torch
+
+from seqnlp.config import from_dict
+from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+from seqnlp.train import build_optimizer
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = from_dict(TextgenConfig, {})
+    task = TextgenTask(config)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n"
+    generator = torch.Generator().manual_seed(0)
+    text = "".join(alphabet[i] for i in torch.randint(0, len(alphabet), (config.batch_size * config.seq_len * 12,), generator=generator))
+    task.fit([Document(text)], None)
+    model = task.build_model()
+    optimizer = build_optimizer(model, config)
+    batches = task.batches(task.prepare([Document(text)]), shuffle=True)
+    bare = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True)
+
+    def train_step(batch):
+        model.train()
+        loss = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
+        optimizer.step()
+
+    def bare_train_step(batch):
+        output, _ = bare(torch.randn(*batch["inputs"].shape, config.embed_dim))
+        bare.zero_grad(set_to_none=True)
+        output.sum().backward()
+
+    mine, bare_speed = side_by_side(train_step, bare_train_step, batches, args.seconds)
+    prompts = [list(task.chars.encode("The ")) for _ in range(64)]
+    model.eval()
+    model.generate(prompts, 10, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    length = 300
+    model.generate(prompts, length, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    generate_speed = 64 * length / (time.perf_counter() - start)
+    print(json.dumps({
+        "train_tokens_per_s": round(mine), "bare_lstm_train_tokens_per_s": round(bare_speed), "train_ratio": round(mine / bare_speed, 3),
+        "generate_chars_per_s": round(generate_speed), "generate_streams": 64,
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "shape": {"embed": config.embed_dim, "hidden": config.hidden, "layers": config.layers, "cell": config.cell,
+                  "streams": config.batch_size, "seq_len": config.seq_len, "vocab": len(task.chars)},
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Character-level language model trained with truncated backpropagation through time."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from seqnlp.nn.dropout import LockedDropout
+from seqnlp.nn.encoder import CELLS
+
+
+class CharLM(nn.Module):
+    """Embedding -> stacked unidirectional RNN -> softmax over characters.
+
+    ``forward(batch)`` is stateful: the hidden state after one segment starts the next one
+    (detached, so gradients are truncated at segment borders) until a batch says ``reset``.
+    The carried state is part of the module's extra state, so a checkpoint resumes exactly.
+    """
+
+    def __init__(self, num_chars: int, embed_dim: int = 64, hidden: int = 512, layers: int = 2, cell: str = "lstm",
+                 dropout: float = 0.2):
+        super().__init__()
+        self.cell = cell
+        self.embed = nn.Embedding(num_chars, embed_dim)
+        self.rnn = CELLS[cell](embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.drop = LockedDropout(dropout)
+        self.out = nn.Linear(hidden, num_chars)
+        self.carried = None
+
+    def step(self, inputs: torch.Tensor, state=None):
+        """Logits ``[B, T, V]`` and the final state for ``inputs[B, T]`` starting from ``state``."""
+        output, state = self.rnn(self.drop(self.embed(inputs)), state)
+        return self.out(self.drop(output)), state
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        state = None if batch.get("reset") else self.carried
+        logits, state = self.step(batch["inputs"], state)
+        self.carried = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten())
+
+    def get_extra_state(self) -> torch.Tensor:
+        if self.carried is None:
+            return torch.zeros(0)
+        return torch.stack(self.carried) if isinstance(self.carried, tuple) else self.carried.unsqueeze(0)
+
+    def set_extra_state(self, value: torch.Tensor) -> None:
+        if value.numel() == 0:
+            self.carried = None
+        elif self.cell == "lstm":
+            self.carried = (value[0].contiguous(), value[1].contiguous())
+        else:
+            self.carried = value[0].contiguous()
+
+    @torch.inference_mode()
+    def total_nll(self, streams: torch.Tensor, segment: int = 256) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) of predicting each next character of ``streams[B, N]``."""
+        state, total, count = None, 0.0, 0
+        for start in range(0, streams.size(1) - 1, segment):
+            inputs = streams[:, start : start + segment]
+            targets = streams[:, start + 1 : start + segment + 1]
+            inputs = inputs[:, : targets.size(1)]
+            logits, state = self.step(inputs, state)
+            total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+            count += targets.numel()
+        return total, count
+
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]], length: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, banned: tuple[int, ...] = (0, 1)) -> list[list[int]]:
+        """Sample ``length`` characters after each prompt, all prompts in one batch; ``banned`` ids (padding, unknown) are never drawn."""
+        device = self.out.weight.device
+        state = None
+        last = torch.empty(len(prompts), self.out.out_features, device=device)
+        # Prompts differ in length: feed them one position at a time, each row keeping its own last logits.
+        longest = max(len(p) for p in prompts)
+        padded = torch.tensor([[p[min(t, len(p) - 1)] for t in range(longest)] for p in prompts], device=device)
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        for t in range(longest):
+            logits, new_state = self.step(padded[:, t : t + 1], state)
+            active = (t < lengths).unsqueeze(1)
+            last = torch.where(active, logits[:, 0], last)
+            state = _where_state(active, new_state, state)
+        out = []
+        banned = torch.tensor(banned, dtype=torch.long, device=device)
+        for _ in range(length):
+            nxt = sample(last.index_fill(1, banned, float("-inf")), temperature, top_k, top_p, generator)
+            out.append(nxt)
+            logits, state = self.step(nxt.unsqueeze(1), state)
+            last = logits[:, 0]
+        return torch.stack(out, dim=1).tolist() if out else [[] for _ in prompts]
+
+
+def _where_state(active, new, old):
+    if old is None:
+        return new
+    if isinstance(new, tuple):
+        return tuple(_where_state(active, n, o) for n, o in zip(new, old))
+    return torch.where(active.unsqueeze(0), new, old)
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None) -> torch.Tensor:
+    """One id per row from ``logits[B, V]`` with temperature, top-k and nucleus (top-p) filtering; temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs.float().cpu(), 1, generator=generator).squeeze(1).to(logits.device)

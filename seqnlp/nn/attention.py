@@ -1,0 +1,43 @@
+"""Attention over encoder states: additive (Bahdanau), or multiplicative (Luong dot / general)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ATTENTION_KINDS = ("additive", "dot", "general")
+
+
+class Attention(nn.Module):
+    """``forward(query[B, Q], memory[B, S, M], mask[B, S], keys=None) -> (context[B, M], weights[B, S])``.
+
+    ``keys`` is ``precompute(memory)``: the part of the score that depends only on the memory,
+    computed once per sentence instead of once per decoder step.
+    """
+
+    def __init__(self, kind: str, query_dim: int, memory_dim: int, attention_dim: int | None = None):
+        super().__init__()
+        if kind not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_KINDS)}, not {kind!r}")
+        if kind == "dot" and query_dim != memory_dim:
+            raise ValueError(f"dot attention needs equal query and memory sizes ({query_dim} != {memory_dim}); use general")
+        self.kind = kind
+        if kind == "general":
+            self.key_proj = nn.Linear(memory_dim, query_dim, bias=False)
+        elif kind == "additive":
+            attention_dim = attention_dim or query_dim
+            self.key_proj = nn.Linear(memory_dim, attention_dim, bias=False)
+            self.query_proj = nn.Linear(query_dim, attention_dim)
+            self.v = nn.Linear(attention_dim, 1, bias=False)
+
+    def precompute(self, memory: torch.Tensor) -> torch.Tensor:
+        return memory if self.kind == "dot" else self.key_proj(memory)
+
+    def forward(self, query, memory, mask, keys=None):
+        keys = self.precompute(memory) if keys is None else keys
+        if self.kind == "additive":
+            scores = self.v(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(2)
+        else:
+            scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=1)
+        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights

@@ -1,0 +1,123 @@
+"""Recurrent cells written from their equations, for reading, teaching and checking.
+
+Each cell holds ``weight_ih [G*H, D]``, ``weight_hh [G*H, H]``, ``bias_ih`` and ``bias_hh`` laid
+out exactly as PyTorch's fused ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (gate blocks stacked in
+PyTorch's order), so weights copy across and the outputs match to float32 tolerance.
+``ReferenceRNN`` unrolls a cell over time; any encoder runs it with ``cell_impl="reference"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class _Cell(nn.Module):
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        rows = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size))
+        self.bias_ih = nn.Parameter(torch.empty(rows))
+        self.bias_hh = nn.Parameter(torch.empty(rows))
+        bound = 1.0 / math.sqrt(hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)  # PyTorch's initialisation of its fused RNNs
+
+    def initial_state(self, batch: int, like: torch.Tensor):
+        return like.new_zeros(batch, self.hidden_size)
+
+
+class RNNCell(_Cell):
+    """Elman RNN: ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``."""
+
+    def forward(self, x, h):
+        h = torch.tanh(x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh)
+        return h, h
+
+
+class LSTMCell(_Cell):
+    """Long short-term memory (gate order i, f, g, o as in PyTorch)::
+
+        i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)      input gate
+        f_t = sigmoid(W_if x_t + b_if + W_hf h_{t-1} + b_hf)      forget gate
+        g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)         candidate cell
+        o_t = sigmoid(W_io x_t + b_io + W_ho h_{t-1} + b_ho)      output gate
+        c_t = f_t * c_{t-1} + i_t * g_t
+        h_t = o_t * tanh(c_t)
+
+    The additive cell update is what lets gradients flow across many steps.
+    """
+
+    gates = 4
+
+    def initial_state(self, batch, like):
+        zeros = like.new_zeros(batch, self.hidden_size)
+        return zeros, zeros
+
+    def forward(self, x, state):
+        h, c = state
+        i, f, g, o = (x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, (h, c)
+
+
+class GRUCell(_Cell):
+    """Gated recurrent unit (gate order r, z, n as in PyTorch)::
+
+        r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)      reset gate
+        z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)      update gate
+        n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn)) candidate state
+        h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+    """
+
+    gates = 3
+
+    def forward(self, x, h):
+        xr, xz, xn = (x @ self.weight_ih.T + self.bias_ih).chunk(3, dim=1)
+        hr, hz, hn = (h @ self.weight_hh.T + self.bias_hh).chunk(3, dim=1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        h = (1 - z) * n + z * h
+        return h, h
+
+
+CELL_CLASSES = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
+
+
+class ReferenceRNN(nn.Module):
+    """One layer, one direction, batch first: ``forward(x[B, T, D], state=None) -> (outputs[B, T, H], final_state)``.
+
+    The same call signature as a one-layer ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with ``batch_first=True``
+    (states without the leading layer dimension). ``keep_states=True`` keeps every ``h_t`` in
+    ``self.states`` as a graph node, so ``dL/dh_t`` can be read after ``backward()``.
+    """
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int):
+        super().__init__()
+        self.cell = CELL_CLASSES[cell](input_size, hidden_size)
+        self.keep_states = False
+        self.states: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, state=None):
+        if isinstance(x, nn.utils.rnn.PackedSequence):
+            raise ValueError("reference cells run on padded batches; use pack=False")
+        if state is None:
+            state = self.cell.initial_state(x.size(0), x)
+        outputs = []
+        self.states = []
+        for t in range(x.size(1)):
+            h, state = self.cell(x[:, t], state)
+            if self.keep_states:
+                h.retain_grad()
+                self.states.append(h)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1), state

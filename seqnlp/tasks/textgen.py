@@ -1,0 +1,152 @@
+"""Text generation: a character-level language model on plain text, scored in nats/char, bits/char and perplexity."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from seqnlp.config import ConfigError, RunConfig
+from seqnlp.data.hf import require_columns
+from seqnlp.errors import DataError, read_text
+from seqnlp.metrics import language_model_scores
+from seqnlp.models.charlm import CharLM
+from seqnlp.report import markdown_table
+from seqnlp.tasks.base import Task, register
+from seqnlp.vocab import PAD, UNK, Vocab
+
+
+@dataclass(frozen=True)
+class Document:
+    text: str
+    source: str = ""
+
+
+@dataclass
+class TextgenConfig(RunConfig):
+    text_field: str = "text"          # HF datasets: rows are joined with newlines
+    seq_len: int = 128                # truncated-BPTT segment length
+    embed_dim: int = 64
+    eval_streams: int = 16
+    sample_prompts: str = "ROMEO:|First Citizen:|The "   # report samples, separated by |
+    sample_chars: int = 200
+    bidirectional: bool = False
+    hidden: int = 512
+    layers: int = 2
+    dropout: float = 0.2
+    batch_size: int = 64              # parallel streams
+    epochs: int = 40
+    lr: float = 2e-3
+    clip_norm: float = 1.0
+    patience: int = 5
+
+    def validate(self) -> None:
+        super().validate()
+        if self.bidirectional:
+            raise ConfigError("a language model reads left to right: bidirectional must be false")
+        if self.seq_len < 2:
+            raise ConfigError("seq_len must be at least 2")
+
+
+@register
+class TextgenTask(Task):
+    name = "textgen"
+    config_class = TextgenConfig
+    metric = "loss"
+    higher_is_better = False
+
+    # -- data --------------------------------------------------------------------------
+    def read_file(self, path):
+        text = read_text(path)
+        if len(text) < 2:
+            raise DataError("the text is empty (a language model needs at least two characters)", path)
+        return [Document(text, path)]
+
+    def read_hf(self, dataset, source):
+        require_columns(dataset, [self.config.text_field], source)
+        text = "\n".join(str(t) for t in dataset[self.config.text_field] if t)
+        if len(text) < 2:
+            raise DataError(f"{source}: the text column {self.config.text_field!r} is empty")
+        return [Document(text, source)]
+
+    def num_tokens(self, example):
+        return len(example.text)
+
+    # -- vocabulary and model ------------------------------------------------------------
+    def fit(self, train, model_dir):
+        self.chars = Vocab.build((d.text for d in train), specials=(PAD, UNK))
+
+    def build_model(self):
+        c = self.config
+        return CharLM(len(self.chars), c.embed_dim, c.hidden, c.layers, c.cell, c.dropout)
+
+    def asset_config(self):
+        return {"chars": self.chars.to_dict()}
+
+    def load_assets(self, directory, assets):
+        self.chars = Vocab.from_dict(assets["chars"])
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor(self.chars.encode(text), dtype=torch.long)
+
+    # -- batches -----------------------------------------------------------------------
+    def prepare(self, examples):
+        return self.encode("\n".join(d.text for d in examples))
+
+    def batches(self, ids, shuffle, epoch=0):
+        """Contiguous streams, one per batch row, cut into ``seq_len`` segments that follow each other.
+
+        The start offset moves with the epoch so segment borders fall in new places.
+        """
+        c = self.config
+        offset = random.Random(c.seed * 1_000_003 + epoch).randrange(c.seq_len) if shuffle else 0
+        per_stream = (len(ids) - offset - 1) // c.batch_size
+        if per_stream < 2:
+            raise DataError(f"the training text is too short for {c.batch_size} streams; lower --batch-size")
+        span = per_stream * c.batch_size
+        inputs = ids[offset : offset + span].view(c.batch_size, per_stream)
+        targets = ids[offset + 1 : offset + 1 + span].view(c.batch_size, per_stream)
+        return [{"inputs": inputs[:, i : i + c.seq_len], "targets": targets[:, i : i + c.seq_len], "reset": i == 0,
+                 "num_tokens": inputs[:, i : i + c.seq_len].numel()} for i in range(0, per_stream, c.seq_len)]
+
+    # -- evaluation and prediction -----------------------------------------------------
+    def evaluate(self, model, examples, selection=False):
+        model.eval()
+        device = next(model.parameters()).device
+        ids = self.prepare(examples)
+        streams = max(1, min(self.config.eval_streams, len(ids) // 2))
+        per_stream = len(ids) // streams
+        total, count = model.total_nll(ids[: streams * per_stream].view(streams, per_stream).to(device))
+        scores = language_model_scores(total, count)
+        scores["unknown_char_rate"] = float((ids == self.chars.unk_id).float().mean())
+        if not selection:
+            prompts = [p for p in self.config.sample_prompts.split("|") if p]
+            scores["_samples"] = dict(zip(prompts, self.generate(model, prompts, self.config.sample_chars, seed=0)))
+        return scores
+
+    def generate(self, model, prompts: list[str], length: int, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0) -> list[str]:
+        model.eval()
+        generator = torch.Generator().manual_seed(seed)
+        encoded = [self.chars.encode(p) or [self.chars.unk_id] for p in prompts]
+        ids = model.generate(encoded, length, temperature, top_k, top_p, generator)
+        return ["".join(self.chars.decode(row)) for row in ids]
+
+    def predict_lines(self, model, lines, options):
+        """A continuation per prompt line; newlines inside a continuation are written as ``\\n``."""
+        texts = self.generate(model, [line.replace("\\n", "\n") for line in lines], options.get("max_chars", 200),
+                              options.get("temperature", 1.0), options.get("top_k", 0), options.get("top_p", 1.0),
+                              options.get("seed", 0))
+        return [t.replace("\\", "\\\\").replace("\n", "\\n") for t in texts]
+
+    def report_sections(self, results, output_dir=None):
+        sections = []
+        for split, scores in results.items():
+            rows = [[scores["loss"], scores["bpc"], scores["perplexity"], f"{scores['unknown_char_rate']:.3%}"]]
+            sections += [f"## {split}", "", markdown_table(["nats/char", "bits/char", "perplexity", "unknown chars"], rows), ""]
+            if scores.get("_samples"):
+                sections += [f"## {split}: samples (temperature 0.8, seed 0)", ""]
+                for prompt, text in scores["_samples"].items():
+                    sections += ["```", prompt + text, "```", ""]
+        return sections

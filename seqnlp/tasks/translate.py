@@ -1,0 +1,214 @@
+"""Translation: parallel files / tables / HF datasets, SentencePiece subwords, attentional seq2seq, sacreBLEU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seqnlp.config import ConfigError, RunConfig
+from seqnlp.data.batching import bucket_batches, pad
+from seqnlp.data.hf import require_columns
+from seqnlp.data.parallel import SentencePair, read_parallel
+from seqnlp.errors import DataError
+from seqnlp.metrics import translation_scores
+from seqnlp.models.seq2seq import Seq2Seq
+from seqnlp.nn.attention import ATTENTION_KINDS
+from seqnlp.nn.beam import beam_search
+from seqnlp.report import markdown_table
+from seqnlp.tasks.base import Task, register
+from seqnlp.vocab import SubwordTokenizer
+
+LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
+
+
+@dataclass
+class TranslateConfig(RunConfig):
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    src_column: str = "auto"          # tables / plain HF columns; "auto": the language code, then source / src
+    tgt_column: str = "auto"
+    translation_field: str = "translation"   # HF column holding {lang: text} dicts (wmt16 / iwslt schema)
+    vocab_size: int = 8000
+    joint_vocab: bool = True          # one SentencePiece model (and embedding) for both languages
+    max_tokens: int = 100             # training sentences are cut to this many subwords
+    embed_dim: int = 256
+    decoder_hidden: int = 512
+    decoder_layers: int = 1
+    attention: str = "general"
+    input_feed: bool = True
+    tie_embeddings: bool = False
+    label_smoothing: float = 0.1
+    beam: int = 5
+    length_penalty: float = 0.6
+    max_len_ratio: float = 1.5        # hypotheses end by ratio * source length + 5 subwords
+    n_best: int = 1
+    eval_batch_size: int = 128
+    dropout: float = 0.3
+    batch_size: int = 64
+    epochs: int = 30
+    patience: int = 6
+
+    def validate(self) -> None:
+        super().validate()
+        if self.attention not in ATTENTION_KINDS:
+            raise ConfigError(f"attention must be one of {', '.join(ATTENTION_KINDS)}, not {self.attention!r}")
+        if self.beam < 1 or self.n_best < 1 or self.n_best > self.beam:
+            raise ConfigError("beam must be >= 1 and 1 <= n_best <= beam")
+
+
+@register
+class TranslateTask(Task):
+    name = "translate"
+    config_class = TranslateConfig
+    metric = "bleu"
+
+    # -- data --------------------------------------------------------------------------
+    def columns(self) -> tuple[str, str]:
+        c = self.config
+        return (c.src_lang if c.src_column == "auto" else c.src_column, c.tgt_lang if c.tgt_column == "auto" else c.tgt_column)
+
+    def read_file(self, path):
+        c = self.config
+        src_column, tgt_column = self.columns()
+        if Path(path).is_file() and c.src_column == "auto":
+            from seqnlp.data.table import pick_column
+
+            src_column = pick_column(path, [c.src_lang, "source", "src"])
+            tgt_column = pick_column(path, [c.tgt_lang, "target", "tgt"])
+        return read_parallel(path, c.src_lang, c.tgt_lang, src_column, tgt_column)
+
+    def read_hf(self, dataset, source):
+        c = self.config
+        pairs = []
+        if c.translation_field in dataset.column_names:
+            for number, row in enumerate(dataset):
+                pair = row[c.translation_field]
+                missing = [lang for lang in (c.src_lang, c.tgt_lang) if lang not in pair]
+                if missing:
+                    raise DataError(f"{source}:row {number}: {c.translation_field!r} has no language {missing[0]!r} (has: {', '.join(pair)})")
+                pairs.append(self._pair(pair[c.src_lang], pair[c.tgt_lang], f"{source}:row {number}"))
+            return pairs
+        src_column, tgt_column = self.columns()
+        require_columns(dataset, [src_column, tgt_column], source)
+        return [self._pair(row[src_column], row[tgt_column], f"{source}:row {n}") for n, row in enumerate(dataset)]
+
+    @staticmethod
+    def _pair(src, tgt, where) -> SentencePair:
+        src, tgt = str(src or "").strip(), str(tgt or "").strip()
+        if not src or not tgt:
+            raise DataError(f"{where}: empty {'source' if not src else 'target'} sentence")
+        return SentencePair(src, tgt, where)
+
+    def num_tokens(self, example):
+        return len(example.src.split()) + len(example.tgt.split())
+
+    # -- subwords and model --------------------------------------------------------------
+    def fit(self, train, model_dir):
+        c = self.config
+        if c.joint_vocab:
+            self.src_sp = self.tgt_sp = SubwordTokenizer.train([p.src for p in train] + [p.tgt for p in train], c.vocab_size)
+        else:
+            self.src_sp = SubwordTokenizer.train([p.src for p in train], c.vocab_size)
+            self.tgt_sp = SubwordTokenizer.train([p.tgt for p in train], c.vocab_size)
+
+    def build_model(self):
+        c = self.config
+        return Seq2Seq(len(self.src_sp), len(self.tgt_sp), embed_dim=c.embed_dim, hidden=c.hidden, decoder_hidden=c.decoder_hidden,
+                       layers=c.layers, decoder_layers=c.decoder_layers, cell=c.cell, bidirectional=c.bidirectional,
+                       attention=c.attention, input_feed=c.input_feed, dropout=c.dropout, label_smoothing=c.label_smoothing,
+                       tie_embeddings=c.tie_embeddings, shared_vocab=c.joint_vocab, pad_id=self.tgt_sp.pad_id, cell_impl=c.cell_impl)
+
+    def asset_config(self):
+        return {"joint_vocab": self.config.joint_vocab}
+
+    def save_files(self, directory):
+        self.src_sp.save(Path(directory) / "source.model")
+        if not self.config.joint_vocab:
+            self.tgt_sp.save(Path(directory) / "target.model")
+
+    def load_assets(self, directory, assets):
+        self.src_sp = SubwordTokenizer.load(Path(directory) / "source.model")
+        self.tgt_sp = self.src_sp if assets["joint_vocab"] else SubwordTokenizer.load(Path(directory) / "target.model")
+
+    # -- batches -----------------------------------------------------------------------
+    def prepare(self, examples):
+        n = self.config.max_tokens
+        return [{"src": self.src_sp.encode(p.src)[:n], "tgt": self.tgt_sp.encode(p.tgt)[:n]} for p in examples]
+
+    def collate(self, items):
+        bos, eos = self.tgt_sp.bos_id, self.tgt_sp.eos_id
+        src_lengths = torch.tensor([len(it["src"]) for it in items])
+        batch = {"src": pad([it["src"] for it in items]), "src_lengths": src_lengths}
+        if "tgt" in items[0]:
+            batch["tgt_in"] = pad([[bos] + it["tgt"] for it in items])
+            batch["tgt_out"] = pad([it["tgt"] + [eos] for it in items])
+            batch["num_tokens"] = int(src_lengths.sum()) + sum(len(it["tgt"]) + 1 for it in items)
+        return batch
+
+    def batches(self, items, shuffle, epoch=0):
+        groups = bucket_batches([len(it["src"]) for it in items], self.config.batch_size, shuffle, self.config.seed, epoch)
+        return [self.collate([items[i] for i in group]) for group in groups]
+
+    # -- decoding, evaluation, prediction ----------------------------------------------
+    def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1) -> list[list[tuple[str, float]]]:
+        """``n_best`` detokenized translations with their scores for each sentence, in input order."""
+        c = self.config
+        beam = beam or c.beam
+        model.eval()
+        device = next(model.parameters()).device
+        items = [{"src": self.src_sp.encode(s)[: c.max_tokens * 2] or [self.src_sp.unk_id]} for s in sentences]
+        results: list = [None] * len(sentences)
+        for group in bucket_batches([len(it["src"]) for it in items], c.eval_batch_size, shuffle=False):
+            batch = self.collate([items[i] for i in group])
+            lengths = batch["src_lengths"]
+            max_lengths = (lengths.float() * c.max_len_ratio).long() + 5
+            hyps = beam_search(model, batch["src"].to(device), lengths.to(device), beam, max_lengths,
+                               self.tgt_sp.bos_id, self.tgt_sp.eos_id, self.tgt_sp.pad_id, c.length_penalty, n_best)
+            for i, nbest in zip(group, hyps):
+                results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
+        return results
+
+    def evaluate(self, model, examples, selection=False):
+        beam = 1 if selection else self.config.beam  # greedy BLEU selects checkpoints; the report uses the beam
+        hypotheses = [nbest[0][0] for nbest in self.translate(model, [p.src for p in examples], beam)]
+        references = [p.tgt for p in examples]
+        scores = translation_scores(hypotheses, references)
+        scores["beam"] = beam
+        if selection:
+            return scores
+        buckets = {}
+        for low, high in LENGTH_BUCKETS:
+            chosen = [i for i, p in enumerate(examples) if low <= len(p.src.split()) and (high is None or len(p.src.split()) <= high)]
+            if chosen:
+                name = f"{low}-{high}" if high else f"{low}+"
+                buckets[name] = {"sentences": len(chosen), "bleu": translation_scores([hypotheses[i] for i in chosen], [references[i] for i in chosen])["bleu"]}
+        scores["bleu_by_source_length"] = buckets
+        src_ids = [t for p in examples for t in self.src_sp.encode(p.src)]
+        scores["unknown_subword_rate"] = sum(t == self.src_sp.unk_id for t in src_ids) / max(1, len(src_ids))
+        scores["_samples"] = [{"source": examples[i].src, "reference": references[i], "translation": hypotheses[i]}
+                              for i in range(min(10, len(examples)))]
+        return scores
+
+    def predict_lines(self, model, lines, options):
+        n_best = self.config.n_best
+        results = self.translate(model, [line if line.strip() else "." for line in lines], options.get("beam"), n_best)
+        if n_best == 1:
+            return [nbest[0][0] if line.strip() else "" for nbest, line in zip(results, lines)]
+        return ["\t".join(f"{text} ||| {score:.4f}" for text, score in nbest) for nbest in results]
+
+    def report_sections(self, results, output_dir=None):
+        sections = []
+        for split, scores in results.items():
+            sections += [f"## {split}: scores (beam {scores['beam']})", "",
+                         markdown_table(["metric", "value", "signature"],
+                                        [["BLEU", scores["bleu"], scores["signature"]["bleu"]], ["chrF", scores["chrf"], scores["signature"]["chrf"]]]),
+                         "", f"Unknown subwords in the source: {scores.get('unknown_subword_rate', 0):.3%}.", ""]
+            if scores.get("bleu_by_source_length"):
+                sections += [f"## {split}: BLEU by source length (words)", "",
+                             markdown_table(["length", "sentences", "BLEU"], [[k, v["sentences"], v["bleu"]] for k, v in scores["bleu_by_source_length"].items()]), ""]
+            if scores.get("_samples"):
+                sections += [f"## {split}: sample translations", "",
+                             markdown_table(["source", "reference", "translation"], [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]]), ""]
+        return sections

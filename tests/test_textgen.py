@@ -1,0 +1,106 @@
+"""Character language model: stateful TBPTT batches, sampling, the recipe end to end."""
+
+import json
+
+import pytest
+import torch
+
+from seqnlp.config import from_dict
+from seqnlp.models.charlm import CharLM, sample
+from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+from tests.conftest import run_cli
+
+TINY = ["--hidden", "24", "--layers", "1", "--embed-dim", "8", "--seq-len", "16", "--batch-size", "4", "--epochs", "2",
+        "--quiet", "--sample-chars", "20"]
+
+
+def task_with(text, **settings):
+    task = TextgenTask(from_dict(TextgenConfig, {"batch_size": 2, "seq_len": 3, **settings}))
+    task.fit([Document(text)], None)
+    return task
+
+
+def test_batches_are_consecutive_segments_of_parallel_streams():
+    task = task_with("abcdefghijklmnopq")
+    ids = task.prepare([Document("abcdefghijklmnopq")])
+    batches = task.batches(ids, shuffle=False)
+    decode = lambda t: "".join(task.chars.decode(t.tolist()))  # noqa: E731
+    assert [decode(b["inputs"][0]) for b in batches] == ["abc", "def", "gh"]
+    assert [decode(b["inputs"][1]) for b in batches] == ["ijk", "lmn", "op"]
+    assert decode(batches[0]["targets"][0]) == "bcd"
+    assert [b["reset"] for b in batches] == [True, False, False]
+
+
+def test_hidden_state_is_carried_across_segments_until_reset():
+    torch.manual_seed(0)
+    model = CharLM(5, 4, 6, 1, "lstm", 0.0)
+    tokens = torch.randint(0, 5, (2, 8))
+    whole, _ = model.step(tokens)
+    model({"inputs": tokens[:, :4], "targets": tokens[:, :4], "reset": True})
+    carried = model.carried
+    second, _ = model.step(tokens[:, 4:], carried)
+    assert torch.allclose(second, whole[:, 4:], atol=1e-6)
+    model({"inputs": tokens[:, :4], "targets": tokens[:, :4], "reset": True})
+    assert torch.allclose(model.carried[0], carried[0])
+
+
+def test_carried_state_survives_a_state_dict_round_trip():
+    model = CharLM(5, 4, 6, 1, "gru", 0.0)
+    model({"inputs": torch.zeros(2, 3, dtype=torch.long), "targets": torch.zeros(2, 3, dtype=torch.long), "reset": True})
+    clone = CharLM(5, 4, 6, 1, "gru", 0.0)
+    clone.load_state_dict(model.state_dict())
+    assert torch.equal(clone.carried, model.carried)
+
+
+def test_top_k_one_and_zero_temperature_are_greedy():
+    logits = torch.tensor([[0.1, 3.0, 0.2], [2.0, 0.0, 1.0]])
+    assert sample(logits, temperature=0).tolist() == [1, 0]
+    assert sample(logits, top_k=1, generator=torch.Generator().manual_seed(0)).tolist() == [1, 0]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    draws = {int(sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(s))) for s in range(200)}
+    assert draws == {0, 1}
+
+
+def test_generation_is_reproducible_with_a_seed():
+    task = task_with("hello world, hello there")
+    model = task.build_model()
+    first = task.generate(model, ["he", "w"], 12, seed=3)
+    assert first == task.generate(model, ["he", "w"], 12, seed=3)
+    assert [len(t) for t in first] == [12, 12]
+
+
+def test_recipe_trains_reports_and_predicts(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    (tmp_path / "train.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "val.txt").write_text(text[:400], encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "textgen", "--train-file", tmp_path / "train.txt", "--dev-file", tmp_path / "val.txt",
+                           "--output-dir", out, "--sample-prompts", "the |a", *TINY)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["dev"]) >= {"loss", "bpc", "perplexity"}
+    assert metrics["dev"]["bpc"] == pytest.approx(metrics["dev"]["loss"] / 0.6931471805599453)
+    assert "```\nthe " in (out / "report.md").read_text()
+    code, stdout, _ = run_cli("evaluate", out / "model", "--test-file", tmp_path / "val.txt")
+    assert json.loads(stdout)["test"] == metrics["dev"]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the\nfox\n", encoding="utf-8")
+    code, stdout, _ = run_cli("predict", out / "model", prompts, "--max-chars", "30", "--seed", "1")
+    assert code == 0 and len(stdout.splitlines()) == 2
+    assert stdout == run_cli("predict", out / "model", prompts, "--max-chars", "30", "--seed", "1")[1]
+
+
+def test_empty_text_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    code, _, err = run_cli("train", "textgen", "--train-file", tmp_path / "empty.txt", "--output-dir", tmp_path / "o", *TINY)
+    assert code == 2 and err.startswith(f"error: {tmp_path / 'empty.txt'}: the text is empty")
+
+
+def test_bidirectional_language_model_is_refused(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("bidirectional: true\n", encoding="utf-8")
+    code, _, err = run_cli("train", "textgen", "--config", config, "--train-file", "x.txt")
+    assert code == 2 and "reads left to right" in err

@@ -1,0 +1,172 @@
+"""Translation: parallel readers, attention, beam search, and the recipe end to end."""
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from seqnlp.data.parallel import read_parallel
+from seqnlp.errors import DataError
+from seqnlp.nn.attention import Attention
+from seqnlp.nn.beam import beam_search, length_penalty
+from tests.conftest import run_cli
+
+BOS, EOS, PAD = 2, 3, 0
+
+
+def write_pair(tmp_path, name, de, en):
+    (tmp_path / f"{name}.de").write_text(de, encoding="utf-8")
+    (tmp_path / f"{name}.en").write_text(en, encoding="utf-8")
+    return str(tmp_path / name)
+
+
+def test_parallel_files_are_read_line_by_line(tmp_path):
+    prefix = write_pair(tmp_path, "train", "Ein Hund.\nZwei Katzen.\n", "A dog.\nTwo cats.\n")
+    pairs = read_parallel(prefix, "de", "en", "de", "en")
+    assert [(p.src, p.tgt) for p in pairs] == [("Ein Hund.", "A dog."), ("Zwei Katzen.", "Two cats.")]
+
+
+def test_line_count_mismatch_names_both_files(tmp_path):
+    prefix = write_pair(tmp_path, "train", "Ein Hund.\nZwei Katzen.\nDrei.\n", "A dog.\nTwo cats.\n")
+    with pytest.raises(DataError) as err:
+        read_parallel(prefix, "de", "en", "de", "en")
+    assert str(err.value) == f"{prefix}.de:3: {prefix}.en ends after 2 lines but {prefix}.de goes on (parallel files must have the same number of lines)"
+
+
+def test_empty_line_is_reported_with_file_and_line(tmp_path):
+    prefix = write_pair(tmp_path, "train", "Ein Hund.\nZwei Katzen.\n", "A dog.\n \n")
+    with pytest.raises(DataError, match=r"train\.en:2: empty line"):
+        read_parallel(prefix, "de", "en", "de", "en")
+
+
+def test_tsv_table_with_language_columns(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("de\ten\nEin Hund.\tA dog.\n", encoding="utf-8")
+    assert read_parallel(str(path), "de", "en", "de", "en")[0].tgt == "A dog."
+
+
+@pytest.mark.parametrize("kind", ["additive", "dot", "general"])
+def test_attention_gives_padding_no_weight(kind):
+    torch.manual_seed(0)
+    attention = Attention(kind, 4, 4)
+    memory = torch.randn(2, 5, 4)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    context, weights = attention(torch.randn(2, 4), memory, mask)
+    assert torch.allclose(weights.sum(1), torch.ones(2))
+    assert weights[1, 2:].abs().sum() == 0
+    assert context.shape == (2, 4)
+
+
+class BigramModel:
+    """Next-token log-probabilities that depend only on the previous token: a table, easy to search by hand."""
+
+    def __init__(self, table):
+        self.table = table
+
+    class State:
+        def select(self, index):
+            return self
+
+    def encode(self, src, lengths):
+        return self.State()
+
+    def next_log_probs(self, tokens, enc):
+        return self.table[tokens], enc
+
+
+def bigram_table(seed=0, vocab=6):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(vocab, vocab, generator=generator) * 2
+    logits[:, [PAD, BOS]] = float("-inf")
+    return logits.log_softmax(dim=1)
+
+
+def exhaustive_best(table, max_len, alpha):
+    best, best_score = None, -math.inf
+    content = [t for t in range(table.size(0)) if t not in (PAD, BOS, EOS)]
+    for n in range(0, max_len):
+        for seq in itertools.product(content, repeat=n):
+            tokens = [BOS, *seq, EOS]
+            score = sum(float(table[a, b]) for a, b in zip(tokens, tokens[1:]))
+            score /= float(length_penalty(torch.tensor(n + 1), alpha))
+            if score > best_score:
+                best, best_score = list(seq), score
+    return best, best_score
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wide_beam_finds_the_exhaustive_optimum(seed):
+    table = bigram_table(seed)
+    hyps = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=60,
+                       max_lengths=torch.tensor([4]), bos=BOS, eos=EOS, pad=PAD, alpha=0.6)
+    best, score = exhaustive_best(table, 4, 0.6)
+    assert hyps[0][0][0] == best and hyps[0][0][1] == pytest.approx(score, abs=1e-5)
+
+
+def test_beam_one_is_greedy_and_n_best_is_sorted():
+    table = bigram_table(3)
+    greedy = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=1,
+                         max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS, pad=PAD)
+    token, expected = BOS, []
+    for _ in range(5):
+        token = int(table[token].argmax())
+        if token == EOS:
+            break
+        expected.append(token)
+    assert greedy[0][0][0] == expected == greedy[1][0][0]
+    nbest = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
+                        max_lengths=torch.tensor([6]), bos=BOS, eos=EOS, pad=PAD, n_best=3)[0]
+    assert len(nbest) == 3 and [s for _, s in nbest] == sorted((s for _, s in nbest), reverse=True)
+
+
+def test_maximum_length_is_enforced_per_sentence():
+    table = torch.full((6, 6), -10.0)
+    table[:, 4] = 0.0  # token 4 forever: only the length limit ends it
+    table = table.log_softmax(1)
+    hyps = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
+                       max_lengths=torch.tensor([3, 5]), bos=BOS, eos=EOS, pad=PAD)
+    assert hyps[0][0][0] == [4, 4] and hyps[1][0][0] == [4, 4, 4, 4]
+
+
+TINY = ["--embed-dim", "16", "--hidden", "16", "--decoder-hidden", "16", "--vocab-size", "60", "--batch-size", "8",
+        "--epochs", "2", "--beam", "3", "--quiet"]
+
+
+@pytest.fixture
+def parallel(tmp_path):
+    de = ["Ein Hund läuft.", "Eine Frau liest.", "Zwei Männer laufen.", "Ein Kind spielt."] * 6
+    en = ["A dog runs.", "A woman reads.", "Two men run.", "A child plays."] * 6
+    return write_pair(tmp_path, "train", "\n".join(de) + "\n", "\n".join(en) + "\n"), write_pair(tmp_path, "val", "\n".join(de[:4]) + "\n", "\n".join(en[:4]) + "\n")
+
+
+def test_recipe_trains_scores_with_sacrebleu_and_translates(tmp_path, parallel):
+    train, val = parallel
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "translate", "--train-file", train, "--dev-file", val, "--output-dir", out, *TINY)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["dev"]) >= {"bleu", "chrf", "signature", "bleu_by_source_length"}
+    assert metrics["dev"]["signature"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert "sample translations" in (out / "report.md").read_text()
+    assert (out / "model" / "source.model").exists()
+    code, stdout, _ = run_cli("evaluate", out / "model", "--test-file", val)
+    assert json.loads(stdout)["test"] == metrics["dev"]
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("Ein Hund läuft.\nEine Frau liest.\n", encoding="utf-8")
+    code, stdout, err = run_cli("predict", out / "model", inputs, "--beam", "2")
+    assert code == 0, err
+    assert len(stdout.splitlines()) == 2 and "▁" not in stdout
+
+
+def test_hf_translation_dict_column(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"translation": [{"de": "Ein Hund läuft.", "en": "A dog runs."}, {"de": "Eine Frau liest.", "en": "A woman reads."}] * 8}
+    split = datasets.Dataset.from_dict(rows)
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "wmt-like"))
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--output-dir", out, *TINY, "--epochs", "1")
+    assert code == 0, err
+    code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--src-lang", "fr", "--output-dir", out, *TINY)
+    assert code == 2 and "has no language 'fr' (has: de, en)" in err
