@@ -18,6 +18,10 @@ setup: $(STAMP)
 ## Every finished recipe on the bundled samples in data/; reports under runs/<task>/.
 demo: $(STAMP)
 	$(PY) recipes/ner.py --output-dir runs/ner
+	$(PY) recipes/sentiment.py --output-dir runs/sentiment
+	$(PY) recipes/translate.py --output-dir runs/translate
+	$(PY) recipes/textgen.py --output-dir runs/textgen
+	$(PY) recipes/textgen.py --diagnose-gradients --output-dir runs/gradients
 	@echo "reports: runs/*/report.md"
 
 ## The test suite (fast; SEQNLP_SLOW=1 adds the opt-in runs on ../shared/data).
@@ -26,6 +30,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/tagger_speed.py
+	$(PY) benchmarks/classifier_speed.py
+	$(PY) benchmarks/translate_speed.py
+	$(PY) benchmarks/charlm_speed.py
 
 clean:
 	rm -rf $(VENV) runs

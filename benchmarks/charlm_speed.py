@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from common import side_by_side  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import bare_lstm_steps, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 
@@ -37,21 +37,8 @@ def main():
     optimizer = build_optimizer(model, config)
     batches = task.batches(task.prepare([Document(text)]), shuffle=True)
     bare = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True)
-
-    def train_step(batch):
-        model.train()
-        loss = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
-        optimizer.step()
-
-    def bare_train_step(batch):
-        output, _ = bare(torch.randn(*batch["inputs"].shape, config.embed_dim))
-        bare.zero_grad(set_to_none=True)
-        output.sum().backward()
-
-    mine, bare_speed = side_by_side(train_step, bare_train_step, batches, args.seconds)
+    bare_train_step, _ = bare_lstm_steps(bare, config.embed_dim, "inputs")
+    mine, bare_speed = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
     prompts = [list(task.chars.encode("The ")) for _ in range(64)]
     model.eval()
     model.generate(prompts, 10, generator=torch.Generator().manual_seed(0))

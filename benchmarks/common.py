@@ -29,3 +29,57 @@ def side_by_side(ours, theirs, batches, seconds: float, **kwargs) -> tuple[float
     a1, b1 = timed(ours, batches, half, **kwargs), timed(theirs, batches, half, **kwargs)
     a2, b2 = timed(ours, batches, half, **kwargs), timed(theirs, batches, half, **kwargs)
     return (a1 + a2) / 2, (b1 + b2) / 2
+
+
+def train_step_of(model, optimizer, clip_norm: float):
+    """One full training step of a seqnlp model, exactly as the Trainer does it."""
+    import torch
+
+    def step(batch):
+        model.train()
+        loss = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm, foreach=True)
+        optimizer.step()
+
+    return step
+
+
+def bare_lstm_steps(bare, input_dim: int, ids_key: str):
+    """Forward+backward and inference steps of a bare ``nn.LSTM`` on random inputs shaped like ``batch[ids_key]``."""
+    import torch
+
+    def train(batch):
+        output, _ = bare(torch.randn(*batch[ids_key].shape, input_dim))
+        bare.zero_grad(set_to_none=True)
+        output.sum().backward()
+
+    def infer(batch):
+        with torch.inference_mode():
+            bare(torch.randn(*batch[ids_key].shape, input_dim))
+
+    return train, infer
+
+
+def compare_with_bare_lstm(model, optimizer, config, input_dim: int, train_batches, infer_batches, seconds: float,
+                           ids_key: str = "words") -> dict:
+    """Training and inference tokens/s of ``model`` and of a bare LSTM of the encoder's shape, with their ratios."""
+    import torch
+
+    bare = torch.nn.LSTM(input_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=config.bidirectional)
+    bare_train, bare_infer = bare_lstm_steps(bare, input_dim, ids_key)
+
+    def infer(batch):
+        model.eval()
+        model.predict(batch)
+
+    result = {}
+    for name, ours, theirs, batches in (("train", train_step_of(model, optimizer, config.clip_norm), bare_train, train_batches),
+                                        ("infer", infer, bare_infer, infer_batches)):
+        mine, bare_speed = side_by_side(ours, theirs, batches, seconds)
+        result[f"{name}_tokens_per_s"] = round(mine)
+        result[f"bare_lstm_{name}_tokens_per_s"] = round(bare_speed)
+        result[f"{name}_ratio"] = round(mine / bare_speed, 3)
+    result.update({"threads": torch.get_num_threads(), "torch": torch.__version__})
+    return result

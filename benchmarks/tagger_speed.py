@@ -14,7 +14,7 @@ import json
 import random
 import string
 
-from common import side_by_side  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 
@@ -56,39 +56,8 @@ def main():
     train_batches = task.batches(task.prepare(sentences), shuffle=True)[:200]
     infer_batches = task.batches(task.prepare(sentences), shuffle=False)[:40]
     input_dim = model.embedding.out_dim
-    bare = torch.nn.LSTM(input_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=config.bidirectional)
-
-    def train_step(batch):
-        model.train()
-        loss = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm, foreach=True)
-        optimizer.step()
-
-    def bare_train_step(batch):
-        x = torch.randn(*batch["words"].shape, input_dim)
-        output, _ = bare(x)
-        bare.zero_grad(set_to_none=True)
-        output.sum().backward()
-
-    def infer_step(batch):
-        model.eval()
-        model.predict(batch)
-
-    def bare_infer_step(batch):
-        with torch.inference_mode():
-            bare(torch.randn(*batch["words"].shape, input_dim))
-
-    result = {}
-    for name, ours, theirs, batches in (("train", train_step, bare_train_step, train_batches),
-                                        ("infer", infer_step, bare_infer_step, infer_batches)):
-        mine, bare_speed = side_by_side(ours, theirs, batches, args.seconds)
-        result[f"{name}_tokens_per_s"] = round(mine)
-        result[f"bare_lstm_{name}_tokens_per_s"] = round(bare_speed)
-        result[f"{name}_ratio"] = round(mine / bare_speed, 3)
+    result = compare_with_bare_lstm(model, optimizer, config, input_dim, train_batches, infer_batches, args.seconds)
     result.update({
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
         "shape": {"input": input_dim, "hidden": config.hidden, "layers": config.layers, "bidirectional": config.bidirectional,
                   "train_batch": config.batch_size, "infer_batch": config.eval_batch_size, "tags": len(task.tags)},
         "data": args.conll or "synthetic CoNLL-like lengths",

@@ -15,5 +15,5 @@ from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
     sample = {"train_file": str(ROOT / "data/textgen/train.txt"), "dev_file": str(ROOT / "data/textgen/val.txt"),
-              "sample_prompts": "The |Police in |Shares in "}
+              "sample_prompts": "The |Police in |Shares in ", "max_minutes": 1.5}
     sys.exit(recipe("textgen", sample))

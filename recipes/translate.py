@@ -14,4 +14,4 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(recipe("translate", {"train_file": str(ROOT / "data/translate/train"), "dev_file": str(ROOT / "data/translate/val")}))
+    sys.exit(recipe("translate", {"train_file": str(ROOT / "data/translate/train"), "max_minutes": 1.5, "dev_file": str(ROOT / "data/translate/val")}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from functools import partial
 import os
 import random
 from pathlib import Path
@@ -63,7 +64,8 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     if not config.train_file and not config.dataset:
         if default_data is None:
             raise ConfigError("no training data: give --train-file or --dataset")
-        config = configs.from_dict(cls.config_class, {**configs.to_dict(config), **default_data})
+        # The bundled sample: its settings sit below the YAML file and the flags, which still win.
+        config = configs.resolve(cls.config_class, args, args.config, base={**base, **default_data})
     config.output_dir = str(output_dir)
     if saved is not None:
         changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in ARCHITECTURE_KEYS_SKIP})
@@ -115,7 +117,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         model, config, output_dir,
         train_batches=lambda epoch: task.batches(train_items, shuffle=True, epoch=epoch),
         evaluate=lambda m: task.evaluate(m, dev_set, selection=True),
-        write_model=lambda directory: write_model_files(task, model, directory),
+        write_model=partial(write_model_files, task, model),
         metric=task.metric,
         higher_is_better=task.higher_is_better,
     )

@@ -155,86 +155,107 @@ class Trainer:
         if state.finished or state.epoch >= config.epochs:
             print(f"nothing left to train: the checkpoint finished {state.epoch} of {config.epochs} epochs", flush=True)
             return state
-        steps_per_epoch = len(self.train_batches(0))
-        total_steps = max(1, steps_per_epoch * config.epochs)
-        budget = config.max_minutes * 60 if config.max_minutes else None
-        started = time.perf_counter() - state.seconds
-        stop = False
-        progress_bar = None
+        batches = self.train_batches(state.epoch)
+        self.total_steps = max(1, len(batches) * config.epochs)  # every epoch has the same number of batches
+        self.budget = config.max_minutes * 60 if config.max_minutes else None
+        self.started = time.perf_counter() - state.seconds
+        self.progress_bar = None
         if not config.quiet:
             from tqdm import tqdm
 
-            progress_bar = tqdm(total=total_steps, initial=state.step, dynamic_ncols=True, mininterval=1.0)
-        last_checkpoint = time.perf_counter()
+            self.progress_bar = tqdm(total=self.total_steps, initial=state.step, dynamic_ncols=True, mininterval=1.0)
+        stop = False
         while state.epoch < config.epochs and not stop:
-            batches = self.train_batches(state.epoch)
-            self.model.train()
-            loss_sum, loss_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-            for batch in batches[state.step_in_epoch :]:
-                elapsed = time.perf_counter() - started
-                progress = max(state.step / total_steps, elapsed / budget if budget else 0.0)
-                lr = config.lr * lr_factor(config.schedule, progress, state.step, config.warmup_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                loss = self.model(move(batch, self.device))
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {state.step} (epoch {state.epoch + 1}); "
-                        f"try a lower --lr or --clip-norm. The last good checkpoint is in {self.checkpoint_dir}"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.clip_norm and config.clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_norm, foreach=True)
-                self.optimizer.step()
-                state.step += 1
-                state.step_in_epoch += 1
-                state.tokens += int(batch["num_tokens"])
-                window_tokens += int(batch["num_tokens"])
-                loss_sum += loss.item()
-                loss_count += 1
-                state.seconds = time.perf_counter() - started
-                if state.step % config.log_every == 0:
-                    speed = window_tokens / max(1e-9, time.perf_counter() - window_start)
-                    self.log({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / loss_count, "lr": lr, "tokens_per_s": speed})
-                    if progress_bar:
-                        progress_bar.set_postfix(epoch=state.epoch + 1, loss=f"{loss_sum / loss_count:.3f}", tok_s=f"{speed:,.0f}",
-                                                 best=_fmt(state.best_metric))
-                    window_tokens, window_start = 0, time.perf_counter()
-                if progress_bar:
-                    progress_bar.update(1)
-                if (budget and state.seconds >= budget) or (self.max_steps and state.step >= self.max_steps):
-                    stop = True
-                    break
-                if time.perf_counter() - last_checkpoint > 600:
-                    self.save_checkpoint()
-                    last_checkpoint = time.perf_counter()
-            epoch_done = state.step_in_epoch >= len(batches)
-            if epoch_done or (budget and state.seconds >= budget):
-                dev = self.evaluate(self.model)
-                value = dev[self.metric]
-                improved = self._improved(value)
-                if improved:
-                    state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
-                    with atomic_directory(self.output_dir / "model") as tmp:
-                        self.write_model(tmp)
-                else:
-                    state.bad_epochs += 1
-                self.log({"epoch": state.epoch + 1, "step": state.step, "train_loss": loss_sum / max(1, loss_count),
-                          "dev": {k: v for k, v in dev.items() if isinstance(v, (int, float))}, "seconds": state.seconds})
-                if progress_bar:
-                    progress_bar.set_postfix(epoch=state.epoch + 1, loss=f"{loss_sum / max(1, loss_count):.3f}", best=_fmt(state.best_metric))
-                if epoch_done:
-                    state.epoch += 1
-                    state.step_in_epoch = 0
-                if config.patience and state.bad_epochs >= config.patience:
-                    print(f"early stopping: no dev {self.metric} improvement for {state.bad_epochs} epochs", flush=True)
-                    state.finished = stop = True
+            batches = batches or self.train_batches(state.epoch)
+            interrupted, epoch_loss = self._train_epoch(batches)
+            out_of_time = bool(self.budget and state.seconds >= self.budget)
+            if not interrupted or out_of_time:
+                self._evaluate(epoch_loss)
+            if not interrupted:
+                state.epoch += 1
+                state.step_in_epoch = 0
+                batches = None
+            if config.patience and state.bad_epochs >= config.patience:
+                print(f"early stopping: no dev {self.metric} improvement for {state.bad_epochs} epochs", flush=True)
+                state.finished = True
+            stop = interrupted or state.finished
             self.save_checkpoint()
-            last_checkpoint = time.perf_counter()
-        if progress_bar:
-            progress_bar.close()
+        if self.progress_bar:
+            self.progress_bar.close()
         return state
+
+    def _train_epoch(self, batches: list) -> tuple[bool, float]:
+        """Train on the epoch's remaining batches; returns (stopped before the end?, mean loss)."""
+        config, state = self.config, self.state
+        self.model.train()
+        loss_sum, loss_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+        last_checkpoint = time.perf_counter()
+        for batch in batches[state.step_in_epoch :]:
+            lr = self._set_learning_rate()
+            loss = self._step(batch)
+            state.step += 1
+            state.step_in_epoch += 1
+            state.tokens += int(batch["num_tokens"])
+            state.seconds = time.perf_counter() - self.started
+            window_tokens += int(batch["num_tokens"])
+            loss_sum += loss
+            loss_count += 1
+            if state.step % config.log_every == 0:
+                speed = window_tokens / max(1e-9, time.perf_counter() - window_start)
+                self.log({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / loss_count, "lr": lr, "tokens_per_s": speed})
+                self._show(loss_sum / loss_count, speed)
+                window_tokens, window_start = 0, time.perf_counter()
+            if self.progress_bar:
+                self.progress_bar.update(1)
+            if (self.budget and state.seconds >= self.budget) or (self.max_steps and state.step >= self.max_steps):
+                return True, loss_sum / loss_count
+            if time.perf_counter() - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
+                self.save_checkpoint()
+                last_checkpoint = time.perf_counter()
+        return False, loss_sum / max(1, loss_count)
+
+    def _set_learning_rate(self) -> float:
+        state = self.state
+        elapsed = time.perf_counter() - self.started
+        progress = max(state.step / self.total_steps, elapsed / self.budget if self.budget else 0.0)
+        lr = self.config.lr * lr_factor(self.config.schedule, progress, state.step, self.config.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _step(self, batch: dict) -> float:
+        loss = self.model(move(batch, self.device))
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at step {self.state.step} (epoch {self.state.epoch + 1}); "
+                f"try a lower --lr or --clip-norm. The last good checkpoint is in {self.checkpoint_dir}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_norm and self.config.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm, foreach=True)
+        self.optimizer.step()
+        return loss.item()
+
+    def _evaluate(self, epoch_loss: float) -> None:
+        """Dev evaluation; the model is saved when the dev metric improves."""
+        state = self.state
+        dev = self.evaluate(self.model)
+        value = dev[self.metric]
+        if self._improved(value):
+            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
+            with atomic_directory(self.output_dir / "model") as tmp:
+                self.write_model(tmp)
+        else:
+            state.bad_epochs += 1
+        self.log({"epoch": state.epoch + 1, "step": state.step, "train_loss": epoch_loss,
+                  "dev": {k: v for k, v in dev.items() if isinstance(v, (int, float))}, "seconds": state.seconds})
+        self._show(epoch_loss)
+
+    def _show(self, loss: float, speed: float | None = None) -> None:
+        if self.progress_bar:
+            extra = {"tok_s": f"{speed:,.0f}"} if speed is not None else {}
+            self.progress_bar.set_postfix(epoch=self.state.epoch + 1, loss=f"{loss:.3f}", best=_fmt(self.state.best_metric), **extra)
 
 
 def _fmt(value):

@@ -26,7 +26,12 @@ class Encoded:
     feed: torch.Tensor     # input-feeding vector [N, H]
 
     def select(self, index: torch.Tensor) -> "Encoded":
+        """Rows ``index`` of everything (to expand sentences into beams)."""
         return Encoded(self.memory[index], self.keys[index], self.mask[index], self.state[:, :, index], self.feed[index])
+
+    def reorder(self, index: torch.Tensor) -> "Encoded":
+        """Rows ``index`` of the decoder state only: beams are reordered within their sentence, whose memory is the same."""
+        return Encoded(self.memory, self.keys, self.mask, self.state[:, :, index], self.feed[index])
 
 
 class Seq2Seq(nn.Module):

@@ -15,7 +15,8 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
                 alpha: float = 0.6, n_best: int = 1) -> list[list[tuple[list[int], float]]]:
     """The ``n_best`` hypotheses ``(token ids without BOS/EOS, normalised score)`` of every sentence, best first.
 
-    ``model`` offers ``encode(src, lengths) -> Encoded`` and ``next_log_probs(tokens, enc) -> (log_probs[N, V], enc)``.
+    ``model`` offers ``encode(src, lengths) -> state`` and ``next_log_probs(tokens, state) -> (log_probs[N, V], state)``;
+    the state offers ``select(rows)`` (expand sentences into beams) and ``reorder(rows)`` (follow beams within a sentence).
     A hypothesis that emitted EOS is finished: it keeps its score and only extends with padding, at no
     cost, so finished and open hypotheses compete in one ``topk``. Sentence ``b`` is forced to end
     by ``max_lengths[b]`` tokens. The search stops when every hypothesis of every sentence is finished.
@@ -53,7 +54,7 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         lengths = lengths.gather(1, origin) + (~was_finished).long()
         scores = top_scores
         flat_origin = (rows + origin).view(-1)
-        enc = enc.select(flat_origin)
+        enc = enc.reorder(flat_origin)
         tokens = token.view(-1)
         steps_tokens.append(token)
         steps_origins.append(origin)

@@ -1,0 +1,76 @@
+"""Translator speed: training step against bare encoder + decoder LSTMs of the same shapes, and decoding speed.
+
+    python benchmarks/translate_speed.py [--data ../shared/data/multi30k] [--seconds 6]
+
+Prints one JSON object. Subwords are trained on the Multi30k training text; the model has the
+recipe's default sizes and random weights, so decoding runs every sentence to its maximum length
+(the slowest case). Decoding translates the first 256 Multi30k validation sentences in batches of 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from common import side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
+
+import torch
+
+from seqnlp.config import from_dict
+from seqnlp.data.parallel import read_parallel_files
+from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+from seqnlp.train import build_optimizer
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    config = from_dict(TranslateConfig, {"eval_batch_size": 64})
+    task = TranslateTask(config)
+    train = read_parallel_files(f"{args.data}/train", "de", "en")
+    val = read_parallel_files(f"{args.data}/val", "de", "en")[:256]
+    task.fit(train, None)
+    model = task.build_model()
+    optimizer = build_optimizer(model, config)
+    batches = task.batches(task.prepare(train[:6400]), shuffle=True)
+
+    encoder = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=True)
+    decoder = torch.nn.LSTM(config.embed_dim + config.decoder_hidden, config.decoder_hidden, num_layers=config.decoder_layers, batch_first=True)
+    bare_params = [*encoder.parameters(), *decoder.parameters()]
+
+    def bare_train_step(batch):
+        src, tgt = batch["src"], batch["tgt_in"]
+        memory, _ = encoder(torch.randn(*src.shape, config.embed_dim))
+        states, _ = decoder(torch.randn(*tgt.shape, config.embed_dim + config.decoder_hidden))
+        for p in bare_params:
+            p.grad = None
+        (memory.sum() + states.sum()).backward()
+
+    mine, bare_speed = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
+    sources = [p.src for p in val]
+    speeds = {}
+    for beam in (1, 5):
+        task.translate(model, sources[:64], beam=beam)  # warm-up
+        start = time.perf_counter()
+        task.translate(model, sources, beam=beam)
+        speeds[beam] = len(sources) / (time.perf_counter() - start)
+    print(json.dumps({
+        "train_tokens_per_s": round(mine), "bare_lstm_train_tokens_per_s": round(bare_speed), "train_ratio": round(mine / bare_speed, 3),
+        "beam1_sents_per_s": round(speeds[1], 1), "beam5_sents_per_s": round(speeds[5], 1),
+        "beam5_over_beam1": round(speeds[5] / speeds[1], 3),
+        "decode": {"sentences": len(sources), "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio, "weights": "random"},
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "shape": {"embed": config.embed_dim, "encoder_hidden": config.hidden, "decoder_hidden": config.decoder_hidden,
+                  "vocab": len(task.tgt_sp), "joint_vocab": config.joint_vocab, "attention": config.attention},
+    }))
+
+
+if __name__ == "__main__":
+    main()
