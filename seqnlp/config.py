@@ -46,6 +46,7 @@ class RunConfig:
     warmup_steps: int = 0
     patience: int = 10
     log_every: int = 50
+    eval_max_tokens: int = 4096       # inference batches hold at most this many (padded) tokens
     seed: int = 1
     device: str = "auto"
     threads: int = 0

@@ -125,7 +125,9 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     if existing_directory(output_dir / "model") is None:
         raise DataError("training produced no model (it stopped before the first evaluation)")
 
-    del trainer, model
+    summary = task.data_summary({"train": train_set, "dev": dev_set, "test": test_set})
+    parameters = sum(p.numel() for p in model.parameters())
+    del trainer, model, train_items, train_set  # the evaluation needs none of it: give the memory back first
     _release_memory()
     # Evaluate the saved model as a user would load it, so `seqnlp evaluate` reproduces these numbers.
     best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=str(pick_device(config.device)))
@@ -145,10 +147,9 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         "config": configs.to_dict(config),
         "protocol": {"selected_on": selection_note, "seed": config.seed, "data": file_checksums(config) or config.dataset},
     }
-    summary = task.data_summary({"train": train_set, "dev": dev_set, "test": test_set})
     if vectors_report:
         summary["pretrained vectors"] = f"{vectors_report['found']}/{vectors_report['vocab_size']} found ({vectors_report['coverage']:.1%})"
-    summary["model parameters"] = sum(p.numel() for p in best.parameters())
+    summary["model parameters"] = parameters
     write_report(output_dir, task_name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
     return metrics
 

@@ -76,7 +76,7 @@ class TrainState:
 class Trainer:
     """Trains ``model`` with the settings of ``config``.
 
-    ``train_batches(epoch)`` returns that epoch's batches (a pure function of the epoch, so a
+    ``train_batches(epoch)`` returns that epoch's batches, a sequence (a pure function of the epoch, so a
     resumed run replays the same order); ``evaluate(model)`` returns dev metrics in which
     ``metric`` is maximised (or minimised when ``higher_is_better`` is false);
     ``write_model(directory)`` writes the model files (weights, config, vocabularies) into a
@@ -190,7 +190,8 @@ class Trainer:
         self.model.train()
         loss_sum, loss_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
         last_checkpoint = time.perf_counter()
-        for batch in batches[state.step_in_epoch :]:
+        for index in range(state.step_in_epoch, len(batches)):
+            batch = batches[index]
             lr = self._set_learning_rate()
             loss = self._step(batch)
             state.step += 1

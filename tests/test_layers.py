@@ -81,3 +81,21 @@ def test_pretrained_vectors_of_wrong_size_are_reported(tmp_path):
     path.write_text("city 1 2 3\n", encoding="utf-8")
     with pytest.raises(Exception, match=":1: vector has 3 dimensions, expected 2"):
         load_vectors(path, Vocab(["<pad>", "<unk>"]), 2)
+
+
+def test_inference_batches_respect_a_token_budget():
+    from seqnlp.data.batching import bucket_batches
+
+    lengths = [100, 90, 10, 10, 10, 10, 5]
+    batches = bucket_batches(lengths, batch_size=4, shuffle=False, max_tokens=200)
+    assert batches == [[0, 1], [2, 3, 4, 5], [6]]
+    assert sorted(i for b in batches for i in b) == list(range(7))
+
+
+def test_training_batches_depend_only_on_seed_and_epoch():
+    from seqnlp.data.batching import bucket_batches
+
+    lengths = [(i * 7) % 23 + 1 for i in range(200)]
+    assert bucket_batches(lengths, 8, True, seed=1, epoch=3) == bucket_batches(lengths, 8, True, seed=1, epoch=3)
+    assert bucket_batches(lengths, 8, True, seed=1, epoch=3) != bucket_batches(lengths, 8, True, seed=1, epoch=4)
+    assert sorted(i for b in bucket_batches(lengths, 8, True, seed=1, epoch=0) for i in b) == list(range(200))

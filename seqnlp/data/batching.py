@@ -13,17 +13,20 @@ def bucket_batches(
     seed: int = 0,
     epoch: int = 0,
     pool_factor: int = 50,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Indices grouped into batches of at most ``batch_size`` examples of similar length.
 
     Training order (``shuffle=True``) is a pure function of ``(seed, epoch)`` so a resumed run
     replays exactly the batches it would have seen. Without shuffling, examples are sorted
-    longest first (the caller restores the original order of the outputs).
+    longest first (the caller restores the original order of the outputs), and ``max_tokens``
+    caps a batch's padded size (examples x longest), so long inputs come in smaller batches
+    instead of a memory spike.
     """
     indices = list(range(len(lengths)))
     if not shuffle:
         indices.sort(key=lambda i: -lengths[i])
-        return [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+        return _cap_tokens(indices, lengths, batch_size, max_tokens)
     rng = random.Random(seed * 1_000_003 + epoch)
     rng.shuffle(indices)
     pool = batch_size * pool_factor
@@ -32,6 +35,37 @@ def bucket_batches(
         chunk = sorted(indices[start : start + pool], key=lambda i: lengths[i])
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
+    return batches
+
+
+class Batches(Sequence):
+    """Batches built on demand from index groups: an epoch's padded tensors never all exist at once."""
+
+    def __init__(self, groups: list[list[int]], items: Sequence, collate):
+        self.groups = groups
+        self.items = items
+        self.collate = collate
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return Batches(self.groups[index], self.items, self.collate)
+        return self.collate([self.items[i] for i in self.groups[index]])
+
+
+def _cap_tokens(indices: list[int], lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Consecutive groups of at most ``batch_size`` indices and at most ``max_tokens`` padded tokens (longest first)."""
+    batches, current = [], []
+    for i in indices:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) == batch_size or (max_tokens and (len(current) + 1) * longest > max_tokens)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
     return batches
 
 

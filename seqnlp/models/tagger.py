@@ -44,10 +44,6 @@ class Tagger(nn.Module):
     def emissions(self, batch: dict) -> torch.Tensor:
         x = self.embedding(batch["words"], batch.get("chars"), batch.get("char_lengths"), batch.get("char_index"))
         h, _ = self.encoder(x, batch["lengths"])
-        if "offsets" in batch:  # inputs carry context sentences: keep the target sentence's positions
-            positions = batch["offsets"].unsqueeze(1) + torch.arange(batch["mask"].size(1), device=h.device)
-            positions = positions.clamp(max=h.size(1) - 1)
-            h = h.gather(1, positions.unsqueeze(2).expand(-1, -1, h.size(2)))
         return self.emit(self.dropout(h))
 
     def forward(self, batch: dict) -> torch.Tensor:

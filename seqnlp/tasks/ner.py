@@ -9,7 +9,7 @@ import torch
 
 from seqnlp.config import ConfigError, RunConfig
 from seqnlp.data import tags as tagging
-from seqnlp.data.batching import bucket_batches, pad
+from seqnlp.data.batching import Batches, bucket_batches, pad
 from seqnlp.data.conll import TaggedSentence, read_conll
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.errors import DataError
@@ -39,7 +39,6 @@ class NERConfig(RunConfig):
     char_out: int = 50
     char_encoder: str = "cnn"
     word_dropout: float = 0.05
-    context: int = 0                  # neighbouring sentences read on each side (document context)
     crf: bool = True
     constrained: bool = True          # forbid invalid tag transitions in the CRF
     pretrained_vectors: str | None = None
@@ -142,34 +141,14 @@ class NERTask(Task):
                     raise DataError(f"{where}: entity type {tag.split('-', 1)[-1]!r} was not seen in training (known types: {', '.join(known)})")
 
     def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> list[dict]:
-        """Ids of each sentence, with up to ``context`` neighbouring sentences on each side as extra input.
-
-        Sentences are taken to be in document order (as in CoNLL files); the neighbours are only
-        read, never tagged or scored.
-        """
-        k = self.config.context
-        items = []
-        for i, tokens in enumerate(sentences):
-            left = [t for s in sentences[max(0, i - k) : i] for t in s]
-            right = [t for s in sentences[i + 1 : i + 1 + k] for t in s]
-            window = left + tokens + right
-            items.append({
-                "tokens": window,
-                "words": self.words.encode(self.normalize(t) for t in window),
-                "offset": len(left),
-                "length": len(tokens),
-                "tags": self.tags.encode(tags[i]) if tags is not None else None,
-            })
-        return items
+        return [{"tokens": tokens, "words": self.words.encode(self.normalize(t) for t in tokens),
+                 "tags": self.tags.encode(tags[i]) if tags is not None else None} for i, tokens in enumerate(sentences)]
 
     def collate(self, items: list[dict]) -> dict:
         lengths = torch.tensor([len(it["words"]) for it in items])
-        targets = torch.tensor([it["length"] for it in items])
         words = pad([it["words"] for it in items])
-        mask = torch.arange(int(targets.max())).unsqueeze(0) < targets.unsqueeze(1)
-        batch = {"words": words, "lengths": lengths, "mask": mask, "num_tokens": int(targets.sum())}
-        if self.config.context:
-            batch["offsets"] = torch.tensor([it["offset"] for it in items])
+        mask = torch.arange(words.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
+        batch = {"words": words, "lengths": lengths, "mask": mask, "num_tokens": int(lengths.sum())}
         if items[0]["tags"] is not None:
             batch["tags"] = pad([it["tags"] for it in items])
         if self.chars is not None:
@@ -186,17 +165,19 @@ class NERTask(Task):
 
     def batches(self, items, shuffle, epoch=0):
         size = self.config.batch_size if shuffle else self.config.eval_batch_size
-        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch)
-        return [self.collate([items[i] for i in group]) for group in groups]
+        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch,
+                                max_tokens=None if shuffle else self.config.eval_max_tokens)
+        return Batches(groups, items, self.collate)
 
     # -- evaluation and prediction -----------------------------------------------------
     def tag(self, model, sentences: list[list[str]]) -> list[list[str]]:
-        """Predicted IOB2 tags for whitespace-tokenized sentences (in document order), in input order."""
+        """Predicted IOB2 tags for whitespace-tokenized sentences, in input order."""
         results: list = [None] * len(sentences)
         model.eval()
         device = next(model.parameters()).device
         items = self.encode(sentences)
-        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False):
+        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
+                                    max_tokens=self.config.eval_max_tokens):
             batch = self.collate([items[i] for i in group])
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             for i, ids in zip(group, model.predict(batch)):

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from seqnlp.config import ConfigError, RunConfig
-from seqnlp.data.batching import bucket_batches, pad
+from seqnlp.data.batching import Batches, bucket_batches, pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
 from seqnlp.errors import DataError
@@ -172,8 +172,9 @@ class SentimentTask(Task):
 
     def batches(self, items, shuffle, epoch=0):
         size = self.config.batch_size if shuffle else self.config.eval_batch_size
-        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch)
-        return [self.collate([items[i] for i in group]) for group in groups]
+        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch,
+                                max_tokens=None if shuffle else self.config.eval_max_tokens)
+        return Batches(groups, items, self.collate)
 
     # -- evaluation and prediction -----------------------------------------------------
     def probabilities(self, model, texts: list[str]) -> torch.Tensor:
@@ -182,7 +183,8 @@ class SentimentTask(Task):
         device = next(model.parameters()).device
         items = [{"words": self.encode(t), "label": None} for t in texts]
         out = torch.empty(len(texts), len(self.labels))
-        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False):
+        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
+                                    max_tokens=self.config.eval_max_tokens):
             batch = self.collate([items[i] for i in group])
             batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             out[group] = model.predict(batch).float().cpu()

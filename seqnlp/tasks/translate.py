@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from seqnlp.config import ConfigError, RunConfig
-from seqnlp.data.batching import bucket_batches, pad
+from seqnlp.data.batching import Batches, bucket_batches, pad
 from seqnlp.data.hf import require_columns
 from seqnlp.data.parallel import SentencePair, read_parallel
 from seqnlp.errors import DataError
@@ -149,7 +149,7 @@ class TranslateTask(Task):
 
     def batches(self, items, shuffle, epoch=0):
         groups = bucket_batches([len(it["src"]) for it in items], self.config.batch_size, shuffle, self.config.seed, epoch)
-        return [self.collate([items[i] for i in group]) for group in groups]
+        return Batches(groups, items, self.collate)
 
     # -- decoding, evaluation, prediction ----------------------------------------------
     def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1) -> list[list[tuple[str, float]]]:
@@ -160,7 +160,7 @@ class TranslateTask(Task):
         device = next(model.parameters()).device
         items = [{"src": self.src_sp.encode(s)[: c.max_tokens * 2] or [self.src_sp.unk_id]} for s in sentences]
         results: list = [None] * len(sentences)
-        for group in bucket_batches([len(it["src"]) for it in items], c.eval_batch_size, shuffle=False):
+        for group in bucket_batches([len(it["src"]) for it in items], c.eval_batch_size, shuffle=False, max_tokens=c.eval_max_tokens):
             batch = self.collate([items[i] for i in group])
             lengths = batch["src_lengths"]
             max_lengths = (lengths.float() * c.max_len_ratio).long() + 5
