@@ -44,6 +44,7 @@ class NERConfig(RunConfig):
     pretrained_vectors: str | None = None
     eval_batch_size: int = 256
     epochs: int = 60
+    patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
 
     def validate(self) -> None:
         super().validate()

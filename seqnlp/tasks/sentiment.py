@@ -46,7 +46,7 @@ class SentimentConfig(RunConfig):
     pooling: str = "max"
     class_weights: str = "none"       # none | balanced
     eval_batch_size: int = 256
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
 

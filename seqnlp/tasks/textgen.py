@@ -32,14 +32,14 @@ class TextgenConfig(RunConfig):
     sample_prompts: str = "ROMEO:|First Citizen:|The "   # report samples, separated by |
     sample_chars: int = 200
     bidirectional: bool = False
-    hidden: int = 512
+    hidden: int = 384
     layers: int = 2
     dropout: float = 0.2
     batch_size: int = 64              # parallel streams
-    epochs: int = 40
-    lr: float = 2e-3
+    epochs: int = 15
+    lr: float = 3e-3
     clip_norm: float = 1.0
-    patience: int = 5
+    patience: int = 0
 
     def validate(self) -> None:
         super().validate()
