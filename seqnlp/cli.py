@@ -25,7 +25,9 @@ def _evaluate(argv):
     from seqnlp.tasks import load_model_dir
 
     overrides = dict(_parse_override(item) for item in args.set)
-    overrides.update({"dataset": args.dataset, "dataset_config": args.dataset_config, "test_split": args.split, "test_file": args.test_file})
+    # The evaluation data replaces the training data sources of the saved config.
+    overrides.update({"train_file": None, "dev_file": None, "test_file": args.test_file, "dataset": args.dataset,
+                      "dataset_config": args.dataset_config, "test_split": args.split})
     task, model = load_model_dir(args.model_dir, device=args.device, overrides=overrides)
     examples = task.read("test")
     if examples is None:
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print("usage: seqnlp {train,evaluate,predict,diagnose} ...\n"
-              "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner, sentiment, textgen)\n"
+              "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner, sentiment, translate, textgen)\n"
               "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
               "  seqnlp predict MODEL_DIR [FILE|-]\n"
               "  seqnlp diagnose gradients [--output-dir DIR]", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)

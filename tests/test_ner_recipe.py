@@ -116,8 +116,54 @@ def test_model_directory_holds_no_pickles(trained):
     assert sorted(p.name for p in (out / "model").iterdir()) == ["config.json", "model.safetensors"]
 
 
-def test_recipe_script_runs_on_the_bundled_sample(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "ner.py"), "--output-dir", str(tmp_path / "r"),
-                             "--epochs", "1", "--hidden", "16", "--quiet"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["dev"]["f1"] >= 0
+def test_reference_cells_train_through_the_recipe(tmp_path, conll_files):
+    train, dev = conll_files
+    out = tmp_path / "ref"
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1",
+                           "--cell-impl", "reference", "--cell", "gru", *TINY_NER)
+    assert code == 0, err
+    assert json.loads((out / "model" / "config.json").read_text())["config"]["cell_impl"] == "reference"
+
+
+def test_pretrained_vectors_are_loaded_and_reported(tmp_path, conll_files):
+    train, dev = conll_files
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("anna " + " ".join(["0.5"] * 16) + "\nberlin " + " ".join(["-0.5"] * 16) + "\n", encoding="utf-8")
+    out = tmp_path / "vec"
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1",
+                           "--pretrained-vectors", vectors, *TINY_NER)
+    assert code == 0, err
+    assert "| pretrained vectors | 2/" in (out / "report.md").read_text()
+
+
+def test_resume_reports_changed_settings(trained, capsys):
+    out, train, dev = trained
+    import contextlib
+    import io
+
+    from seqnlp.cli import main
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        main(["train", "ner", "--train-file", str(train), "--dev-file", str(dev), "--output-dir", str(out), *TINY_NER,
+              "--resume", "--epochs", "4"])
+    assert "resuming with changed settings: epochs: 3 -> 4" in buffer.getvalue()
+
+
+def test_evaluate_on_an_hf_dataset_split(trained, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    out, _, _ = trained
+    rows = {"tokens": [["Anna", "Berg", "visited", "Berlin", "."]], "ner_tags": [["B-PER", "I-PER", "O", "B-LOC", "O"]]}
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "hf"))
+    code, stdout, err = run_cli("evaluate", out / "model", "--dataset", tmp_path / "hf", "--split", "test")
+    assert code == 0, err
+    assert json.loads(stdout)["test"]["per_type"]["PER"]["support"] == 1
+
+
+def test_fine_tuning_on_data_with_a_new_entity_type_is_refused(trained, tmp_path):
+    out, _, dev = trained
+    new = tmp_path / "new.txt"
+    new.write_text("Olympics B-EVENT\n", encoding="utf-8")
+    code, _, err = run_cli("train", "ner", "--init-from", out / "model", "--train-file", new, "--dev-file", dev,
+                           "--output-dir", tmp_path / "t", "--quiet")
+    assert code == 2 and "entity type 'EVENT' was not seen in training" in err

@@ -110,3 +110,29 @@ def test_pooling_ignores_padding(kind):
     short = pool(outputs[:, :2], final, torch.tensor([[True, True]]))
     padded = pool(torch.cat([outputs[:, :2], torch.full((1, 2, 3), 100.0)], 1), final, torch.tensor([[True, True, False, False]]))
     assert torch.allclose(short, padded, atol=1e-6)
+
+
+def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"sentence\tlabel\ngood\tpos\ncaf\xe9 au lait\tneg\n")
+    code, _, err = run_cli("train", "sentiment", "--train-file", bad, "--output-dir", tmp_path / "o", *TINY)
+    assert code == 2 and err == f"error: {bad}:3: invalid UTF-8 byte 0xe9 (the file must be UTF-8)\n"
+
+
+def test_predict_reads_standard_input(tmp_path, sentiment_files, monkeypatch):
+    import io
+
+    out = train(tmp_path, *sentiment_files)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a joy to watch\n"))
+    code, stdout, err = run_cli("predict", out / "model", "-")
+    assert code == 0, err
+    assert len(stdout.splitlines()) == 1 and stdout.split("\t")[0] in {"pos", "neg"}
+
+
+def test_balanced_class_weights_follow_label_frequencies(tmp_path):
+    from seqnlp.config import from_dict
+    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
+
+    task = SentimentTask(from_dict(SentimentConfig, {"class_weights": "balanced"}))
+    task.fit([TextExample("a", "x"), TextExample("b", "x"), TextExample("c", "x"), TextExample("d", "y")], None)
+    assert task.weights == pytest.approx([4 / 6, 2.0])
