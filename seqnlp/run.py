@@ -16,7 +16,7 @@ from seqnlp.errors import ConfigError, DataError
 from seqnlp.io import existing_directory, load_weights, read_model_config
 from seqnlp.report import write_report
 from seqnlp.tasks.base import get_task, load_model_dir, write_model_files
-from seqnlp.train import Trainer, pick_device
+from seqnlp.train import Trainer, pick_device, release_memory
 
 ARCHITECTURE_KEYS_SKIP = {"output_dir", "init_from"}
 
@@ -115,7 +115,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     train_items = task.prepare(train_set)
     trainer = Trainer(
         model, config, output_dir,
-        train_batches=lambda epoch: task.batches(train_items, shuffle=True, epoch=epoch),
+        train_batches=partial(task.batches, train_items, True),
         evaluate=lambda m: task.evaluate(m, dev_set, selection=True),
         write_model=partial(write_model_files, task, model),
         metric=task.metric,
@@ -128,7 +128,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     summary = task.data_summary({"train": train_set, "dev": dev_set, "test": test_set})
     parameters = sum(p.numel() for p in model.parameters())
     del trainer, model, train_items, train_set  # the evaluation needs none of it: give the memory back first
-    _release_memory()
+    release_memory()
     # Evaluate the saved model as a user would load it, so `seqnlp evaluate` reproduces these numbers.
     best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=str(pick_device(config.device)))
     results = {"dev": best_task.evaluate(best, dev_set)}
@@ -158,14 +158,3 @@ def _public(values: dict) -> dict:
     """Metrics for metrics.json: drop report-only extras (keys starting with an underscore)."""
     return {k: v for k, v in values.items() if not k.startswith("_")}
 
-
-def _release_memory() -> None:
-    """Hand the training run's freed heap back to the OS before the evaluation imports its scorers."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim

@@ -54,6 +54,22 @@ def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> f
     return warmup * max(decay, 0.01)
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc).
+
+    Batches of ever-changing shapes fragment the heap; without this a 30-minute CoNLL run's
+    resident memory kept creeping up epoch after epoch.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
+
+
 def move(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -180,6 +196,7 @@ class Trainer:
                 state.finished = True
             stop = interrupted or state.finished
             self.save_checkpoint()
+            release_memory()
         if self.progress_bar:
             self.progress_bar.close()
         return state

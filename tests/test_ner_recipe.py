@@ -1,12 +1,10 @@
 """The NER recipe end to end on a tiny dataset: train -> evaluate -> report -> predict, and its errors."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, TINY_NER, run_cli
+from tests.conftest import TINY_NER, run_cli
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from seqnlp.errors import DataError
 _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
-def load_split(name_or_path: str, split: str, config: str | None = None):
-    """Load one split as a ``datasets.Dataset``.
+def load_split(name_or_path: str, split: str, config: str | None = None, missing_ok: bool = False):
+    """Load one split as a ``datasets.Dataset`` (None for a missing split when ``missing_ok``).
 
     ``name_or_path`` is a folder written by ``save_to_disk`` (a ``DatasetDict`` or a single
     ``Dataset``), a data file (json/jsonl/csv/tsv/parquet/txt), a folder of data files, or a hub name.
@@ -38,17 +38,11 @@ def load_split(name_or_path: str, split: str, config: str | None = None):
         raise DataError(f"could not load dataset: {message}", source) from None
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
+            if missing_ok:
+                return None
             raise DataError(f"dataset has no split {split!r} (splits: {', '.join(loaded)})", source)
         return loaded[split]
     return loaded
-
-
-def has_split(name_or_path: str, split: str, config: str | None = None) -> bool:
-    try:
-        load_split(name_or_path, split, config)
-    except DataError:
-        return False
-    return True
 
 
 def require_columns(dataset, columns, source: str) -> None:

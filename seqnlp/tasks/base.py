@@ -35,9 +35,9 @@ class Task:
             from seqnlp.data import hf
 
             split_name = {"train": config.train_split, "dev": config.dev_split, "test": config.test_split}[split]
-            if split != "train" and not hf.has_split(config.dataset, split_name, config.dataset_config):
+            dataset = hf.load_split(config.dataset, split_name, config.dataset_config, missing_ok=split != "train")
+            if dataset is None:
                 return None
-            dataset = hf.load_split(config.dataset, split_name, config.dataset_config)
             examples = self.read_hf(dataset, f"{config.dataset}[{split_name}]")
         else:
             return None
