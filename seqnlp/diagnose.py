@@ -29,6 +29,9 @@ class FirstTokenModel(nn.Module):
         self.embed = nn.Embedding(vocab, hidden)
         self.rnn = ReferenceRNN(cell, hidden, hidden) if reference else CELLS[cell](hidden, hidden, batch_first=True)
         self.out = nn.Linear(hidden, vocab)
+        if cell == "lstm" and not reference:
+            with torch.no_grad():  # forget-gate bias 1, the usual LSTM initialisation (Jozefowicz et al., 2015)
+                self.rnn.bias_ih_l0[hidden : 2 * hidden].fill_(1.0)
 
     def forward(self, tokens):
         outputs, _ = self.rnn(self.embed(tokens))
@@ -76,7 +79,7 @@ def run(cell: str, clip: float | None, length: int, steps: int, hidden: int, voc
     return {"grad_norms": norms, "accuracy": accuracy, "final_loss": sum(losses[-10:]) / min(10, len(losses)), "clip_norm": clip}
 
 
-def diagnose_gradients(output_dir, length: int = 100, steps: int = 150, hidden: int = 32, vocab: int = 8, seed: int = 0,
+def diagnose_gradients(output_dir, length: int = 50, steps: int = 150, hidden: int = 32, vocab: int = 8, seed: int = 0,
                        clip: float = 1.0) -> dict:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +147,7 @@ def main(argv) -> None:
     parser = argparse.ArgumentParser(prog="seqnlp diagnose gradients", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["gradients"])
     parser.add_argument("--output-dir", default="runs/gradients")
-    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
