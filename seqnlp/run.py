@@ -18,7 +18,8 @@ from seqnlp.report import write_report
 from seqnlp.tasks.base import get_task, load_model_dir, write_model_files
 from seqnlp.train import Trainer, pick_device, release_memory
 
-ARCHITECTURE_KEYS_SKIP = {"output_dir", "init_from"}
+# Settings that describe where a run lives, not what it is: never taken over from a saved config.
+NOT_INHERITED = {"output_dir", "init_from"}
 
 
 def build_parser(task_name: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -59,7 +60,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         base = dict(saved["config"])
     elif getattr(args, "init_from", None):
         saved = read_model_config(args.init_from)
-        base = {k: v for k, v in saved["config"].items() if k not in ARCHITECTURE_KEYS_SKIP}
+        base = {k: v for k, v in saved["config"].items() if k not in NOT_INHERITED}
     config = configs.resolve(cls.config_class, args, args.config, base=base)
     if not config.train_file and not config.dataset:
         if default_data is None:
@@ -68,7 +69,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         config = configs.resolve(cls.config_class, args, args.config, base={**base, **default_data})
     config.output_dir = str(output_dir)
     if saved is not None:
-        changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in ARCHITECTURE_KEYS_SKIP})
+        changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in NOT_INHERITED})
         if changes:
             print(("resuming" if args.resume else "fine-tuning") + " with changed settings: " + "; ".join(changes), flush=True)
 

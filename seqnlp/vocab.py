@@ -45,9 +45,7 @@ class Vocab:
         kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[: max(0, max_size - len(specials))]
-        vocab = cls(list(specials) + kept, unk=unk, pad=pad)
-        vocab.counts = counts
-        return vocab
+        return cls(list(specials) + kept, unk=unk, pad=pad)
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -146,9 +144,6 @@ class SubwordTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
-
-    def encode_pieces(self, text: str) -> list[str]:
-        return self.sp.encode(text, out_type=str)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode(list(ids))

@@ -64,9 +64,19 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
 
 
 def pick_column(path: str, candidates: Sequence[str]) -> str:
-    """The first of ``candidates`` present in the file's header (or first JSON object)."""
-    text = read_text(path)
-    first = next((line for line in text.splitlines() if line.strip()), "")
+    """The first of ``candidates`` present in the file's header (or first JSON object).
+
+    Reads only up to the first non-blank line; encoding errors are left for ``read_records`` to report.
+    """
+    first = ""
+    try:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                if raw.strip():
+                    first = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
+                    break
+    except OSError:
+        raise DataError("file not found", path) from None
     if table_format(path) == "jsonl":
         try:
             names = list(json.loads(first))
