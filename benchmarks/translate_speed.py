@@ -1,10 +1,12 @@
 """Translator speed: training step against bare encoder + decoder LSTMs of the same shapes, and decoding speed.
 
-    python benchmarks/translate_speed.py [--data ../shared/data/multi30k] [--seconds 6]
+    python benchmarks/translate_speed.py [--data ../shared/data/multi30k] [--seconds 6] [--model runs/translate/model]
 
-Prints one JSON object. Subwords are trained on the Multi30k training text; the model has the
-recipe's default sizes and random weights, so decoding runs every sentence to its maximum length
-(the slowest case). Decoding translates the first 256 Multi30k validation sentences in batches of 64.
+Prints one JSON object. Subwords are trained on the Multi30k training text and the model has the
+recipe's default sizes. Decoding translates the first 256 Multi30k validation sentences in batches
+of 64. With random weights (the default) each translation is forced to the subword length of its
+reference, so the search does the work a trained model does; ``--model`` decodes with a trained
+model instead, whose hypotheses end wherever it ends them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from seqnlp.config import from_dict
 from seqnlp.data.parallel import read_parallel_files
+from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 from seqnlp.train import build_optimizer
 
@@ -30,6 +33,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
+    parser.add_argument("--model", help="decode with this trained model directory instead of random weights")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = from_dict(TranslateConfig, {"eval_batch_size": 64})
@@ -55,20 +59,26 @@ def main():
 
     mine, bare_speed = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
     sources = [p.src for p in val]
+    lengths = [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val]
+    if args.model:
+        task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
+        lengths = None
     speeds = {}
     for beam in (1, 5):
-        task.translate(model, sources[:64], beam=beam)  # warm-up
+        task.translate(model, sources[:64], beam=beam, exact_lengths=lengths and lengths[:64])  # warm-up
         start = time.perf_counter()
-        task.translate(model, sources, beam=beam)
+        task.translate(model, sources, beam=beam, exact_lengths=lengths)
         speeds[beam] = len(sources) / (time.perf_counter() - start)
     print(json.dumps({
         "train_tokens_per_s": round(mine), "bare_lstm_train_tokens_per_s": round(bare_speed), "train_ratio": round(mine / bare_speed, 3),
         "beam1_sents_per_s": round(speeds[1], 1), "beam5_sents_per_s": round(speeds[5], 1),
         "beam5_over_beam1": round(speeds[5] / speeds[1], 3),
-        "decode": {"sentences": len(sources), "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio, "weights": "random"},
+        "decode": {"sentences": len(sources), "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio,
+                   "weights": args.model or "random",
+                   "lengths": "as the model decides" if args.model else "reference subword lengths"},
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "shape": {"embed": config.embed_dim, "encoder_hidden": config.hidden, "decoder_hidden": config.decoder_hidden,
-                  "vocab": len(task.tgt_sp), "joint_vocab": config.joint_vocab, "attention": config.attention},
+                  "vocab": len(task.tgt_sp), "output_subwords": len(task.output_ids), "joint_vocab": config.joint_vocab, "attention": config.attention},
     }))
 
 

@@ -43,6 +43,7 @@ class RunConfig:
     weight_decay: float = 0.0
     clip_norm: float = 5.0
     schedule: str = "linear"
+    average_decay: float = 0.0        # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.999)
     warmup_steps: int = 0
     patience: int = 10
     log_every: int = 50
@@ -64,6 +65,7 @@ class RunConfig:
             "epochs": self.epochs >= 1,
             "lr": self.lr > 0,
             "dropout": 0 <= self.dropout < 1,
+            "average_decay": 0 <= self.average_decay < 1,
         }
         for name, ok in checks.items():
             if not ok:

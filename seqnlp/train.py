@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import resource
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +73,52 @@ def release_memory() -> None:
         pass  # not glibc: nothing to trim
 
 
+class WeightAverage:
+    """Exponential moving average of a model's trainable parameters (Polyak averaging).
+
+    The averaged weights are what gets evaluated and saved: they sit in a flatter region than
+    the last step's weights, which usually scores better on held-out data at no training cost.
+    Early steps use a smaller decay, ``min(decay, (1 + step) / (10 + step))``, so the average
+    does not remember the random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for _, p in self.named]
+
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.average, [p.detach() for _, p in self.named], 1.0 - decay)
+
+    @contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the ``with`` block and its own weights again after it."""
+        own = [p.detach().clone() for _, p in self.named]
+        torch._foreach_copy_([p.data for _, p in self.named], self.average)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_([p.data for _, p in self.named], own)
+
+    def save(self, path: Path) -> None:
+        save_file({name: t.contiguous() for (name, _), t in zip(self.named, self.average)}, str(path))
+
+    def load(self, path: Path) -> None:
+        saved = load_file(str(path))
+        torch._foreach_copy_(self.average, [saved[name].to(t.device) for (name, _), t in zip(self.named, self.average)])
+
+
+def memory_mib() -> dict:
+    """Resident memory of this process now and at its peak, in MiB (Linux; empty elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return {}
+    return {"rss_mib": round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
 def move(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -123,6 +172,7 @@ class Trainer:
         self.device = pick_device(config.device)
         self.model.to(self.device)
         self.optimizer = build_optimizer(model, config)
+        self.average = WeightAverage(model, config.average_decay) if config.average_decay else None
         self.state = TrainState()
         self.checkpoint_dir = self.output_dir / "checkpoints" / "last"
         self.log_path = self.output_dir / "train_log.jsonl"
@@ -132,6 +182,8 @@ class Trainer:
         with atomic_directory(self.checkpoint_dir) as tmp:
             self.write_model(tmp)
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            if self.average:
+                self.average.save(tmp / "average.safetensors")
             save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
             rng = {"python": _jsonable(random.getstate())}
             write_json(tmp / "trainer_state.json", {"state": vars(self.state), "rng": rng})
@@ -143,6 +195,10 @@ class Trainer:
         load_weights(self.model, directory / "model.safetensors")
         # weights_only=True: tensors and plain containers only, no code is unpickled.
         self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True))
+        if self.average:
+            if not (directory / "average.safetensors").exists():
+                raise TrainingError(f"--resume: {directory} has no averaged weights; resume with --average-decay 0")
+            self.average.load(directory / "average.safetensors")
         data = read_json(directory / "trainer_state.json")
         self.state = TrainState(**data["state"])
         torch.set_rng_state(load_file(str(directory / "rng.safetensors"))["torch"])
@@ -253,21 +309,26 @@ class Trainer:
         if self.config.clip_norm and self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm, foreach=True)
         self.optimizer.step()
+        if self.average:
+            self.average.update(self.state.step)
         return loss.item()
 
     def _evaluate(self, epoch_loss: float) -> None:
-        """Dev evaluation; the model is saved when the dev metric improves."""
+        """Dev evaluation (of the averaged weights, when averaging); the model is saved when the dev metric improves."""
         state = self.state
-        dev = self.evaluate(self.model)
-        value = dev[self.metric]
-        if self._improved(value):
+        with self.average.applied() if self.average else nullcontext():
+            dev = self.evaluate(self.model)
+            value = dev[self.metric]
+            improved = self._improved(value)
+            if improved:
+                with atomic_directory(self.output_dir / "model") as tmp:
+                    self.write_model(tmp)
+        if improved:
             state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
-            with atomic_directory(self.output_dir / "model") as tmp:
-                self.write_model(tmp)
         else:
             state.bad_epochs += 1
         self.log({"epoch": state.epoch + 1, "step": state.step, "train_loss": epoch_loss,
-                  "dev": {k: v for k, v in dev.items() if isinstance(v, (int, float))}, "seconds": state.seconds})
+                  "dev": {k: v for k, v in dev.items() if isinstance(v, (int, float))}, "seconds": state.seconds, **memory_mib()})
         self._show(epoch_loss)
 
     def _show(self, loss: float, speed: float | None = None) -> None:

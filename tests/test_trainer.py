@@ -126,3 +126,34 @@ def test_linear_schedule_decays_to_one_percent_and_warms_up():
     assert lr_factor("linear", 0.5, 100, 0) == 0.5
     assert lr_factor("linear", 1.0, 100, 0) == 0.01
     assert lr_factor("constant", 0.7, 1, 4) == 0.5
+
+
+def test_weight_average_follows_the_parameters_with_the_configured_decay():
+    from seqnlp.train import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    average = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average.update(step=1000)  # late step: the configured decay applies
+    assert average.average[0].item() == pytest.approx(0.5)
+    with average.applied():
+        assert model.weight.item() == pytest.approx(0.5)
+    assert model.weight.item() == 1.0
+
+
+def test_averaged_weights_are_evaluated_and_saved_and_resume_exactly(tmp_path):
+    from seqnlp.io import load_weights
+
+    full, full_model = make_trainer(tmp_path / "full", config(average_decay=0.9))
+    full.fit()
+    best = Regression()
+    load_weights(best, tmp_path / "full" / "model" / "model.safetensors")
+    assert not torch.equal(best.layer.weight, full_model.layer.weight)  # the saved model is the average, not the last step
+    interrupted, _ = make_trainer(tmp_path / "split", config(average_decay=0.9), max_steps=13)
+    interrupted.fit()
+    resumed, _ = make_trainer(tmp_path / "split", config(average_decay=0.9))
+    resumed.fit(resume=True)
+    for a, b in zip(full.average.average, resumed.average.average):
+        assert torch.equal(a, b)

@@ -101,17 +101,18 @@ def exhaustive_best(table, max_len, alpha):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wide_beam_finds_the_exhaustive_optimum(seed):
+    """Exact without a length penalty: a sentence stops once its best raw score is a finished hypothesis."""
     table = bigram_table(seed)
     hyps = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=60,
-                       max_lengths=torch.tensor([4]), bos=BOS, eos=EOS, pad=PAD, alpha=0.6)
-    best, score = exhaustive_best(table, 4, 0.6)
+                       max_lengths=torch.tensor([4]), bos=BOS, eos=EOS, alpha=0.0)
+    best, score = exhaustive_best(table, 4, 0.0)
     assert hyps[0][0][0] == best and hyps[0][0][1] == pytest.approx(score, abs=1e-5)
 
 
 def test_beam_one_is_greedy_and_n_best_is_sorted():
     table = bigram_table(3)
     greedy = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=1,
-                         max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS, pad=PAD)
+                         max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
     token, expected = BOS, []
     for _ in range(5):
         token = int(table[token].argmax())
@@ -120,8 +121,43 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
         expected.append(token)
     assert greedy[0][0][0] == expected == greedy[1][0][0]
     nbest = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
-                        max_lengths=torch.tensor([6]), bos=BOS, eos=EOS, pad=PAD, n_best=3)[0]
+                        max_lengths=torch.tensor([6]), bos=BOS, eos=EOS, n_best=3)[0]
     assert len(nbest) == 3 and [s for _, s in nbest] == sorted((s for _, s in nbest), reverse=True)
+
+
+class PerSentenceBigramModel:
+    """A bigram table per source sentence (``src[:, 0]`` picks it), so sentences finish at different steps."""
+
+    def __init__(self, tables):
+        self.tables = tables
+
+    class State:
+        def __init__(self, rows):
+            self.rows = rows
+
+        def select(self, index):
+            return PerSentenceBigramModel.State(self.rows[index])
+
+        def reorder(self, index):
+            return self
+
+    def encode(self, src, lengths):
+        return self.State(src[:, 0])
+
+    def next_log_probs(self, tokens, enc):
+        return self.tables[enc.rows, tokens], enc
+
+
+def test_sentences_leaving_the_batch_early_do_not_change_any_result():
+    tables = torch.stack([bigram_table(seed) for seed in range(4)])
+    model = PerSentenceBigramModel(tables)
+    src = torch.tensor([[0], [1], [2], [3]])
+    max_lengths = torch.tensor([3, 7, 5, 6])
+    together = beam_search(model, src, torch.ones(4, dtype=torch.long), beam=3, max_lengths=max_lengths, bos=BOS, eos=EOS, n_best=2)
+    for i in range(4):
+        alone = beam_search(model, src[i : i + 1], torch.ones(1, dtype=torch.long), beam=3, max_lengths=max_lengths[i : i + 1],
+                            bos=BOS, eos=EOS, n_best=2)
+        assert together[i] == alone[0]
 
 
 def test_maximum_length_is_enforced_per_sentence():
@@ -129,7 +165,7 @@ def test_maximum_length_is_enforced_per_sentence():
     table[:, 4] = 0.0  # token 4 forever: only the length limit ends it
     table = table.log_softmax(1)
     hyps = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
-                       max_lengths=torch.tensor([3, 5]), bos=BOS, eos=EOS, pad=PAD)
+                       max_lengths=torch.tensor([3, 5]), bos=BOS, eos=EOS)
     assert hyps[0][0][0] == [4, 4] and hyps[1][0][0] == [4, 4, 4, 4]
 
 
@@ -173,3 +209,29 @@ def test_hf_translation_dict_column(tmp_path):
     assert code == 0, err
     code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--src-lang", "fr", "--output-dir", out, *TINY)
     assert code == 2 and "has no language 'fr' (has: de, en)" in err
+
+
+def test_minimum_length_keeps_hypotheses_open():
+    table = torch.full((6, 6), -10.0)
+    table[:, EOS] = 0.0  # EOS at once, unless forbidden
+    table = table.log_softmax(1)
+    hyps = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
+                       max_lengths=torch.tensor([9, 9]), bos=BOS, eos=EOS, min_lengths=torch.tensor([1, 4]))
+    assert hyps[0][0][0] == [] and len(hyps[1][0][0]) == 3
+
+
+def test_output_layer_scores_only_the_target_side_subwords():
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    allowed = [EOS, 5, 7, 9]
+    model = Seq2Seq(12, 12, embed_dim=8, hidden=8, decoder_hidden=8, dropout=0.0, output_ids=allowed, unk_id=1)
+    src = torch.tensor([[4, 6, 8], [6, 8, PAD]])
+    batch = {"src": src, "src_lengths": torch.tensor([3, 2]), "tgt_in": torch.tensor([[BOS, 5, 7], [BOS, 9, PAD]]),
+             "tgt_out": torch.tensor([[5, 7, EOS], [9, EOS, PAD]])}
+    model(batch).backward()
+    touched = (model.out.bias.grad != 0).nonzero().squeeze(1).tolist()
+    assert touched == sorted([1, *allowed])  # the unknown subword stays an output: unseen targets map to it
+    model.eval()
+    hyps = beam_search(model, src, batch["src_lengths"], beam=3, max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
+    assert all(set(ids) <= {1, *allowed} for nbest in hyps for ids, _ in nbest)

@@ -24,14 +24,15 @@ class Encoded:
     mask: torch.Tensor     # [N, S] real source positions
     state: torch.Tensor    # decoder state [layers, parts, N, H] (parts: 2 for LSTM (h, c), else 1)
     feed: torch.Tensor     # input-feeding vector [N, H]
+    projection: tuple[torch.Tensor, torch.Tensor]  # output layer rows of the target subwords (gathered once per batch)
 
     def select(self, index: torch.Tensor) -> "Encoded":
-        """Rows ``index`` of everything (to expand sentences into beams)."""
-        return Encoded(self.memory[index], self.keys[index], self.mask[index], self.state[:, :, index], self.feed[index])
+        """Rows ``index`` of everything (to expand sentences into beams, or drop finished sentences)."""
+        return Encoded(self.memory[index], self.keys[index], self.mask[index], self.state[:, :, index], self.feed[index], self.projection)
 
     def reorder(self, index: torch.Tensor) -> "Encoded":
         """Rows ``index`` of the decoder state only: beams are reordered within their sentence, whose memory is the same."""
-        return Encoded(self.memory, self.keys, self.mask, self.state[:, :, index], self.feed[index])
+        return Encoded(self.memory, self.keys, self.mask, self.state[:, :, index], self.feed[index], self.projection)
 
 
 class Seq2Seq(nn.Module):
@@ -39,6 +40,11 @@ class Seq2Seq(nn.Module):
 
     ``decode_step`` advances every row by one token; ``seqnlp.nn.beam.beam_search`` drives it for
     greedy and beam decoding alike.
+
+    ``output_ids`` are the subwords the decoder may emit (with a joint vocabulary, the target side's
+    share of it: roughly half of the pieces never occur in the target language). The output layer
+    scores only those, which is where most of the compute of a step goes; log-probabilities index
+    into ``output_ids``. Training targets outside it count as ``unk_id``.
     """
 
     def __init__(
@@ -59,10 +65,17 @@ class Seq2Seq(nn.Module):
         tie_embeddings: bool = False,
         shared_vocab: bool = False,
         pad_id: int = 0,
+        unk_id: int = 1,
+        output_ids: list[int] | None = None,
         cell_impl: str = "fused",
     ):
         super().__init__()
         self.pad_id = pad_id
+        ids = sorted(set(range(tgt_vocab) if output_ids is None else output_ids) | {unk_id})
+        position = torch.full((tgt_vocab,), ids.index(unk_id), dtype=torch.long)
+        position[ids] = torch.arange(len(ids))
+        self.register_buffer("output_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self.register_buffer("output_position", position, persistent=False)
         self.cell = cell
         self.input_feed = input_feed
         self.label_smoothing = label_smoothing
@@ -89,7 +102,11 @@ class Seq2Seq(nn.Module):
         parts = [h0, torch.zeros_like(h0)] if self.cell == "lstm" else [h0]
         state = torch.stack(parts, dim=1)
         feed = memory.new_zeros(src.size(0), self.combine.out_features if self.input_feed else 0)
-        return Encoded(memory, self.attention.precompute(memory), mask, state, feed)
+        return Encoded(memory, self.attention.precompute(memory), mask, state, feed, self.projection())
+
+    def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the output layer restricted to ``output_ids``."""
+        return self.out.weight[self.output_ids], self.out.bias[self.output_ids]
 
     # -- decoder -----------------------------------------------------------------------
     def decode_step(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,10 +136,12 @@ class Seq2Seq(nn.Module):
             if self.input_feed:
                 enc.feed = feed
             outputs.append(attentional)
-        logits = self.out(self.drop(torch.stack(outputs, dim=1)))
-        return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=self.pad_id, label_smoothing=self.label_smoothing)
+        real = tgt_out != self.pad_id  # padding positions never reach the (expensive) output layer
+        logits = F.linear(self.drop(torch.stack(outputs, dim=1)[real]), *enc.projection)
+        return F.cross_entropy(logits, self.output_position[tgt_out[real]], label_smoothing=self.label_smoothing)
 
     def next_log_probs(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
+        """Log-probabilities ``[N, len(output_ids)]`` of the next subword, and the advanced state."""
         attentional, state, feed = self.decode_step(tokens, enc)
-        enc = Encoded(enc.memory, enc.keys, enc.mask, state, feed if self.input_feed else enc.feed)
-        return F.log_softmax(self.out(attentional), dim=-1), enc
+        enc = Encoded(enc.memory, enc.keys, enc.mask, state, feed if self.input_feed else enc.feed, enc.projection)
+        return F.log_softmax(F.linear(attentional, *enc.projection), dim=-1), enc

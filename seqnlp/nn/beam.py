@@ -11,56 +11,82 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, bos: int, eos: int, pad: int,
-                alpha: float = 0.6, n_best: int = 1) -> list[list[tuple[list[int], float]]]:
+def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, bos: int, eos: int,
+                alpha: float = 0.6, n_best: int = 1, min_lengths: torch.Tensor | None = None) -> list[list[tuple[list[int], float]]]:
     """The ``n_best`` hypotheses ``(token ids without BOS/EOS, normalised score)`` of every sentence, best first.
 
-    ``model`` offers ``encode(src, lengths) -> state`` and ``next_log_probs(tokens, state) -> (log_probs[N, V], state)``;
-    the state offers ``select(rows)`` (expand sentences into beams) and ``reorder(rows)`` (follow beams within a sentence).
-    A hypothesis that emitted EOS is finished: it keeps its score and only extends with padding, at no
-    cost, so finished and open hypotheses compete in one ``topk``. Sentence ``b`` is forced to end
-    by ``max_lengths[b]`` tokens. The search stops when every hypothesis of every sentence is finished.
+    ``model`` offers ``encode(src, lengths) -> state`` and ``next_log_probs(tokens, state) -> (log_probs[N, V], state)``,
+    and optionally ``output_ids``: the token id of each of the V columns (default: column = token id).
+    The state offers ``select(rows)`` (expand sentences into beams, drop finished sentences) and
+    ``reorder(rows)`` (follow beams within a sentence).
+
+    A hypothesis that emitted EOS is finished: it keeps its score and only extends with EOS at no
+    cost, so finished and open hypotheses compete in one ``topk``. A sentence is done once its
+    ``n_best`` highest-scoring hypotheses are finished (no open hypothesis can overtake them on raw
+    score; with ``alpha > 0`` this is the usual heuristic of OpenNMT and GNMT), and leaves the batch,
+    so the remaining steps only pay for sentences still being searched. Sentence ``b`` is forced to
+    end by ``max_lengths[b]`` tokens (EOS included) and, given ``min_lengths``, cannot end before
+    ``min_lengths[b]`` tokens.
     """
-    batch = src.size(0)
-    device = src.device
-    enc = model.encode(src, src_lengths)
-    enc = enc.select(torch.arange(batch, device=device).repeat_interleave(beam))
+    batch, device = src.size(0), src.device
+    output_ids = getattr(model, "output_ids", None)
+    end = int((output_ids == eos).nonzero()[0, 0]) if output_ids is not None else eos  # EOS's column
+    enc = model.encode(src, src_lengths).select(torch.arange(batch, device=device).repeat_interleave(beam))
     tokens = torch.full((batch * beam,), bos, dtype=torch.long, device=device)
     scores = torch.zeros(batch, beam, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: keep one
     finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)
     max_lengths = max_lengths.to(device)
-    steps_tokens, steps_origins = [], []
-    rows = torch.arange(batch, device=device).unsqueeze(1) * beam
+    min_lengths = min_lengths.to(device) if min_lengths is not None else None
+    active = torch.arange(batch, device=device)  # sentences still searched, as rows of the full batch
+    final_scores, final_lengths, final_finished = scores.clone(), lengths.clone(), finished.clone()
+    steps_tokens, steps_origins = [], []  # per step, full-batch [batch, beam] columns and beam origins
+    identity = torch.arange(beam, device=device).expand(batch, beam)
     for step in range(int(max_lengths.max())):
         log_probs, enc = model.next_log_probs(tokens, enc)
         vocab = log_probs.size(1)
-        log_probs = log_probs.view(batch, beam, vocab)
+        log_probs = log_probs.view(-1, beam, vocab)
+        if min_lengths is not None:
+            too_short = step < min_lengths[active] - 1
+            if bool(too_short.any()):
+                log_probs[too_short, :, end] = float("-inf")
         if finished.any():
-            padding_only = torch.full_like(log_probs[0, 0], float("-inf"))
-            padding_only[pad] = 0.0
-            log_probs = torch.where(finished.unsqueeze(2), padding_only, log_probs)
-        must_end = (step >= max_lengths - 1).view(batch, 1) & ~finished
+            end_only = torch.full_like(log_probs[0, 0], float("-inf"))
+            end_only[end] = 0.0
+            log_probs = torch.where(finished.unsqueeze(2), end_only, log_probs)
+        must_end = (step >= max_lengths[active] - 1).unsqueeze(1) & ~finished
         if must_end.any():
-            eos_only = torch.full_like(log_probs[0, 0], float("-inf"))
-            eos_only[eos] = 0.0
-            log_probs = torch.where(must_end.unsqueeze(2), eos_only + log_probs[..., eos : eos + 1], log_probs)
-        top_scores, top_index = (scores.unsqueeze(2) + log_probs).view(batch, beam * vocab).topk(beam, dim=1)
+            end_only = torch.full_like(log_probs[0, 0], float("-inf"))
+            end_only[end] = 0.0
+            log_probs = torch.where(must_end.unsqueeze(2), end_only + log_probs[..., end : end + 1], log_probs)
+        scores, top_index = (scores.unsqueeze(2) + log_probs).view(-1, beam * vocab).topk(beam, dim=1)
         origin = torch.div(top_index, vocab, rounding_mode="floor")
-        token = top_index % vocab
+        column = top_index % vocab
         was_finished = finished.gather(1, origin)
-        finished = was_finished | (token == eos)
+        finished = was_finished | (column == end)
         lengths = lengths.gather(1, origin) + (~was_finished).long()
-        scores = top_scores
-        flat_origin = (rows + origin).view(-1)
-        enc = enc.reorder(flat_origin)
-        tokens = token.view(-1)
-        steps_tokens.append(token)
-        steps_origins.append(origin)
-        if bool(finished.all()):
-            break
-    normalised = scores / length_penalty(lengths, alpha)
+        step_columns = torch.full((batch, beam), end, dtype=torch.long, device=device)
+        step_columns[active] = column
+        step_origins = identity.clone()
+        step_origins[active] = origin
+        steps_tokens.append(step_columns)
+        steps_origins.append(step_origins)
+        done = finished[:, :n_best].all(dim=1)
+        if bool(done.any()):
+            final_scores[active[done]] = scores[done]
+            final_lengths[active[done]] = lengths[done]
+            final_finished[active[done]] = finished[done]
+            keep = (~done).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            active, scores, finished, lengths = active[keep], scores[keep], finished[keep], lengths[keep]
+            origin, column = origin[keep], column[keep]
+            enc = enc.select((keep.unsqueeze(1) * beam + origin).view(-1))
+        else:
+            enc = enc.reorder((torch.arange(len(active), device=device).unsqueeze(1) * beam + origin).view(-1))
+        tokens = (output_ids[column] if output_ids is not None else column).view(-1)
+    normalised = (final_scores / length_penalty(final_lengths, alpha)).masked_fill(~final_finished, float("-inf"))
     n_best = min(n_best, beam)
     best_scores, best = normalised.topk(n_best, dim=1)
     # Walk back through the origins to read each chosen hypothesis.
@@ -69,12 +95,9 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     for step in range(len(steps_tokens) - 1, -1, -1):
         sequences[:, :, step] = steps_tokens[step].gather(1, current)
         current = steps_origins[step].gather(1, current)
+    if output_ids is not None:
+        sequences = output_ids[sequences]
     results = []
-    for b, (rows_b, scores_b) in enumerate(zip(sequences.tolist(), best_scores.tolist())):
-        hyps = []
-        for seq, score in zip(rows_b, scores_b):
-            if eos in seq:
-                seq = seq[: seq.index(eos)]
-            hyps.append(([t for t in seq if t != pad], score))
-        results.append(hyps)
+    for rows_b, scores_b in zip(sequences.tolist(), best_scores.tolist()):
+        results.append([(seq[: seq.index(eos)] if eos in seq else seq, score) for seq, score in zip(rows_b, scores_b)])
     return results

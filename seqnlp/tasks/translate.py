@@ -34,11 +34,11 @@ class TranslateConfig(RunConfig):
     joint_vocab: bool = True          # one SentencePiece model (and embedding) for both languages
     max_tokens: int = 100             # training sentences are cut to this many subwords
     embed_dim: int = 256
-    decoder_hidden: int = 512
+    decoder_hidden: int = 256
     decoder_layers: int = 1
     attention: str = "general"
     input_feed: bool = True
-    tie_embeddings: bool = False
+    tie_embeddings: bool = True       # output layer shares the target embedding (with joint_vocab: one matrix for all three)
     label_smoothing: float = 0.1
     beam: int = 5
     length_penalty: float = 0.6
@@ -47,8 +47,9 @@ class TranslateConfig(RunConfig):
     eval_batch_size: int = 128
     dropout: float = 0.3
     batch_size: int = 64
-    epochs: int = 30
-    patience: int = 6
+    epochs: int = 40
+    patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
+    average_decay: float = 0.999
 
     def validate(self) -> None:
         super().validate()
@@ -112,16 +113,18 @@ class TranslateTask(Task):
         else:
             self.src_sp = SubwordTokenizer.train([p.src for p in train], c.vocab_size)
             self.tgt_sp = SubwordTokenizer.train([p.tgt for p in train], c.vocab_size)
+        self.output_ids = sorted({t for p in train for t in self.tgt_sp.encode(p.tgt)} | {self.tgt_sp.eos_id, self.tgt_sp.unk_id})
 
     def build_model(self):
         c = self.config
         return Seq2Seq(len(self.src_sp), len(self.tgt_sp), embed_dim=c.embed_dim, hidden=c.hidden, decoder_hidden=c.decoder_hidden,
                        layers=c.layers, decoder_layers=c.decoder_layers, cell=c.cell, bidirectional=c.bidirectional,
                        attention=c.attention, input_feed=c.input_feed, dropout=c.dropout, label_smoothing=c.label_smoothing,
-                       tie_embeddings=c.tie_embeddings, shared_vocab=c.joint_vocab, pad_id=self.tgt_sp.pad_id, cell_impl=c.cell_impl)
+                       tie_embeddings=c.tie_embeddings, shared_vocab=c.joint_vocab, pad_id=self.tgt_sp.pad_id,
+                       unk_id=self.tgt_sp.unk_id, output_ids=self.output_ids, cell_impl=c.cell_impl)
 
     def asset_config(self):
-        return {"joint_vocab": self.config.joint_vocab}
+        return {"joint_vocab": self.config.joint_vocab, "output_subwords": self.output_ids}
 
     def save_files(self, directory):
         self.src_sp.save(Path(directory) / "source.model")
@@ -131,6 +134,7 @@ class TranslateTask(Task):
     def load_assets(self, directory, assets):
         self.src_sp = SubwordTokenizer.load(Path(directory) / "source.model")
         self.tgt_sp = self.src_sp if assets["joint_vocab"] else SubwordTokenizer.load(Path(directory) / "target.model")
+        self.output_ids = assets.get("output_subwords") or list(range(len(self.tgt_sp)))
 
     # -- batches -----------------------------------------------------------------------
     def prepare(self, examples):
@@ -152,8 +156,13 @@ class TranslateTask(Task):
         return Batches(groups, items, self.collate)
 
     # -- decoding, evaluation, prediction ----------------------------------------------
-    def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1) -> list[list[tuple[str, float]]]:
-        """``n_best`` detokenized translations with their scores for each sentence, in input order."""
+    def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1,
+                  exact_lengths: list[int] | None = None) -> list[list[tuple[str, float]]]:
+        """``n_best`` detokenized translations with their scores for each sentence, in input order.
+
+        ``exact_lengths`` (subwords, EOS included) fixes how long each translation is: for benchmarks
+        that must decode a known amount of work whatever the weights.
+        """
         c = self.config
         beam = beam or c.beam
         model.eval()
@@ -164,8 +173,11 @@ class TranslateTask(Task):
             batch = self.collate([items[i] for i in group])
             lengths = batch["src_lengths"]
             max_lengths = (lengths.float() * c.max_len_ratio).long() + 5
+            min_lengths = None
+            if exact_lengths is not None:
+                max_lengths = min_lengths = torch.tensor([exact_lengths[i] for i in group])
             hyps = beam_search(model, batch["src"].to(device), lengths.to(device), beam, max_lengths,
-                               self.tgt_sp.bos_id, self.tgt_sp.eos_id, self.tgt_sp.pad_id, c.length_penalty, n_best)
+                               self.tgt_sp.bos_id, self.tgt_sp.eos_id, c.length_penalty, n_best, min_lengths)
             for i, nbest in zip(group, hyps):
                 results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
         return results
