@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from seqnlp.nn.embedding import CharFeatures, load_vectors
+from seqnlp.nn.embedding import CharFeatures, WordCharEmbedding, load_vectors
 from seqnlp.nn.encoder import RNNEncoder, reverse_within_length
 from seqnlp.vocab import Vocab
 
@@ -99,3 +99,13 @@ def test_training_batches_depend_only_on_seed_and_epoch():
     assert bucket_batches(lengths, 8, True, seed=1, epoch=3) == bucket_batches(lengths, 8, True, seed=1, epoch=3)
     assert bucket_batches(lengths, 8, True, seed=1, epoch=3) != bucket_batches(lengths, 8, True, seed=1, epoch=4)
     assert sorted(i for b in bucket_batches(lengths, 8, True, seed=1, epoch=0) for i in b) == list(range(200))
+
+
+def test_rare_word_dropout_replaces_only_the_rarest_ids_and_only_in_training():
+    embedding = WordCharEmbedding(8, 3, dropout=0.0, word_dropout=0.0, rare_word_dropout=1.0, rare_from=5)
+    words = torch.tensor([[2, 3, 4, 5, 6, 7]])
+    unk = embedding.words.weight[1]
+    out = embedding.train()(words)[0]
+    assert all(torch.equal(out[i], unk) for i in (3, 4, 5))
+    assert not any(torch.equal(out[i], unk) for i in (0, 1, 2))
+    assert torch.equal(embedding.eval()(words)[0], embedding.words.weight[words[0]])

@@ -235,3 +235,44 @@ def test_output_layer_scores_only_the_target_side_subwords():
     model.eval()
     hyps = beam_search(model, src, batch["src_lengths"], beam=3, max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
     assert all(set(ids) <= {1, *allowed} for nbest in hyps for ids, _ in nbest)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("input_feed", [True, False])
+def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
+    """The step loop feeds precomputed embedding gates to the functional cell; the result is the plain nn cell's."""
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
+    enc = model.encode(torch.tensor([[4, 6, 8]]), torch.tensor([3]))
+    tokens = torch.tensor([5])
+    attentional, state = model.decode_step(model.embedding_gates(tokens), enc)
+    x = model.tgt_embed(tokens)
+    if input_feed:
+        x = torch.cat([x, enc.feed], dim=1)
+    for layer, nn_cell in enumerate(model.cells):
+        expected = nn_cell(x, enc.state[layer] if cell == "lstm" else enc.state[layer][0])
+        expected = expected if cell == "lstm" else (expected,)
+        for a, b in zip(state[layer], expected):
+            assert torch.allclose(a, b, atol=1e-6)
+        x = expected[0]
+    context, _ = model.attention(x, enc.memory, enc.mask)
+    assert torch.allclose(attentional, torch.tanh(model.combine(torch.cat([x, context], dim=1))), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("attention", ["general", "additive"])
+def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, attention):
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, attention=attention,
+                    input_feed=False, dropout=0.0).eval()
+    src, lengths = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2])
+    tgt_in = torch.tensor([[BOS, 5, 7, 9], [BOS, 9, 5, PAD]])
+    fused = model.teacher_forced(tgt_in, model.encode(src, lengths))
+    enc = model.encode(src, lengths)
+    for t in range(tgt_in.size(1)):
+        attentional, enc.state = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
+        assert torch.allclose(fused[:, t], attentional, atol=1e-5)

@@ -15,24 +15,47 @@ from seqnlp.nn.encoder import RNNEncoder
 DECODER_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
+State = list[tuple[torch.Tensor, ...]]  # per decoder layer: (h, c) for LSTM, (h,) otherwise; each [N, H]
+
+
 @dataclass
 class Encoded:
-    """Encoder results for a batch of N rows (sentences, or sentences x beam)."""
+    """Encoder results and decoder state for a batch of N rows (sentences, or sentences x beam)."""
 
     memory: torch.Tensor   # [N, S, M]
     keys: torch.Tensor     # attention keys precomputed from memory
     mask: torch.Tensor     # [N, S] real source positions
-    state: torch.Tensor    # decoder state [layers, parts, N, H] (parts: 2 for LSTM (h, c), else 1)
-    feed: torch.Tensor     # input-feeding vector [N, H]
-    projection: tuple[torch.Tensor, torch.Tensor]  # output layer rows of the target subwords (gathered once per batch)
+    state: State
+    feed: torch.Tensor     # input-feeding vector [N, D]
+    weights: "StepWeights"
 
     def select(self, index: torch.Tensor) -> "Encoded":
         """Rows ``index`` of everything (to expand sentences into beams, or drop finished sentences)."""
-        return Encoded(self.memory[index], self.keys[index], self.mask[index], self.state[:, :, index], self.feed[index], self.projection)
+        return Encoded(self.memory[index], self.keys[index], self.mask[index], _rows(self.state, index), self.feed[index], self.weights)
 
     def reorder(self, index: torch.Tensor) -> "Encoded":
         """Rows ``index`` of the decoder state only: beams are reordered within their sentence, whose memory is the same."""
-        return Encoded(self.memory, self.keys, self.mask, self.state[:, :, index], self.feed[index], self.projection)
+        return Encoded(self.memory, self.keys, self.mask, _rows(self.state, index), self.feed[index], self.weights)
+
+
+def _rows(state: State, index: torch.Tensor) -> State:
+    return [tuple(t[index] for t in layer) for layer in state]
+
+
+@dataclass
+class StepWeights:
+    """Views of weights that every decoder step uses, sliced or gathered once per batch instead of once per step."""
+
+    feed: torch.Tensor               # input-feeding columns of the first decoder layer's input weights (none without input feeding)
+    projection: tuple[torch.Tensor, torch.Tensor]  # output layer rows (weight, bias) of the target subwords
+
+
+# The functional cells behind nn.LSTMCell / GRUCell / RNNCell: called directly, the first layer's
+# input gates from the embeddings can be computed for all steps in one matrix product (passed as the
+# input bias), leaving only the input-feeding and recurrent products inside the step loop.
+CELL_STEPS = {"lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell, "rnn": torch._VF.rnn_tanh_cell}
+# Without input feeding, teacher forcing runs the decoder cells' weights through the fused multi-step kernels.
+FUSED_LAYERS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
 
 
 class Seq2Seq(nn.Module):
@@ -83,11 +106,13 @@ class Seq2Seq(nn.Module):
         self.tgt_embed = self.src_embed if shared_vocab else nn.Embedding(tgt_vocab, embed_dim, padding_idx=pad_id)
         self.encoder = RNNEncoder(embed_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.bridge = nn.Linear(self.encoder.out_dim, decoder_hidden * decoder_layers)
-        step_input = embed_dim + (decoder_hidden if input_feed else 0)
+        attentional_dim = embed_dim if tie_embeddings else decoder_hidden
+        step_input = embed_dim + (attentional_dim if input_feed else 0)
+        self.embed_dim = embed_dim
         self.cells = nn.ModuleList(DECODER_CELLS[cell](step_input if i == 0 else decoder_hidden, decoder_hidden) for i in range(decoder_layers))
         self.attention = Attention(attention, decoder_hidden, self.encoder.out_dim)
-        self.combine = nn.Linear(decoder_hidden + self.encoder.out_dim, embed_dim if tie_embeddings else decoder_hidden, bias=False)
-        self.out = nn.Linear(self.combine.out_features, tgt_vocab)
+        self.combine = nn.Linear(decoder_hidden + self.encoder.out_dim, attentional_dim, bias=False)
+        self.out = nn.Linear(attentional_dim, tgt_vocab)
         if tie_embeddings:
             self.out.weight = self.tgt_embed.weight
         self.drop = nn.Dropout(dropout)
@@ -99,49 +124,59 @@ class Seq2Seq(nn.Module):
         mask = src != self.pad_id
         layers, hidden = len(self.cells), self.cells[0].hidden_size
         h0 = torch.tanh(self.bridge(final)).view(-1, layers, hidden).transpose(0, 1)  # [layers, N, H]
-        parts = [h0, torch.zeros_like(h0)] if self.cell == "lstm" else [h0]
-        state = torch.stack(parts, dim=1)
+        state = [(h, torch.zeros_like(h)) if self.cell == "lstm" else (h,) for h in h0]
         feed = memory.new_zeros(src.size(0), self.combine.out_features if self.input_feed else 0)
-        return Encoded(memory, self.attention.precompute(memory), mask, state, feed, self.projection())
-
-    def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight and bias of the output layer restricted to ``output_ids``."""
-        return self.out.weight[self.output_ids], self.out.bias[self.output_ids]
+        weights = StepWeights(self.cells[0].weight_ih[:, self.embed_dim :], (self.out.weight[self.output_ids], self.out.bias[self.output_ids]))
+        return Encoded(memory, self.attention.precompute(memory), mask, state, feed, weights)
 
     # -- decoder -----------------------------------------------------------------------
-    def decode_step(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Attentional hidden vectors ``[N, D]`` after feeding ``tokens[N]``, and the new state and feed."""
-        x = self.drop(self.tgt_embed(tokens))
-        if self.input_feed:
-            x = torch.cat([x, enc.feed], dim=1)
-        new_state = []
+    def embedding_gates(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The target embeddings' share of the first decoder layer's input gates (input bias included), for any shape of ``tokens``."""
+        first = self.cells[0]
+        return F.linear(self.drop(self.tgt_embed(tokens)), first.weight_ih[:, : self.embed_dim], first.bias_ih)
+
+    def decode_step(self, gates: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, State]:
+        """Attentional hidden vectors ``[N, D]`` from the embedding gates ``[N, G]`` of the fed tokens, and the new state."""
+        step = CELL_STEPS[self.cell]
+        new_state: State = []
+        x, weight_ih, bias_ih = enc.feed, enc.weights.feed, gates
         for layer, cell in enumerate(self.cells):
-            if self.cell == "lstm":
-                h, c = cell(x, (enc.state[layer, 0], enc.state[layer, 1]))
-                new_state.append(torch.stack([h, c]))
-            else:
-                h = cell(x, enc.state[layer, 0])
-                new_state.append(h.unsqueeze(0))
-            x = self.drop(h)
+            if layer:
+                x, weight_ih, bias_ih = self.drop(new_state[-1][0]), cell.weight_ih, cell.bias_ih
+            state = enc.state[layer]
+            out = step(x, state if self.cell == "lstm" else state[0], weight_ih, cell.weight_hh, bias_ih, cell.bias_hh)
+            new_state.append(tuple(out) if self.cell == "lstm" else (out,))
+        h = new_state[-1][0]
         context, _ = self.attention(h, enc.memory, enc.mask, enc.keys)
-        attentional = torch.tanh(self.combine(torch.cat([h, context], dim=1)))
-        return attentional, torch.stack(new_state), attentional
+        return torch.tanh(self.combine(torch.cat([h, context], dim=1))), new_state
+
+    def teacher_forced(self, tgt_in: torch.Tensor, enc: Encoded) -> torch.Tensor:
+        """Attentional vectors ``[B, T, D]`` for every target position, given the gold previous tokens."""
+        if not self.input_feed:  # no step depends on the previous step's attention: all steps in fused kernels
+            x = self.drop(self.tgt_embed(tgt_in))
+            h0 = torch.stack([layer[0] for layer in enc.state])
+            hx = (h0, torch.stack([layer[1] for layer in enc.state])) if self.cell == "lstm" else h0
+            weights = [w for cell in self.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+            h = FUSED_LAYERS[self.cell](x, hx, weights, True, len(self.cells), self.drop.p, self.training, False, True)[0]
+            context, _ = self.attention(h, enc.memory, enc.mask, enc.keys)
+            return torch.tanh(self.combine(torch.cat([h, context], dim=2)))
+        gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
+        outputs = []
+        for t in range(gates.size(1)):
+            attentional, enc.state = self.decode_step(gates[:, t], enc)
+            enc.feed = attentional
+            outputs.append(attentional)
+        return torch.stack(outputs, dim=1)
 
     def forward(self, batch: dict) -> torch.Tensor:
         enc = self.encode(batch["src"], batch["src_lengths"])
-        tgt_in, tgt_out = batch["tgt_in"], batch["tgt_out"]
-        outputs = []
-        for t in range(tgt_in.size(1)):
-            attentional, enc.state, feed = self.decode_step(tgt_in[:, t], enc)
-            if self.input_feed:
-                enc.feed = feed
-            outputs.append(attentional)
+        tgt_out = batch["tgt_out"]
         real = tgt_out != self.pad_id  # padding positions never reach the (expensive) output layer
-        logits = F.linear(self.drop(torch.stack(outputs, dim=1)[real]), *enc.projection)
+        logits = F.linear(self.drop(self.teacher_forced(batch["tgt_in"], enc)[real]), *enc.weights.projection)
         return F.cross_entropy(logits, self.output_position[tgt_out[real]], label_smoothing=self.label_smoothing)
 
     def next_log_probs(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
         """Log-probabilities ``[N, len(output_ids)]`` of the next subword, and the advanced state."""
-        attentional, state, feed = self.decode_step(tokens, enc)
-        enc = Encoded(enc.memory, enc.keys, enc.mask, state, feed if self.input_feed else enc.feed, enc.projection)
-        return F.log_softmax(F.linear(attentional, *enc.projection), dim=-1), enc
+        attentional, state = self.decode_step(self.embedding_gates(tokens), enc)
+        enc = Encoded(enc.memory, enc.keys, enc.mask, state, attentional if self.input_feed else enc.feed, enc.weights)
+        return F.log_softmax(F.linear(attentional, *enc.weights.projection), dim=-1), enc

@@ -30,12 +30,15 @@ class Tagger(nn.Module):
         bidirectional: bool = True,
         dropout: float = 0.5,
         word_dropout: float = 0.05,
+        rare_word_dropout: float = 0.0,
+        rare_from: int | None = None,
         crf: bool = True,
         allowed=None,
         cell_impl: str = "fused",
     ):
         super().__init__()
-        self.embedding = WordCharEmbedding(num_words, word_dim, num_chars, char_dim, char_out, char_encoder, dropout, word_dropout)
+        self.embedding = WordCharEmbedding(num_words, word_dim, num_chars, char_dim, char_out, char_encoder, dropout, word_dropout,
+                                           rare_word_dropout, rare_from)
         self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.dropout = LockedDropout(dropout)
         self.emit = nn.Linear(self.encoder.out_dim, num_tags)

@@ -11,6 +11,8 @@ ATTENTION_KINDS = ("additive", "dot", "general")
 class Attention(nn.Module):
     """``forward(query[B, Q], memory[B, S, M], mask[B, S], keys=None) -> (context[B, M], weights[B, S])``.
 
+    A query of T steps at once, ``[B, T, Q]``, gives ``context[B, T, M]`` and ``weights[B, T, S]``.
+
     ``keys`` is ``precompute(memory)``: the part of the score that depends only on the memory,
     computed once per sentence instead of once per decoder step.
     """
@@ -35,9 +37,12 @@ class Attention(nn.Module):
 
     def forward(self, query, memory, mask, keys=None):
         keys = self.precompute(memory) if keys is None else keys
+        one_step = query.dim() == 2
+        query = query.unsqueeze(1) if one_step else query  # [B, T, Q]
         if self.kind == "additive":
-            scores = self.v(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(2)
+            scores = self.v(torch.tanh(keys.unsqueeze(1) + self.query_proj(query).unsqueeze(2))).squeeze(3)
         else:
-            scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)
-        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=1)
-        return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
+            scores = torch.bmm(query, keys.transpose(1, 2))
+        weights = scores.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(dim=2)  # [B, T, S]
+        context = torch.bmm(weights, memory)
+        return (context.squeeze(1), weights.squeeze(1)) if one_step else (context, weights)

@@ -43,7 +43,11 @@ class WordCharEmbedding(nn.Module):
     """Word embedding, optionally concatenated with character features, with dropout.
 
     ``word_dropout`` replaces a fraction of word ids by ``<unk>`` during training, so the
-    model learns to tag unknown words from their characters.
+    model learns to tag unknown words from their characters. ``rare_word_dropout`` does the same,
+    at its own (higher) rate, for the rarest words: ids from ``rare_from`` on (vocabularies are
+    sorted by frequency, so these are the words seen once). Unknown words at test time are mostly
+    rare names, so ``<unk>`` learns from their look-alikes rather than from dropped function words
+    (Lample et al., 2016).
     """
 
     def __init__(
@@ -56,6 +60,8 @@ class WordCharEmbedding(nn.Module):
         char_encoder: str = "cnn",
         dropout: float = 0.5,
         word_dropout: float = 0.0,
+        rare_word_dropout: float = 0.0,
+        rare_from: int | None = None,
         unk_id: int = 1,
     ):
         super().__init__()
@@ -63,12 +69,15 @@ class WordCharEmbedding(nn.Module):
         self.chars = CharFeatures(num_chars, char_dim, char_out, char_encoder) if num_chars else None
         self.dropout = LockedDropout(dropout)
         self.word_dropout = word_dropout
+        self.rare_word_dropout = rare_word_dropout
+        self.rare_from = num_words if rare_from is None else rare_from
         self.unk_id = unk_id
         self.out_dim = word_dim + (self.chars.out_dim if self.chars else 0)
 
     def forward(self, words: torch.Tensor, chars: torch.Tensor | None = None, char_lengths=None, char_index=None) -> torch.Tensor:
-        if self.training and self.word_dropout > 0:
-            drop = torch.rand(words.shape, device=words.device) < self.word_dropout
+        if self.training and (self.word_dropout > 0 or self.rare_word_dropout > 0):
+            rate = torch.where(words >= self.rare_from, max(self.word_dropout, self.rare_word_dropout), self.word_dropout)
+            drop = torch.rand(words.shape, device=words.device) < rate
             words = words.masked_fill(drop & (words != 0), self.unk_id)
         x = self.words(words)
         if self.chars is not None:

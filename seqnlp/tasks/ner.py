@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class NERConfig(RunConfig):
     char_out: int = 50
     char_encoder: str = "cnn"
     word_dropout: float = 0.05
+    rare_word_dropout: float = 0.0    # training words seen once become <unk> with this probability
     crf: bool = True
     constrained: bool = True          # forbid invalid tag transitions in the CRF
     pretrained_vectors: str | None = None
@@ -94,7 +96,10 @@ class NERTask(Task):
 
     def fit(self, train, model_dir):
         c = self.config
-        self.words = Vocab.build(([self.normalize(t) for t in s.tokens] for s in train), min_freq=c.min_freq)
+        normalized = [[self.normalize(t) for t in s.tokens] for s in train]
+        self.words = Vocab.build(normalized, min_freq=c.min_freq)
+        counts = Counter(t for tokens in normalized for t in tokens)
+        self.rare_from = next((i for i, w in enumerate(self.words.itos) if counts[w] == 1), len(self.words))
         self.chars = Vocab.build(s.tokens for s in train) if c.char_dim else None
         labels = {t for s in train for t in s.tags} | set(tagging.convert(["O"], c.tag_scheme))
         self.tags = label_vocab(labels)
@@ -106,7 +111,8 @@ class NERTask(Task):
             len(self.words), len(self.chars) if self.chars else 0, len(self.tags),
             word_dim=c.word_dim, char_dim=c.char_dim, char_out=c.char_out, char_encoder=c.char_encoder,
             hidden=c.hidden, layers=c.layers, cell=c.cell, bidirectional=c.bidirectional,
-            dropout=c.dropout, word_dropout=c.word_dropout, crf=c.crf, allowed=allowed, cell_impl=c.cell_impl,
+            dropout=c.dropout, word_dropout=c.word_dropout, rare_word_dropout=c.rare_word_dropout, rare_from=self.rare_from,
+            crf=c.crf, allowed=allowed, cell_impl=c.cell_impl,
         )
         return model
 
@@ -123,12 +129,14 @@ class NERTask(Task):
     def asset_config(self):
         return {
             "words": self.words.to_dict(),
+            "rare_from": self.rare_from,
             "chars": self.chars.to_dict() if self.chars else None,
             "tags": self.tags.to_dict(),
         }
 
     def load_assets(self, directory, assets):
         self.words = Vocab.from_dict(assets["words"])
+        self.rare_from = assets.get("rare_from", len(self.words))
         self.chars = Vocab.from_dict(assets["chars"]) if assets["chars"] else None
         self.tags = Vocab.from_dict(assets["tags"])
 
