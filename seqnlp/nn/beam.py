@@ -21,9 +21,9 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     ``reorder(rows)`` (follow beams within a sentence).
 
     A hypothesis that emitted EOS is finished: it keeps its score and only extends with EOS at no
-    cost, so finished and open hypotheses compete in one ``topk``. A sentence is done once its
-    ``n_best`` highest-scoring hypotheses are finished (no open hypothesis can overtake them on raw
-    score; with ``alpha > 0`` this is the usual heuristic of OpenNMT and GNMT), and leaves the batch,
+    cost, so finished and open hypotheses compete in one ``topk``. A sentence is done once all its
+    ``beam`` hypotheses are finished (stopping as soon as the best raw score is finished favours
+    short translations under a length penalty: 39.50 instead of 39.71 BLEU on Multi30k val), and leaves the batch,
     so the remaining steps only pay for sentences still being searched. Sentence ``b`` is forced to
     end by ``max_lengths[b]`` tokens (EOS included) and, given ``min_lengths``, cannot end before
     ``min_lengths[b]`` tokens.
@@ -72,7 +72,7 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         step_origins[active] = origin
         steps_tokens.append(step_columns)
         steps_origins.append(step_origins)
-        done = finished[:, :n_best].all(dim=1)
+        done = finished.all(dim=1)
         if bool(done.any()):
             final_scores[active[done]] = scores[done]
             final_lengths[active[done]] = lengths[done]

@@ -42,11 +42,12 @@ class SentimentConfig(RunConfig):
     min_freq: int = 1
     max_length: int = 400             # tokens kept per text (long reviews are truncated)
     word_dim: int = 300
-    word_dropout: float = 0.1
+    word_dropout: float = 0.05
     pooling: str = "max"
     class_weights: str = "none"       # none | balanced
     eval_batch_size: int = 256
-    epochs: int = 12
+    dropout: float = 0.3              # 0.5 underfit SST-2: dev accuracy 0.926 against 0.933 at 0.3 (15-minute runs)
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
 
