@@ -72,7 +72,7 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         step_origins[active] = origin
         steps_tokens.append(step_columns)
         steps_origins.append(step_origins)
-        done = finished.all(dim=1)
+        done = (finished | scores.isneginf()).all(dim=1)  # -inf: dead slots (beam wider than the candidates)
         if bool(done.any()):
             final_scores[active[done]] = scores[done]
             final_lengths[active[done]] = lengths[done]
@@ -86,6 +86,8 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         else:
             enc = enc.reorder((torch.arange(len(active), device=device).unsqueeze(1) * beam + origin).view(-1))
         tokens = (output_ids[column] if output_ids is not None else column).view(-1)
+    else:  # the last step ended every hypothesis; record sentences whose dead slots kept them in the loop
+        final_scores[active], final_lengths[active], final_finished[active] = scores, lengths, finished
     normalised = (final_scores / length_penalty(final_lengths, alpha)).masked_fill(~final_finished, float("-inf"))
     n_best = min(n_best, beam)
     best_scores, best = normalised.topk(n_best, dim=1)
