@@ -23,8 +23,8 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     A hypothesis that emitted EOS is finished: it keeps its score and only extends with EOS at no
     cost, so finished and open hypotheses compete in one ``topk``. A sentence is done once all its
     ``beam`` hypotheses are finished (stopping as soon as the best raw score is finished favours
-    short translations under a length penalty: 39.50 instead of 39.71 BLEU on Multi30k val), and leaves the batch,
-    so the remaining steps only pay for sentences still being searched. Sentence ``b`` is forced to
+    short translations under a length penalty: 39.50 instead of 39.71 BLEU on Multi30k val), and
+    leaves the batch, so the remaining steps only pay for sentences still being searched. Sentence ``b`` is forced to
     end by ``max_lengths[b]`` tokens (EOS included) and, given ``min_lengths``, cannot end before
     ``min_lengths[b]`` tokens.
     """
@@ -51,14 +51,13 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
             too_short = step < min_lengths[active] - 1
             if bool(too_short.any()):
                 log_probs[too_short, :, end] = float("-inf")
-        if finished.any():
-            end_only = torch.full_like(log_probs[0, 0], float("-inf"))
+        if step == 0:
+            end_only = torch.full_like(log_probs[0, 0], float("-inf"))  # log-probabilities that allow only EOS
             end_only[end] = 0.0
+        if finished.any():
             log_probs = torch.where(finished.unsqueeze(2), end_only, log_probs)
         must_end = (step >= max_lengths[active] - 1).unsqueeze(1) & ~finished
         if must_end.any():
-            end_only = torch.full_like(log_probs[0, 0], float("-inf"))
-            end_only[end] = 0.0
             log_probs = torch.where(must_end.unsqueeze(2), end_only + log_probs[..., end : end + 1], log_probs)
         scores, top_index = (scores.unsqueeze(2) + log_probs).view(-1, beam * vocab).topk(beam, dim=1)
         origin = torch.div(top_index, vocab, rounding_mode="floor")
