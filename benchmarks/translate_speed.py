@@ -1,6 +1,7 @@
 """Translator speed: training step against bare encoder + decoder LSTMs of the same shapes, and decoding speed.
 
     python benchmarks/translate_speed.py [--data ../shared/data/multi30k] [--seconds 6] [--model runs/translate/model]
+                                         [--set decoder_hidden=512 ...]
 
 Prints one JSON object. Subwords are trained on the Multi30k training text and the model has the
 recipe's default sizes. Decoding translates the first 256 Multi30k validation sentences in batches
@@ -34,9 +35,11 @@ def main():
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
     parser.add_argument("--model", help="decode with this trained model directory instead of random weights")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    config = from_dict(TranslateConfig, {"eval_batch_size": 64})
+    overrides = dict(item.split("=", 1) for item in args.set)
+    config = from_dict(TranslateConfig, {"eval_batch_size": 64, **overrides}, source="--set")
     task = TranslateTask(config)
     train = read_parallel_files(f"{args.data}/train", "de", "en")
     val = read_parallel_files(f"{args.data}/val", "de", "en")[:256]

@@ -76,8 +76,8 @@ def release_memory() -> None:
 class WeightAverage:
     """Exponential moving average of a model's trainable parameters (Polyak averaging).
 
-    The averaged weights are what gets evaluated and saved: they sit in a flatter region than
-    the last step's weights, which usually scores better on held-out data at no training cost.
+    The averaged weights are what gets evaluated and saved, smoothing out the last steps' noise at
+    no training cost (NMT's checkpoint averaging does the same; on SST-2 it measured neutral).
     Early steps use a smaller decay, ``min(decay, (1 + step) / (10 + step))``, so the average
     does not remember the random initialisation.
     """
