@@ -20,6 +20,7 @@ from pathlib import Path
 from common import side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
+import yaml
 
 from seqnlp.config import from_dict
 from seqnlp.data.parallel import read_parallel_files
@@ -38,7 +39,7 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}  # 512 -> int, false -> bool
     config = from_dict(TranslateConfig, {"eval_batch_size": 64, **overrides}, source="--set")
     task = TranslateTask(config)
     train = read_parallel_files(f"{args.data}/train", "de", "en")

@@ -37,6 +37,7 @@ class RunConfig:
     epochs: int = 30
     max_minutes: float | None = None
     batch_size: int = 32
+    batch_max_tokens: int = 0         # > 0: training batches hold at most this many padded tokens (long inputs in smaller batches)
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.9

@@ -16,7 +16,7 @@ from seqnlp.errors import ConfigError, DataError
 from seqnlp.io import existing_directory, load_weights, read_model_config
 from seqnlp.report import write_report
 from seqnlp.tasks.base import get_task, load_model_dir, write_model_files
-from seqnlp.train import Trainer, pick_device, release_memory
+from seqnlp.train import Trainer, configure_heap, pick_device, release_memory
 
 # Settings that describe where a run lives, not what it is: never taken over from a saved config.
 NOT_INHERITED = {"output_dir", "init_from"}
@@ -46,6 +46,7 @@ def _config_differences(old: dict, new: dict) -> list[str]:
 
 def train(task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None) -> dict:
     """Run a whole recipe; returns the metrics written to ``metrics.json``."""
+    configure_heap()
     cls = get_task(task_name)
     args = build_parser(task_name, prog).parse_args(argv)
     output_dir = Path(getattr(args, "output_dir", None) or f"runs/{task_name}")

@@ -101,6 +101,17 @@ def test_training_batches_depend_only_on_seed_and_epoch():
     assert sorted(i for b in bucket_batches(lengths, 8, True, seed=1, epoch=0) for i in b) == list(range(200))
 
 
+def test_training_batches_respect_a_token_budget_and_keep_every_example():
+    from seqnlp.data.batching import bucket_batches
+
+    lengths = [5] * 60 + [150] * 3
+    batches = bucket_batches(lengths, 8, True, seed=1, max_tokens=200)
+    assert all(len(b) * max(lengths[i] for i in b) <= 200 for b in batches if len(b) > 1)
+    assert sorted(len(b) for b in batches if lengths[b[-1]] == 150) == [1, 1, 1]
+    assert sorted(i for b in batches for i in b) == list(range(63))
+    assert max(len(b) for b in batches) == 8
+
+
 def test_rare_word_dropout_replaces_only_the_rarest_ids_and_only_in_training():
     embedding = WordCharEmbedding(8, 3, dropout=0.0, word_dropout=0.0, rare_word_dropout=1.0, rare_from=5)
     words = torch.tensor([[2, 3, 4, 5, 6, 7]])
@@ -109,3 +120,15 @@ def test_rare_word_dropout_replaces_only_the_rarest_ids_and_only_in_training():
     assert all(torch.equal(out[i], unk) for i in (3, 4, 5))
     assert not any(torch.equal(out[i], unk) for i in (0, 1, 2))
     assert torch.equal(embedding.eval()(words)[0], embedding.words.weight[words[0]])
+
+
+def test_elementwise_dropout_zeroes_about_p_scales_the_rest_and_is_identity_in_eval():
+    from seqnlp.nn.dropout import Dropout
+
+    torch.manual_seed(0)
+    layer, x = Dropout(0.3), torch.ones(200, 500)
+    y = layer(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    layer.eval()
+    assert layer(x) is x

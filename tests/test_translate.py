@@ -66,10 +66,13 @@ class BigramModel:
         self.table = table
 
     class State:
-        def select(self, index):
+        def expand(self, beam):
             return self
 
-        def reorder(self, index):
+        def select(self, sentences, rows):
+            return self
+
+        def reorder(self, rows):
             return self
 
     def encode(self, src, lengths):
@@ -135,10 +138,13 @@ class PerSentenceBigramModel:
         def __init__(self, rows):
             self.rows = rows
 
-        def select(self, index):
-            return PerSentenceBigramModel.State(self.rows[index])
+        def expand(self, beam):
+            return PerSentenceBigramModel.State(self.rows.repeat_interleave(beam))
 
-        def reorder(self, index):
+        def select(self, sentences, rows):
+            return PerSentenceBigramModel.State(self.rows[rows])
+
+        def reorder(self, rows):
             return self
 
     def encode(self, src, lengths):

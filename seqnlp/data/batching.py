@@ -19,9 +19,9 @@ def bucket_batches(
 
     Training order (``shuffle=True``) is a pure function of ``(seed, epoch)`` so a resumed run
     replays exactly the batches it would have seen. Without shuffling, examples are sorted
-    longest first (the caller restores the original order of the outputs), and ``max_tokens``
-    caps a batch's padded size (examples x longest), so long inputs come in smaller batches
-    instead of a memory spike.
+    longest first (the caller restores the original order of the outputs). ``max_tokens`` caps a
+    batch's padded size (examples x longest), so the few long inputs come in smaller batches
+    instead of a memory spike: an RNN's training workspace grows with the padded size.
     """
     indices = list(range(len(lengths)))
     if not shuffle:
@@ -33,7 +33,7 @@ def bucket_batches(
     batches = []
     for start in range(0, len(indices), pool):
         chunk = sorted(indices[start : start + pool], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches.extend(_cap_tokens(chunk, lengths, batch_size, max_tokens))
     rng.shuffle(batches)
     return batches
 
@@ -56,26 +56,28 @@ class Batches(Sequence):
 
 
 def _cap_tokens(indices: list[int], lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
-    """Consecutive groups of at most ``batch_size`` indices and at most ``max_tokens`` padded tokens (longest first)."""
-    batches, current = [], []
+    """Consecutive groups of at most ``batch_size`` indices and at most ``max_tokens`` padded tokens."""
+    batches, current, longest = [], [], 0
     for i in indices:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) == batch_size or (max_tokens and (len(current) + 1) * longest > max_tokens)):
+        grown = max(longest, lengths[i])
+        if current and (len(current) == batch_size or (max_tokens and (len(current) + 1) * grown > max_tokens)):
             batches.append(current)
-            current = []
+            current, grown = [], lengths[i]
         current.append(i)
+        longest = grown
     if current:
         batches.append(current)
     return batches
 
 
 def pad(sequences: Sequence[Sequence[int]], value: int = 0):
-    """A ``(len(sequences), max_len)`` long tensor, right-padded with ``value``."""
+    """A ``(len(sequences), max_len)`` long tensor, right-padded with ``value``.
+
+    Built from one padded Python list in a single call: a tensor per row costs several times more,
+    and collation runs once per batch in every epoch.
+    """
     import torch
 
     longest = max((len(s) for s in sequences), default=0)
-    out = torch.full((len(sequences), longest), value, dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        if len(seq):
-            out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return out
+    rows = [list(s) + [value] * (longest - len(s)) for s in sequences]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(sequences), longest)

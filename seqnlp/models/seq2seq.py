@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from seqnlp.nn.attention import Attention
-from seqnlp.nn.dropout import LockedDropout
+from seqnlp.nn.dropout import Dropout, LockedDropout
 from seqnlp.nn.encoder import RNNEncoder
 
 DECODER_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -20,22 +20,29 @@ State = list[tuple[torch.Tensor, ...]]  # per decoder layer: (h, c) for LSTM, (h
 
 @dataclass
 class Encoded:
-    """Encoder results and decoder state for a batch of N rows (sentences, or sentences x beam)."""
+    """Encoder results (one row per sentence) and decoder state (``beam`` rows per sentence)."""
 
-    memory: torch.Tensor   # [N, S, M]
+    memory: torch.Tensor   # [B, S, M]
     keys: torch.Tensor     # attention keys precomputed from memory
-    mask: torch.Tensor     # [N, S] real source positions
-    state: State
-    feed: torch.Tensor     # input-feeding vector [N, D]
+    mask: torch.Tensor     # [B, S] real source positions
+    state: State           # rows [B * beam, H]
+    feed: torch.Tensor     # input-feeding vector [B * beam, D]
     weights: "StepWeights"
+    beam: int = 1
 
-    def select(self, index: torch.Tensor) -> "Encoded":
-        """Rows ``index`` of everything (to expand sentences into beams, or drop finished sentences)."""
-        return Encoded(self.memory[index], self.keys[index], self.mask[index], _rows(self.state, index), self.feed[index], self.weights)
+    def expand(self, beam: int) -> "Encoded":
+        """Each sentence's decoder state repeated for ``beam`` hypotheses; the memory is shared, not copied."""
+        rows = torch.arange(self.feed.size(0), device=self.feed.device).repeat_interleave(beam)
+        return Encoded(self.memory, self.keys, self.mask, _rows(self.state, rows), self.feed[rows], self.weights, self.beam * beam)
 
-    def reorder(self, index: torch.Tensor) -> "Encoded":
-        """Rows ``index`` of the decoder state only: beams are reordered within their sentence, whose memory is the same."""
-        return Encoded(self.memory, self.keys, self.mask, _rows(self.state, index), self.feed[index], self.weights)
+    def select(self, sentences: torch.Tensor, rows: torch.Tensor) -> "Encoded":
+        """Keep ``sentences`` (drop finished ones) and decoder-state ``rows`` (theirs, reordered)."""
+        return Encoded(self.memory[sentences], self.keys[sentences], self.mask[sentences], _rows(self.state, rows), self.feed[rows],
+                       self.weights, self.beam)
+
+    def reorder(self, rows: torch.Tensor) -> "Encoded":
+        """Decoder-state ``rows`` only: beams are reordered within their sentence, whose memory is the same."""
+        return Encoded(self.memory, self.keys, self.mask, _rows(self.state, rows), self.feed[rows], self.weights, self.beam)
 
 
 def _rows(state: State, index: torch.Tensor) -> State:
@@ -115,7 +122,7 @@ class Seq2Seq(nn.Module):
         self.out = nn.Linear(attentional_dim, tgt_vocab)
         if tie_embeddings:
             self.out.weight = self.tgt_embed.weight
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.embed_drop = LockedDropout(dropout)
 
     # -- encoder -----------------------------------------------------------------------
@@ -147,8 +154,8 @@ class Seq2Seq(nn.Module):
             out = step(x, state if self.cell == "lstm" else state[0], weight_ih, cell.weight_hh, bias_ih, cell.bias_hh)
             new_state.append(tuple(out) if self.cell == "lstm" else (out,))
         h = new_state[-1][0]
-        context, _ = self.attention(h, enc.memory, enc.mask, enc.keys)
-        return torch.tanh(self.combine(torch.cat([h, context], dim=1))), new_state
+        context, _ = self.attention(h.view(-1, enc.beam, h.size(1)), enc.memory, enc.mask, enc.keys)  # a sentence's hypotheses query its memory together
+        return torch.tanh(self.combine(torch.cat([h, context.reshape(h.size(0), -1)], dim=1))), new_state
 
     def teacher_forced(self, tgt_in: torch.Tensor, enc: Encoded) -> torch.Tensor:
         """Attentional vectors ``[B, T, D]`` for every target position, given the gold previous tokens."""
@@ -162,8 +169,8 @@ class Seq2Seq(nn.Module):
             return torch.tanh(self.combine(torch.cat([h, context], dim=2)))
         gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
         outputs = []
-        for t in range(gates.size(1)):
-            attentional, enc.state = self.decode_step(gates[:, t], enc)
+        for step_gates in gates.unbind(1):  # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
+            attentional, enc.state = self.decode_step(step_gates, enc)
             enc.feed = attentional
             outputs.append(attentional)
         return torch.stack(outputs, dim=1)
@@ -178,5 +185,5 @@ class Seq2Seq(nn.Module):
     def next_log_probs(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
         """Log-probabilities ``[N, len(output_ids)]`` of the next subword, and the advanced state."""
         attentional, state = self.decode_step(self.embedding_gates(tokens), enc)
-        enc = Encoded(enc.memory, enc.keys, enc.mask, state, attentional if self.input_feed else enc.feed, enc.weights)
+        enc = Encoded(enc.memory, enc.keys, enc.mask, state, attentional if self.input_feed else enc.feed, enc.weights, enc.beam)
         return F.log_softmax(F.linear(attentional, *enc.weights.projection), dim=-1), enc

@@ -17,8 +17,8 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
 
     ``model`` offers ``encode(src, lengths) -> state`` and ``next_log_probs(tokens, state) -> (log_probs[N, V], state)``,
     and optionally ``output_ids``: the token id of each of the V columns (default: column = token id).
-    The state offers ``select(rows)`` (expand sentences into beams, drop finished sentences) and
-    ``reorder(rows)`` (follow beams within a sentence).
+    The state offers ``expand(beam)`` (``beam`` rows per sentence), ``select(sentences, rows)`` (drop
+    finished sentences, keeping the given rows) and ``reorder(rows)`` (follow beams within a sentence).
 
     A hypothesis that emitted EOS is finished: it keeps its score and only extends with EOS at no
     cost, so finished and open hypotheses compete in one ``topk``. A sentence is done once all its
@@ -31,7 +31,7 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     batch, device = src.size(0), src.device
     output_ids = getattr(model, "output_ids", None)
     end = int((output_ids == eos).nonzero()[0, 0]) if output_ids is not None else eos  # EOS's column
-    enc = model.encode(src, src_lengths).select(torch.arange(batch, device=device).repeat_interleave(beam))
+    enc = model.encode(src, src_lengths).expand(beam)
     tokens = torch.full((batch * beam,), bos, dtype=torch.long, device=device)
     scores = torch.zeros(batch, beam, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: keep one
@@ -54,11 +54,11 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         if step == 0:
             end_only = torch.full_like(log_probs[0, 0], float("-inf"))  # log-probabilities that allow only EOS
             end_only[end] = 0.0
-        if finished.any():
-            log_probs = torch.where(finished.unsqueeze(2), end_only, log_probs)
+        if finished.any():  # rows are overwritten in place: log_probs is this step's own tensor
+            log_probs[finished] = end_only
         must_end = (step >= max_lengths[active] - 1).unsqueeze(1) & ~finished
         if must_end.any():
-            log_probs = torch.where(must_end.unsqueeze(2), end_only + log_probs[..., end : end + 1], log_probs)
+            log_probs[must_end] = end_only + log_probs[must_end][:, end : end + 1]
         scores, top_index = (scores.unsqueeze(2) + log_probs).view(-1, beam * vocab).topk(beam, dim=1)
         origin = torch.div(top_index, vocab, rounding_mode="floor")
         column = top_index % vocab
@@ -81,7 +81,7 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
                 break
             active, scores, finished, lengths = active[keep], scores[keep], finished[keep], lengths[keep]
             origin, column = origin[keep], column[keep]
-            enc = enc.select((keep.unsqueeze(1) * beam + origin).view(-1))
+            enc = enc.select(keep, (keep.unsqueeze(1) * beam + origin).view(-1))
         else:
             enc = enc.reorder((torch.arange(len(active), device=device).unsqueeze(1) * beam + origin).view(-1))
         tokens = (output_ids[column] if output_ids is not None else column).view(-1)

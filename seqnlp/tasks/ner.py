@@ -21,6 +21,7 @@ from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
 
 MAX_WORD_CHARS = 30
+MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
 _DIGITS = re.compile(r"\d")
 
 
@@ -45,6 +46,7 @@ class NERConfig(RunConfig):
     constrained: bool = True          # forbid invalid tag transitions in the CRF
     pretrained_vectors: str | None = None
     eval_batch_size: int = 256
+    batch_max_tokens: int = 1600      # 32 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
     epochs: int = 60
     patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
 
@@ -101,6 +103,7 @@ class NERTask(Task):
         counts = Counter(t for tokens in normalized for t in tokens)
         self.rare_from = next((i for i, w in enumerate(self.words.itos) if counts[w] == 1), len(self.words))
         self.chars = Vocab.build(s.tokens for s in train) if c.char_dim else None
+        self.spellings = {}
         labels = {t for s in train for t in s.tags} | set(tagging.convert(["O"], c.tag_scheme))
         self.tags = label_vocab(labels)
 
@@ -138,6 +141,7 @@ class NERTask(Task):
         self.words = Vocab.from_dict(assets["words"])
         self.rare_from = assets.get("rare_from", len(self.words))
         self.chars = Vocab.from_dict(assets["chars"]) if assets["chars"] else None
+        self.spellings = {}
         self.tags = Vocab.from_dict(assets["tags"])
 
     # -- batches -----------------------------------------------------------------------
@@ -163,11 +167,20 @@ class NERTask(Task):
         if self.chars is not None:
             distinct: dict[str, int] = {}
             index = [[distinct.setdefault(tok, len(distinct)) for tok in it["tokens"]] for it in items]
-            spelled = [self.chars.encode(tok[:MAX_WORD_CHARS]) for tok in distinct]
+            spelled = [self.spell(tok) for tok in distinct]
             batch["chars"] = pad(spelled)
             batch["char_lengths"] = torch.tensor([len(s) for s in spelled])
             batch["char_index"] = pad(index)
         return batch
+
+    def spell(self, token: str) -> list[int]:
+        """Character ids of ``token``, memoised: every epoch's collation spells the same words again."""
+        ids = self.spellings.get(token)
+        if ids is None:
+            ids = self.chars.encode(token[:MAX_WORD_CHARS])
+            if len(self.spellings) < MAX_CACHED_SPELLINGS:
+                self.spellings[token] = ids
+        return ids
 
     def prepare(self, examples):
         return self.encode([s.tokens for s in examples], [s.tags for s in examples])
@@ -175,7 +188,7 @@ class NERTask(Task):
     def batches(self, items, shuffle, epoch=0):
         size = self.config.batch_size if shuffle else self.config.eval_batch_size
         groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch,
-                                max_tokens=None if shuffle else self.config.eval_max_tokens)
+                                max_tokens=(self.config.batch_max_tokens or None) if shuffle else self.config.eval_max_tokens)
         return Batches(groups, items, self.collate)
 
     # -- evaluation and prediction -----------------------------------------------------

@@ -174,7 +174,7 @@ class SentimentTask(Task):
     def batches(self, items, shuffle, epoch=0):
         size = self.config.batch_size if shuffle else self.config.eval_batch_size
         groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch,
-                                max_tokens=None if shuffle else self.config.eval_max_tokens)
+                                max_tokens=(self.config.batch_max_tokens or None) if shuffle else self.config.eval_max_tokens)
         return Batches(groups, items, self.collate)
 
     # -- evaluation and prediction -----------------------------------------------------

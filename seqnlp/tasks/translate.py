@@ -152,7 +152,8 @@ class TranslateTask(Task):
         return batch
 
     def batches(self, items, shuffle, epoch=0):
-        groups = bucket_batches([len(it["src"]) for it in items], self.config.batch_size, shuffle, self.config.seed, epoch)
+        groups = bucket_batches([len(it["src"]) for it in items], self.config.batch_size, shuffle, self.config.seed, epoch,
+                                max_tokens=self.config.batch_max_tokens or None)
         return Batches(groups, items, self.collate)
 
     # -- decoding, evaluation, prediction ----------------------------------------------
