@@ -58,10 +58,10 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         if checkpoint is None:
             raise ConfigError(f"--resume: no checkpoint in {output_dir / 'checkpoints' / 'last'}")
         saved = read_model_config(checkpoint)
-        base = dict(saved["config"])
+        base = {**cls.settings_added_later, **saved["config"]}
     elif getattr(args, "init_from", None):
         saved = read_model_config(args.init_from)
-        base = {k: v for k, v in saved["config"].items() if k not in NOT_INHERITED}
+        base = {k: v for k, v in {**cls.settings_added_later, **saved["config"]}.items() if k not in NOT_INHERITED}
     config = configs.resolve(cls.config_class, args, args.config, base=base)
     if not config.train_file and not config.dataset:
         if default_data is None:

@@ -123,6 +123,38 @@ def test_reference_cells_train_through_the_recipe(tmp_path, conll_files):
     assert json.loads((out / "model" / "config.json").read_text())["config"]["cell_impl"] == "reference"
 
 
+def test_casing_features_train_save_and_reload_through_the_cli(tmp_path, conll_files):
+    train, dev = conll_files
+    out = tmp_path / "casing"
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1",
+                           "--casing-dim", "4", *TINY_NER)
+    assert code == 0, err
+    code, stdout, err = run_cli("evaluate", out / "model", "--test-file", dev, "--split", "dev")
+    assert code == 0, err
+
+
+def test_models_saved_before_casing_features_still_load(tmp_path, conll_files):
+    train, dev = conll_files
+    out = tmp_path / "old"
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1",
+                           "--casing-dim", "0", *TINY_NER)
+    assert code == 0, err
+    path = out / "model" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["casing_dim"]  # as written before the setting existed
+    path.write_text(json.dumps(saved))
+    code, _, err = run_cli("evaluate", out / "model", "--test-file", dev, "--split", "dev")
+    assert code == 0, err
+
+
+def test_casing_classes():
+    from seqnlp.tasks.ner import CASINGS, casing
+
+    names = {token: CASINGS[casing(token) - 1] for token in ["the", "EU", "Germany", "1996", "12-3", "G7", "-", "iPhone"]}
+    assert names == {"the": "lower", "EU": "upper", "Germany": "initial_upper", "1996": "numeric", "12-3": "mainly_numeric",
+                     "G7": "upper", "-": "other", "iPhone": "other"}
+
+
 def test_pretrained_vectors_are_loaded_and_reported(tmp_path, conll_files):
     train, dev = conll_files
     vectors = tmp_path / "vectors.txt"

@@ -63,18 +63,22 @@ class WordCharEmbedding(nn.Module):
         rare_word_dropout: float = 0.0,
         rare_from: int | None = None,
         unk_id: int = 1,
+        num_casings: int = 0,
+        casing_dim: int = 0,
     ):
         super().__init__()
         self.words = nn.Embedding(num_words, word_dim, padding_idx=0)
+        self.casing = nn.Embedding(num_casings, casing_dim, padding_idx=0) if casing_dim else None
         self.chars = CharFeatures(num_chars, char_dim, char_out, char_encoder) if num_chars else None
         self.dropout = LockedDropout(dropout)
         self.word_dropout = word_dropout
         self.rare_word_dropout = rare_word_dropout
         self.rare_from = num_words if rare_from is None else rare_from
         self.unk_id = unk_id
-        self.out_dim = word_dim + (self.chars.out_dim if self.chars else 0)
+        self.out_dim = word_dim + (self.chars.out_dim if self.chars else 0) + casing_dim
 
-    def forward(self, words: torch.Tensor, chars: torch.Tensor | None = None, char_lengths=None, char_index=None) -> torch.Tensor:
+    def forward(self, words: torch.Tensor, chars: torch.Tensor | None = None, char_lengths=None, char_index=None,
+                casing: torch.Tensor | None = None) -> torch.Tensor:
         if self.training and (self.word_dropout > 0 or self.rare_word_dropout > 0):
             rate = torch.where(words >= self.rare_from, max(self.word_dropout, self.rare_word_dropout), self.word_dropout)
             drop = torch.rand(words.shape, device=words.device) < rate
@@ -83,6 +87,8 @@ class WordCharEmbedding(nn.Module):
         if self.chars is not None:
             per_word = self.chars(chars, char_lengths)  # U, F
             x = torch.cat([x, per_word[char_index]], dim=-1)
+        if self.casing is not None:
+            x = torch.cat([x, self.casing(casing)], dim=-1)
         return self.dropout(x)
 
 

@@ -18,6 +18,7 @@ class Task:
     name: str = ""
     config_class: type = configs.RunConfig
     metric: str = ""              # dev metric that selects the model
+    settings_added_later: dict = {}  # architecture settings newer than some saved models: their value in those models
     higher_is_better: bool = True
 
     def __init__(self, config):
@@ -143,8 +144,7 @@ def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None
     directory = Path(directory)
     saved = read_model_config(directory)
     cls = get_task(saved["task"])
-    values = dict(saved["config"])
-    values.update(overrides or {})
+    values = {**cls.settings_added_later, **saved["config"], **(overrides or {})}
     task = cls(configs.from_dict(cls.config_class, values, source=str(directory / "config.json")))
     task.load_assets(directory, saved["assets"])
     model = task.build_model()

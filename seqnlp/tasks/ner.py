@@ -23,6 +23,27 @@ from seqnlp.vocab import Vocab, label_vocab
 MAX_WORD_CHARS = 30
 MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
 _DIGITS = re.compile(r"\d")
+CASINGS = ("lower", "upper", "initial_upper", "numeric", "mainly_numeric", "has_digit", "other")
+
+
+def casing(token: str) -> int:
+    """Casing class of ``token`` as an id from 1 (0 is padding), after Reimers & Gurevych (2017)."""
+    digits = sum(ch.isdigit() for ch in token)
+    if token.isdigit():
+        kind = "numeric"
+    elif digits / max(1, len(token)) > 0.5:
+        kind = "mainly_numeric"
+    elif token.islower():
+        kind = "lower"
+    elif token.isupper():
+        kind = "upper"
+    elif token[:1].isupper():
+        kind = "initial_upper"
+    elif digits:
+        kind = "has_digit"
+    else:
+        kind = "other"
+    return CASINGS.index(kind) + 1
 
 
 @dataclass
@@ -40,6 +61,7 @@ class NERConfig(RunConfig):
     char_dim: int = 30                # 0 turns character features off
     char_out: int = 50
     char_encoder: str = "cnn"
+    casing_dim: int = 8               # embedding of each token's casing class (the word embeddings are lowercased); 0: none
     word_dropout: float = 0.05
     rare_word_dropout: float = 0.0    # training words seen once become <unk> with this probability
     crf: bool = True
@@ -47,7 +69,7 @@ class NERConfig(RunConfig):
     pretrained_vectors: str | None = None
     eval_batch_size: int = 256
     batch_max_tokens: int = 1600      # 32 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
-    epochs: int = 60
+    epochs: int = 70
     patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
 
     def validate(self) -> None:
@@ -63,6 +85,7 @@ class NERTask(Task):
     name = "ner"
     config_class = NERConfig
     metric = "f1"
+    settings_added_later = {"casing_dim": 0}
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):
@@ -115,7 +138,7 @@ class NERTask(Task):
             word_dim=c.word_dim, char_dim=c.char_dim, char_out=c.char_out, char_encoder=c.char_encoder,
             hidden=c.hidden, layers=c.layers, cell=c.cell, bidirectional=c.bidirectional,
             dropout=c.dropout, word_dropout=c.word_dropout, rare_word_dropout=c.rare_word_dropout, rare_from=self.rare_from,
-            crf=c.crf, allowed=allowed, cell_impl=c.cell_impl,
+            crf=c.crf, allowed=allowed, cell_impl=c.cell_impl, num_casings=len(CASINGS) + 1, casing_dim=c.casing_dim,
         )
         return model
 
@@ -155,6 +178,7 @@ class NERTask(Task):
 
     def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> list[dict]:
         return [{"tokens": tokens, "words": self.words.encode(self.normalize(t) for t in tokens),
+                 "casing": [casing(t) for t in tokens] if self.config.casing_dim else None,
                  "tags": self.tags.encode(tags[i]) if tags is not None else None} for i, tokens in enumerate(sentences)]
 
     def collate(self, items: list[dict]) -> dict:
@@ -164,6 +188,8 @@ class NERTask(Task):
         batch = {"words": words, "lengths": lengths, "mask": mask, "num_tokens": int(lengths.sum())}
         if items[0]["tags"] is not None:
             batch["tags"] = pad([it["tags"] for it in items])
+        if items[0]["casing"] is not None:
+            batch["casing"] = pad([it["casing"] for it in items])
         if self.chars is not None:
             distinct: dict[str, int] = {}
             index = [[distinct.setdefault(tok, len(distinct)) for tok in it["tokens"]] for it in items]
