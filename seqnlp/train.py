@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -51,6 +52,10 @@ def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> f
     return warmup * max(decay, 0.01)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt options, from glibc's malloc.h
+
+
+@functools.cache
 def _libc():
     import ctypes
 
@@ -79,15 +84,12 @@ def configure_heap() -> None:
     thread also gets its own heap. With batches of ever-changing shapes the heaps fragment and a
     30-minute CoNLL run's resident memory crept up epoch after epoch. Fixed thresholds (blocks of
     8 MiB and more are mapped and unmapped on their own, at most 32 MiB kept free on top) and one
-    heap for all threads bound that; smaller thresholds cost speed (page faults).
+    heap for all threads slow that down (to ~1.5 MiB per epoch); smaller thresholds cost speed (page faults).
     """
     libc = _libc()
     if libc is not None:
         for option, value in ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, 8 << 20), (M_TRIM_THRESHOLD, 32 << 20)):
             libc.mallopt(option, value)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt options, from glibc's malloc.h
 
 
 class WeightAverage:
