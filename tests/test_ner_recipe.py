@@ -123,16 +123,6 @@ def test_reference_cells_train_through_the_recipe(tmp_path, conll_files):
     assert json.loads((out / "model" / "config.json").read_text())["config"]["cell_impl"] == "reference"
 
 
-def test_casing_features_train_save_and_reload_through_the_cli(tmp_path, conll_files):
-    train, dev = conll_files
-    out = tmp_path / "casing"
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1",
-                           "--casing-dim", "4", *TINY_NER)
-    assert code == 0, err
-    code, stdout, err = run_cli("evaluate", out / "model", "--test-file", dev, "--split", "dev")
-    assert code == 0, err
-
-
 def test_models_saved_before_casing_features_still_load(tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "old"

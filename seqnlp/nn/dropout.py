@@ -12,26 +12,23 @@ import torch
 from torch import nn
 
 
-class LockedDropout(nn.Module):
-    def __init__(self, p: float = 0.5):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x[B, T, D]`` (or ``[B, D]``) with whole feature channels dropped per sequence."""
-        if not self.training or self.p == 0:
-            return x
-        shape = (x.size(0), 1, x.size(2)) if x.dim() == 3 else x.shape
-        keep = (torch.rand(shape, device=x.device) >= self.p).to(x.dtype) / (1 - self.p)
-        return x * keep
-
-
 class Dropout(nn.Module):
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = p
 
+    def mask_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return tuple(x.shape)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return x * torch.rand_like(x).ge_(self.p).div_(1 - self.p)
+        keep = torch.rand(self.mask_shape(x), device=x.device, dtype=x.dtype).ge_(self.p).div_(1 - self.p)
+        return x * keep
+
+
+class LockedDropout(Dropout):
+    """``x[B, T, D]`` (or ``[B, D]``) with whole feature channels dropped per sequence."""
+
+    def mask_shape(self, x: torch.Tensor) -> tuple[int, ...]:
+        return (x.size(0), 1, x.size(2)) if x.dim() == 3 else tuple(x.shape)
