@@ -58,6 +58,16 @@ def test_char_cnn_ignores_padding_characters():
     assert torch.allclose(chars(word, torch.tensor([3])), chars(padded, torch.tensor([3])))
 
 
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_char_cnn_is_a_conv1d_with_max_pooling(kernel_size):
+    """Run as one matrix product over stacked windows, the CNN gives nn.Conv1d's result (its weights, so saved models load)."""
+    torch.manual_seed(0)
+    chars = CharFeatures(10, 4, 6, "cnn", kernel_size=kernel_size)
+    words = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 2]])
+    expected = chars.conv(chars.embed(words).transpose(1, 2)).amax(dim=2)
+    assert torch.allclose(chars(words, torch.tensor([4, 4])), expected, atol=1e-6)
+
+
 def test_char_lstm_gives_one_vector_per_word():
     chars = CharFeatures(10, 4, 6, "lstm")
     assert chars(torch.tensor([[3, 4, 0], [5, 0, 0]]), torch.tensor([2, 1])).shape == (2, 6)

@@ -78,7 +78,7 @@ class BigramModel:
     def encode(self, src, lengths):
         return self.State()
 
-    def next_log_probs(self, tokens, enc):
+    def next_logits(self, tokens, enc):
         return self.table[tokens], enc
 
 
@@ -128,6 +128,18 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
     assert len(nbest) == 3 and [s for _, s in nbest] == sorted((s for _, s in nbest), reverse=True)
 
 
+def test_search_normalises_the_models_logits():
+    """``next_logits`` may return unnormalised scores: shifting each row by a constant changes nothing."""
+    table = bigram_table(4)
+    shifted = table + torch.randn(table.size(0), 1) * 5
+    args = dict(src=torch.zeros(1, 1, dtype=torch.long), src_lengths=torch.tensor([1]), beam=3, max_lengths=torch.tensor([6]),
+                bos=BOS, eos=EOS, n_best=3)
+    expected = beam_search(BigramModel(table), **args)[0]
+    got = beam_search(BigramModel(shifted), **args)[0]
+    assert [ids for ids, _ in got] == [ids for ids, _ in expected]
+    assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
+
+
 class PerSentenceBigramModel:
     """A bigram table per source sentence (``src[:, 0]`` picks it), so sentences finish at different steps."""
 
@@ -150,7 +162,7 @@ class PerSentenceBigramModel:
     def encode(self, src, lengths):
         return self.State(src[:, 0])
 
-    def next_log_probs(self, tokens, enc):
+    def next_logits(self, tokens, enc):
         return self.tables[enc.rows, tokens], enc
 
 
@@ -246,12 +258,14 @@ def test_output_layer_scores_only_the_target_side_subwords():
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("input_feed", [True, False])
 def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
-    """The step loop feeds precomputed embedding gates to the functional cell; the result is the plain nn cell's."""
+    """The step loop feeds precomputed embedding gates to the functional cell and mixes precomputed attention
+    values; the result is the plain nn cell's, and Luong's ``tanh(W_c [h; context])`` over the encoder states."""
     from seqnlp.models.seq2seq import Seq2Seq
 
     torch.manual_seed(0)
     model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
-    enc = model.encode(torch.tensor([[4, 6, 8]]), torch.tensor([3]))
+    src, lengths = torch.tensor([[4, 6, 8]]), torch.tensor([3])
+    enc = model.encode(src, lengths)
     tokens = torch.tensor([5])
     attentional, state = model.decode_step(model.embedding_gates(tokens), enc)
     x = model.tgt_embed(tokens)
@@ -263,7 +277,8 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
         for a, b in zip(state[layer], expected):
             assert torch.allclose(a, b, atol=1e-6)
         x = expected[0]
-    context, _ = model.attention(x, enc.memory, enc.mask)
+    memory, _ = model.encoder(model.src_embed(src), lengths)
+    context, _ = model.attention(x, memory, src != PAD)
     assert torch.allclose(attentional, torch.tanh(model.combine(torch.cat([x, context], dim=1))), atol=1e-6)
 
 

@@ -20,29 +20,36 @@ State = list[tuple[torch.Tensor, ...]]  # per decoder layer: (h, c) for LSTM, (h
 
 @dataclass
 class Encoded:
-    """Encoder results (one row per sentence) and decoder state (``beam`` rows per sentence)."""
+    """Encoder results (one row per sentence) and decoder state (``beam`` rows per sentence).
 
-    memory: torch.Tensor   # [B, S, M]
-    keys: torch.Tensor     # attention keys precomputed from memory
-    mask: torch.Tensor     # [B, S] real source positions
+    The encoder states (memory, ``[B, S, M]``) enter the decoder twice, and both are projected once
+    per sentence rather than once per step and hypothesis: as attention ``keys`` and as ``values``,
+    the memory through the combine layer's context columns. The attention-weighted sum of the values
+    is the combine layer's context share (``W_c sum_s a_s m_s = sum_s a_s W_c m_s``), so a step mixes
+    D-dimensional vectors instead of M-dimensional ones and skips the M x D product.
+    """
+
+    keys: torch.Tensor     # [B, S, K] attention keys
+    values: torch.Tensor   # [B, S, D] combine-layer projection of the memory
+    mask_bias: torch.Tensor  # [B, 1, S] attention score bias: 0 at real source positions, -inf at padding
     state: State           # rows [B * beam, H]
     feed: torch.Tensor     # input-feeding vector [B * beam, D]
     weights: "StepWeights"
     beam: int = 1
 
     def expand(self, beam: int) -> "Encoded":
-        """Each sentence's decoder state repeated for ``beam`` hypotheses; the memory is shared, not copied."""
+        """Each sentence's decoder state repeated for ``beam`` hypotheses; keys and values are shared, not copied."""
         rows = torch.arange(self.feed.size(0), device=self.feed.device).repeat_interleave(beam)
-        return Encoded(self.memory, self.keys, self.mask, _rows(self.state, rows), self.feed[rows], self.weights, self.beam * beam)
+        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed[rows], self.weights, self.beam * beam)
 
     def select(self, sentences: torch.Tensor, rows: torch.Tensor) -> "Encoded":
         """Keep ``sentences`` (drop finished ones) and decoder-state ``rows`` (theirs, reordered)."""
-        return Encoded(self.memory[sentences], self.keys[sentences], self.mask[sentences], _rows(self.state, rows), self.feed[rows],
+        return Encoded(self.keys[sentences], self.values[sentences], self.mask_bias[sentences], _rows(self.state, rows), self.feed[rows],
                        self.weights, self.beam)
 
     def reorder(self, rows: torch.Tensor) -> "Encoded":
-        """Decoder-state ``rows`` only: beams are reordered within their sentence, whose memory is the same."""
-        return Encoded(self.memory, self.keys, self.mask, _rows(self.state, rows), self.feed[rows], self.weights, self.beam)
+        """Decoder-state ``rows`` only: beams are reordered within their sentence, whose keys and values are the same."""
+        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed[rows], self.weights, self.beam)
 
 
 def _rows(state: State, index: torch.Tensor) -> State:
@@ -54,6 +61,7 @@ class StepWeights:
     """Views of weights that every decoder step uses, sliced or gathered once per batch instead of once per step."""
 
     feed: torch.Tensor               # input-feeding columns of the first decoder layer's input weights (none without input feeding)
+    combine: torch.Tensor            # the combine layer's decoder-state columns
     projection: tuple[torch.Tensor, torch.Tensor]  # output layer rows (weight, bias) of the target subwords
 
 
@@ -128,13 +136,15 @@ class Seq2Seq(nn.Module):
     # -- encoder -----------------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Encoded:
         memory, final = self.encoder(self.embed_drop(self.src_embed(src)), src_lengths)
-        mask = src != self.pad_id
+        mask_bias = Attention.mask_bias(src != self.pad_id)
         layers, hidden = len(self.cells), self.cells[0].hidden_size
         h0 = torch.tanh(self.bridge(final)).view(-1, layers, hidden).transpose(0, 1)  # [layers, N, H]
         state = [(h, torch.zeros_like(h)) if self.cell == "lstm" else (h,) for h in h0]
         feed = memory.new_zeros(src.size(0), self.combine.out_features if self.input_feed else 0)
-        weights = StepWeights(self.cells[0].weight_ih[:, self.embed_dim :], (self.out.weight[self.output_ids], self.out.bias[self.output_ids]))
-        return Encoded(memory, self.attention.precompute(memory), mask, state, feed, weights)
+        weights = StepWeights(self.cells[0].weight_ih[:, self.embed_dim :], self.combine.weight[:, :hidden],
+                              (self.out.weight[self.output_ids], self.out.bias[self.output_ids]))
+        values = F.linear(memory, self.combine.weight[:, hidden:])
+        return Encoded(self.attention.precompute(memory), values, mask_bias, state, feed, weights)
 
     # -- decoder -----------------------------------------------------------------------
     def embedding_gates(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -154,8 +164,8 @@ class Seq2Seq(nn.Module):
             out = step(x, state if self.cell == "lstm" else state[0], weight_ih, cell.weight_hh, bias_ih, cell.bias_hh)
             new_state.append(tuple(out) if self.cell == "lstm" else (out,))
         h = new_state[-1][0]
-        context, _ = self.attention(h.view(-1, enc.beam, h.size(1)), enc.memory, enc.mask, enc.keys)  # a sentence's hypotheses query its memory together
-        return torch.tanh(self.combine(torch.cat([h, context.reshape(h.size(0), -1)], dim=1))), new_state
+        context, _ = self.attention(h.view(-1, enc.beam, h.size(1)), enc.values, enc.mask_bias, enc.keys)  # a sentence's hypotheses query together
+        return torch.tanh(F.linear(h, enc.weights.combine) + context.view(h.size(0), -1)), new_state
 
     def teacher_forced(self, tgt_in: torch.Tensor, enc: Encoded) -> torch.Tensor:
         """Attentional vectors ``[B, T, D]`` for every target position, given the gold previous tokens."""
@@ -165,8 +175,8 @@ class Seq2Seq(nn.Module):
             hx = (h0, torch.stack([layer[1] for layer in enc.state])) if self.cell == "lstm" else h0
             weights = [w for cell in self.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
             h = FUSED_LAYERS[self.cell](x, hx, weights, True, len(self.cells), self.drop.p, self.training, False, True)[0]
-            context, _ = self.attention(h, enc.memory, enc.mask, enc.keys)
-            return torch.tanh(self.combine(torch.cat([h, context], dim=2)))
+            context, _ = self.attention(h, enc.values, enc.mask_bias, enc.keys)
+            return torch.tanh(F.linear(h, enc.weights.combine) + context)
         gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
         outputs = []
         for step_gates in gates.unbind(1):  # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
@@ -182,8 +192,8 @@ class Seq2Seq(nn.Module):
         logits = F.linear(self.drop(self.teacher_forced(batch["tgt_in"], enc)[real]), *enc.weights.projection)
         return F.cross_entropy(logits, self.output_position[tgt_out[real]], label_smoothing=self.label_smoothing)
 
-    def next_log_probs(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
-        """Log-probabilities ``[N, len(output_ids)]`` of the next subword, and the advanced state."""
+    def next_logits(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
+        """Unnormalised scores ``[N, len(output_ids)]`` of the next subword, and the advanced state."""
         attentional, state = self.decode_step(self.embedding_gates(tokens), enc)
-        enc = Encoded(enc.memory, enc.keys, enc.mask, state, attentional if self.input_feed else enc.feed, enc.weights, enc.beam)
-        return F.log_softmax(F.linear(attentional, *enc.weights.projection), dim=-1), enc
+        enc = Encoded(enc.keys, enc.values, enc.mask_bias, state, attentional if self.input_feed else enc.feed, enc.weights, enc.beam)
+        return F.linear(attentional, *enc.weights.projection), enc
