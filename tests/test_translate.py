@@ -297,3 +297,37 @@ def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, 
     for t in range(tgt_in.size(1)):
         attentional, enc.state = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
         assert torch.allclose(fused[:, t], attentional, atol=1e-5)
+
+
+def test_decoding_block_looks_up_the_embedding_gates_of_the_current_weights():
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
+    with torch.no_grad():
+        model.cells[0].weight_ih.data.mul_(2.0)  # a change no version counter sees
+    expected, _ = model.next_logits(tokens, model.encode(src, lengths))
+    with model.decoding():
+        assert model._gate_table.shape == (12, 16)  # [V, 4H]
+        looked_up, _ = model.next_logits(tokens, model.encode(src, lengths))
+    assert torch.allclose(looked_up, expected, atol=1e-5)
+    assert model._gate_table is None  # nothing kept after the block
+
+
+def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
+    from seqnlp.data.parallel import SentencePair
+    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+
+    words = ["Hund", "Katze", "Kinder", "spielen", "laufen", "schnell", "langsam", "Garten", "Straße", "Wasser"]
+    pairs = [SentencePair(f"Die {a} {b} im {c}.", f"The {a} {b} in the {c}.", f"train:{i}")
+             for i, (a, b, c) in enumerate(itertools.product(words, words[3:7], words[7:]))]
+    task = TranslateTask(TranslateConfig(vocab_size=60, subword_sampling=0.1))
+    task.fit(pairs, None)
+    items = task.prepare(pairs)
+    first, again, second = task.resegment(items, 0), task.resegment(items, 0), task.resegment(items, 1)
+    assert first == again and first != second
+    assert any(a["src"] != it["src"] for a, it in zip(first, items))  # not the usual segmentation
+    assert all(task.src_sp.decode(a["src"]) == it["pair"].src for a, it in zip(first, items))  # the same text
+    assert all(set(a["tgt"]) <= set(task.output_ids) for a in first + second)
+    assert task.batches(items, shuffle=False).items is items  # evaluation keeps the usual segmentation

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,20 +41,21 @@ class Encoded:
     def expand(self, beam: int) -> "Encoded":
         """Each sentence's decoder state repeated for ``beam`` hypotheses; keys and values are shared, not copied."""
         rows = torch.arange(self.feed.size(0), device=self.feed.device).repeat_interleave(beam)
-        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed[rows], self.weights, self.beam * beam)
+        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed.index_select(0, rows), self.weights,
+                       self.beam * beam)
 
     def select(self, sentences: torch.Tensor, rows: torch.Tensor) -> "Encoded":
         """Keep ``sentences`` (drop finished ones) and decoder-state ``rows`` (theirs, reordered)."""
-        return Encoded(self.keys[sentences], self.values[sentences], self.mask_bias[sentences], _rows(self.state, rows), self.feed[rows],
-                       self.weights, self.beam)
+        keys, values, mask_bias = (t.index_select(0, sentences) for t in (self.keys, self.values, self.mask_bias))
+        return Encoded(keys, values, mask_bias, _rows(self.state, rows), self.feed.index_select(0, rows), self.weights, self.beam)
 
     def reorder(self, rows: torch.Tensor) -> "Encoded":
         """Decoder-state ``rows`` only: beams are reordered within their sentence, whose keys and values are the same."""
-        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed[rows], self.weights, self.beam)
+        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed.index_select(0, rows), self.weights, self.beam)
 
 
 def _rows(state: State, index: torch.Tensor) -> State:
-    return [tuple(t[index] for t in layer) for layer in state]
+    return [tuple(t.index_select(0, index) for t in layer) for layer in state]  # index_select: several times faster than t[index] on CPU
 
 
 @dataclass
@@ -132,6 +134,7 @@ class Seq2Seq(nn.Module):
             self.out.weight = self.tgt_embed.weight
         self.drop = Dropout(dropout)
         self.embed_drop = LockedDropout(dropout)
+        self._gate_table: torch.Tensor | None = None  # see decoding()
 
     # -- encoder -----------------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Encoded:
@@ -151,6 +154,21 @@ class Seq2Seq(nn.Module):
         """The target embeddings' share of the first decoder layer's input gates (input bias included), for any shape of ``tokens``."""
         first = self.cells[0]
         return F.linear(self.drop(self.tgt_embed(tokens)), first.weight_ih[:, : self.embed_dim], first.bias_ih)
+
+    @contextmanager
+    def decoding(self):
+        """Inside the block, decoding looks each step's embedding gates up in a ``[V, G]`` table computed on entry.
+
+        At the recipe's sizes that product is a fifth of a decoder step's work. The table is the current
+        weights' (without dropout): the weights must not change inside the block.
+        """
+        first = self.cells[0]
+        with torch.no_grad():
+            self._gate_table = F.linear(self.tgt_embed.weight, first.weight_ih[:, : self.embed_dim], first.bias_ih)
+        try:
+            yield self
+        finally:
+            self._gate_table = None
 
     def decode_step(self, gates: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, State]:
         """Attentional hidden vectors ``[N, D]`` from the embedding gates ``[N, G]`` of the fed tokens, and the new state."""
@@ -194,6 +212,10 @@ class Seq2Seq(nn.Module):
 
     def next_logits(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
         """Unnormalised scores ``[N, len(output_ids)]`` of the next subword, and the advanced state."""
-        attentional, state = self.decode_step(self.embedding_gates(tokens), enc)
+        if self._gate_table is not None and not self.training:
+            gates = self._gate_table.index_select(0, tokens)
+        else:
+            gates = self.embedding_gates(tokens)
+        attentional, state = self.decode_step(gates, enc)
         enc = Encoded(enc.keys, enc.values, enc.mask_bias, state, attentional if self.input_feed else enc.feed, enc.weights, enc.beam)
         return F.linear(attentional, *enc.weights.projection), enc
