@@ -149,8 +149,8 @@ class SubwordTokenizer:
         """One random segmentation of each text (subword regularization, Kudo 2018), the same for the same ``seed``.
 
         Segmentations are drawn from all of them with probabilities proportional to ``P ** alpha``: the
-        smaller ``alpha``, the more often a less likely one comes up. On Multi30k, alpha 0.5 resegments
-        about half of the sentences (sequences 4% longer), alpha 0.1 nearly all (10% longer).
+        smaller ``alpha``, the more often a less likely one comes up. On Multi30k (4,000 subwords), alpha 1.0
+        resegments 18% of the sentences, 0.5 about half (4% more subwords); 0.2 makes 37% more subwords.
         """
         import sentencepiece as spm
 
