@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -41,21 +41,20 @@ class Encoded:
     def expand(self, beam: int) -> "Encoded":
         """Each sentence's decoder state repeated for ``beam`` hypotheses; keys and values are shared, not copied."""
         rows = torch.arange(self.feed.size(0), device=self.feed.device).repeat_interleave(beam)
-        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed.index_select(0, rows), self.weights,
-                       self.beam * beam)
+        return replace(self.reorder(rows), beam=self.beam * beam)
 
     def select(self, sentences: torch.Tensor, rows: torch.Tensor) -> "Encoded":
         """Keep ``sentences`` (drop finished ones) and decoder-state ``rows`` (theirs, reordered)."""
         keys, values, mask_bias = (t.index_select(0, sentences) for t in (self.keys, self.values, self.mask_bias))
-        return Encoded(keys, values, mask_bias, _rows(self.state, rows), self.feed.index_select(0, rows), self.weights, self.beam)
+        return replace(self.reorder(rows), keys=keys, values=values, mask_bias=mask_bias)
 
     def reorder(self, rows: torch.Tensor) -> "Encoded":
-        """Decoder-state ``rows`` only: beams are reordered within their sentence, whose keys and values are the same."""
-        return Encoded(self.keys, self.values, self.mask_bias, _rows(self.state, rows), self.feed.index_select(0, rows), self.weights, self.beam)
+        """Decoder-state ``rows`` only: beams are reordered within their sentence, whose keys and values are the same.
 
-
-def _rows(state: State, index: torch.Tensor) -> State:
-    return [tuple(t.index_select(0, index) for t in layer) for layer in state]  # index_select: several times faster than t[index] on CPU
+        ``index_select``: several times faster than ``t[rows]`` on CPU.
+        """
+        state = [tuple(t.index_select(0, rows) for t in layer) for layer in self.state]
+        return replace(self, state=state, feed=self.feed.index_select(0, rows))
 
 
 @dataclass
@@ -217,5 +216,5 @@ class Seq2Seq(nn.Module):
         else:
             gates = self.embedding_gates(tokens)
         attentional, state = self.decode_step(gates, enc)
-        enc = Encoded(enc.keys, enc.values, enc.mask_bias, state, attentional if self.input_feed else enc.feed, enc.weights, enc.beam)
+        enc = replace(enc, state=state, feed=attentional if self.input_feed else enc.feed)
         return F.linear(attentional, *enc.weights.projection), enc
