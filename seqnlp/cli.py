@@ -19,16 +19,17 @@ def _evaluate(argv):
     parser.add_argument("--dataset-config")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a saved data setting (e.g. tag_column=3)")
     args = parser.parse_args(argv)
     from seqnlp.tasks import load_model_dir
+    from seqnlp.train import pick_device
 
     overrides = dict(_parse_override(item) for item in args.set)
     # The evaluation data replaces the training data sources of the saved config.
     overrides.update({"train_file": None, "dev_file": None, "test_file": args.test_file, "dataset": args.dataset,
                       "dataset_config": args.dataset_config, "test_split": args.split})
-    task, model = load_model_dir(args.model_dir, device=args.device, overrides=overrides)
+    task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
     examples = task.read("test")
     if examples is None:
         raise SeqNLPError(f"no test data (dataset has no split {args.split!r}?)")
@@ -56,7 +57,7 @@ def _predict(argv):
     parser = argparse.ArgumentParser(prog="seqnlp predict", description="One input per line in, one output per line out.")
     parser.add_argument("model_dir")
     parser.add_argument("input", nargs="?", default="-", help="file of inputs, one per line ('-' or nothing: stdin)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     parser.add_argument("--beam", type=int, help="translate: beam size")
     parser.add_argument("--max-chars", type=int, default=200, help="textgen: characters to generate")
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -66,8 +67,9 @@ def _predict(argv):
     args = parser.parse_args(argv)
     from seqnlp.errors import read_text_lines
     from seqnlp.tasks import load_model_dir
+    from seqnlp.train import pick_device
 
-    task, model = load_model_dir(args.model_dir, device=args.device)
+    task, model = load_model_dir(args.model_dir, device=pick_device(args.device))
     lines = sys.stdin.read().splitlines() if args.input == "-" else read_text_lines(args.input)
     options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device")}
     for line in task.predict_lines(model, lines, options):

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 
 from seqnlp.errors import SeqNLPError
 
@@ -63,13 +63,34 @@ def read_json(path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def _alias(t: torch.Tensor) -> tuple:
+    """Tensors with equal keys are the same weight under two names (tied embeddings)."""
+    return (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+
+
 def save_weights(module: torch.nn.Module, path) -> None:
-    """safetensors file of the module's state; tied weights (shared embeddings) are stored once."""
-    save_model(module, str(path))
+    """safetensors file of the module's state, on the CPU; tied weights (shared embeddings) are stored once.
+
+    Each tensor is copied on its own: on a GPU, cuDNN keeps an RNN's weights as views into one
+    flat buffer, which safetensors' own ``save_model`` refuses to write.
+    """
+    tensors, kept = {}, {}
+    for name, t in module.state_dict().items():
+        alias = _alias(t)
+        if t.numel() and alias in kept:
+            continue
+        kept[alias] = name
+        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
+    save_file(tensors, str(path))
 
 
 def load_weights(module: torch.nn.Module, path) -> None:
-    missing, unexpected = load_model(module, str(path), strict=False)
+    """Load ``save_weights``' file; a name absent from it must be tied to one that is present."""
+    saved = load_file(str(path))
+    missing, unexpected = module.load_state_dict(saved, strict=False)
+    state = module.state_dict()
+    loaded = {_alias(state[name]) for name in saved if name in state}
+    missing = [name for name in missing if not (state[name].numel() and _alias(state[name]) in loaded)]
     if missing or unexpected:
         raise RuntimeError(f"weights do not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from seqnlp.config import RunConfig
-from seqnlp.errors import SeqNLPError
+from seqnlp.errors import ConfigError, SeqNLPError
 from seqnlp.io import atomic_directory, existing_directory, load_weights, read_json, write_json
 from seqnlp.optim import FusedOptimizer
 
@@ -28,9 +28,16 @@ class TrainingError(SeqNLPError):
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto``: the GPU if torch sees one, else the CPU; otherwise the named device, which must exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: this torch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+    return device
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer:
@@ -203,7 +210,10 @@ class Trainer:
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             if self.average:
                 self.average.save(tmp / "average.safetensors")
-            save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+            rng_states = {"torch": torch.get_rng_state()}
+            if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
+                rng_states["cuda"] = torch.cuda.get_rng_state(self.device)
+            save_file(rng_states, str(tmp / "rng.safetensors"))
             rng = {"python": _jsonable(random.getstate())}
             write_json(tmp / "trainer_state.json", {"state": vars(self.state), "rng": rng})
 
@@ -223,7 +233,10 @@ class Trainer:
             self.average.load(directory / "average.safetensors")
         data = read_json(directory / "trainer_state.json")
         self.state = TrainState(**data["state"])
-        torch.set_rng_state(load_file(str(directory / "rng.safetensors"))["torch"])
+        rng_states = load_file(str(directory / "rng.safetensors"))
+        torch.set_rng_state(rng_states["torch"])
+        if self.device.type == "cuda" and "cuda" in rng_states:
+            torch.cuda.set_rng_state(rng_states["cuda"], self.device)
         random.setstate(_tupled(data["rng"]["python"]))
         return True
 

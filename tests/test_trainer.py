@@ -40,8 +40,9 @@ def make_trainer(tmp_path, config, max_steps=None):
 
     def evaluate(m):
         m.eval()
+        device = m.layer.weight.device
         with torch.no_grad():
-            return {"neg_mse": -float(((m.layer(x).squeeze(1) - y) ** 2).mean())}
+            return {"neg_mse": -float(((m.layer(x.to(device)).squeeze(1) - y.to(device)) ** 2).mean())}
 
     def write_model(directory):
         from seqnlp.io import save_weights
@@ -150,10 +151,47 @@ def test_averaged_weights_are_evaluated_and_saved_and_resume_exactly(tmp_path):
     full.fit()
     best = Regression()
     load_weights(best, tmp_path / "full" / "model" / "model.safetensors")
-    assert not torch.equal(best.layer.weight, full_model.layer.weight)  # the saved model is the average, not the last step
+    assert not torch.equal(best.layer.weight, full_model.layer.weight.cpu())  # the saved model is the average, not the last step
     interrupted, _ = make_trainer(tmp_path / "split", config(average_decay=0.9), max_steps=13)
     interrupted.fit()
     resumed, _ = make_trainer(tmp_path / "split", config(average_decay=0.9))
     resumed.fit(resume=True)
     for a, b in zip(full.average.average, resumed.average.average):
         assert torch.equal(a, b)
+
+
+def test_weights_in_one_flat_buffer_and_tied_weights_save_and_load(tmp_path):
+    """On a GPU cuDNN keeps an RNN's weights as views of one buffer; tied embeddings are one tensor under two names."""
+    from seqnlp.io import load_weights, save_weights
+
+    def tied_model(seed):
+        torch.manual_seed(seed)
+        m = torch.nn.ModuleDict({"rnn": torch.nn.LSTM(3, 2), "embed": torch.nn.Embedding(5, 2), "out": torch.nn.Linear(2, 5)})
+        m["out"].weight = m["embed"].weight
+        return m
+
+    saved = tied_model(0)
+    weights = list(saved["rnn"].parameters())
+    flat = torch.cat([p.detach().flatten() for p in weights])
+    offset = 0
+    for p in weights:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    save_weights(saved, tmp_path / "model.safetensors")
+    loaded = tied_model(1)
+    load_weights(loaded, tmp_path / "model.safetensors")
+    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert loaded["out"].weight is loaded["embed"].weight
+
+
+def test_an_unknown_or_absent_device_is_a_clear_error():
+    from seqnlp.errors import ConfigError
+    from seqnlp.train import pick_device
+
+    with pytest.raises(ConfigError, match="not 'gpu'"):
+        pick_device("gpu")
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="sees no CUDA GPU"):
+            pick_device("cuda")

@@ -283,6 +283,23 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_gpu_cell_step_from_equations_equals_the_torch_cell_function(cell):
+    """On a GPU, per-row embedding gates cannot be the fused cell kernels' bias: the step takes the cell's equations instead."""
+    from seqnlp.models.seq2seq import cell_step, cell_step_from_equations
+    from seqnlp.nn.cells import CELL_CLASSES
+
+    torch.manual_seed(0)
+    hidden, rows = 4, 3
+    size = CELL_CLASSES[cell].gates * hidden
+    x, h, c = torch.randn(rows, 5), torch.randn(rows, hidden), torch.randn(rows, hidden)
+    weight_ih, weight_hh, gates, bias_hh = torch.randn(size, 5), torch.randn(size, hidden), torch.randn(rows, size), torch.randn(size)
+    state = (h, c) if cell == "lstm" else (h,)
+    fused = cell_step(cell, x, state, weight_ih, weight_hh, gates, bias_hh)
+    for a, b in zip(cell_step_from_equations(cell, x, state, weight_ih, weight_hh, gates, bias_hh), fused, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("attention", ["general", "additive"])
 def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, attention):
     from seqnlp.models.seq2seq import Seq2Seq

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from seqnlp.nn.attention import Attention
+from seqnlp.nn.cells import CELL_CLASSES
 from seqnlp.nn.dropout import Dropout, LockedDropout
 from seqnlp.nn.encoder import RNNEncoder
 
@@ -70,6 +71,26 @@ class StepWeights:
 # input gates from the embeddings can be computed for all steps in one matrix product (passed as the
 # input bias), leaving only the input-feeding and recurrent products inside the step loop.
 CELL_STEPS = {"lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell, "rnn": torch._VF.rnn_tanh_cell}
+
+
+def cell_step(cell: str, x, state: tuple, weight_ih, weight_hh, bias_ih, bias_hh) -> tuple:
+    """The new state of a ``cell`` step; ``bias_ih`` may be ``[N, G]``, one row per input row (the embedding gates).
+
+    PyTorch's CPU cell functions add such a bias like a vector. Its GPU kernels take only a vector,
+    so elsewhere the gates are summed here and the cell's equations applied to them.
+    """
+    if bias_ih.dim() == 1 or x.device.type == "cpu":
+        out = CELL_STEPS[cell](x, state if cell == "lstm" else state[0], weight_ih, weight_hh, bias_ih, bias_hh)
+        return tuple(out) if cell == "lstm" else (out,)
+    return cell_step_from_equations(cell, x, state, weight_ih, weight_hh, bias_ih, bias_hh)
+
+
+def cell_step_from_equations(cell: str, x, state: tuple, weight_ih, weight_hh, bias_ih, bias_hh) -> tuple:
+    input_gates = torch.addmm(bias_ih, x, weight_ih.t())
+    _, new_state = CELL_CLASSES[cell].update(input_gates, F.linear(state[0], weight_hh, bias_hh), state if cell == "lstm" else state[0])
+    return new_state if cell == "lstm" else (new_state,)
+
+
 # Without input feeding, teacher forcing runs the decoder cells' weights through the fused multi-step kernels.
 FUSED_LAYERS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
 
@@ -171,15 +192,12 @@ class Seq2Seq(nn.Module):
 
     def decode_step(self, gates: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, State]:
         """Attentional hidden vectors ``[N, D]`` from the embedding gates ``[N, G]`` of the fed tokens, and the new state."""
-        step = CELL_STEPS[self.cell]
         new_state: State = []
         x, weight_ih, bias_ih = enc.feed, enc.weights.feed, gates
         for layer, cell in enumerate(self.cells):
             if layer:
                 x, weight_ih, bias_ih = self.drop(new_state[-1][0]), cell.weight_ih, cell.bias_ih
-            state = enc.state[layer]
-            out = step(x, state if self.cell == "lstm" else state[0], weight_ih, cell.weight_hh, bias_ih, cell.bias_hh)
-            new_state.append(tuple(out) if self.cell == "lstm" else (out,))
+            new_state.append(cell_step(self.cell, x, enc.state[layer], weight_ih, cell.weight_hh, bias_ih, cell.bias_hh))
         h = new_state[-1][0]
         context, _ = self.attention(h.view(-1, enc.beam, h.size(1)), enc.values, enc.mask_bias, enc.keys)  # a sentence's hypotheses query together
         return torch.tanh(F.linear(h, enc.weights.combine) + context.view(h.size(0), -1)), new_state

@@ -33,12 +33,23 @@ class _Cell(nn.Module):
     def initial_state(self, batch: int, like: torch.Tensor):
         return like.new_zeros(batch, self.hidden_size)
 
+    def forward(self, x, state):
+        """``(h_t, state_t)`` from ``x_t [B, D]`` and the previous state."""
+        h = state[0] if isinstance(state, tuple) else state
+        return self.update(x @ self.weight_ih.T + self.bias_ih, h @ self.weight_hh.T + self.bias_hh, state)
+
+    @staticmethod
+    def update(input_gates: torch.Tensor, hidden_gates: torch.Tensor, state):
+        """The cell's equations on its gate pre-activations ``W_ih x_t + b_ih`` and ``W_hh h_{t-1} + b_hh``."""
+        raise NotImplementedError
+
 
 class RNNCell(_Cell):
     """Elman RNN: ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``."""
 
-    def forward(self, x, h):
-        h = torch.tanh(x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh)
+    @staticmethod
+    def update(input_gates, hidden_gates, h):
+        h = torch.tanh(input_gates + hidden_gates)
         return h, h
 
 
@@ -61,10 +72,10 @@ class LSTMCell(_Cell):
         zeros = like.new_zeros(batch, self.hidden_size)
         return zeros, zeros
 
-    def forward(self, x, state):
-        h, c = state
-        i, f, g, o = (x @ self.weight_ih.T + self.bias_ih + h @ self.weight_hh.T + self.bias_hh).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    @staticmethod
+    def update(input_gates, hidden_gates, state):
+        i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=1)
+        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
 
@@ -80,9 +91,10 @@ class GRUCell(_Cell):
 
     gates = 3
 
-    def forward(self, x, h):
-        xr, xz, xn = (x @ self.weight_ih.T + self.bias_ih).chunk(3, dim=1)
-        hr, hz, hn = (h @ self.weight_hh.T + self.bias_hh).chunk(3, dim=1)
+    @staticmethod
+    def update(input_gates, hidden_gates, h):
+        xr, xz, xn = input_gates.chunk(3, dim=1)
+        hr, hz, hn = hidden_gates.chunk(3, dim=1)
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)

@@ -1,0 +1,58 @@
+"""On a machine with a CUDA GPU: every recipe trains there, and the model directory it writes loads on the CPU.
+
+Skipped where torch sees no GPU (CI has none). The rest of the suite also runs on the GPU there,
+since ``device: auto`` picks it.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from seqnlp.tasks import load_model_dir
+from seqnlp.train import move
+from tests.conftest import ROOT
+from tests.test_recipes import SMALL
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="module", params=sorted(SMALL))
+def cuda_run(request, tmp_path_factory):
+    """A recipe trained for one epoch on the GPU: (task name, output directory)."""
+    task = request.param
+    out = tmp_path_factory.mktemp(task)
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{task}.py"), "--output-dir", str(out), "--epochs", "1",
+                             "--device", "cuda", "--quiet", *SMALL[task]], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return task, out
+
+
+def test_the_recipe_trains_on_the_gpu_and_reports(cuda_run):
+    task, out = cuda_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == task and metrics["config"]["device"] == "cuda"
+    assert (out / "report.md").exists()
+
+
+def test_a_gpu_trained_model_gives_the_same_loss_on_cpu_and_gpu(cuda_run):
+    _, out = cuda_run
+    losses = {}
+    for device in ("cpu", "cuda"):
+        task, model = load_model_dir(out / "model", device=device)
+        batch = task.batches(task.prepare(task.read("dev")), shuffle=False)[0]
+        with torch.no_grad():
+            losses[device] = model(move(batch, torch.device(device))).item()
+    assert losses["cpu"] == pytest.approx(losses["cuda"], rel=1e-4)
+
+
+def test_a_gpu_trained_model_predicts_on_the_cpu(cuda_run):
+    task_name, out = cuda_run
+    task, model = load_model_dir(out / "model", device="cpu")
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    lines = {"ner": ["Anna visited Berlin ."], "sentiment": ["a fine film"], "translate": ["ein Hund läuft ."], "textgen": ["The "]}[task_name]
+    options = {"beam": 2, "max_chars": 10, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0}
+    predictions = task.predict_lines(model, lines, options)
+    assert len(predictions) == len(lines) and all(isinstance(p, str) for p in predictions)
