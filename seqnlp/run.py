@@ -69,6 +69,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         # The bundled sample: its settings sit below the YAML file and the flags, which still win.
         config = configs.resolve(cls.config_class, args, args.config, base={**base, **default_data})
     config.output_dir = str(output_dir)
+    device = pick_device(config.device)  # an unknown or absent device fails here, before any data is read
     if saved is not None:
         changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in NOT_INHERITED})
         if changes:
@@ -132,7 +133,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     del trainer, model, train_items, train_set  # the evaluation needs none of it: give the memory back first
     release_memory()
     # Evaluate the saved model as a user would load it, so `seqnlp evaluate` reproduces these numbers.
-    best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=str(pick_device(config.device)))
+    best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=device)
     results = {"dev": best_task.evaluate(best, dev_set)}
     if test_set is not None:
         results["test"] = best_task.evaluate(best, test_set)

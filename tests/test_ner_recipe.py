@@ -79,6 +79,13 @@ def test_unknown_config_key_is_an_error(tmp_path, conll_files):
     assert code == 2 and "unknown setting 'clip'" in err
 
 
+def test_an_unknown_device_fails_before_the_output_directory_is_touched(tmp_path, conll_files):
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "ner", "--train-file", conll_files[0], "--output-dir", out, "--device", "gpu")
+    assert code == 2 and err == "error: device must be auto, cpu, cuda or cuda:N, not 'gpu'\n"
+    assert not out.exists()
+
+
 def test_yaml_config_is_used_and_flags_override_it(tmp_path, conll_files):
     train, dev = conll_files
     config = tmp_path / "c.yaml"
