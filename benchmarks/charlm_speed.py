@@ -13,7 +13,7 @@ import argparse
 import json
 import time
 
-from common import bare_lstm_steps, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import bare_lstm_steps, comparison_fields, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 
@@ -38,7 +38,7 @@ def main():
     batches = task.batches(task.prepare([Document(text)]), shuffle=True)
     bare = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True)
     bare_train_step, _ = bare_lstm_steps(bare, config.embed_dim, "inputs")
-    mine, bare_speed = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
+    train = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
     prompts = [list(task.chars.encode("The ")) for _ in range(64)]
     model.eval()
     model.generate(prompts, 10, generator=torch.Generator().manual_seed(0))
@@ -47,7 +47,7 @@ def main():
     model.generate(prompts, length, temperature=0.8, generator=torch.Generator().manual_seed(0))
     generate_speed = 64 * length / (time.perf_counter() - start)
     print(json.dumps({
-        "train_tokens_per_s": round(mine), "bare_lstm_train_tokens_per_s": round(bare_speed), "train_ratio": round(mine / bare_speed, 3),
+        **comparison_fields("train", train),
         "generate_chars_per_s": round(generate_speed), "generate_streams": 64,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "shape": {"embed": config.embed_dim, "hidden": config.hidden, "layers": config.layers, "cell": config.cell,

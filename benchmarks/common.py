@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -11,10 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import seqnlp  # noqa: E402,F401  (sets the oneDNN primitive cache size before torch is imported)
 
 
-def timed(step, batches, seconds: float, count=lambda batch: batch["num_tokens"]) -> float:
-    """Units per second of ``step`` cycling over ``batches`` for about ``seconds`` (after one warm-up call)."""
-    step(batches[0])
-    units, start, i = 0, time.perf_counter(), 0
+def timed(step, batches, seconds: float, count=lambda batch: batch["num_tokens"], start_at: int = 0) -> float:
+    """Units per second of ``step`` cycling over ``batches`` (from ``start_at``) for about ``seconds``."""
+    units, start, i = 0, time.perf_counter(), start_at
     while time.perf_counter() - start < seconds:
         batch = batches[i % len(batches)]
         step(batch)
@@ -23,12 +23,31 @@ def timed(step, batches, seconds: float, count=lambda batch: batch["num_tokens"]
     return units / (time.perf_counter() - start)
 
 
-def side_by_side(ours, theirs, batches, seconds: float, **kwargs) -> tuple[float, float]:
-    """Mean throughput of ``ours`` and ``theirs``, measured ours, theirs, ours, theirs so load drift hits both alike."""
-    half = seconds / 2
-    a1, b1 = timed(ours, batches, half, **kwargs), timed(theirs, batches, half, **kwargs)
-    a2, b2 = timed(ours, batches, half, **kwargs), timed(theirs, batches, half, **kwargs)
-    return (a1 + a2) / 2, (b1 + b2) / 2
+def side_by_side(ours, theirs, batches, seconds: float, rounds: int = 4, **kwargs) -> dict:
+    """Throughput of ``ours`` and ``theirs`` in ``rounds`` adjacent pairs of windows of ``seconds / rounds`` each.
+
+    This VM's speed drifts by up to ±25% over seconds to minutes. A ratio taken from two adjacent
+    windows sees the same speed on both sides, so the median of the per-round ratios is steady
+    where a ratio of two long means is not; the order within a pair alternates, and the range
+    of the per-round ratios is reported beside the median.
+    """
+    ours(batches[0])  # warm-up: first-call allocations and kernel selection
+    theirs(batches[0])
+    window = seconds / rounds
+    pairs = []
+    for r in range(rounds):
+        order = (ours, theirs) if r % 2 == 0 else (theirs, ours)
+        speeds = {step: timed(step, batches, window, start_at=r, **kwargs) for step in order}
+        pairs.append((speeds[ours], speeds[theirs]))
+    ratios = sorted(a / b for a, b in pairs)
+    return {"ours": statistics.median(a for a, _ in pairs), "theirs": statistics.median(b for _, b in pairs),
+            "ratio": statistics.median(ratios), "ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)]}
+
+
+def comparison_fields(name: str, comparison: dict, theirs: str = "bare_lstm") -> dict:
+    """The JSON fields of one ``side_by_side`` comparison: medians, median ratio and its range over the rounds."""
+    return {f"{name}_tokens_per_s": round(comparison["ours"]), f"{theirs}_{name}_tokens_per_s": round(comparison["theirs"]),
+            f"{name}_ratio": round(comparison["ratio"], 3), f"{name}_ratio_range": comparison["ratio_range"]}
 
 
 def train_step_of(model, optimizer, clip_norm: float):
@@ -77,9 +96,6 @@ def compare_with_bare_lstm(model, optimizer, config, input_dim: int, train_batch
     result = {}
     for name, ours, theirs, batches in (("train", train_step_of(model, optimizer, config.clip_norm), bare_train, train_batches),
                                         ("infer", infer, bare_infer, infer_batches)):
-        mine, bare_speed = side_by_side(ours, theirs, batches, seconds)
-        result[f"{name}_tokens_per_s"] = round(mine)
-        result[f"bare_lstm_{name}_tokens_per_s"] = round(bare_speed)
-        result[f"{name}_ratio"] = round(mine / bare_speed, 3)
+        result.update(comparison_fields(name, side_by_side(ours, theirs, batches, seconds)))
     result.update({"threads": torch.get_num_threads(), "torch": torch.__version__})
     return result

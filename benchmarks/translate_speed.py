@@ -8,16 +8,21 @@ recipe's default sizes. Decoding translates the first 256 Multi30k validation se
 of 64. With random weights (the default) each translation is forced to the subword length of its
 reference, so the search does the work a trained model does; ``--model`` decodes with a trained
 model instead, whose hypotheses end wherever it ends them.
+
+This machine's speed drifts, so both comparisons are taken in adjacent rounds and reported as
+medians with the range of the per-round ratios: the training step against the bare LSTMs in
+4 pairs of windows, greedy against beam 5 in ``--decode-rounds`` alternating passes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
-from common import side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import comparison_fields, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 import yaml
@@ -35,6 +40,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
+    parser.add_argument("--decode-rounds", type=int, default=3, help="alternating greedy / beam-5 passes over the sentences (medians reported)")
     parser.add_argument("--model", help="decode with this trained model directory instead of random weights")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)")
     args = parser.parse_args()
@@ -61,23 +67,26 @@ def main():
             p.grad = None
         (memory.sum() + states.sum()).backward()
 
-    mine, bare_speed = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
+    train = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
     sources = [p.src for p in val]
     lengths = [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val]
     if args.model:
         task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
         lengths = None
-    speeds = {}
     for beam in (1, 5):
         task.translate(model, sources[:64], beam=beam, exact_lengths=lengths and lengths[:64])  # warm-up
-        start = time.perf_counter()
-        task.translate(model, sources, beam=beam, exact_lengths=lengths)
-        speeds[beam] = len(sources) / (time.perf_counter() - start)
+    speeds = {1: [], 5: []}
+    for r in range(args.decode_rounds):  # greedy and beam 5 alternate, so each ratio compares adjacent runs
+        for beam in (1, 5) if r % 2 == 0 else (5, 1):
+            start = time.perf_counter()
+            task.translate(model, sources, beam=beam, exact_lengths=lengths)
+            speeds[beam].append(len(sources) / (time.perf_counter() - start))
+    ratios = sorted(b5 / b1 for b1, b5 in zip(speeds[1], speeds[5]))
     print(json.dumps({
-        "train_tokens_per_s": round(mine), "bare_lstm_train_tokens_per_s": round(bare_speed), "train_ratio": round(mine / bare_speed, 3),
-        "beam1_sents_per_s": round(speeds[1], 1), "beam5_sents_per_s": round(speeds[5], 1),
-        "beam5_over_beam1": round(speeds[5] / speeds[1], 3),
-        "decode": {"sentences": len(sources), "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio,
+        **comparison_fields("train", train),
+        "beam1_sents_per_s": round(statistics.median(speeds[1]), 1), "beam5_sents_per_s": round(statistics.median(speeds[5]), 1),
+        "beam5_over_beam1": round(statistics.median(ratios), 3), "beam5_over_beam1_range": [round(ratios[0], 3), round(ratios[-1], 3)],
+        "decode": {"sentences": len(sources), "rounds": args.decode_rounds, "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio,
                    "weights": args.model or "random",
                    "lengths": "as the model decides" if args.model else "reference subword lengths"},
         "threads": torch.get_num_threads(), "torch": torch.__version__,
