@@ -140,11 +140,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     for field in fields(cls):
         flag = "--" + field.name.replace("_", "-")
         kind = _field_type(cls, field)
-        if kind is bool:
-            if field.default is True:
-                parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_const", const=False, default=argparse.SUPPRESS)
-            else:
-                parser.add_argument(flag, dest=field.name, action="store_const", const=True, default=argparse.SUPPRESS)
+        if kind is bool:  # both spellings whatever the default, so a changed default breaks no command line
+            parser.add_argument(flag, dest=field.name, action="store_const", const=True, default=argparse.SUPPRESS)
+            parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_const", const=False, default=argparse.SUPPRESS)
         else:
             parser.add_argument(flag, dest=field.name, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper())
 

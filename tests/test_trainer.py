@@ -195,3 +195,15 @@ def test_an_unknown_or_absent_device_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="sees no CUDA GPU"):
             pick_device("cuda")
+
+
+@pytest.mark.parametrize("argv, expected", [([], True), (["--no-bidirectional"], False), (["--bidirectional"], True),
+                                            (["--no-bidirectional", "--bidirectional"], True)])
+def test_every_switch_has_both_spellings_whatever_its_default(argv, expected):
+    import argparse
+
+    from seqnlp import config as configs
+
+    parser = argparse.ArgumentParser()
+    configs.add_arguments(parser, RunConfig)
+    assert configs.resolve(RunConfig, parser.parse_args(argv)).bidirectional is expected
