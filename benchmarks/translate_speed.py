@@ -56,13 +56,14 @@ def main():
     batches = task.batches(task.prepare(train[:6400]), shuffle=True)
 
     encoder = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=True)
-    decoder = torch.nn.LSTM(config.embed_dim + config.decoder_hidden, config.decoder_hidden, num_layers=config.decoder_layers, batch_first=True)
+    decoder_input = model.cells[0].input_size  # the embedding, and the attentional vector with input feeding
+    decoder = torch.nn.LSTM(decoder_input, config.decoder_hidden, num_layers=config.decoder_layers, batch_first=True)
     bare_params = [*encoder.parameters(), *decoder.parameters()]
 
     def bare_train_step(batch):
         src, tgt = batch["src"], batch["tgt_in"]
         memory, _ = encoder(torch.randn(*src.shape, config.embed_dim))
-        states, _ = decoder(torch.randn(*tgt.shape, config.embed_dim + config.decoder_hidden))
+        states, _ = decoder(torch.randn(*tgt.shape, decoder_input))
         for p in bare_params:
             p.grad = None
         (memory.sum() + states.sum()).backward()
@@ -91,7 +92,8 @@ def main():
                    "lengths": "as the model decides" if args.model else "reference subword lengths"},
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "shape": {"embed": config.embed_dim, "encoder_hidden": config.hidden, "decoder_hidden": config.decoder_hidden,
-                  "vocab": len(task.tgt_sp), "output_subwords": len(task.output_ids), "joint_vocab": config.joint_vocab, "attention": config.attention},
+                  "vocab": len(task.tgt_sp), "output_subwords": len(task.output_ids), "joint_vocab": config.joint_vocab, "attention": config.attention,
+                  "input_feed": config.input_feed},
     }))
 
 
