@@ -74,12 +74,12 @@ def save_weights(module: torch.nn.Module, path) -> None:
     Each tensor is copied on its own: on a GPU, cuDNN keeps an RNN's weights as views into one
     flat buffer, which safetensors' own ``save_model`` refuses to write.
     """
-    tensors, kept = {}, {}
+    tensors, stored = {}, set()
     for name, t in module.state_dict().items():
         alias = _alias(t)
-        if t.numel() and alias in kept:
+        if t.numel() and alias in stored:
             continue
-        kept[alias] = name
+        stored.add(alias)
         tensors[name] = t.detach().to("cpu", copy=True).contiguous()
     save_file(tensors, str(path))
 
