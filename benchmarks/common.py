@@ -39,9 +39,15 @@ def side_by_side(ours, theirs, batches, seconds: float, rounds: int = 4, **kwarg
         order = (ours, theirs) if r % 2 == 0 else (theirs, ours)
         speeds = {step: timed(step, batches, window, start_at=r, **kwargs) for step in order}
         pairs.append((speeds[ours], speeds[theirs]))
-    ratios = sorted(a / b for a, b in pairs)
+    ratio, ratio_range = median_ratio(pairs)
     return {"ours": statistics.median(a for a, _ in pairs), "theirs": statistics.median(b for _, b in pairs),
-            "ratio": statistics.median(ratios), "ratio_range": [round(ratios[0], 3), round(ratios[-1], 3)]}
+            "ratio": ratio, "ratio_range": ratio_range}
+
+
+def median_ratio(pairs) -> tuple[float, list[float]]:
+    """Median of the ratios ``a / b`` of adjacent measurements ``(a, b)``, and their range."""
+    ratios = sorted(a / b for a, b in pairs)
+    return statistics.median(ratios), [round(ratios[0], 3), round(ratios[-1], 3)]
 
 
 def comparison_fields(name: str, comparison: dict) -> dict:

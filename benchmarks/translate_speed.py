@@ -22,7 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import comparison_fields, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import comparison_fields, median_ratio, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 import yaml
@@ -82,11 +82,11 @@ def main():
             start = time.perf_counter()
             task.translate(model, sources, beam=beam, exact_lengths=lengths)
             speeds[beam].append(len(sources) / (time.perf_counter() - start))
-    ratios = sorted(b5 / b1 for b1, b5 in zip(speeds[1], speeds[5]))
+    beam_ratio, beam_ratio_range = median_ratio(zip(speeds[5], speeds[1]))
     print(json.dumps({
         **comparison_fields("train", train),
         "beam1_sents_per_s": round(statistics.median(speeds[1]), 1), "beam5_sents_per_s": round(statistics.median(speeds[5]), 1),
-        "beam5_over_beam1": round(statistics.median(ratios), 3), "beam5_over_beam1_range": [round(ratios[0], 3), round(ratios[-1], 3)],
+        "beam5_over_beam1": round(beam_ratio, 3), "beam5_over_beam1_range": beam_ratio_range,
         "decode": {"sentences": len(sources), "rounds": args.decode_rounds, "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio,
                    "weights": args.model or "random",
                    "lengths": "as the model decides" if args.model else "reference subword lengths"},
