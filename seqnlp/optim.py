@@ -8,7 +8,12 @@ and Adam state together. The update itself is the kernel ``torch.optim`` runs wi
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 KINDS = ("sgd", "adam", "adamw")
 
@@ -80,3 +85,18 @@ class FusedOptimizer:
                 raise ValueError(f"the checkpoint's optimizer state {name!r} does not fit this model's parameters")
         self.state = {name: [t.to(p.device) for t, p in zip(tensors, self.params)] for name, tensors in saved["state"].items()}
         self.param_groups = [dict(g) for g in saved["param_groups"]]
+
+    def save(self, path: Path) -> None:
+        """The state as safetensors (``buffer.index`` per parameter), kind and learning rate as metadata: no pickle."""
+        tensors = {f"{name}.{i}": t.detach().cpu().contiguous() for name, ts in self.state.items() for i, t in enumerate(ts)}
+        save_file(tensors, str(path), metadata={"kind": self.kind, "param_groups": json.dumps(self.param_groups)})
+
+    def load(self, path: Path) -> None:
+        with safe_open(str(path), framework="pt") as saved:
+            metadata = saved.metadata()
+            buffers: dict[str, dict[int, torch.Tensor]] = {}
+            for key in saved.keys():
+                name, index = key.rsplit(".", 1)
+                buffers.setdefault(name, {})[int(index)] = saved.get_tensor(key)
+        state = {name: [tensors[i] for i in sorted(tensors)] for name, tensors in buffers.items()}
+        self.load_state_dict({"kind": metadata["kind"], "param_groups": json.loads(metadata["param_groups"]), "state": state})

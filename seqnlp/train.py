@@ -207,7 +207,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         with atomic_directory(self.checkpoint_dir) as tmp:
             self.write_model(tmp)
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            self.optimizer.save(tmp / "optimizer.safetensors")
             if self.average:
                 self.average.save(tmp / "average.safetensors")
             rng_states = {"torch": torch.get_rng_state()}
@@ -222,9 +222,11 @@ class Trainer:
         if directory is None:
             return False
         load_weights(self.model, directory / "model.safetensors")
-        # weights_only=True: tensors and plain containers only, no code is unpickled.
         try:
-            self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True))
+            if (directory / "optimizer.safetensors").exists():
+                self.optimizer.load(directory / "optimizer.safetensors")
+            else:  # checkpoints of seqnlp before 2026-11-26; weights_only: no code is unpickled
+                self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True))
         except ValueError as err:
             raise TrainingError(f"--resume: {directory}: {err}") from None
         if self.average:

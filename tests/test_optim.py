@@ -47,6 +47,21 @@ def test_state_dict_round_trip_continues_identically():
         assert torch.equal(a, b)
 
 
+def test_saved_file_round_trip_keeps_every_buffer_in_parameter_order(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(i + 1)) for i in range(12)]  # indices past 9: order must be numeric
+    optimizer = FusedOptimizer(params, "adam", 0.01)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    optimizer.param_groups[0]["lr"] = 0.005
+    optimizer.save(tmp_path / "optimizer.safetensors")
+    restored = FusedOptimizer([torch.nn.Parameter(torch.zeros_like(p)) for p in params], "adam", 0.01)
+    restored.load(tmp_path / "optimizer.safetensors")
+    assert restored.param_groups == [{"lr": 0.005}]
+    for name in ("exp_avg", "exp_avg_sq", "step"):
+        assert all(torch.equal(a, b) for a, b in zip(restored.state[name], optimizer.state[name]))
+
+
 def test_loading_another_optimizers_state_is_refused():
     _, adam = train(lambda params: FusedOptimizer(params, "adam", 0.01), steps=1)
     sgd = FusedOptimizer(adam.params, "sgd", 0.1, momentum=0.9)

@@ -84,7 +84,7 @@ def test_best_model_and_checkpoint_are_written_and_log_has_every_epoch(tmp_path)
     trainer, _ = make_trainer(tmp_path, config())
     trainer.fit()
     assert (tmp_path / "model" / "model.safetensors").exists()
-    assert (tmp_path / "checkpoints" / "last" / "optimizer.pt").exists()
+    assert (tmp_path / "checkpoints" / "last" / "optimizer.safetensors").exists()
     epochs = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"dev"' in l]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
 
