@@ -71,6 +71,20 @@ def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_checkpoint_with_the_older_pickled_optimizer_state_still_resumes_exactly(tmp_path):
+    full_trainer, full_model = make_trainer(tmp_path / "full", config())
+    full_trainer.fit()
+    interrupted, _ = make_trainer(tmp_path / "split", config(), max_steps=13)
+    interrupted.fit()
+    last = tmp_path / "split" / "checkpoints" / "last"
+    torch.save(interrupted.optimizer.state_dict(), last / "optimizer.pt")  # the format before safetensors
+    (last / "optimizer.safetensors").unlink()
+    resumed, resumed_model = make_trainer(tmp_path / "split", config())
+    resumed.fit(resume=True)
+    for a, b in zip(full_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_resume_after_the_last_epoch_trains_nothing(tmp_path, capsys):
     trainer, _ = make_trainer(tmp_path, config())
     trainer.fit()
