@@ -20,7 +20,8 @@ def _evaluate(argv):
     parser.add_argument("--split", default="test")
     parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a saved data setting (e.g. tag_column=3)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a saved data or decoding setting (e.g. tag_column=3, length_penalty=1.0)")
     args = parser.parse_args(argv)
     from seqnlp.tasks import load_model_dir
     from seqnlp.train import pick_device
@@ -64,14 +65,17 @@ def _predict(argv):
     parser.add_argument("--top-k", type=int, default=0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a saved decoding setting (e.g. n_best=3, length_penalty=1.0, coverage_penalty=0)")
     args = parser.parse_args(argv)
     from seqnlp.errors import read_text_lines
     from seqnlp.tasks import load_model_dir
     from seqnlp.train import pick_device
 
-    task, model = load_model_dir(args.model_dir, device=pick_device(args.device))
+    overrides = dict(_parse_override(item) for item in args.set)
+    task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
     lines = sys.stdin.read().splitlines() if args.input == "-" else read_text_lines(args.input)
-    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device")}
+    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set")}
     for line in task.predict_lines(model, lines, options):
         print(line)
 

@@ -10,7 +10,7 @@ import torch
 from seqnlp.data.parallel import read_parallel
 from seqnlp.errors import DataError
 from seqnlp.nn.attention import Attention
-from seqnlp.nn.beam import beam_search, length_penalty
+from seqnlp.nn.beam import beam_search, coverage_penalty, length_penalty
 from tests.conftest import run_cli
 
 BOS, EOS, PAD = 2, 3, 0
@@ -187,6 +187,45 @@ def test_maximum_length_is_enforced_per_sentence():
     assert hyps[0][0][0] == [4, 4] and hyps[1][0][0] == [4, 4, 4, 4]
 
 
+def test_coverage_penalty_sums_the_log_of_capped_attention_over_real_positions():
+    coverage = torch.tensor([[[0.5, 2.0, 0.0], [1.0, 0.25, 7.0]]])  # one sentence, two hypotheses, three positions
+    real = torch.tensor([[True, True, False]])
+    assert coverage_penalty(coverage, real)[0].tolist() == pytest.approx([math.log(0.5), math.log(0.25)])
+
+
+class AttendingBigramModel(BigramModel):
+    """A bigram table whose attention falls wholly on one of two source positions, chosen by the token fed."""
+
+    def __init__(self, table, focus):
+        super().__init__(table)
+        self.focus = focus
+
+    def next_logits(self, tokens, enc):
+        enc = self.State()
+        enc.attention = torch.nn.functional.one_hot(self.focus[tokens], 2).float()
+        return self.table[tokens], enc
+
+
+def test_coverage_penalty_prefers_the_hypothesis_that_attends_to_every_source_position():
+    """[5] is likelier, but its steps attend only to position 0; [4] covers both. Once a hypothesis has
+    ended, the steps it keeps taking while others are open (feeding EOS, which attends to position 1)
+    add no coverage."""
+    table = torch.full((6, 6), float("-inf"))
+    table[BOS, [5, 4, 1]] = torch.tensor([0.5, 0.3, 0.2]).log()
+    table[[4, 5], EOS] = 0.0
+    table[1, [1, EOS]] = torch.tensor([0.99, 0.01]).log()  # [1, 1, ...] stays open to the length limit
+    table[EOS, EOS] = 0.0
+    focus = torch.tensor([0, 0, 0, 1, 1, 0])  # position attended to when each token is fed (BOS -> 0)
+    args = dict(src=torch.zeros(1, 2, dtype=torch.long), src_lengths=torch.tensor([2]), beam=3, max_lengths=torch.tensor([4]),
+                bos=BOS, eos=EOS, alpha=0.0, n_best=3)
+    plain = beam_search(AttendingBigramModel(table, focus), **args)[0]
+    assert [ids for ids, _ in plain[:2]] == [[5], [4]]
+    covered = beam_search(AttendingBigramModel(table, focus), **args, beta=0.1)[0]
+    assert [ids for ids, _ in covered[:2]] == [[4], [5]]
+    assert covered[0][1] == pytest.approx(math.log(0.3))  # both positions attended once: no penalty
+    assert covered[1][1] == pytest.approx(math.log(0.5) + 0.1 * math.log(1e-6))  # position 1 never attended
+
+
 TINY = ["--embed-dim", "16", "--hidden", "16", "--decoder-hidden", "16", "--vocab-size", "60", "--batch-size", "8",
         "--epochs", "2", "--beam", "3", "--quiet"]
 
@@ -215,6 +254,23 @@ def test_recipe_trains_scores_with_sacrebleu_and_translates(tmp_path, parallel):
     code, stdout, err = run_cli("predict", out / "model", inputs, "--beam", "2")
     assert code == 0, err
     assert len(stdout.splitlines()) == 2 and "▁" not in stdout
+    code, stdout, err = run_cli("predict", out / "model", inputs, "--beam", "3", "--set", "n_best=2", "--set", "coverage_penalty=0")
+    assert code == 0, err
+    assert [line.count(" ||| ") for line in stdout.splitlines()] == [2, 2]  # two scored translations per input
+
+
+def test_models_saved_before_the_coverage_penalty_decode_without_it(tmp_path, parallel):
+    from seqnlp.tasks.base import load_model_dir
+
+    train, _ = parallel
+    out = tmp_path / "run"
+    assert run_cli("train", "translate", "--train-file", train, "--output-dir", out, *TINY, "--epochs", "1")[0] == 0
+    assert load_model_dir(out / "model")[0].config.coverage_penalty == 0.15
+    config_file = out / "model" / "config.json"
+    saved = json.loads(config_file.read_text())
+    del saved["config"]["coverage_penalty"]
+    config_file.write_text(json.dumps(saved))
+    assert load_model_dir(out / "model")[0].config.coverage_penalty == 0.0
 
 
 def test_hf_translation_dict_column(tmp_path):
@@ -267,7 +323,7 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
     src, lengths = torch.tensor([[4, 6, 8]]), torch.tensor([3])
     enc = model.encode(src, lengths)
     tokens = torch.tensor([5])
-    attentional, state = model.decode_step(model.embedding_gates(tokens), enc)
+    attentional, state, attention = model.decode_step(model.embedding_gates(tokens), enc)
     x = model.tgt_embed(tokens)
     if input_feed:
         x = torch.cat([x, enc.feed], dim=1)
@@ -278,8 +334,9 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
             assert torch.allclose(a, b, atol=1e-6)
         x = expected[0]
     memory, _ = model.encoder(model.src_embed(src), lengths)
-    context, _ = model.attention(x, memory, src != PAD)
+    context, weights = model.attention(x, memory, src != PAD)
     assert torch.allclose(attentional, torch.tanh(model.combine(torch.cat([x, context], dim=1))), atol=1e-6)
+    assert torch.allclose(attention, weights, atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -312,7 +369,7 @@ def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, 
     fused = model.teacher_forced(tgt_in, model.encode(src, lengths))
     enc = model.encode(src, lengths)
     for t in range(tgt_in.size(1)):
-        attentional, enc.state = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
+        attentional, enc.state, _ = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
         assert torch.allclose(fused[:, t], attentional, atol=1e-5)
 
 

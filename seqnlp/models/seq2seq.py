@@ -38,6 +38,7 @@ class Encoded:
     feed: torch.Tensor     # input-feeding vector [B * beam, D]
     weights: "StepWeights"
     beam: int = 1
+    attention: torch.Tensor | None = None  # [B * beam, S]: the last step's attention weights
 
     def expand(self, beam: int) -> "Encoded":
         """Each sentence's decoder state repeated for ``beam`` hypotheses; keys and values are shared, not copied."""
@@ -55,7 +56,8 @@ class Encoded:
         ``index_select``: several times faster than ``t[rows]`` on CPU.
         """
         state = [tuple(t.index_select(0, rows) for t in layer) for layer in self.state]
-        return replace(self, state=state, feed=self.feed.index_select(0, rows))
+        attention = None if self.attention is None else self.attention.index_select(0, rows)
+        return replace(self, state=state, feed=self.feed.index_select(0, rows), attention=attention)
 
 
 @dataclass
@@ -190,8 +192,8 @@ class Seq2Seq(nn.Module):
         finally:
             self._gate_table = None
 
-    def decode_step(self, gates: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, State]:
-        """Attentional hidden vectors ``[N, D]`` from the embedding gates ``[N, G]`` of the fed tokens, and the new state."""
+    def decode_step(self, gates: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, State, torch.Tensor]:
+        """Attentional hidden vectors ``[N, D]`` from the embedding gates ``[N, G]`` of the fed tokens, the new state and the attention weights ``[N, S]``."""
         new_state: State = []
         x, weight_ih, bias_ih = enc.feed, enc.weights.feed, gates
         for layer, cell in enumerate(self.cells):
@@ -199,8 +201,8 @@ class Seq2Seq(nn.Module):
                 x, weight_ih, bias_ih = self.drop(new_state[-1][0]), cell.weight_ih, cell.bias_ih
             new_state.append(cell_step(self.cell, x, enc.state[layer], weight_ih, cell.weight_hh, bias_ih, cell.bias_hh))
         h = new_state[-1][0]
-        context, _ = self.attention(h.view(-1, enc.beam, h.size(1)), enc.values, enc.mask_bias, enc.keys)  # a sentence's hypotheses query together
-        return torch.tanh(F.linear(h, enc.weights.combine) + context.view(h.size(0), -1)), new_state
+        context, attention = self.attention(h.view(-1, enc.beam, h.size(1)), enc.values, enc.mask_bias, enc.keys)  # a sentence's hypotheses query together
+        return torch.tanh(F.linear(h, enc.weights.combine) + context.view(h.size(0), -1)), new_state, attention.view(h.size(0), -1)
 
     def teacher_forced(self, tgt_in: torch.Tensor, enc: Encoded) -> torch.Tensor:
         """Attentional vectors ``[B, T, D]`` for every target position, given the gold previous tokens."""
@@ -215,7 +217,7 @@ class Seq2Seq(nn.Module):
         gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
         outputs = []
         for step_gates in gates.unbind(1):  # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
-            attentional, enc.state = self.decode_step(step_gates, enc)
+            attentional, enc.state, _ = self.decode_step(step_gates, enc)
             enc.feed = attentional
             outputs.append(attentional)
         return torch.stack(outputs, dim=1)
@@ -233,6 +235,6 @@ class Seq2Seq(nn.Module):
             gates = self._gate_table.index_select(0, tokens)
         else:
             gates = self.embedding_gates(tokens)
-        attentional, state = self.decode_step(gates, enc)
-        enc = replace(enc, state=state, feed=attentional if self.input_feed else enc.feed)
+        attentional, state, attention = self.decode_step(gates, enc)
+        enc = replace(enc, state=state, feed=attentional if self.input_feed else enc.feed, attention=attention)
         return F.linear(attentional, *enc.weights.projection), enc

@@ -10,9 +10,18 @@ def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
+def coverage_penalty(coverage: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """GNMT coverage penalty (before its weight beta): ``sum_i log min(attention paid to source i, 1)`` over real positions, <= 0.
+
+    ``coverage`` ``[A, beam, S]``, ``real`` ``[A, S]``.
+    """
+    return coverage.clamp(1e-6, 1.0).log().masked_fill(~real.unsqueeze(1), 0.0).sum(dim=2)
+
+
 @torch.inference_mode()
 def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, bos: int, eos: int,
-                alpha: float = 0.6, n_best: int = 1, min_lengths: torch.Tensor | None = None) -> list[list[tuple[list[int], float]]]:
+                alpha: float = 0.6, n_best: int = 1, min_lengths: torch.Tensor | None = None,
+                beta: float = 0.0) -> list[list[tuple[list[int], float]]]:
     """The ``n_best`` hypotheses ``(token ids without BOS/EOS, normalised score)`` of every sentence, best first.
 
     ``model`` offers ``encode(src, lengths) -> state`` and ``next_logits(tokens, state) -> (logits[N, V], state)``
@@ -31,6 +40,10 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     leaves the batch, so the remaining steps only pay for sentences still being searched. Sentence ``b`` is forced to
     end by ``max_lengths[b]`` tokens (EOS included) and, given ``min_lengths``, cannot end before
     ``min_lengths[b]`` tokens.
+
+    Finished hypotheses are ranked by ``log P / length_penalty(alpha) + beta * coverage_penalty`` (Wu et al.
+    2016). With ``beta > 0`` the state must also offer ``attention`` (``[N, S]``, the weights of the step just
+    taken); attention counts toward a hypothesis's coverage up to the step that emits its EOS.
     """
     batch, device = src.size(0), src.device
     output_ids = getattr(model, "output_ids", None)
@@ -47,10 +60,16 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     final_scores, final_lengths, final_finished = scores.clone(), lengths.clone(), finished.clone()
     steps_tokens, steps_origins = [], []  # per step, full-batch [batch, beam] columns and beam origins
     identity = torch.arange(beam, device=device).expand(batch, beam)
+    real = torch.arange(src.size(1), device=device) < src_lengths.to(device).unsqueeze(1)  # [batch, S]
+    coverage = None  # [A * beam, S]: attention each open hypothesis has paid to each source position
+    final_coverage = torch.zeros(batch, beam, device=device)
     for step in range(int(max_lengths.max())):
         logits, enc = model.next_logits(tokens, enc)
         if step == 0 and beam > 1:  # every hypothesis takes the same first step: computed once per sentence, then copied
             logits, enc = logits.repeat_interleave(beam, dim=0), enc.expand(beam)
+        if beta:
+            attention = enc.attention * (~finished).view(-1, 1).to(enc.attention.dtype)
+            coverage = attention if coverage is None else coverage + attention
         vocab = logits.size(1)
         log_probs = logits.log_softmax(dim=1).view(-1, beam, vocab)
         end_log_prob = log_probs[:, :, end]
@@ -79,23 +98,33 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         step_origins[active] = origin
         steps_tokens.append(step_columns)
         steps_origins.append(step_origins)
+        if beta:
+            coverage = coverage.view(len(active), beam, -1).gather(1, origin.unsqueeze(2).expand(-1, -1, coverage.size(1)))
         done = (finished | scores.isneginf()).all(dim=1)  # -inf: dead slots (beam wider than the candidates)
         if bool(done.any()):
             final_scores[active[done]] = scores[done]
             final_lengths[active[done]] = lengths[done]
             final_finished[active[done]] = finished[done]
+            if beta:
+                final_coverage[active[done]] = coverage_penalty(coverage[done], real[active[done]])
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
             active, scores, finished, lengths = active[keep], scores[keep], finished[keep], lengths[keep]
             origin, column = origin[keep], column[keep]
+            if beta:
+                coverage = coverage[keep]
             enc = enc.select(keep, (keep.unsqueeze(1) * beam + origin).view(-1))
         else:
             enc = enc.reorder((torch.arange(len(active), device=device).unsqueeze(1) * beam + origin).view(-1))
+        if beta:
+            coverage = coverage.reshape(-1, coverage.size(2))
         tokens = (output_ids[column] if output_ids is not None else column).view(-1)
     else:  # the last step ended every hypothesis; record sentences whose dead slots kept them in the loop
         final_scores[active], final_lengths[active], final_finished[active] = scores, lengths, finished
-    normalised = (final_scores / length_penalty(final_lengths, alpha)).masked_fill(~final_finished, float("-inf"))
+        if beta:
+            final_coverage[active] = coverage_penalty(coverage.view(len(active), beam, -1), real[active])
+    normalised = (final_scores / length_penalty(final_lengths, alpha) + beta * final_coverage).masked_fill(~final_finished, float("-inf"))
     n_best = min(n_best, beam)
     best_scores, best = normalised.topk(n_best, dim=1)
     # Walk back through the origins to read each chosen hypothesis.

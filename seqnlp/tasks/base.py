@@ -18,7 +18,7 @@ class Task:
     name: str = ""
     config_class: type = configs.RunConfig
     metric: str = ""              # dev metric that selects the model
-    settings_added_later: dict = {}  # architecture settings newer than some saved models: their value in those models
+    settings_added_later: dict = {}  # settings newer than some saved models: the value that reproduces those models' behaviour
     higher_is_better: bool = True
 
     def __init__(self, config):
