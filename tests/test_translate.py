@@ -193,6 +193,14 @@ def test_coverage_penalty_sums_the_log_of_capped_attention_over_real_positions()
     assert coverage_penalty(coverage, real)[0].tolist() == pytest.approx([math.log(0.5), math.log(0.25)])
 
 
+def test_negative_coverage_penalty_is_a_config_error():
+    from seqnlp.config import ConfigError
+    from seqnlp.tasks.translate import TranslateConfig
+
+    with pytest.raises(ConfigError, match=r"coverage_penalty must be >= 0 \(0: off\), not -0.1"):
+        TranslateConfig(coverage_penalty=-0.1).validate()
+
+
 class AttendingBigramModel(BigramModel):
     """A bigram table whose attention falls wholly on one of two source positions, chosen by the token fed."""
 
