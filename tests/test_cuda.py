@@ -56,3 +56,27 @@ def test_a_gpu_trained_model_predicts_on_the_cpu(cuda_run):
     options = {"beam": 2, "max_chars": 10, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0}
     predictions = task.predict_lines(model, lines, options)
     assert len(predictions) == len(lines) and all(isinstance(p, str) for p in predictions)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_teacher_forcing_without_input_feeding_trains_on_the_gpu_without_warnings(cell):
+    """cuDNN copies the decoder cells' separate weights into one buffer per call; the loss and gradients match the CPU's, silently."""
+    import warnings
+
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=False, dropout=0.0)
+    batch = {"src": torch.tensor([[4, 6, 8], [6, 8, 0]]), "src_lengths": torch.tensor([3, 2]),
+             "tgt_in": torch.tensor([[2, 5, 7, 9], [2, 9, 5, 0]]), "tgt_out": torch.tensor([[5, 7, 9, 3], [9, 5, 3, 0]])}
+    results = {}
+    for device in ("cpu", "cuda"):
+        model.to(device).zero_grad()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss = model(move(batch, torch.device(device)))
+            loss.backward()
+        assert not [w for w in caught if "contiguous chunk" in str(w.message)]
+        results[device] = loss.item(), model.cells[0].weight_hh.grad.cpu().clone()  # clone: .to() moves a CPU grad in place
+    assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-4)
+    assert torch.allclose(results["cuda"][1], results["cpu"][1], atol=1e-5)

@@ -201,6 +201,20 @@ def test_negative_coverage_penalty_is_a_config_error():
         TranslateConfig(coverage_penalty=-0.1).validate()
 
 
+def test_checkpoints_are_selected_by_the_bleu_of_the_decoding_beam(monkeypatch):
+    from seqnlp.data.parallel import SentencePair
+    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+
+    task = TranslateTask(TranslateConfig(beam=4))
+    beams = []
+    monkeypatch.setattr(task, "translate", lambda model, sentences, beam: beams.append(beam) or [[("A dog runs.", 0.0)]] * len(sentences))
+    pairs = [SentencePair("Ein Hund läuft.", "A dog runs.", "val:1")]
+    assert task.evaluate(None, pairs, selection=True)["bleu"] == pytest.approx(100.0)
+    task.config.selection_beam = 1  # greedy selection, for large dev sets
+    task.evaluate(None, pairs, selection=True)
+    assert beams == [4, 1]
+
+
 class AttendingBigramModel(BigramModel):
     """A bigram table whose attention falls wholly on one of two source positions, chosen by the token fed."""
 

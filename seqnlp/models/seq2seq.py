@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -95,6 +96,20 @@ def cell_step_from_equations(cell: str, x, state: tuple, weight_ih, weight_hh, b
 
 # Without input feeding, teacher forcing runs the decoder cells' weights through the fused multi-step kernels.
 FUSED_LAYERS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
+
+
+def fused_layers(cell: str, x: torch.Tensor, hx, weights: list[torch.Tensor], dropout: float, training: bool) -> torch.Tensor:
+    """Outputs ``[B, T, H]`` of the stacked cells over every step of ``x`` ``[B, T, E]`` in one fused kernel.
+
+    cuDNN wants an RNN's weights in one flat buffer: given the cells' own tensors, it copies them into
+    one per call (the decoder's few MB) and warns that it does. The copy is the price of one set of
+    cell weights serving both this path and the step-by-step one, so the warning is silenced here.
+    """
+    layers = len(weights) // 4
+    with warnings.catch_warnings():
+        if x.is_cuda:
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
+        return FUSED_LAYERS[cell](x, hx, weights, True, layers, dropout, training, False, True)[0]
 
 
 class Seq2Seq(nn.Module):
@@ -211,7 +226,7 @@ class Seq2Seq(nn.Module):
             h0 = torch.stack([layer[0] for layer in enc.state])
             hx = (h0, torch.stack([layer[1] for layer in enc.state])) if self.cell == "lstm" else h0
             weights = [w for cell in self.cells for w in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
-            h = FUSED_LAYERS[self.cell](x, hx, weights, True, len(self.cells), self.drop.p, self.training, False, True)[0]
+            h = fused_layers(self.cell, x, hx, weights, self.drop.p, self.training)
             context, _ = self.attention(h, enc.values, enc.mask_bias, enc.keys)
             return torch.tanh(F.linear(h, enc.weights.combine) + context)
         gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
