@@ -333,6 +333,18 @@ def test_output_layer_scores_only_the_target_side_subwords():
     assert all(set(ids) <= {1, *allowed} for nbest in hyps for ids, _ in nbest)
 
 
+@pytest.mark.parametrize("shared_vocab", [True, False])
+def test_embeddings_start_at_the_scale_of_their_dimension_with_zero_padding(shared_vocab):
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, shared_vocab=shared_vocab, pad_id=PAD)
+    for embedding in (model.src_embed, model.tgt_embed):
+        assert embedding.weight[PAD].abs().sum() == 0
+        assert embedding.weight[PAD + 1 :].std().item() == pytest.approx(64 ** -0.5, rel=0.05)  # PyTorch's default: 1
+    assert model.out.weight is model.tgt_embed.weight
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("input_feed", [True, False])
 def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):

@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from seqnlp.nn.attention import Attention
 from seqnlp.nn.cells import CELL_CLASSES
 from seqnlp.nn.dropout import Dropout, LockedDropout
+from seqnlp.nn.embedding import scaled_embedding
 from seqnlp.nn.encoder import RNNEncoder
 
 DECODER_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -156,8 +157,8 @@ class Seq2Seq(nn.Module):
         self.cell = cell
         self.input_feed = input_feed
         self.label_smoothing = label_smoothing
-        self.src_embed = nn.Embedding(src_vocab, embed_dim, padding_idx=pad_id)
-        self.tgt_embed = self.src_embed if shared_vocab else nn.Embedding(tgt_vocab, embed_dim, padding_idx=pad_id)
+        self.src_embed = scaled_embedding(src_vocab, embed_dim, pad_id)
+        self.tgt_embed = self.src_embed if shared_vocab else scaled_embedding(tgt_vocab, embed_dim, pad_id)
         self.encoder = RNNEncoder(embed_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.bridge = nn.Linear(self.encoder.out_dim, decoder_hidden * decoder_layers)
         attentional_dim = embed_dim if tie_embeddings else decoder_hidden
