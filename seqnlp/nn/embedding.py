@@ -16,8 +16,8 @@ def scaled_embedding(num_embeddings: int, dim: int, padding_idx: int) -> nn.Embe
 
     Adam moves every weight by about the learning rate per step, whatever the weight's scale, so
     unit-scale embeddings barely leave their random start in a short run: the translator's were still
-    at std 0.94 after an hour of training. At 1/sqrt(dim) (as in fairseq and the Transformer) they
-    learn at the pace of the layers around them, and a tied output layer starts with small logits.
+    at std 0.94 after its hour on Multi30k. Drawn at 1/sqrt(dim) (as in fairseq's Transformer) they
+    ended that hour at std 0.15, and val BLEU rose from 42.03 to 42.93 (seed 1; seed 2: 41.70 to 42.55).
     """
     embedding = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)
     nn.init.normal_(embedding.weight, std=dim ** -0.5)
