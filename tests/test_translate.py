@@ -286,7 +286,7 @@ def test_models_saved_before_the_coverage_penalty_decode_without_it(tmp_path, pa
 
     train, _ = parallel
     out = tmp_path / "run"
-    assert run_cli("train", "translate", "--train-file", train, "--output-dir", out, *TINY, "--epochs", "1")[0] == 0
+    assert run_cli("train", "translate", "--train-file", train, "--output-dir", out, *TINY, "--epochs", "1", "--coverage-penalty", "0.15")[0] == 0
     assert load_model_dir(out / "model")[0].config.coverage_penalty == 0.15
     config_file = out / "model" / "config.json"
     saved = json.loads(config_file.read_text())
