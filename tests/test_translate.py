@@ -373,20 +373,39 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
     assert torch.allclose(attention, weights, atol=1e-6)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_gpu_cell_step_from_equations_equals_the_torch_cell_function(cell):
-    """On a GPU, per-row embedding gates cannot be the fused cell kernels' bias: the step takes the cell's equations instead."""
-    from seqnlp.models.seq2seq import cell_step, cell_step_from_equations
-    from seqnlp.nn.cells import CELL_CLASSES
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+@pytest.mark.parametrize("per_row_gates", [False, True])
+def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_gates):
+    """LSTM and Elman steps take ``[x; h] @ [W_ih | W_hh]^T`` in one product; per-row gates replace the summed bias."""
+    from seqnlp.models.seq2seq import cell_step
 
     torch.manual_seed(0)
     hidden, rows = 4, 3
-    size = CELL_CLASSES[cell].gates * hidden
+    size = (4 if cell == "lstm" else 1) * hidden
     x, h, c = torch.randn(rows, 5), torch.randn(rows, hidden), torch.randn(rows, hidden)
-    weight_ih, weight_hh, gates, bias_hh = torch.randn(size, 5), torch.randn(size, hidden), torch.randn(rows, size), torch.randn(size)
+    weight_ih, weight_hh, bias_hh = torch.randn(size, 5), torch.randn(size, hidden), torch.randn(size)
+    bias_ih = torch.randn(rows, size) if per_row_gates else torch.randn(size)  # PyTorch's CPU cells add a [N, G] bias row by row
     state = (h, c) if cell == "lstm" else (h,)
-    fused = cell_step(cell, x, state, weight_ih, weight_hh, gates, bias_hh)
-    for a, b in zip(cell_step_from_equations(cell, x, state, weight_ih, weight_hh, gates, bias_hh), fused, strict=True):
+    weights = (torch.cat([weight_ih, weight_hh], dim=1), None if per_row_gates else bias_ih + bias_hh)
+    joint = cell_step(cell, x, state, weights, bias_ih + bias_hh if per_row_gates else None)
+    if cell == "lstm":
+        expected = torch.lstm_cell(x, state, weight_ih, weight_hh, bias_ih, bias_hh)
+    else:
+        expected = (torch.rnn_tanh_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh),)
+    for a, b in zip(joint, expected, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_gpu_gru_step_from_equations_equals_the_torch_cell_function():
+    """On a GPU, per-row embedding gates cannot be the fused GRU kernel's bias: the step takes the cell's equations instead."""
+    from seqnlp.models.seq2seq import cell_step, gru_step_from_equations
+
+    torch.manual_seed(0)
+    hidden, rows = 4, 3
+    x, h = torch.randn(rows, 5), torch.randn(rows, hidden)
+    weight_ih, weight_hh, gates, bias_hh = torch.randn(3 * hidden, 5), torch.randn(3 * hidden, hidden), torch.randn(rows, 3 * hidden), torch.randn(3 * hidden)
+    fused = cell_step("gru", x, (h,), (weight_ih, weight_hh, None, bias_hh), gates)
+    for a, b in zip(gru_step_from_equations(x, (h,), weight_ih, weight_hh, gates, bias_hh), fused, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 
@@ -417,10 +436,10 @@ def test_decoding_block_looks_up_the_embedding_gates_of_the_current_weights():
         model.cells[0].weight_ih.data.mul_(2.0)  # a change no version counter sees
     expected, _ = model.next_logits(tokens, model.encode(src, lengths))
     with model.decoding():
-        assert model._gate_table.shape == (12, 16)  # [V, 4H]
+        assert model._decoding.gate_table.shape == (12, 16)  # [V, 4H]
         looked_up, _ = model.next_logits(tokens, model.encode(src, lengths))
     assert torch.allclose(looked_up, expected, atol=1e-5)
-    assert model._gate_table is None  # nothing kept after the block
+    assert model._decoding is None  # nothing kept after the block
 
 
 def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():

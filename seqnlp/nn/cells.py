@@ -49,7 +49,12 @@ class RNNCell(_Cell):
 
     @staticmethod
     def update(input_gates, hidden_gates, h):
-        h = torch.tanh(input_gates + hidden_gates)
+        return RNNCell.activate(input_gates + hidden_gates, h)
+
+    @staticmethod
+    def activate(gates, h):
+        """The cell's equations on the summed pre-activations ``W_ih x_t + b_ih + W_hh h_{t-1} + b_hh``."""
+        h = torch.tanh(gates)
         return h, h
 
 
@@ -74,7 +79,12 @@ class LSTMCell(_Cell):
 
     @staticmethod
     def update(input_gates, hidden_gates, state):
-        i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=1)
+        return LSTMCell.activate(input_gates + hidden_gates, state)
+
+    @staticmethod
+    def activate(gates, state):
+        """The cell's equations on the summed pre-activations of its four gates."""
+        i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, (h, c)
