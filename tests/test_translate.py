@@ -378,10 +378,11 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
 def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_gates):
     """LSTM and Elman steps take ``[x; h] @ [W_ih | W_hh]^T`` in one product; per-row gates replace the summed bias."""
     from seqnlp.models.seq2seq import cell_step
+    from seqnlp.nn.cells import CELL_CLASSES
 
     torch.manual_seed(0)
     hidden, rows = 4, 3
-    size = (4 if cell == "lstm" else 1) * hidden
+    size = CELL_CLASSES[cell].gates * hidden
     x, h, c = torch.randn(rows, 5), torch.randn(rows, hidden), torch.randn(rows, hidden)
     weight_ih, weight_hh, bias_hh = torch.randn(size, 5), torch.randn(size, hidden), torch.randn(size)
     bias_ih = torch.randn(rows, size) if per_row_gates else torch.randn(size)  # PyTorch's CPU cells add a [N, G] bias row by row

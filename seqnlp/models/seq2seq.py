@@ -212,12 +212,12 @@ class Seq2Seq(nn.Module):
         """Each decoder layer's weights in ``cell_step``'s form; the first layer's step input is the input-feeding vector (or nothing)."""
         layers = []
         for i, cell in enumerate(self.cells):
-            weight_ih = cell.weight_ih[:, self.embed_dim :] if i == 0 else cell.weight_ih
-            bias_ih = None if i == 0 else cell.bias_ih  # the first layer's comes with its embedding gates
+            first = i == 0  # its biases come with its embedding gates
+            weight_ih = cell.weight_ih[:, self.embed_dim :] if first else cell.weight_ih
             if self.cell in JOINT_PRODUCT_CELLS:
-                layers.append((torch.cat([weight_ih, cell.weight_hh], dim=1), None if i == 0 else bias_ih + cell.bias_hh))
+                layers.append((torch.cat([weight_ih, cell.weight_hh], dim=1), None if first else cell.bias_ih + cell.bias_hh))
             else:
-                layers.append((weight_ih, cell.weight_hh, bias_ih, cell.bias_hh))
+                layers.append((weight_ih, cell.weight_hh, None if first else cell.bias_ih, cell.bias_hh))
         return layers
 
     def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,8 +245,8 @@ class Seq2Seq(nn.Module):
         The tables are the current weights' (without dropout): the weights must not change inside the block.
         """
         with torch.no_grad():
-            weight_t, bias = self.out.weight[self.output_ids].t().contiguous(), self.out.bias[self.output_ids]
-            self._decoding = DecodingTables(self.input_gates(self.tgt_embed.weight), (weight_t, bias))
+            weight_t, bias = self.projection()
+            self._decoding = DecodingTables(self.input_gates(self.tgt_embed.weight), (weight_t.contiguous(), bias))
         try:
             yield self
         finally:
