@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -67,17 +68,28 @@ def _predict(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a saved decoding setting (e.g. n_best=3, length_penalty=1.0, coverage_penalty=0)")
+    parser.add_argument("--buffer-lines", type=int, metavar="N",
+                        help="read N inputs, write their outputs, repeat (default: 1 from a terminal, else 1000)")
     args = parser.parse_args(argv)
-    from seqnlp.errors import read_text_lines
+    import torch
+
+    from seqnlp.errors import ConfigError, iter_text_lines
     from seqnlp.tasks import load_model_dir
     from seqnlp.train import pick_device
 
+    interactive = args.input == "-" and sys.stdin.isatty()
+    buffer_lines = args.buffer_lines if args.buffer_lines is not None else 1 if interactive else 1000
+    if buffer_lines < 1:
+        raise ConfigError(f"--buffer-lines must be >= 1, not {args.buffer_lines}")
     overrides = dict(_parse_override(item) for item in args.set)
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
-    lines = sys.stdin.read().splitlines() if args.input == "-" else read_text_lines(args.input)
-    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set")}
-    for line in task.predict_lines(model, lines, options):
-        print(line)
+    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set", "buffer_lines")}
+    options["generator"] = torch.Generator().manual_seed(args.seed)  # textgen: one random stream for the whole input, however it is buffered
+    lines = iter_text_lines(args.input)
+    while chunk := list(itertools.islice(lines, buffer_lines)):
+        for line in task.predict_lines(model, chunk, options):
+            print(line)
+        sys.stdout.flush()
 
 
 def _train(argv):

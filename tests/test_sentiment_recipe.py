@@ -1,6 +1,8 @@
 """The sentiment recipe end to end on a tiny dataset, and its error contract."""
 
+import io
 import json
+import sys
 
 import pytest
 import torch
@@ -120,13 +122,41 @@ def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
 
 
 def test_predict_reads_standard_input(tmp_path, sentiment_files, monkeypatch):
-    import io
-
     out = train(tmp_path, *sentiment_files)
-    monkeypatch.setattr("sys.stdin", io.StringIO("a joy to watch\n"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a joy to watch\n")))
     code, stdout, err = run_cli("predict", out / "model", "-")
     assert code == 0, err
     assert len(stdout.splitlines()) == 1 and stdout.split("\t")[0] in {"pos", "neg"}
+
+
+def test_predict_writes_each_buffer_of_outputs_before_reading_on(tmp_path, sentiment_files, monkeypatch):
+    out = train(tmp_path, *sentiment_files)
+
+    class Stdin:
+        outputs_before_each_read: list[int] = []
+
+        def isatty(self):
+            return False
+
+        @property
+        def buffer(self):
+            for line in (b"a joy to watch\n", b"dull and tedious\n", b"warm and clever\n"):
+                self.outputs_before_each_read.append(sys.stdout.getvalue().count("\n"))
+                yield line
+
+    stdin = Stdin()
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, stdout, err = run_cli("predict", out / "model", "--buffer-lines", "2")
+    assert code == 0, err
+    assert stdin.outputs_before_each_read == [0, 0, 2] and len(stdout.splitlines()) == 3
+
+
+def test_predict_names_the_line_of_a_non_utf8_byte_and_keeps_the_outputs_before_it(tmp_path, sentiment_files, monkeypatch):
+    out = train(tmp_path, *sentiment_files)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a joy to watch\ncaf\xe9 au lait\n")))
+    code, stdout, err = run_cli("predict", out / "model", "-", "--buffer-lines", "1")
+    assert code == 2 and err == "error: <stdin>:2: invalid UTF-8 byte 0xe9 (the file must be UTF-8)\n"
+    assert len(stdout.splitlines()) == 1
 
 
 def test_balanced_class_weights_follow_label_frequencies(tmp_path):

@@ -26,6 +26,14 @@ def test_jsonl_rows(tmp_path):
     assert [r[0] for r in read_records(path, ["text", "label"])] == [1, 3]
 
 
+def test_line_separator_characters_stay_inside_their_row(tmp_path):
+    # JSON strings and TSV cells may hold U+2028 / U+0085 unescaped: only \n ends a row
+    path = write(tmp_path, "d.jsonl", '{"text": "one\u2028two", "label": 3}\n{"text": "x\x85y", "label": 1}\n')
+    assert read_records(path, ["text", "label"]) == [(1, {"text": "one\u2028two", "label": 3}), (2, {"text": "x\x85y", "label": 1})]
+    path = write(tmp_path, "d.tsv", "sentence\tlabel\none\u2028two\t1\n")
+    assert read_records(path, ["sentence", "label"]) == [(2, {"sentence": "one\u2028two", "label": "1"})]
+
+
 def test_missing_column_lists_the_header(tmp_path):
     path = write(tmp_path, "d.tsv", "sentence\tscore\nok\t1\n")
     with pytest.raises(DataError, match=r"d.tsv:1: no column 'label' in the header \(columns: sentence, score\)"):

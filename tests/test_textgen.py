@@ -72,6 +72,16 @@ def test_generation_is_reproducible_with_a_seed():
     assert [len(t) for t in first] == [12, 12]
 
 
+def test_a_generator_as_seed_goes_on_from_call_to_call():
+    # seqnlp predict passes one generator to every buffer of prompts, so equal prompts in two buffers differ
+    task = task_with("hello world, hello there")
+    model = task.build_model()
+    generator = torch.Generator().manual_seed(3)
+    first = task.generate(model, ["he"], 12, seed=generator)
+    assert first == task.generate(model, ["he"], 12, seed=3)
+    assert task.generate(model, ["he"], 12, seed=generator) != first
+
+
 def test_recipe_trains_reports_and_predicts(tmp_path):
     text = "the quick brown fox jumps over the lazy dog. " * 40
     (tmp_path / "train.txt").write_text(text, encoding="utf-8")

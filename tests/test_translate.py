@@ -28,6 +28,13 @@ def test_parallel_files_are_read_line_by_line(tmp_path):
     assert [(p.src, p.tgt) for p in pairs] == [("Ein Hund.", "A dog."), ("Zwei Katzen.", "Two cats.")]
 
 
+def test_parallel_lines_end_only_at_newlines(tmp_path):
+    # U+2028, U+0085 and form feeds occur inside lines of crawled corpora: splitting at them would misalign the sides
+    prefix = write_pair(tmp_path, "train", "Ein\u2028Hund.\r\nZwei\x85Katzen\x0c sind da.\n", "A dog.\r\nTwo cats are there.\n")
+    pairs = read_parallel(prefix, "de", "en", "de", "en")
+    assert [(p.src, p.tgt) for p in pairs] == [("Ein\u2028Hund.", "A dog."), ("Zwei\x85Katzen\x0c sind da.", "Two cats are there.")]
+
+
 def test_line_count_mismatch_names_both_files(tmp_path):
     prefix = write_pair(tmp_path, "train", "Ein Hund.\nZwei Katzen.\nDrei.\n", "A dog.\nTwo cats.\n")
     with pytest.raises(DataError) as err:

@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from seqnlp.errors import DataError, read_text
+from seqnlp.errors import DataError, read_text, read_text_lines
 
 
 def table_format(path: str) -> str:
@@ -22,10 +22,9 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
     """``(line, {column: value})`` for every non-blank row, keeping only ``columns`` (all required)."""
     path = str(path)
     kind = table_format(path)
-    text = read_text(path)
     records: list[tuple[int, dict]] = []
     if kind == "jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(read_text_lines(path), start=1):
             if not line.strip():
                 continue
             try:
@@ -40,6 +39,7 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
             records.append((number, {c: row[c] for c in columns}))
         return records
     # The TSV reader does not treat quotes specially: tokenized corpora (SST-2) contain bare quotes.
+    text = read_text(path)
     reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE) if kind == "tsv" else csv.reader(io.StringIO(text))
     try:
         header = next(reader)

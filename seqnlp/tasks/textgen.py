@@ -126,9 +126,10 @@ class TextgenTask(Task):
         return scores
 
     def generate(self, model, prompts: list[str], length: int, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, seed: int = 0) -> list[str]:
+                 top_p: float = 1.0, seed: int | torch.Generator = 0) -> list[str]:
+        """``seed``: a seed, or a generator whose random stream goes on from call to call."""
         model.eval()
-        generator = torch.Generator().manual_seed(seed)
+        generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
         encoded = [self.chars.encode(p) or [self.chars.unk_id] for p in prompts]
         ids = model.generate(encoded, length, temperature, top_k, top_p, generator)
         return ["".join(self.chars.decode(row)) for row in ids]
@@ -137,7 +138,7 @@ class TextgenTask(Task):
         """A continuation per prompt line; newlines inside a continuation are written as ``\\n``."""
         texts = self.generate(model, [line.replace("\\n", "\n") for line in lines], options.get("max_chars", 200),
                               options.get("temperature", 1.0), options.get("top_k", 0), options.get("top_p", 1.0),
-                              options.get("seed", 0))
+                              options.get("generator", options.get("seed", 0)))
         return [t.replace("\\", "\\\\").replace("\n", "\\n") for t in texts]
 
     def report_sections(self, results, output_dir=None):
