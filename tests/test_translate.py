@@ -466,3 +466,20 @@ def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
     assert all(task.src_sp.decode(a["src"]) == it["pair"].src for a, it in zip(first, items))  # the same text
     assert all(set(a["tgt"]) <= set(task.output_ids) for a in first + second)
     assert task.batches(items, shuffle=False).items is items  # evaluation keeps the usual segmentation
+
+
+def test_long_inputs_are_translated_whole(monkeypatch):
+    import seqnlp.tasks.translate as translate_module
+    from seqnlp.data.parallel import SentencePair
+    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+
+    pairs = [SentencePair("Ein Hund läuft.", "A dog runs.", "train:1"), SentencePair("Eine Frau liest.", "A woman reads.", "train:2")] * 4
+    task = TranslateTask(TranslateConfig(vocab_size=40, max_tokens=4, embed_dim=8, hidden=8, decoder_hidden=8))
+    task.fit(pairs, None)
+    source = " ".join(["Ein Hund läuft."] * 10)  # far beyond twice the training cut of 4 subwords
+    searched = []
+    monkeypatch.setattr(translate_module, "beam_search", lambda model, src, lengths, beam, max_lengths, *rest: searched.append(
+        (lengths.tolist(), max_lengths.tolist())) or [[([], 0.0)]] * len(src))
+    task.translate(task.build_model(), [source])
+    length = len(task.src_sp.encode(source))
+    assert searched == [([length], [int(length * task.config.max_len_ratio) + 5])]

@@ -199,7 +199,9 @@ class TranslateTask(Task):
         beam = beam or c.beam
         model.eval()
         device = next(model.parameters()).device
-        items = [{"src": self.src_sp.encode(s)[: c.max_tokens * 2] or [self.src_sp.unk_id]} for s in sentences]
+        # Whole sentences, however long (a recurrent encoder has no length limit, and a long one comes in a
+        # batch of its own, eval_max_tokens): cutting them would drop the end of the translation unannounced.
+        items = [{"src": self.src_sp.encode(s) or [self.src_sp.unk_id]} for s in sentences]
         results: list = [None] * len(sentences)
         with model.decoding():
             for group in bucket_batches([len(it["src"]) for it in items], c.eval_batch_size, shuffle=False, max_tokens=c.eval_max_tokens):
