@@ -35,49 +35,28 @@ class ConfigError(SeqNLPError):
 
 def read_text_lines(path) -> list[str]:
     """Read a UTF-8 text file as lines (without newlines), naming the line of any invalid byte."""
-    path = str(path)
-    with _open_binary(path) as handle:
-        raw = handle.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise _invalid_utf8(raw, err, path, raw.count(b"\n", 0, err.start) + 1) from None
-    return split_lines(text.removeprefix("\ufeff"))
-
-
-def split_lines(text: str) -> list[str]:
-    """``text``'s lines, split at ``\\n`` only (dropping a ``\\r`` before it).
-
-    Not ``str.splitlines``: it also splits at U+2028, U+0085, form feeds and other characters that
-    occur inside the lines of real corpora (web-crawled parallel text), which would shift every
-    later line of one side of a parallel file against the other.
-    """
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    return list(iter_text_lines(str(path)))
 
 
 def iter_text_lines(path: str) -> Iterator[str]:
     """The lines of a UTF-8 file (``-``: standard input), read one at a time, naming the line of any invalid byte.
 
-    For streams (``seqnlp predict``): a line is yielded as soon as it is read, so its output need not
-    wait for the end of the input.
+    Lines end at ``\\n`` (a ``\\r`` before it is dropped) and nowhere else. ``str.splitlines`` also splits at
+    U+2028, U+0085, form feeds and other characters that occur inside the lines of real corpora
+    (web-crawled parallel text), which would shift every later line of one side of a parallel file
+    against the other. Streams (``seqnlp predict``) get each line as soon as it is read.
     """
     if path == "-":
         yield from _decoded_lines(sys.stdin.buffer, "<stdin>")
         return
-    with _open_binary(path) as handle:
-        yield from _decoded_lines(handle, path)
-
-
-def _open_binary(path: str):
     try:
-        return open(path, "rb")
+        handle = open(path, "rb")
     except FileNotFoundError:
         raise DataError("file not found", path) from None
     except IsADirectoryError:
         raise DataError("is a directory, expected a file", path) from None
+    with handle:
+        yield from _decoded_lines(handle, path)
 
 
 def _decoded_lines(handle, name: str) -> Iterator[str]:
@@ -85,14 +64,10 @@ def _decoded_lines(handle, name: str) -> Iterator[str]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise _invalid_utf8(raw, err, name, number) from None
+            raise DataError(f"invalid UTF-8 byte 0x{raw[err.start]:02x} (the file must be UTF-8)", name, number) from None
         if number == 1:
             line = line.removeprefix("\ufeff")
         yield line.removesuffix("\n").removesuffix("\r")
-
-
-def _invalid_utf8(raw: bytes, err: UnicodeDecodeError, path: str, line: int) -> DataError:
-    return DataError(f"invalid UTF-8 byte 0x{raw[err.start]:02x} (the file must be UTF-8)", path, line)
 
 
 def read_text(path) -> str:
