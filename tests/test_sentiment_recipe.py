@@ -121,6 +121,18 @@ def test_non_utf8_bytes_are_reported_with_their_line(tmp_path):
     assert code == 2 and err == f"error: {bad}:3: invalid UTF-8 byte 0xe9 (the file must be UTF-8)\n"
 
 
+def test_predict_warns_when_texts_are_longer_than_max_length(tmp_path, sentiment_files):
+    out = train(tmp_path, *sentiment_files, "--max-length", "3")
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("a joy to watch\ndull and tedious\nsmart , funny and moving\n", encoding="utf-8")
+    code, stdout, err = run_cli("predict", out / "model", inputs)
+    assert code == 0, err
+    assert len(stdout.splitlines()) == 3
+    assert "warning: 2 of these 3 texts are longer than max_length (3 tokens)" in err
+    code, _, err = run_cli("predict", out / "model", inputs, "--set", "max_length=5")
+    assert code == 0 and "warning" not in err
+
+
 def test_predict_reads_standard_input(tmp_path, sentiment_files, monkeypatch):
     out = train(tmp_path, *sentiment_files)
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a joy to watch\n")))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,14 @@ class SentimentTask(Task):
 
     # -- vocabularies and model --------------------------------------------------------
     def tokenize(self, text: str) -> list:
+        """The text's first ``max_length`` tokens (subword ids, or words)."""
+        return self.whole_tokens(text)[: self.config.max_length]
+
+    def whole_tokens(self, text: str) -> list:
         text = text.lower() if self.config.lowercase else text
         if self.config.tokenizer == "subword":
-            return self.subwords.encode(text)[: self.config.max_length]
-        return _WORDS.findall(text)[: self.config.max_length]
+            return self.subwords.encode(text)
+        return _WORDS.findall(text)
 
     def fit(self, train, model_dir):
         c = self.config
@@ -208,6 +213,11 @@ class SentimentTask(Task):
 
     def predict_lines(self, model, lines, options):
         texts = [line if line.strip() else " " for line in lines]
+        limit = self.config.max_length
+        cut = sum(len(self.whole_tokens(text)) > limit for text in texts)
+        if cut:  # the model reads the first max_length tokens of a text, as it was trained: say so rather than cut unannounced
+            print(f"warning: {cut} of these {len(texts)} texts are longer than max_length ({limit} tokens); the label reads "
+                  f"only their first {limit} tokens (--set max_length=N reads more)", file=sys.stderr)
         probs = self.probabilities(model, texts)
         confidence, best = probs.max(dim=1)
         return [f"{self.labels.itos[b]}\t{p:.4f}" for b, p in zip(best.tolist(), confidence.tolist())]
