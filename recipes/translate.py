@@ -1,4 +1,4 @@
-"""Translation: BiLSTM encoder, attentional LSTM decoder with input feeding, beam search, scored with sacreBLEU.
+"""Translation: BiLSTM encoder, attentional LSTM decoder (input feeding optional), beam search, scored with sacreBLEU.
 
     python recipes/translate.py                             # the sample in data/translate (German -> English)
     python recipes/translate.py --train-file multi30k/train --dev-file multi30k/val --src-lang de --tgt-lang en --max-minutes 60

@@ -1,4 +1,4 @@
-"""Encoder-decoder translator: bidirectional RNN encoder, attentional RNN decoder with input feeding."""
+"""Encoder-decoder translator: bidirectional RNN encoder, attentional RNN decoder, input feeding optional."""
 
 from __future__ import annotations
 
