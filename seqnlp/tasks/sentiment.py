@@ -160,7 +160,9 @@ class SentimentTask(Task):
                 raise DataError(f"{example.source}: label {example.label!r} was not seen in training (labels: {', '.join(self.labels.itos)})")
 
     def encode(self, text: str) -> list[int]:
-        tokens = self.tokenize(text)
+        return self.ids(self.tokenize(text))
+
+    def ids(self, tokens: list) -> list[int]:
         ids = tokens if self.config.tokenizer == "subword" else self.words.encode(tokens)
         return ids or [1]  # a text of only unknown characters still gets one (unknown) token
 
@@ -183,12 +185,12 @@ class SentimentTask(Task):
         return Batches(groups, items, self.collate)
 
     # -- evaluation and prediction -----------------------------------------------------
-    def probabilities(self, model, texts: list[str]) -> torch.Tensor:
-        """``[N, C]`` class probabilities in input order."""
+    def probabilities(self, model, encoded: list[list[int]]) -> torch.Tensor:
+        """``[N, C]`` class probabilities of ``encoded`` texts (``encode``), in input order."""
         model.eval()
         device = next(model.parameters()).device
-        items = [{"words": self.encode(t), "label": None} for t in texts]
-        out = torch.empty(len(texts), len(self.labels))
+        items = [{"words": ids, "label": None} for ids in encoded]
+        out = torch.empty(len(items), len(self.labels))
         for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
                                     max_tokens=self.config.eval_max_tokens):
             batch = self.collate([items[i] for i in group])
@@ -198,7 +200,8 @@ class SentimentTask(Task):
 
     def evaluate(self, model, examples, selection=False):
         self.check_labels(examples)
-        probs = self.probabilities(model, [e.text for e in examples])
+        encoded = [self.encode(e.text) for e in examples]
+        probs = self.probabilities(model, encoded)
         confidence, best = probs.max(dim=1)
         predicted = self.labels.decode(best.tolist())
         gold = [e.label for e in examples]
@@ -207,18 +210,19 @@ class SentimentTask(Task):
         scores["_errors"] = [{"text": examples[i].text, "gold": gold[i], "predicted": predicted[i],
                               "probability": round(float(confidence[i]), 4), "source": examples[i].source} for i in errors[:10]]
         if self.words is not None:
-            ids = [w for e in examples for w in self.encode(e.text)]
+            ids = [w for text_ids in encoded for w in text_ids]
             scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
         return scores
 
     def predict_lines(self, model, lines, options):
         texts = [line if line.strip() else " " for line in lines]
         limit = self.config.max_length
-        cut = sum(len(self.whole_tokens(text)) > limit for text in texts)
+        tokens = [self.whole_tokens(text) for text in texts]
+        cut = sum(len(t) > limit for t in tokens)
         if cut:  # the model reads the first max_length tokens of a text, as it was trained: say so rather than cut unannounced
             print(f"warning: {cut} of these {len(texts)} texts are longer than max_length ({limit} tokens); the label reads "
                   f"only their first {limit} tokens (--set max_length=N reads more)", file=sys.stderr)
-        probs = self.probabilities(model, texts)
+        probs = self.probabilities(model, [self.ids(t[:limit]) for t in tokens])
         confidence, best = probs.max(dim=1)
         return [f"{self.labels.itos[b]}\t{p:.4f}" for b, p in zip(best.tolist(), confidence.tolist())]
 
