@@ -135,6 +135,19 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
     assert len(nbest) == 3 and [s for _, s in nbest] == sorted((s for _, s in nbest), reverse=True)
 
 
+@pytest.mark.parametrize("alpha", [0.6, 1.0])
+def test_each_hypothesis_score_is_its_log_probability_over_the_length_penalty_of_its_length(alpha):
+    """Length: the hypothesis's tokens and its EOS; hypotheses of one sentence finish at different steps."""
+    table = bigram_table(5)
+    nbest = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
+                        max_lengths=torch.tensor([7]), bos=BOS, eos=EOS, alpha=alpha, n_best=4)[0]
+    assert len({len(ids) for ids, _ in nbest}) > 1
+    for ids, score in nbest:
+        tokens = [BOS, *ids, EOS]
+        log_p = sum(float(table[a, b]) for a, b in zip(tokens, tokens[1:]))
+        assert score == pytest.approx(log_p / float(length_penalty(torch.tensor(len(ids) + 1), alpha)), abs=1e-5)
+
+
 def test_search_normalises_the_models_logits():
     """``next_logits`` may return unnormalised scores: shifting each row by a constant changes nothing."""
     table = bigram_table(4)

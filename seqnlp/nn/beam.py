@@ -53,17 +53,19 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     scores = torch.zeros(batch, beam, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: keep one
     finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
-    lengths = torch.zeros(batch, beam, dtype=torch.long, device=device)
-    max_lengths = max_lengths.to(device)
-    min_lengths = min_lengths.to(device) if min_lengths is not None else None
+    last_steps = max_lengths.to(device) - 1  # the step at which each sentence's hypotheses must end
+    first_end_steps = min_lengths.to(device) - 1 if min_lengths is not None else None
     active = torch.arange(batch, device=device)  # sentences still searched, as rows of the full batch
-    final_scores, final_lengths, final_finished = scores.clone(), lengths.clone(), finished.clone()
-    steps_tokens, steps_origins = [], []  # per step, full-batch [batch, beam] columns and beam origins
-    identity = torch.arange(beam, device=device).expand(batch, beam)
+    bounds = _ActiveBounds(active, last_steps, first_end_steps, beam)
+    final_scores, final_finished = scores.clone(), finished.clone()
+    # Per step, every sentence's token columns and beam origins; a sentence that is done keeps EOS in place.
+    steps = int(last_steps.max()) + 1
+    history_columns = torch.full((steps, batch, beam), end, dtype=torch.long, device=device)
+    history_origins = torch.arange(beam, device=device).repeat(steps, batch, 1)
     real = torch.arange(src.size(1), device=device) < src_lengths.to(device).unsqueeze(1)  # [batch, S]
     coverage = None  # [A * beam, S]: attention each open hypothesis has paid to each source position
     final_coverage = torch.zeros(batch, beam, device=device)
-    for step in range(int(max_lengths.max())):
+    for step in range(steps):
         logits, enc = model.next_logits(tokens, enc)
         if step == 0 and beam > 1:  # every hypothesis takes the same first step: computed once per sentence, then copied
             logits, enc = logits.repeat_interleave(beam, dim=0), enc.expand(beam)
@@ -73,14 +75,12 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         vocab = logits.size(1)
         log_probs = logits.log_softmax(dim=1).view(-1, beam, vocab)
         end_log_prob = log_probs[:, :, end]
-        if min_lengths is not None:
-            too_short = step < min_lengths[active] - 1
-            if bool(too_short.any()):
-                end_log_prob = end_log_prob.clone()
-                log_probs[too_short, :, end] = float("-inf")
+        if step < bounds.latest_first_end:  # some sentence is still too short to end
+            end_log_prob = end_log_prob.clone()
+            log_probs[:, :, end].masked_fill_((step < bounds.first_end).unsqueeze(1), float("-inf"))
         candidates, candidate_columns = log_probs.topk(min(beam, vocab), dim=2)  # [A, beam, k]
         # Finished hypotheses extend only with EOS at no cost; those at their length limit only with EOS at its log-probability.
-        closing = finished | (step >= max_lengths[active] - 1).unsqueeze(1)
+        closing = finished | (step >= bounds.last).unsqueeze(1) if step >= bounds.earliest_last else finished
         if bool(closing.any()):
             candidates.masked_fill_(closing.unsqueeze(2), float("-inf"))
             candidates[:, :, 0] = torch.where(closing, torch.where(finished, 0.0, end_log_prob), candidates[:, :, 0])
@@ -89,53 +89,65 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
         scores, top_index = (scores.unsqueeze(2) + candidates).view(-1, beam * k).topk(beam, dim=1)
         origin = torch.div(top_index, k, rounding_mode="floor")
         column = candidate_columns.view(-1, beam * k).gather(1, top_index)
-        was_finished = finished.gather(1, origin)
-        finished = was_finished | (column == end)
-        lengths = lengths.gather(1, origin) + (~was_finished).long()
-        step_columns = torch.full((batch, beam), end, dtype=torch.long, device=device)
-        step_columns[active] = column
-        step_origins = identity.clone()
-        step_origins[active] = origin
-        steps_tokens.append(step_columns)
-        steps_origins.append(step_origins)
+        finished = finished.gather(1, origin) | (column == end)
+        history_columns[step].index_copy_(0, active, column)
+        history_origins[step].index_copy_(0, active, origin)
         if beta:
             coverage = coverage.view(len(active), beam, -1).gather(1, origin.unsqueeze(2).expand(-1, -1, coverage.size(1)))
         done = (finished | scores.isneginf()).all(dim=1)  # -inf: dead slots (beam wider than the candidates)
         if bool(done.any()):
             final_scores[active[done]] = scores[done]
-            final_lengths[active[done]] = lengths[done]
             final_finished[active[done]] = finished[done]
             if beta:
                 final_coverage[active[done]] = coverage_penalty(coverage[done], real[active[done]])
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
-            active, scores, finished, lengths = active[keep], scores[keep], finished[keep], lengths[keep]
+            active, scores, finished = active[keep], scores[keep], finished[keep]
             origin, column = origin[keep], column[keep]
             if beta:
                 coverage = coverage[keep]
             enc = enc.select(keep, (keep.unsqueeze(1) * beam + origin).view(-1))
+            bounds = _ActiveBounds(active, last_steps, first_end_steps, beam)
         else:
-            enc = enc.reorder((torch.arange(len(active), device=device).unsqueeze(1) * beam + origin).view(-1))
+            enc = enc.reorder((bounds.first_rows + origin).view(-1))
         if beta:
             coverage = coverage.reshape(-1, coverage.size(2))
-        tokens = (output_ids[column] if output_ids is not None else column).view(-1)
+        tokens = output_ids.index_select(0, column.view(-1)) if output_ids is not None else column.view(-1)
     else:  # the last step ended every hypothesis; record sentences whose dead slots kept them in the loop
-        final_scores[active], final_lengths[active], final_finished[active] = scores, lengths, finished
+        final_scores[active], final_finished[active] = scores, finished
         if beta:
             final_coverage[active] = coverage_penalty(coverage.view(len(active), beam, -1), real[active])
-    normalised = (final_scores / length_penalty(final_lengths, alpha) + beta * final_coverage).masked_fill(~final_finished, float("-inf"))
-    n_best = min(n_best, beam)
-    best_scores, best = normalised.topk(n_best, dim=1)
-    # Walk back through the origins to read each chosen hypothesis.
-    sequences = torch.empty(batch, n_best, len(steps_tokens), dtype=torch.long, device=device)
-    current = best
-    for step in range(len(steps_tokens) - 1, -1, -1):
-        sequences[:, :, step] = steps_tokens[step].gather(1, current)
-        current = steps_origins[step].gather(1, current)
+    # Walk back through the origins to read every hypothesis; its length runs to its first EOS (included).
+    steps = step + 1
+    sequences = torch.empty(batch, beam, steps, dtype=torch.long, device=device)
+    current = torch.arange(beam, device=device).expand(batch, beam)
+    for s in range(steps - 1, -1, -1):
+        sequences[:, :, s] = history_columns[s].gather(1, current)
+        current = history_origins[s].gather(1, current)
+    ended = sequences == end
+    lengths = torch.where(ended.any(dim=2), ended.int().argmax(dim=2) + 1, steps)
+    normalised = (final_scores / length_penalty(lengths, alpha) + beta * final_coverage).masked_fill(~final_finished, float("-inf"))
+    best_scores, best = normalised.topk(min(n_best, beam), dim=1)
+    sequences = sequences.gather(1, best.unsqueeze(2).expand(-1, -1, steps))
     if output_ids is not None:
         sequences = output_ids[sequences]
     results = []
     for rows_b, scores_b in zip(sequences.tolist(), best_scores.tolist()):
         results.append([(seq[: seq.index(eos)] if eos in seq else seq, score) for seq, score in zip(rows_b, scores_b)])
     return results
+
+
+class _ActiveBounds:
+    """Length bounds of the sentences still searched, gathered once each time that set changes rather than every step.
+
+    ``last``: the step at which each must end; ``first_end``: the first step at which it may (or None);
+    ``first_rows``: each sentence's first row in the ``[A * beam]`` hypotheses.
+    """
+
+    def __init__(self, active: torch.Tensor, last_steps: torch.Tensor, first_end_steps: torch.Tensor | None, beam: int):
+        self.last = last_steps[active]
+        self.earliest_last = int(self.last.min())
+        self.first_end = first_end_steps[active] if first_end_steps is not None else None
+        self.latest_first_end = int(self.first_end.max()) if self.first_end is not None else 0
+        self.first_rows = torch.arange(len(active), device=active.device).unsqueeze(1) * beam
