@@ -40,7 +40,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
-    parser.add_argument("--decode-rounds", type=int, default=3, help="alternating greedy / beam-5 passes over the sentences (medians reported)")
+    parser.add_argument("--decode-rounds", type=int, default=5, help="alternating greedy / beam-5 passes over the sentences (medians reported)")
     parser.add_argument("--model", help="decode with this trained model directory instead of random weights")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)")
     args = parser.parse_args()
