@@ -18,6 +18,21 @@ def coverage_penalty(coverage: torch.Tensor, real: torch.Tensor) -> torch.Tensor
     return coverage.clamp(1e-6, 1.0).log().masked_fill(~real.unsqueeze(1), 0.0).sum(dim=2)
 
 
+class _ActiveBounds:
+    """Length bounds of the sentences still searched, gathered once each time that set changes rather than every step.
+
+    ``last``: the step at which each must end; ``first_end``: the first step at which it may (or None);
+    ``first_rows``: each sentence's first row in the ``[A * beam]`` hypotheses.
+    """
+
+    def __init__(self, active: torch.Tensor, last_steps: torch.Tensor, first_end_steps: torch.Tensor | None, beam: int):
+        self.last = last_steps[active]
+        self.earliest_last = int(self.last.min())
+        self.first_end = first_end_steps[active] if first_end_steps is not None else None
+        self.latest_first_end = int(self.first_end.max()) if self.first_end is not None else 0
+        self.first_rows = torch.arange(len(active), device=active.device).unsqueeze(1) * beam
+
+
 @torch.inference_mode()
 def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, bos: int, eos: int,
                 alpha: float = 0.6, n_best: int = 1, min_lengths: torch.Tensor | None = None,
@@ -136,18 +151,3 @@ def beam_search(model, src, src_lengths, beam: int, max_lengths: torch.Tensor, b
     for rows_b, scores_b in zip(sequences.tolist(), best_scores.tolist()):
         results.append([(seq[: seq.index(eos)] if eos in seq else seq, score) for seq, score in zip(rows_b, scores_b)])
     return results
-
-
-class _ActiveBounds:
-    """Length bounds of the sentences still searched, gathered once each time that set changes rather than every step.
-
-    ``last``: the step at which each must end; ``first_end``: the first step at which it may (or None);
-    ``first_rows``: each sentence's first row in the ``[A * beam]`` hypotheses.
-    """
-
-    def __init__(self, active: torch.Tensor, last_steps: torch.Tensor, first_end_steps: torch.Tensor | None, beam: int):
-        self.last = last_steps[active]
-        self.earliest_last = int(self.last.min())
-        self.first_end = first_end_steps[active] if first_end_steps is not None else None
-        self.latest_first_end = int(self.first_end.max()) if self.first_end is not None else 0
-        self.first_rows = torch.arange(len(active), device=active.device).unsqueeze(1) * beam
