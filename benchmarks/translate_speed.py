@@ -9,9 +9,10 @@ of 64. With random weights (the default) each translation is forced to the subwo
 reference, so the search does the work a trained model does; ``--model`` decodes with a trained
 model instead, whose hypotheses end wherever it ends them.
 
-This machine's speed drifts, so both comparisons are taken in adjacent rounds and reported as
+This machine's speed drifts, so every comparison is taken in adjacent rounds and reported as
 medians with the range of the per-round ratios: the training step against the bare LSTMs in
-4 pairs of windows, greedy against beam 5 in ``--decode-rounds`` alternating passes.
+4 pairs of windows; greedy, beam 5 and (with int8 decoding, the default) beam 5 in float32 in
+``--decode-rounds`` rounds of passes that take turns.
 """
 
 from __future__ import annotations
@@ -74,20 +75,30 @@ def main():
     if args.model:
         task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
         lengths = None
-    for beam in (1, 5):
+    int8 = task.config.int8_decoding
+    passes = [("beam1", 1, int8), ("beam5", 5, int8)] + ([("beam5_float32", 5, False)] if int8 else [])  # float32: what int8 gains, side by side
+    for _, beam, _ in passes:
         task.translate(model, sources[:64], beam=beam, exact_lengths=lengths and lengths[:64])  # warm-up
-    speeds = {1: [], 5: []}
-    for r in range(args.decode_rounds):  # greedy and beam 5 alternate, so each ratio compares adjacent runs
-        for beam in (1, 5) if r % 2 == 0 else (5, 1):
+    speeds = {name: [] for name, _, _ in passes}
+    for r in range(args.decode_rounds):  # the passes take turns, so each ratio compares adjacent runs
+        for name, beam, pass_int8 in passes[r % len(passes):] + passes[: r % len(passes)]:
+            task.config.int8_decoding = pass_int8
             start = time.perf_counter()
             task.translate(model, sources, beam=beam, exact_lengths=lengths)
-            speeds[beam].append(len(sources) / (time.perf_counter() - start))
-    beam_ratio, beam_ratio_range = median_ratio(zip(speeds[5], speeds[1]))
+            speeds[name].append(len(sources) / (time.perf_counter() - start))
+    task.config.int8_decoding = int8
+    beam_ratio, beam_ratio_range = median_ratio(zip(speeds["beam5"], speeds["beam1"]))
+    int8_fields = {}
+    if int8:
+        int8_speedup, int8_speedup_range = median_ratio(zip(speeds["beam5"], speeds["beam5_float32"]))
+        int8_fields = {"beam5_float32_sents_per_s": round(statistics.median(speeds["beam5_float32"]), 1),
+                       "int8_speedup": round(int8_speedup, 3), "int8_speedup_range": int8_speedup_range}
     print(json.dumps({
         **comparison_fields("train", train),
-        "beam1_sents_per_s": round(statistics.median(speeds[1]), 1), "beam5_sents_per_s": round(statistics.median(speeds[5]), 1),
-        "beam5_over_beam1": round(beam_ratio, 3), "beam5_over_beam1_range": beam_ratio_range,
+        "beam1_sents_per_s": round(statistics.median(speeds["beam1"]), 1), "beam5_sents_per_s": round(statistics.median(speeds["beam5"]), 1),
+        "beam5_over_beam1": round(beam_ratio, 3), "beam5_over_beam1_range": beam_ratio_range, **int8_fields,
         "decode": {"sentences": len(sources), "rounds": args.decode_rounds, "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio,
+                   "int8": int8,
                    "weights": args.model or "random",
                    "lengths": "as the model decides" if args.model else "reference subword lengths"},
         "threads": torch.get_num_threads(), "torch": torch.__version__,

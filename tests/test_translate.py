@@ -399,6 +399,7 @@ def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_ga
     """LSTM and Elman steps take ``[x; h] @ [W_ih | W_hh]^T`` in one product; per-row gates replace the summed bias."""
     from seqnlp.models.seq2seq import cell_step
     from seqnlp.nn.cells import CELL_CLASSES
+    from seqnlp.nn.products import DenseProduct
 
     torch.manual_seed(0)
     hidden, rows = 4, 3
@@ -407,27 +408,79 @@ def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_ga
     weight_ih, weight_hh, bias_hh = torch.randn(size, 5), torch.randn(size, hidden), torch.randn(size)
     bias_ih = torch.randn(rows, size) if per_row_gates else torch.randn(size)  # PyTorch's CPU cells add a [N, G] bias row by row
     state = (h, c) if cell == "lstm" else (h,)
-    weights = (torch.cat([weight_ih, weight_hh], dim=1), None if per_row_gates else bias_ih + bias_hh)
-    joint = cell_step(cell, x, state, weights, bias_ih + bias_hh if per_row_gates else None)
+    joint = DenseProduct(torch.cat([weight_ih, weight_hh], dim=1), None if per_row_gates else bias_ih + bias_hh)
+    stepped = cell_step(cell, x, state, (joint,), bias_ih + bias_hh if per_row_gates else None)
     if cell == "lstm":
         expected = torch.lstm_cell(x, state, weight_ih, weight_hh, bias_ih, bias_hh)
     else:
         expected = (torch.rnn_tanh_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh),)
-    for a, b in zip(joint, expected, strict=True):
+    for a, b in zip(stepped, expected, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_gpu_gru_step_from_equations_equals_the_torch_cell_function():
-    """On a GPU, per-row embedding gates cannot be the fused GRU kernel's bias: the step takes the cell's equations instead."""
-    from seqnlp.models.seq2seq import cell_step, gru_step_from_equations
+@pytest.mark.parametrize("step_input", [5, 0])
+def test_gru_cell_step_equals_the_torch_cell_function(step_input):
+    """A GRU step keeps its input and recurrent products apart; per-row gates replace the input bias; no step input, no input product."""
+    from seqnlp.models.seq2seq import cell_step
+    from seqnlp.nn.products import DenseProduct
 
     torch.manual_seed(0)
     hidden, rows = 4, 3
-    x, h = torch.randn(rows, 5), torch.randn(rows, hidden)
-    weight_ih, weight_hh, gates, bias_hh = torch.randn(3 * hidden, 5), torch.randn(3 * hidden, hidden), torch.randn(rows, 3 * hidden), torch.randn(3 * hidden)
-    fused = cell_step("gru", x, (h,), (weight_ih, weight_hh, None, bias_hh), gates)
-    for a, b in zip(gru_step_from_equations(x, (h,), weight_ih, weight_hh, gates, bias_hh), fused, strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
+    x, h = torch.randn(rows, step_input), torch.randn(rows, hidden)
+    weight_ih, weight_hh, gates, bias_hh = torch.randn(3 * hidden, step_input), torch.randn(3 * hidden, hidden), torch.randn(rows, 3 * hidden), torch.randn(3 * hidden)
+    input_product = DenseProduct(weight_ih) if step_input else None
+    (stepped,) = cell_step("gru", x, (h,), (input_product, DenseProduct(weight_hh, bias_hh)), gates)
+    assert torch.allclose(stepped, torch.gru_cell(x, h, weight_ih, weight_hh, gates, bias_hh), atol=1e-6)
+
+
+def test_int8_product_is_close_to_the_float_product_and_adds_its_bias_or_the_given_gates():
+    from seqnlp.nn.products import DenseProduct, Int8Product
+
+    torch.manual_seed(0)
+    weight, bias, gates = torch.randn(40, 32) * 0.1, torch.randn(40), torch.randn(6, 40)
+    x = torch.rand(6, 32) * 2 - 1  # tanh-bounded, as a decoder's states are
+    exact, int8 = DenseProduct(weight, bias), Int8Product(weight, bias)
+    scale = (x @ weight.t()).abs().max()
+    assert (int8(x) - exact(x)).abs().max() < 0.02 * scale
+    assert (int8(x, gates) - exact(x, gates)).abs().max() < 0.02 * scale
+    assert not torch.equal(int8(x), exact(x))  # really quantized
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("input_feed", [False, True])
+def test_int8_decoding_scores_next_subwords_like_float_decoding(cell, input_feed):
+    from seqnlp.models.seq2seq import Seq2Seq
+    from seqnlp.nn.products import Int8Product
+
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, embed_dim=16, hidden=16, decoder_hidden=16, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
+    src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
+    with model.decoding():
+        exact, _ = model.next_logits(tokens, model.encode(src, lengths))
+    with model.decoding(int8=True):
+        assert all(isinstance(p, Int8Product) for layer in model._decoding.layers for p in layer if p is not None)
+        assert isinstance(model._decoding.projection, Int8Product)
+        int8, _ = model.next_logits(tokens, model.encode(src, lengths))
+    assert (int8 - exact).abs().max() < 0.02 * exact.abs().max()
+    assert not torch.equal(int8, exact)
+
+
+def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_quantize(monkeypatch):
+    from seqnlp.models.seq2seq import Seq2Seq
+    from seqnlp.nn import products
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("quantized engine unavailable")
+
+    monkeypatch.setattr(products.torch, "quantize_per_channel", unavailable)
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    src, lengths, tokens = torch.tensor([[4, 6, 8]]), torch.tensor([3]), torch.tensor([5])
+    with model.decoding():
+        exact, _ = model.next_logits(tokens, model.encode(src, lengths))
+    with pytest.warns(RuntimeWarning, match="int8 decoding is not available"), model.decoding(int8=True):
+        fallback, _ = model.next_logits(tokens, model.encode(src, lengths))
+    assert torch.equal(fallback, exact)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import nn
@@ -15,11 +17,13 @@ from seqnlp.nn.cells import CELL_CLASSES
 from seqnlp.nn.dropout import Dropout, LockedDropout
 from seqnlp.nn.embedding import scaled_embedding
 from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.nn.products import DenseProduct, Int8Product, decoding_product
 
 DECODER_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
 State = list[tuple[torch.Tensor, ...]]  # per decoder layer: (h, c) for LSTM, (h,) otherwise; each [N, H]
+Product = DenseProduct | Int8Product
 
 
 @dataclass
@@ -66,9 +70,9 @@ class Encoded:
 class StepWeights:
     """Weights that every decoder step uses, sliced, gathered or joined once per batch instead of once per step."""
 
-    layers: list[tuple[torch.Tensor, ...]]  # per decoder layer, what ``cell_step`` takes (see ``Seq2Seq.step_weights``)
+    layers: list[tuple[Product | None, ...]]  # per decoder layer, the products ``cell_step`` takes (see ``Seq2Seq.step_weights``)
     combine: torch.Tensor            # the combine layer's decoder-state columns
-    projection: tuple[torch.Tensor, torch.Tensor]  # output layer (weight^T [D, V_out], bias) of the target subwords
+    projection: Product              # output layer over the target subwords: [N, D] -> [N, V_out]
 
 
 @dataclass
@@ -76,7 +80,8 @@ class DecodingTables:
     """What ``Seq2Seq.decoding()`` computes once from the current weights instead of once per step or batch."""
 
     gate_table: torch.Tensor  # [V, G]: every subword's embedding gates (at the recipe's sizes a fifth of a step's work)
-    projection: tuple[torch.Tensor, torch.Tensor]  # StepWeights.projection, weight contiguous (2-core CPU, 320 x 256 x 2209: 3.4 against 3.9 ms)
+    layers: list[tuple[Product | None, ...]]  # StepWeights.layers
+    projection: Product  # StepWeights.projection
 
 
 # LSTM and Elman cells add their input and recurrent products before any nonlinearity, so one product
@@ -84,35 +89,24 @@ class DecodingTables:
 # candidate state: it keeps the two products apart.
 JOINT_PRODUCT_CELLS = ("lstm", "rnn")
 
-# The functional GRU cell behind nn.GRUCell: called directly, the first layer's input gates from the
-# embeddings can be computed for all steps in one matrix product (passed as the input bias).
-GRU_CELL_STEP = torch._VF.gru_cell
 
-
-def cell_step(cell: str, x: torch.Tensor, state: tuple, weights: tuple, gates: torch.Tensor | None = None) -> tuple:
+def cell_step(cell: str, x: torch.Tensor, state: tuple, products: tuple, gates: torch.Tensor | None = None) -> tuple:
     """The new state of a decoder layer's ``cell`` from its step input ``x`` ``[N, I]`` (``I`` may be 0).
 
-    ``gates`` ``[N, G]``: input gates from elsewhere (the first layer's embedding share), biases included.
-    ``weights``: ``(weight, bias)`` with ``weight = [W_ih | W_hh]`` and ``bias = b_ih + b_hh`` for LSTM and
-    Elman cells, whose step is then one matrix product and the cell's equations (an LSTM step of 320
-    rows, 512 inputs and 1024 gates: 3.5-3.9 ms on the 2-core CPU, against 4.3-5.9 ms for ``lstm_cell``);
-    ``(weight_ih, weight_hh, bias_ih, bias_hh)`` for a GRU. ``gates`` replaces the (input) bias.
+    ``gates`` ``[N, G]``: input gates from elsewhere (the first layer's embedding share), biases included;
+    they replace the (input) bias. ``products``: ``(joint,)``, the product with ``[W_ih | W_hh]`` and bias
+    ``b_ih + b_hh``, for LSTM and Elman cells, whose step is then one matrix product and the cell's equations
+    (an LSTM step of 320 rows, 512 inputs and 1024 gates: 3.5-3.9 ms on the 2-core CPU, against 4.3-5.9 ms
+    for ``lstm_cell``); ``(input, hidden)`` for a GRU, ``input`` None where the layer has no step input.
     """
     if cell in JOINT_PRODUCT_CELLS:
-        weight, bias = weights
+        (joint,) = products
         inputs = torch.cat([x, state[0]], dim=1) if x.size(1) else state[0]
-        _, new_state = CELL_CLASSES[cell].activate(torch.addmm(bias if gates is None else gates, inputs, weight.t()),
-                                                   state if cell == "lstm" else state[0])
+        _, new_state = CELL_CLASSES[cell].activate(joint(inputs, gates), state if cell == "lstm" else state[0])
         return new_state if cell == "lstm" else (new_state,)
-    weight_ih, weight_hh, bias_ih, bias_hh = weights
-    bias_ih = bias_ih if gates is None else gates
-    if bias_ih.dim() == 1 or x.device.type == "cpu":  # PyTorch's CPU cell adds a [N, G] bias like a vector; its GPU kernel takes only a vector
-        return (GRU_CELL_STEP(x, state[0], weight_ih, weight_hh, bias_ih, bias_hh),)
-    return gru_step_from_equations(x, state, weight_ih, weight_hh, bias_ih, bias_hh)
-
-
-def gru_step_from_equations(x, state: tuple, weight_ih, weight_hh, bias_ih, bias_hh) -> tuple:
-    _, new_state = CELL_CLASSES["gru"].update(torch.addmm(bias_ih, x, weight_ih.t()), F.linear(state[0], weight_hh, bias_hh), state[0])
+    input_product, hidden_product = products
+    input_gates = gates if input_product is None else input_product(x, gates)
+    _, new_state = CELL_CLASSES["gru"].update(input_gates, hidden_product(state[0]), state[0])
     return (new_state,)
 
 
@@ -208,23 +202,29 @@ class Seq2Seq(nn.Module):
         return Encoded(self.attention.precompute(memory), values, mask_bias, state, feed, weights)
 
     # -- decoder -----------------------------------------------------------------------
-    def step_weights(self) -> list[tuple[torch.Tensor, ...]]:
-        """Each decoder layer's weights in ``cell_step``'s form; the first layer's step input is the input-feeding vector (or nothing)."""
+    def step_weights(self, make: Callable[..., Product] = DenseProduct) -> list[tuple[Product | None, ...]]:
+        """Each decoder layer's products in ``cell_step``'s form, each ``make(weight, bias)``; the first layer's step input is the input-feeding vector (or nothing).
+
+        Inside ``decoding()``, the products made on entry.
+        """
+        if self._decoding is not None and not self.training:
+            return self._decoding.layers
         layers = []
         for i, cell in enumerate(self.cells):
             first = i == 0  # its biases come with its embedding gates
             weight_ih = cell.weight_ih[:, self.embed_dim :] if first else cell.weight_ih
             if self.cell in JOINT_PRODUCT_CELLS:
-                layers.append((torch.cat([weight_ih, cell.weight_hh], dim=1), None if first else cell.bias_ih + cell.bias_hh))
+                layers.append((make(torch.cat([weight_ih, cell.weight_hh], dim=1), None if first else cell.bias_ih + cell.bias_hh),))
             else:
-                layers.append((weight_ih, cell.weight_hh, None if first else cell.bias_ih, cell.bias_hh))
+                input_product = make(weight_ih, None if first else cell.bias_ih) if weight_ih.size(1) else None
+                layers.append((input_product, make(cell.weight_hh, cell.bias_hh)))
         return layers
 
-    def projection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The output layer's ``(weight^T [D, V_out], bias)`` over the target subwords (``output_ids``)."""
+    def projection(self) -> Product:
+        """The output layer over the target subwords (``output_ids``): ``[N, D] -> [N, V_out]``."""
         if self._decoding is not None and not self.training:
             return self._decoding.projection
-        return self.out.weight[self.output_ids].t(), self.out.bias[self.output_ids]
+        return DenseProduct(self.out.weight[self.output_ids], self.out.bias[self.output_ids])
 
     def embedding_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """The target embeddings' share of the first decoder layer's input gates, for any shape of ``tokens``.
@@ -239,14 +239,18 @@ class Seq2Seq(nn.Module):
         return F.linear(embedded, first.weight_ih[:, : self.embed_dim], bias)
 
     @contextmanager
-    def decoding(self):
+    def decoding(self, int8: bool = False):
         """Inside the block, an evaluation-mode model decodes with ``DecodingTables`` computed on entry.
 
-        The tables are the current weights' (without dropout): the weights must not change inside the block.
+        ``int8``: on CPU, the decoder cells' and output layer's products multiply in int8 (``seqnlp.nn.products``):
+        those products are most of a step there. The tables are the current weights' (without dropout):
+        the weights must not change inside the block.
         """
         with torch.no_grad():
-            weight_t, bias = self.projection()
-            self._decoding = DecodingTables(self.input_gates(self.tgt_embed.weight), (weight_t.contiguous(), bias))
+            ids = self.output_ids
+            make = partial(decoding_product, int8=int8)
+            self._decoding = DecodingTables(self.input_gates(self.tgt_embed.weight), self.step_weights(make),
+                                            make(self.out.weight[ids], self.out.bias[ids]))
         try:
             yield self
         finally:
@@ -283,8 +287,7 @@ class Seq2Seq(nn.Module):
         enc = self.encode(batch["src"], batch["src_lengths"])
         tgt_out = batch["tgt_out"]
         real = tgt_out != self.pad_id  # padding positions never reach the (expensive) output layer
-        weight_t, bias = enc.weights.projection
-        logits = torch.addmm(bias, self.drop(self.teacher_forced(batch["tgt_in"], enc)[real]), weight_t)
+        logits = enc.weights.projection(self.drop(self.teacher_forced(batch["tgt_in"], enc)[real]))
         return F.cross_entropy(logits, self.output_position[tgt_out[real]], label_smoothing=self.label_smoothing)
 
     def next_logits(self, tokens: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, Encoded]:
@@ -295,5 +298,4 @@ class Seq2Seq(nn.Module):
             gates = self.embedding_gates(tokens)
         attentional, state, attention = self.decode_step(gates, enc)
         enc = replace(enc, state=state, feed=attentional if self.input_feed else enc.feed, attention=attention)
-        weight_t, bias = enc.weights.projection
-        return torch.addmm(bias, attentional, weight_t), enc
+        return enc.weights.projection(attentional), enc
