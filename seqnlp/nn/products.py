@@ -50,7 +50,7 @@ class Int8Product:
 def decoding_product(weight: torch.Tensor, bias: torch.Tensor | None, int8: bool) -> DenseProduct | Int8Product:
     """The product a decoding step uses: int8 when asked for, on CPU, with an x86 quantized engine; else float32.
 
-    Where this PyTorch cannot build int8 weights, decoding warns once and goes on in float32.
+    Where this PyTorch cannot build int8 weights, decoding warns and goes on in float32.
     """
     if int8 and weight.device.type == "cpu" and torch.backends.quantized.engine in INT8_ENGINES:
         try:
