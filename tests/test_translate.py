@@ -465,6 +465,15 @@ def test_int8_decoding_scores_next_subwords_like_float_decoding(cell, input_feed
     assert not torch.equal(int8, exact)
 
 
+def test_int8_is_for_cpu_weights_only():
+    """Weights on another device (here ``meta``, standing in for a GPU) keep float products."""
+    from seqnlp.nn.products import DenseProduct, Int8Product, decoding_product
+
+    assert isinstance(decoding_product(torch.randn(4, 3), None, int8=True), Int8Product)
+    assert isinstance(decoding_product(torch.empty(4, 3, device="meta"), None, int8=True), DenseProduct)
+    assert isinstance(decoding_product(torch.randn(4, 3), None, int8=False), DenseProduct)
+
+
 def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_quantize(monkeypatch):
     from seqnlp.models.seq2seq import Seq2Seq
     from seqnlp.nn import products
