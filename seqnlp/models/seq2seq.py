@@ -17,13 +17,12 @@ from seqnlp.nn.cells import CELL_CLASSES
 from seqnlp.nn.dropout import Dropout, LockedDropout
 from seqnlp.nn.embedding import scaled_embedding
 from seqnlp.nn.encoder import RNNEncoder
-from seqnlp.nn.products import DenseProduct, Int8Product, decoding_product
+from seqnlp.nn.products import DenseProduct, Product, decoding_product
 
 DECODER_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
 
 State = list[tuple[torch.Tensor, ...]]  # per decoder layer: (h, c) for LSTM, (h,) otherwise; each [N, H]
-Product = DenseProduct | Int8Product
 
 
 @dataclass
@@ -220,11 +219,14 @@ class Seq2Seq(nn.Module):
                 layers.append((input_product, make(cell.weight_hh, cell.bias_hh)))
         return layers
 
-    def projection(self) -> Product:
-        """The output layer over the target subwords (``output_ids``): ``[N, D] -> [N, V_out]``."""
+    def projection(self, make: Callable[..., Product] = DenseProduct) -> Product:
+        """The output layer over the target subwords (``output_ids``), ``[N, D] -> [N, V_out]``, as ``make(weight, bias)``.
+
+        Inside ``decoding()``, the product made on entry.
+        """
         if self._decoding is not None and not self.training:
             return self._decoding.projection
-        return DenseProduct(self.out.weight[self.output_ids], self.out.bias[self.output_ids])
+        return make(self.out.weight[self.output_ids], self.out.bias[self.output_ids])
 
     def embedding_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """The target embeddings' share of the first decoder layer's input gates, for any shape of ``tokens``.
@@ -247,10 +249,8 @@ class Seq2Seq(nn.Module):
         the weights must not change inside the block.
         """
         with torch.no_grad():
-            ids = self.output_ids
             make = partial(decoding_product, int8=int8)
-            self._decoding = DecodingTables(self.input_gates(self.tgt_embed.weight), self.step_weights(make),
-                                            make(self.out.weight[ids], self.out.bias[ids]))
+            self._decoding = DecodingTables(self.input_gates(self.tgt_embed.weight), self.step_weights(make), self.projection(make))
         try:
             yield self
         finally:

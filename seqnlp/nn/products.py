@@ -47,7 +47,10 @@ class Int8Product:
         return y if add is None else y.add_(add)
 
 
-def decoding_product(weight: torch.Tensor, bias: torch.Tensor | None, int8: bool) -> DenseProduct | Int8Product:
+Product = DenseProduct | Int8Product
+
+
+def decoding_product(weight: torch.Tensor, bias: torch.Tensor | None, int8: bool) -> Product:
     """The product a decoding step uses: int8 when asked for, on CPU, with an x86 quantized engine; else float32.
 
     Where this PyTorch cannot build int8 weights, decoding warns and goes on in float32.
