@@ -53,7 +53,8 @@ class TranslateConfig(RunConfig):
     n_best: int = 1
     eval_batch_size: int = 128
     int8_decoding: bool = True        # on CPU, the decoder cells' and output layer's products run in int8 (seqnlp/nn/products.py):
-                                      # beam 5 ~20% faster; Multi30k val BLEU of three hour models +0.08 / 0.00 / -0.02 (docs/NOTES.md)
+                                      # beam 5 x1.10-1.22 (benchmarks/translate_speed.py, int8_speedup); Multi30k val BLEU of four hour
+                                      # models +0.08 / 0.00 / -0.02 / -0.16 against float32 (docs/NOTES.md)
     dropout: float = 0.3              # without input feeding the hour holds ~32 epochs: 0.2 peaked at 42.48 (epoch 12) and was falling at 16
                                       # 0.4, two seeds: 43.20 / 43.00 against 0.3's 42.94 / 42.99, level within the seed spread, and slower
                                       # to learn (shorter budgets favour 0.3); see docs/NOTES.md
