@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
 from pathlib import Path
 
-from seqnlp.errors import SeqNLPError
+from seqnlp.config import ArgumentParser
+from seqnlp.errors import ConfigError, SeqNLPError
 
 
 def _evaluate(argv):
-    parser = argparse.ArgumentParser(prog="seqnlp evaluate", description="Score a trained model on test data; prints the metrics JSON.")
+    parser = ArgumentParser(prog="seqnlp evaluate", description="Score a trained model on test data; prints the metrics JSON.")
     parser.add_argument("model_dir")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--test-file")
@@ -52,20 +52,23 @@ def _parse_override(item: str):
         raise SeqNLPError(f"--set expects KEY=VALUE, not {item!r}")
     import yaml
 
-    return key.replace("-", "_"), yaml.safe_load(value)
+    try:
+        return key.replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: invalid value {value[:60]!r} ({str(err).splitlines()[0]})") from None
 
 
 def _predict(argv):
-    parser = argparse.ArgumentParser(prog="seqnlp predict", description="One input per line in, one output per line out.")
+    parser = ArgumentParser(prog="seqnlp predict", description="One input per line in, one output per line out.")
     parser.add_argument("model_dir")
     parser.add_argument("input", nargs="?", default="-", help="file of inputs, one per line ('-' or nothing: stdin)")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
-    parser.add_argument("--beam", type=int, help="translate: beam size")
-    parser.add_argument("--max-chars", type=int, default=200, help="textgen: characters to generate")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--beam", type=int, help="translate: beam width (>= 1; default: the model's)")
+    parser.add_argument("--max-chars", type=int, default=200, help="textgen: characters to generate (>= 0; default: 200)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="textgen: sampling temperature (> 0; default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=0, help="textgen: sample from the k likeliest characters (>= 0; 0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="textgen: nucleus sampling mass (0 < p <= 1; default: 1.0)")
+    parser.add_argument("--seed", type=int, default=0, help="textgen: sampling seed (0 <= seed < 2**32; default: 0)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a saved decoding setting (e.g. n_best=3, length_penalty=1.0, coverage_penalty=0)")
     parser.add_argument("--buffer-lines", type=int, metavar="N",
@@ -81,6 +84,7 @@ def _predict(argv):
     buffer_lines = args.buffer_lines if args.buffer_lines is not None else 1 if interactive else 1000
     if buffer_lines < 1:
         raise ConfigError(f"--buffer-lines must be >= 1, not {args.buffer_lines}")
+    check_decoding_options(args)
     overrides = dict(_parse_override(item) for item in args.set)
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
     options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set", "buffer_lines")}
@@ -90,6 +94,23 @@ def _predict(argv):
         for line in task.predict_lines(model, chunk, options):
             print(line)
         sys.stdout.flush()
+
+
+def check_decoding_options(args) -> None:
+    """Refuse decoding options that would crash or silently mean something else."""
+    import math
+
+    checks = {
+        "--beam": args.beam is None or args.beam >= 1,
+        "--max-chars": args.max_chars >= 0,
+        "--temperature": math.isfinite(args.temperature) and args.temperature > 0,
+        "--top-k": args.top_k >= 0,
+        "--top-p": math.isfinite(args.top_p) and 0 < args.top_p <= 1,
+        "--seed": 0 <= args.seed < 2**32,
+    }
+    for flag, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"invalid value for {flag}: {getattr(args, flag[2:].replace('-', '_'))!r} (see seqnlp predict --help)")
 
 
 def _train(argv):

@@ -1,14 +1,79 @@
-"""Dataclass configs shared by every task, loaded from YAML and overridden by command-line flags."""
+"""Dataclass configs shared by every task, loaded from YAML and overridden by command-line flags.
+
+Every setting is declared once, with ``setting(default, help, ...)``: its type, default, help text
+and valid range. Validation, ``--help`` and the error messages all read that one declaration. A
+task's config may change a shared setting's default by redeclaring it plainly (``epochs: int = 70``);
+its help and range are still found on the class that declared it first.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from seqnlp.errors import ConfigError
+
+# Upper bounds for sizes: a config (a model directory is untrusted input) must never make
+# seqnlp allocate more than a machine has. They sit far above any model this toolkit trains.
+MAX_WIDTH = 16_384
+MAX_LAYERS = 16
+MAX_VOCAB = 2_000_000
+
+
+def setting(default, help: str, *, choices=None, low=None, high=None, above=None):
+    """A config field: ``low <= value <= high`` (``above``: strictly greater), or one of ``choices``."""
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high, "above": above})
+
+
+def spec(cls, name: str) -> dict:
+    """The declaration of setting ``name``: the nearest class in ``cls``'s hierarchy that gave it a help text."""
+    for klass in cls.__mro__:
+        declared = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata:
+            return dict(declared.metadata)
+    return {}
+
+
+def describe_range(meta: dict) -> str:
+    if meta.get("choices"):
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    parts = []
+    if meta.get("above") is not None:
+        parts.append(f"> {meta['above']}")
+    if meta.get("low") is not None:
+        parts.append(f">= {meta['low']}")
+    if meta.get("high") is not None:
+        parts.append(f"<= {meta['high']}")
+    return " and ".join(parts)
+
+
+def check_range(cls, name: str, value) -> None:
+    """Raise ConfigError unless ``value`` lies in the declared range of ``name`` (None: unset, always valid)."""
+    if value is None:
+        return
+    meta = spec(cls, name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"invalid value for {name}: {value!r} (must be a finite number)")
+    ok = True
+    if meta.get("choices") and value not in meta["choices"]:
+        ok = False
+    if meta.get("above") is not None and not value > meta["above"]:
+        ok = False
+    if meta.get("low") is not None and value < meta["low"]:
+        ok = False
+    if meta.get("high") is not None and value > meta["high"]:
+        ok = False
+    if not ok:
+        raise ConfigError(f"invalid value for {name}: {value!r} (must be {describe_range(meta)})")
+
+
+def validate_ranges(config) -> None:
+    for f in fields(config):
+        check_range(type(config), f.name, getattr(config, f.name))
 
 
 @dataclass
@@ -16,61 +81,50 @@ class RunConfig:
     """Data sources, output and training settings that every task shares."""
 
     # data
-    train_file: str | None = None
-    dev_file: str | None = None
-    test_file: str | None = None
-    dataset: str | None = None
-    dataset_config: str | None = None
-    train_split: str = "train"
-    dev_split: str = "validation"
-    test_split: str = "test"
-    output_dir: str | None = None
-    init_from: str | None = None
+    train_file: str | None = setting(None, "training data file")
+    dev_file: str | None = setting(None, "dev data file that selects the model (default: 10% of the training data held out)")
+    test_file: str | None = setting(None, "test data file, scored once with the selected model")
+    dataset: str | None = setting(None, "HuggingFace dataset: hub name, save_to_disk folder, data file or folder of data files")
+    dataset_config: str | None = setting(None, "the dataset's configuration name (hub datasets)")
+    train_split: str = setting("train", "dataset split to train on")
+    dev_split: str = setting("validation", "dataset split that selects the model")
+    test_split: str = setting("test", "dataset split scored as the test set")
+    output_dir: str | None = setting(None, "folder for the model, checkpoints, metrics and report (default: runs/TASK)")
+    init_from: str | None = setting(None, "model directory whose architecture, vocabularies and weights training starts from")
     # model (shared encoder)
-    cell: str = "lstm"
-    layers: int = 1
-    hidden: int = 256
-    bidirectional: bool = True
-    dropout: float = 0.5
-    cell_impl: str = "fused"          # fused (PyTorch kernels) | reference (seqnlp.nn.cells, from the equations)
+    cell: str = setting("lstm", "recurrent cell", choices=("rnn", "lstm", "gru"))
+    layers: int = setting(1, "recurrent layers", low=1, high=MAX_LAYERS)
+    hidden: int = setting(256, "hidden units per direction", low=1, high=MAX_WIDTH)
+    bidirectional: bool = setting(True, "read the input in both directions")
+    dropout: float = setting(0.5, "dropout probability", low=0.0, high=0.95)
+    cell_impl: str = setting("fused", "fused: PyTorch's kernels; reference: seqnlp.nn.cells, written from the equations",
+                             choices=("fused", "reference"))
     # training
-    epochs: int = 30
-    max_minutes: float | None = None
-    batch_size: int = 32
-    batch_max_tokens: int = 0         # > 0: training batches hold at most this many padded tokens (long inputs in smaller batches)
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    clip_norm: float = 5.0
-    schedule: str = "linear"
-    average_decay: float = 0.0        # > 0: evaluate and save an exponential moving average of the weights (e.g. 0.999)
-    warmup_steps: int = 0
-    patience: int = 10
-    log_every: int = 50
-    eval_max_tokens: int = 4096       # inference batches hold at most this many (padded) tokens
-    seed: int = 1
-    device: str = "auto"
-    threads: int = 0
-    quiet: bool = False
+    epochs: int = setting(30, "most epochs to train", low=1, high=100_000)
+    max_minutes: float | None = setting(None, "training time budget in minutes (the schedule anneals to its end)", above=0.0)
+    batch_size: int = setting(32, "examples per training batch", low=1, high=1_000_000)
+    batch_max_tokens: int = setting(0, "> 0: training batches hold at most this many padded tokens; 0: no limit", low=0)
+    optimizer: str = setting("adam", "optimizer", choices=("sgd", "adam", "adamw"))
+    lr: float = setting(1e-3, "peak learning rate", above=0.0, high=10.0)
+    momentum: float = setting(0.9, "SGD momentum", low=0.0, high=0.999)
+    weight_decay: float = setting(0.0, "weight decay (L2 for sgd/adam, decoupled for adamw)", low=0.0, high=1.0)
+    clip_norm: float = setting(5.0, "clip the gradient's global norm to this; 0: no clipping", low=0.0)
+    schedule: str = setting("linear", "learning-rate decay over the budget", choices=("constant", "linear", "cosine"))
+    average_decay: float = setting(0.0, "> 0: evaluate and save an exponential moving average of the weights (e.g. 0.999)",
+                                   low=0.0, high=0.999999)
+    warmup_steps: int = setting(0, "steps of linear learning-rate warm-up", low=0)
+    patience: int = setting(10, "stop after this many epochs without a dev improvement; 0: never", low=0)
+    log_every: int = setting(50, "steps between lines of train_log.jsonl", low=1)
+    eval_max_tokens: int = setting(4096, "inference batches hold at most this many padded tokens", low=1)
+    seed: int = setting(1, "random seed (initialisation, batch order, dropout)", low=0, high=2**32 - 1)
+    device: str = setting("auto", "auto (the GPU if torch sees one), cpu, cuda or cuda:N")
+    threads: int = setting(0, "CPU threads for torch; 0: torch's default", low=0, high=1024)
+    quiet: bool = setting(False, "no progress bar")
+    divergence_factor: float = setting(
+        100.0, "stop when the logged training loss exceeds this many times its lowest value so far (diverged)", above=1.0)
 
     def validate(self) -> None:
-        checks = {
-            "cell": self.cell in ("rnn", "lstm", "gru"),
-            "cell_impl": self.cell_impl in ("fused", "reference"),
-            "optimizer": self.optimizer in ("sgd", "adam", "adamw"),
-            "schedule": self.schedule in ("constant", "linear", "cosine"),
-            "layers": self.layers >= 1,
-            "hidden": self.hidden >= 1,
-            "batch_size": self.batch_size >= 1,
-            "epochs": self.epochs >= 1,
-            "lr": self.lr > 0,
-            "dropout": 0 <= self.dropout < 1,
-            "average_decay": 0 <= self.average_decay < 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"invalid value for {name}: {getattr(self, name)!r}")
+        validate_ranges(self)
         if self.train_file and self.dataset:
             raise ConfigError("give either --train-file or --dataset, not both")
 
@@ -83,38 +137,55 @@ def _field_type(cls, field):
 
 
 def _coerce(cls, name: str, value):
+    """``value`` as the declared type of ``name``; nothing is rounded, and lists or mappings are never text."""
     field = next(f for f in fields(cls) if f.name == name)
     kind = _field_type(cls, field)
     if value is None:
+        if field.default is not None:
+            raise ConfigError(f"{name} must be given a value ({kind.__name__}), not null")
         return None
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{name} must be true or false, not {value!r}")
-    try:
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if kind is str and isinstance(value, str):
-            return value
-        if kind in (int, float):
-            return kind(value)
-    except (TypeError, ValueError):
-        pass
+        raise ConfigError(f"{name} must be true or false, not {_shown(value)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be of type {kind.__name__}, not {_shown(value)}")
     if kind is str:
-        return str(value)
-    raise ConfigError(f"{name} must be of type {kind.__name__}, not {value!r}")
+        return value if isinstance(value, str) else str(value)
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {_shown(value)}") from None
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{name} must be a whole number, not {_shown(value)}")
+    raise ConfigError(f"{name} must be of type {kind.__name__}, not {_shown(value)}")
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def from_dict(cls, values: dict, source: str = "config"):
     """Build ``cls`` from a mapping; unknown keys are an error (a setting nobody reads is a bug)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"settings must be a mapping of setting: value, not {type(values).__name__}", source)
     known = {f.name for f in fields(cls)}
     clean = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
         if name not in known:
-            raise ConfigError(f"unknown setting {key!r} in {source}")
+            raise ConfigError(f"unknown setting {_shown(key)} in {source}")
         clean[name] = _coerce(cls, name, value)
     config = cls(**clean)
     config.validate()
@@ -124,15 +195,44 @@ def from_dict(cls, values: dict, source: str = "config"):
 def load_yaml(path) -> dict:
     import yaml
 
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError("config file not found", str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, expected a YAML file", str(path)) from None
+    except PermissionError:
+        raise ConfigError("permission denied", str(path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not UTF-8 (invalid byte 0x{err.object[err.start]:02x})", str(path)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML: {str(err).splitlines()[0]}", str(path)) from None
+    except (OSError, RecursionError) as err:
+        raise ConfigError(f"cannot read: {type(err).__name__}", str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError("a config file must be a mapping of setting: value", str(path))
     return data
+
+
+def _help(cls, field) -> str:
+    meta = spec(cls, field.name)
+    text = meta.get("help", "")
+    bounds = describe_range(meta)
+    default = field.default
+    parts = [text] if text else []
+    if bounds:
+        parts.append(bounds)
+    if default is not None and default != "":
+        parts.append(f"default: {default}")
+    return "; ".join(parts).replace("%", "%%")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are one ``error:`` line and exit status 2, like every other bad input."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message} (see --help)")
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
@@ -140,11 +240,20 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
     for field in fields(cls):
         flag = "--" + field.name.replace("_", "-")
         kind = _field_type(cls, field)
+        help_text = _help(cls, field)
         if kind is bool:  # both spellings whatever the default, so a changed default breaks no command line
-            parser.add_argument(flag, dest=field.name, action="store_const", const=True, default=argparse.SUPPRESS)
-            parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_const", const=False, default=argparse.SUPPRESS)
+            parser.add_argument(flag, dest=field.name, action="store_const", const=True, default=argparse.SUPPRESS,
+                                help=f"{help_text} (--no-{flag[2:]}: off)")
+            parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_const", const=False,
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
-            parser.add_argument(flag, dest=field.name, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper())
+            parser.add_argument(flag, dest=field.name, type=str, default=argparse.SUPPRESS, metavar=_metavar(cls, field, kind),
+                                help=help_text)
+
+
+def _metavar(cls, field, kind) -> str:
+    choices = spec(cls, field.name).get("choices")
+    return "{" + ",".join(map(str, choices)) + "}" if choices else kind.__name__.upper()
 
 
 def resolve(cls, namespace: argparse.Namespace, config_file: str | None = None, base: dict | None = None):

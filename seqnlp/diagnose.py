@@ -9,7 +9,6 @@ the first token can still reach the weights.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from seqnlp.config import ArgumentParser, ConfigError
 from seqnlp.nn.cells import ReferenceRNN
 from seqnlp.nn.encoder import CELLS
 from seqnlp.report import markdown_table
@@ -147,7 +147,7 @@ def write_report(results: dict, settings: dict, path) -> None:
 
 
 def main(argv) -> None:
-    parser = argparse.ArgumentParser(prog="seqnlp diagnose gradients", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="seqnlp diagnose gradients", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["gradients"])
     parser.add_argument("--output-dir", default="runs/gradients")
     parser.add_argument("--length", type=int, default=50)
@@ -155,6 +155,8 @@ def main(argv) -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if min(args.length, args.steps, args.hidden) < 1 or not 0 <= args.seed < 2**32:
+        raise ConfigError("--length, --steps and --hidden must be >= 1 and --seed in [0, 2**32)")
     results = diagnose_gradients(args.output_dir, args.length, args.steps, args.hidden, seed=args.seed)
     summary = {name: {"first_step": r["grad_norms"][0], "last_step": r["grad_norms"][-1], "accuracy": r["accuracy"]} for name, r in results.items()}
     print(json.dumps(summary, indent=2))

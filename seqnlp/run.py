@@ -24,9 +24,12 @@ NOT_INHERITED = {"output_dir", "init_from"}
 
 def build_parser(task_name: str, prog: str | None = None) -> argparse.ArgumentParser:
     cls = get_task(task_name)
-    parser = argparse.ArgumentParser(prog=prog or f"seqnlp train {task_name}", description=f"Train, evaluate and report a {task_name} model.")
+    parser = configs.ArgumentParser(prog=prog or f"seqnlp train {task_name}", usage="%(prog)s [options]",
+                                    description=f"Train, evaluate and report a {task_name} model.")
     parser.add_argument("--config", help="YAML file of settings (flags override it)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train afresh into a used output folder (its model stays until the new run saves one)")
     configs.add_arguments(parser, cls.config_class)
     return parser
 

@@ -69,7 +69,17 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocab":
-        return cls(data["tokens"], unk=data.get("unk"), pad=data.get("pad"))
+        """Rebuild a saved vocabulary; saved files are untrusted, so their shape is checked."""
+        tokens = data.get("tokens") if isinstance(data, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise DataError("a vocabulary must be an object whose 'tokens' is a list of strings")
+        for special in ("unk", "pad"):
+            if data.get(special) is not None and data[special] not in tokens:
+                raise DataError(f"the vocabulary's {special} token {str(data[special])[:40]!r} is not among its tokens")
+        try:
+            return cls(tokens, unk=data.get("unk"), pad=data.get("pad"))
+        except ValueError as err:
+            raise DataError(f"invalid vocabulary: {err}") from None
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")

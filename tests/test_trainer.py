@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from seqnlp.errors import SeqNLPError
+
 from seqnlp.config import RunConfig
 from seqnlp.train import Trainer, TrainingError, lr_factor
 
@@ -122,7 +124,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
         raise OSError("disk full")
 
     trainer.write_model = crash
-    with pytest.raises(OSError):
+    with pytest.raises(SeqNLPError, match="checkpoints/last: cannot write: disk full"):
         trainer.save_checkpoint()
     assert (tmp_path / "checkpoints" / "last" / "model.safetensors").read_bytes() == before
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["last"]

@@ -217,7 +217,7 @@ def test_negative_coverage_penalty_is_a_config_error():
     from seqnlp.config import ConfigError
     from seqnlp.tasks.translate import TranslateConfig
 
-    with pytest.raises(ConfigError, match=r"coverage_penalty must be >= 0 \(0: off\), not -0.1"):
+    with pytest.raises(ConfigError, match=r"invalid value for coverage_penalty: -0.1 \(must be >= 0.0"):
         TranslateConfig(coverage_penalty=-0.1).validate()
 
 

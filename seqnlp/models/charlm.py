@@ -47,7 +47,11 @@ class CharLM(nn.Module):
     def set_extra_state(self, value: torch.Tensor) -> None:
         if value.numel() == 0:
             self.carried = None
-        elif self.cell == "lstm":
+            return
+        states = 2 if self.cell == "lstm" else 1
+        if value.dim() != 4 or value.shape[0] != states or value.shape[1] != self.rnn.num_layers or value.shape[3] != self.rnn.hidden_size:
+            raise ValueError(f"carried state of shape {list(value.shape)} does not fit a {self.rnn.num_layers}-layer {self.cell}")
+        if self.cell == "lstm":
             self.carried = (value[0].contiguous(), value[1].contiguous())
         else:
             self.carried = value[0].contiguous()

@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from seqnlp import config as configs
-from seqnlp.errors import DataError
-from seqnlp.io import atomic_directory, load_weights, read_model_config, save_weights, write_model_config
+from seqnlp.errors import DataError, SeqNLPError
+from seqnlp.io import (atomic_directory, check_weights, existing_directory, load_weights, read_model_config, save_weights,
+                       write_model_config)
 
 
 class Task:
@@ -121,7 +122,7 @@ def get_task(name: str) -> type[Task]:
     from seqnlp import tasks  # noqa: F401  (registers the tasks)
 
     if name not in TASKS:
-        raise DataError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
+        raise DataError(f"unknown task {str(name)[:40]!r}; choose from {', '.join(sorted(TASKS))}")
     return TASKS[name]
 
 
@@ -139,16 +140,47 @@ def save_model_dir(task: Task, model: torch.nn.Module, directory) -> None:
         write_model_files(task, model, tmp)
 
 
-def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None) -> tuple[Task, torch.nn.Module]:
-    """Rebuild a task and its model from a model directory (no pickle involved)."""
-    directory = Path(directory)
-    saved = read_model_config(directory)
+def task_from_model_config(directory: Path, saved: dict, overrides: dict | None = None) -> Task:
+    """The task a model directory's ``config.json`` describes, its assets loaded; every problem names the file."""
+    source = str(directory / "config.json")
     cls = get_task(saved["task"])
     values = {**cls.settings_added_later, **saved["config"], **(overrides or {})}
-    task = cls(configs.from_dict(cls.config_class, values, source=str(directory / "config.json")))
-    task.load_assets(directory, saved["assets"])
+    try:
+        task = cls(configs.from_dict(cls.config_class, values, source=source))
+    except SeqNLPError as err:
+        raise type(err)(err.message, err.path or source, err.line) from None
+    try:
+        task.load_assets(directory, saved["assets"])
+    except SeqNLPError:
+        raise
+    except Exception as err:  # the assets are untrusted JSON and files: any malformation is the directory's fault
+        detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise SeqNLPError(f"invalid vocabulary or tokenizer assets ({type(err).__name__}: {detail})", str(directory)) from None
+    return task
+
+
+def build_checked_model(task: Task, weights: Path) -> torch.nn.Module:
+    """Build ``task``'s model and load ``weights`` into it, checking every tensor's shape first.
+
+    The first build is on the meta device (no memory), so a config whose sizes disagree with the
+    weights file, or would need more memory than the file holds, fails before anything is allocated.
+    """
+    with torch.device("meta"):
+        probe = task.build_model()
+    check_weights(probe, weights)
+    del probe
     model = task.build_model()
-    load_weights(model, directory / "model.safetensors")
+    load_weights(model, weights)
+    return model
+
+
+def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None) -> tuple[Task, torch.nn.Module]:
+    """Rebuild a task and its model from a model directory (no pickle involved; every file is checked)."""
+    directory = Path(directory)
+    directory = existing_directory(directory) or directory  # a crash between a save's renames leaves DIR.old
+    saved = read_model_config(directory)
+    task = task_from_model_config(directory, saved, overrides)
+    model = build_checked_model(task, directory / "model.safetensors")
     model.to(device)
     model.eval()
     return task, model

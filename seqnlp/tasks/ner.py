@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqnlp.config import ConfigError, RunConfig
+from seqnlp.config import MAX_WIDTH, RunConfig, setting
 from seqnlp.data import tags as tagging
 from seqnlp.data.batching import Batches, bucket_batches, pad
 from seqnlp.data.conll import TaggedSentence, read_conll
@@ -49,36 +49,30 @@ def casing(token: str) -> int:
 @dataclass
 class NERConfig(RunConfig):
     # data format
-    token_column: int = 0
-    tag_column: int = -1
-    tokens_field: str = "tokens"      # HF datasets
-    tags_field: str = "ner_tags"
-    tag_scheme: str = "bioes"         # the scheme the model predicts; scores always use IOB2
+    token_column: int = setting(0, "CoNLL column of the token (negative: from the end)", low=-64, high=64)
+    tag_column: int = setting(-1, "CoNLL column of the tag (negative: from the end)", low=-64, high=64)
+    tokens_field: str = setting("tokens", "HF datasets: the column of token lists")
+    tags_field: str = setting("ner_tags", "HF datasets: the column of tag lists (ClassLabel ids or strings)")
+    tag_scheme: str = setting("bioes", "the scheme the model predicts; scores always use IOB2", choices=("iob2", "bioes"))
     # model
-    word_dim: int = 100
-    min_freq: int = 1
-    lowercase: bool = True
-    char_dim: int = 30                # 0 turns character features off
-    char_out: int = 50
-    char_encoder: str = "cnn"
-    casing_dim: int = 8               # embedding of each token's casing class (the word embeddings are lowercased); 0: none
-    word_dropout: float = 0.05
-    rare_word_dropout: float = 0.0    # training words seen once become <unk> with this probability
-    crf: bool = True
-    constrained: bool = True          # forbid invalid tag transitions in the CRF
-    pretrained_vectors: str | None = None
-    eval_batch_size: int = 256
+    word_dim: int = setting(100, "word embedding size", low=1, high=MAX_WIDTH)
+    min_freq: int = setting(1, "training words seen fewer times become <unk>", low=1)
+    lowercase: bool = setting(True, "lowercase words before the word embedding (casing has its own feature)")
+    char_dim: int = setting(30, "character embedding size; 0 turns character features off", low=0, high=MAX_WIDTH)
+    char_out: int = setting(50, "size of each word's character feature", low=1, high=MAX_WIDTH)
+    char_encoder: str = setting("cnn", "how characters make a word feature", choices=("cnn", "lstm"))
+    casing_dim: int = setting(8, "embedding of each token's casing class (the word embeddings are lowercased); 0: none",
+                              low=0, high=MAX_WIDTH)
+    word_dropout: float = setting(0.05, "probability that a training word becomes <unk>", low=0.0, high=0.95)
+    rare_word_dropout: float = setting(0.0, "training words seen once become <unk> with this probability", low=0.0, high=1.0)
+    crf: bool = setting(True, "a CRF output layer (else independent softmax per token)")
+    constrained: bool = setting(True, "forbid invalid tag transitions in the CRF")
+    pretrained_vectors: str | None = setting(None, "word vectors file (word2vec / GloVe text format) to start from")
+    eval_batch_size: int = setting(256, "sentences per inference batch", low=1, high=1_000_000)
     batch_size: int = 16              # CoNLL dev F1 0.9101 in 30 minutes against 0.9087 at batch 32 (same code), and less memory
     batch_max_tokens: int = 800       # 16 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
     epochs: int = 70
     patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
-
-    def validate(self) -> None:
-        super().validate()
-        if self.tag_scheme not in ("iob2", "bioes"):
-            raise ConfigError(f"tag_scheme must be iob2 or bioes, not {self.tag_scheme!r}")
-        if self.char_encoder not in ("cnn", "lstm"):
-            raise ConfigError(f"char_encoder must be cnn or lstm, not {self.char_encoder!r}")
 
 
 @register

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqnlp.config import ConfigError, RunConfig
+from seqnlp.config import MAX_WIDTH, ConfigError, RunConfig, setting
 from seqnlp.data.hf import require_columns
 from seqnlp.errors import DataError, read_text
 from seqnlp.metrics import language_model_scores
@@ -25,12 +25,12 @@ class Document:
 
 @dataclass
 class TextgenConfig(RunConfig):
-    text_field: str = "text"          # HF datasets: rows are joined with newlines
-    seq_len: int = 128                # truncated-BPTT segment length
-    embed_dim: int = 64
-    eval_streams: int = 16
-    sample_prompts: str = "ROMEO:|First Citizen:|The "   # report samples, separated by |
-    sample_chars: int = 200
+    text_field: str = setting("text", "HF datasets: the text column (rows are joined with newlines)")
+    seq_len: int = setting(128, "truncated-BPTT segment length", low=2, high=1_000_000)
+    embed_dim: int = setting(64, "character embedding size", low=1, high=MAX_WIDTH)
+    eval_streams: int = setting(16, "parallel streams that score the dev text", low=1, high=100_000)
+    sample_prompts: str = setting("ROMEO:|First Citizen:|The ", "report samples' prompts, separated by |")
+    sample_chars: int = setting(200, "characters generated per report sample", low=0, high=1_000_000)
     bidirectional: bool = False
     hidden: int = 384
     layers: int = 2
@@ -45,8 +45,6 @@ class TextgenConfig(RunConfig):
         super().validate()
         if self.bidirectional:
             raise ConfigError("a language model reads left to right: bidirectional must be false")
-        if self.seq_len < 2:
-            raise ConfigError("seq_len must be at least 2")
 
 
 @register

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from seqnlp.config import ConfigError, RunConfig
+from seqnlp.config import MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, ConfigError, RunConfig, setting
 from seqnlp.data.batching import Batches, bucket_batches, pad
 from seqnlp.data.hf import require_columns
 from seqnlp.data.parallel import SentencePair, read_parallel
@@ -25,57 +25,42 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
 
 @dataclass
 class TranslateConfig(RunConfig):
-    src_lang: str = "de"
-    tgt_lang: str = "en"
-    src_column: str = "auto"          # tables / plain HF columns; "auto": the language code, then source / src
-    tgt_column: str = "auto"
-    translation_field: str = "translation"   # HF column holding {lang: text} dicts (wmt16 / iwslt schema)
-    vocab_size: int = 4000           # Multi30k val BLEU 40.42 in 60 min (8000, older code: 39.71): smaller output layer
-    joint_vocab: bool = True          # one SentencePiece model (and embedding) for both languages
-    max_tokens: int = 100             # training sentences are cut to this many subwords
-    subword_sampling: float = 0.0     # > 0: every epoch segments the training sentences anew at random, with this alpha (subword regularization)
-    embed_dim: int = 256
-    decoder_hidden: int = 256
-    decoder_layers: int = 1
-    attention: str = "general"
-    input_feed: bool = False          # Multi30k val BLEU in the CPU hour, dropout 0.3: 42.94 and 42.99 (seeds 1, 2) against 42.81 / 43.60 / 42.93
-                                      # with it at dropout 0.2; without it training is ~33% faster (fused kernels) and a decoding step ~23% fewer FLOPs
-    tie_embeddings: bool = True       # output layer shares the target embedding (with joint_vocab: one matrix for all three)
-    label_smoothing: float = 0.1
-    beam: int = 5
-    selection_beam: int = 0           # beam width of the dev BLEU that picks checkpoints; 0: `beam`. Greedy BLEU misranks models whose
-                                      # confidence differs (label smoothing 0.2 trailed by 0.2-0.9 greedy, matched at beam 5)
-    length_penalty: float = 1.0       # GNMT alpha; two Multi30k models with input feeding (60 min) gave val BLEU 43.60 and 42.93 with it alone,
-                                      # 43.53 / 42.84 at 0.6, 42.93 / 42.55 at 0.6 with coverage penalty 0.15 (which helped N(0, 1)-embedding models)
-                                      # A third run, selected with it: 42.81 (0.8: 42.80, 1.2: 42.43, 1.4: 42.19)
-    coverage_penalty: float = 0.0     # GNMT beta: favours hypotheses whose attention covered every source subword (0: off)
-    max_len_ratio: float = 1.5        # hypotheses end by ratio * source length + 5 subwords
-    n_best: int = 1
-    eval_batch_size: int = 128
-    int8_decoding: bool = True        # on CPU, the decoder cells' and output layer's products run in int8 (seqnlp/nn/products.py):
-                                      # beam 5 x1.10-1.22 (benchmarks/translate_speed.py, int8_speedup); Multi30k val BLEU of four hour
-                                      # models +0.08 / 0.00 / -0.02 / -0.16 against float32 (docs/NOTES.md)
-    dropout: float = 0.3              # without input feeding the hour holds ~32 epochs: 0.2 peaked at 42.48 (epoch 12) and was falling at 16
-                                      # 0.4, two seeds: 43.20 / 43.00 against 0.3's 42.94 / 42.99, level within the seed spread, and slower
-                                      # to learn (shorter budgets favour 0.3); see docs/NOTES.md
+    src_lang: str = setting("de", "source language code (file suffixes, HF translation dicts)")
+    tgt_lang: str = setting("en", "target language code")
+    src_column: str = setting("auto", "tables / plain HF columns: the source column; auto: the language code, then source / src")
+    tgt_column: str = setting("auto", "the target column; auto: the language code, then target / tgt")
+    translation_field: str = setting("translation", "HF column holding {lang: text} dicts (wmt16 / iwslt schema)")
+    vocab_size: int = setting(4000, "SentencePiece vocabulary size", low=8, high=MAX_VOCAB)
+    joint_vocab: bool = setting(True, "one SentencePiece model (and embedding) for both languages")
+    max_tokens: int = setting(100, "training sentences are cut to this many subwords", low=1)
+    subword_sampling: float = setting(0.0, "> 0: every epoch segments the training sentences anew at random, with this alpha "
+                                      "(subword regularization)", low=0.0, high=1.0)
+    embed_dim: int = setting(256, "subword embedding size", low=1, high=MAX_WIDTH)
+    decoder_hidden: int = setting(256, "decoder hidden units", low=1, high=MAX_WIDTH)
+    decoder_layers: int = setting(1, "decoder layers", low=1, high=MAX_LAYERS)
+    attention: str = setting("general", "attention score", choices=ATTENTION_KINDS)
+    input_feed: bool = setting(False, "feed the previous attentional state to the decoder (Luong et al.); off: fused kernels, faster")
+    tie_embeddings: bool = setting(True, "output layer shares the target embedding (with joint_vocab: one matrix for all three)")
+    label_smoothing: float = setting(0.1, "label smoothing of the training loss", low=0.0, high=0.99)
+    beam: int = setting(5, "beam width (1: greedy)", low=1, high=1000)
+    selection_beam: int = setting(0, "beam width of the dev BLEU that picks checkpoints; 0: `beam`", low=0, high=1000)
+    length_penalty: float = setting(1.0, "GNMT length penalty alpha", low=0.0, high=10.0)
+    coverage_penalty: float = setting(0.0, "GNMT coverage penalty beta; 0: off", low=0.0, high=10.0)
+    max_len_ratio: float = setting(1.5, "hypotheses end by ratio * source length + 5 subwords", above=0.0, high=100.0)
+    n_best: int = setting(1, "translations returned per input (at most beam)", low=1, high=1000)
+    eval_batch_size: int = setting(128, "sentences per inference batch", low=1, high=1_000_000)
+    int8_decoding: bool = setting(True, "on CPU, the decoder cells' and output layer's products run in int8 (seqnlp/nn/products.py)")
+    dropout: float = 0.3              # see docs/NOTES.md for the dropout runs behind this default
     batch_size: int = 64
-    lr: float = 2e-3                  # with dropout 0.3, Multi30k val BLEU 40.89 in 60 min (1e-3: 40.42); the schedule anneals it to 0
+    lr: float = 2e-3
     epochs: int = 40
     patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
     average_decay: float = 0.999
 
     def validate(self) -> None:
         super().validate()
-        if self.attention not in ATTENTION_KINDS:
-            raise ConfigError(f"attention must be one of {', '.join(ATTENTION_KINDS)}, not {self.attention!r}")
-        if self.beam < 1 or self.n_best < 1 or self.n_best > self.beam:
-            raise ConfigError("beam must be >= 1 and 1 <= n_best <= beam")
-        if self.selection_beam < 0:
-            raise ConfigError(f"selection_beam must be >= 0 (0: the decoding beam), not {self.selection_beam!r}")
-        if self.coverage_penalty < 0:
-            raise ConfigError(f"coverage_penalty must be >= 0 (0: off), not {self.coverage_penalty!r}")
-        if self.subword_sampling < 0:
-            raise ConfigError(f"subword_sampling must be >= 0 (0: off), not {self.subword_sampling!r}")
+        if self.n_best > self.beam:
+            raise ConfigError(f"n_best ({self.n_best}) must be at most beam ({self.beam})")
 
 
 @register
