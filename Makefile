@@ -17,10 +17,10 @@ setup: $(STAMP)
 
 ## Every finished recipe on the bundled samples in data/; reports under runs/<task>/.
 demo: $(STAMP)
-	$(PY) recipes/ner.py --output-dir runs/ner
-	$(PY) recipes/sentiment.py --output-dir runs/sentiment
-	$(PY) recipes/translate.py --output-dir runs/translate
-	$(PY) recipes/textgen.py --output-dir runs/textgen
+	$(PY) recipes/ner.py --overwrite --output-dir runs/ner
+	$(PY) recipes/sentiment.py --overwrite --output-dir runs/sentiment
+	$(PY) recipes/translate.py --overwrite --output-dir runs/translate
+	$(PY) recipes/textgen.py --overwrite --output-dir runs/textgen
 	$(PY) recipes/textgen.py --diagnose-gradients --output-dir runs/gradients
 	@echo "reports: runs/*/report.md"
 

@@ -18,7 +18,7 @@ def _evaluate(argv):
     source.add_argument("--test-file")
     source.add_argument("--dataset")
     parser.add_argument("--dataset-config")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", help="the DatasetDict split to score (default: test); a data file or single Dataset is scored whole")
     parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -30,11 +30,9 @@ def _evaluate(argv):
     overrides = dict(_parse_override(item) for item in args.set)
     # The evaluation data replaces the training data sources of the saved config.
     overrides.update({"train_file": None, "dev_file": None, "test_file": args.test_file, "dataset": args.dataset,
-                      "dataset_config": args.dataset_config, "test_split": args.split})
+                      "dataset_config": args.dataset_config, "test_split": args.split or "test"})
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
-    examples = task.read("test")
-    if examples is None:
-        raise SeqNLPError(f"no test data (dataset has no split {args.split!r}?)")
+    examples = _evaluation_examples(task, args)
     scores = task.evaluate(model, examples)
     metrics = {"task": task.name, "test": {k: v for k, v in scores.items() if not k.startswith("_")}}
     if args.output_dir:
@@ -44,6 +42,23 @@ def _evaluate(argv):
         write_report(args.output_dir, task.name, metrics, task.report_sections({"test": scores}, args.output_dir),
                      task.data_summary({"test": examples}), task.metric)
     print(json.dumps(metrics, indent=2))
+
+
+def _evaluation_examples(task, args) -> list:
+    """The examples ``seqnlp evaluate`` scores: the test file, a whole single-split dataset, or a named split."""
+    if args.dataset:
+        from seqnlp.data import hf
+
+        loaded = hf.load(args.dataset, args.dataset_config)
+        if hf.is_single_split(args.dataset, args.dataset_config):
+            if args.split is not None:
+                raise ConfigError(f"--split {args.split}: {args.dataset} is a single split (a data file or Dataset); "
+                                  "--split names a split of a DatasetDict")
+            return task.read_hf(loaded, args.dataset)
+        split = args.split or "test"
+        if split not in loaded:
+            raise ConfigError(f"dataset has no split {split!r} (splits: {', '.join(loaded)})", args.dataset)
+    return task.read("test")
 
 
 def _parse_override(item: str):

@@ -121,7 +121,7 @@ class RunConfig:
     threads: int = setting(0, "CPU threads for torch; 0: torch's default", low=0, high=1024)
     quiet: bool = setting(False, "no progress bar")
     divergence_factor: float = setting(
-        100.0, "stop when the logged training loss exceeds this many times its lowest value so far (diverged)", above=1.0)
+        10.0, "stop when the mean training loss exceeds this many times the untrained model's (diverged)", above=1.0)
 
     def validate(self) -> None:
         validate_ranges(self)

@@ -141,20 +141,24 @@ def existing_directory(target) -> Path | None:
     return copies[0][1] if copies else None
 
 
-def write_json(path, data) -> None:
-    """Write JSON atomically (temporary file, flushed to disk, then renamed); a failed write leaves no temporary file."""
+def write_text_atomic(path, text: str) -> None:
+    """Write a text file atomically (temporary file, flushed to disk, then renamed); a failed write leaves no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise SeqNLPError(f"cannot write: {err.strerror or err}", str(path)) from None
+
+
+def write_json(path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 # A model directory is untrusted input (downloaded, shared, tampered with): its JSON files are
@@ -280,3 +284,48 @@ def read_model_config(directory) -> dict:
         if not isinstance(data.get(key), kind):
             raise SeqNLPError(f"{key!r} must be a JSON {'object' if kind is dict else 'string'}", str(path))
     return data
+
+
+LOCK_FILE = ".seqnlp.lock"
+
+
+class OutputDirectory:
+    """A run's output folder, held with an OS lock for the life of the process.
+
+    The lock is ``flock`` on a file inside the folder: the kernel drops it when the process ends,
+    however it ends, so a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._handle = None
+
+    def acquire(self) -> "OutputDirectory":
+        import fcntl
+
+        if self._handle is not None:
+            return self
+        if self.path.exists() and not self.path.is_dir():
+            raise SeqNLPError("the output folder is a file", str(self.path))
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+")
+        except OSError as err:
+            raise SeqNLPError(f"cannot use as the output folder: {err.strerror or err}", str(self.path)) from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise SeqNLPError("another seqnlp run is using this output folder (wait for it to end, or choose another --output-dir)",
+                              str(self.path)) from None
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def used(self) -> bool:
+        """The folder holds something besides the lock (a model, checkpoints, metrics or a log)."""
+        return self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir())

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqnlp.io import write_json
+from seqnlp.io import write_json, write_text_atomic
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -85,4 +85,14 @@ def write_report(
         lines += ["![training curves](curves.png)", ""]
     lines += ["## Data", "", markdown_table(["item", "value"], [[k, v] for k, v in data_summary.items()]), ""]
     lines += ["## Configuration", "", "```json", json.dumps(metrics.get("config", {}), indent=2), "```", ""]
-    (output_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(output_dir / "report.md", "\n".join(lines))
+
+
+# What a finished run writes beside model/ and checkpoints/: a new run into the folder replaces them.
+RUN_FILES = ("metrics.json", "report.md", "curves.png", "confusion_*.png", "train_log.jsonl")
+
+
+def remove_run_files(output_dir) -> None:
+    for pattern in RUN_FILES:
+        for path in Path(output_dir).glob(pattern):
+            path.unlink(missing_ok=True)

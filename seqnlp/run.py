@@ -13,13 +13,18 @@ import torch
 
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError, DataError
-from seqnlp.io import existing_directory, load_weights, read_model_config
-from seqnlp.report import write_report
-from seqnlp.tasks.base import get_task, load_model_dir, write_model_files
+from seqnlp.io import OutputDirectory, existing_directory, read_model_config
+from seqnlp.report import remove_run_files, write_report
+from seqnlp.tasks.base import build_checked_model, get_task, load_task_assets, load_model_dir, write_model_files
 from seqnlp.train import Trainer, configure_heap, pick_device, release_memory
 
-# Settings that describe where a run lives, not what it is: never taken over from a saved config.
-NOT_INHERITED = {"output_dir", "init_from"}
+# What a saved config says about the run that made it, not about the model: a fine-tuning run never
+# takes these over from the model directory (which is untrusted input, and names another run's
+# data, budget and folder). Resuming continues the same run in its own folder and takes all of them.
+RUN_SETTINGS = {
+    "train_file", "dev_file", "test_file", "dataset", "dataset_config", "train_split", "dev_split", "test_split",
+    "output_dir", "init_from", "pretrained_vectors", "epochs", "max_minutes", "quiet", "device", "threads",
+}
 
 
 def build_parser(task_name: str, prog: str | None = None) -> argparse.ArgumentParser:
@@ -44,7 +49,7 @@ def file_checksums(config) -> dict:
 
 
 def _config_differences(old: dict, new: dict) -> list[str]:
-    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v and k not in ("quiet",)]
+    return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
 
 
 def train(task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None) -> dict:
@@ -52,19 +57,14 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     configure_heap()
     cls = get_task(task_name)
     args = build_parser(task_name, prog).parse_args(argv)
-    output_dir = Path(getattr(args, "output_dir", None) or f"runs/{task_name}")
+    output = OutputDirectory(getattr(args, "output_dir", None) or f"runs/{task_name}")
+    output_dir = output.path
+    if args.resume and args.overwrite:
+        raise ConfigError("give either --resume (continue the run in OUTPUT_DIR) or --overwrite (start afresh), not both")
+    if output_dir.exists():  # a busy or used folder fails at once, before any data is read
+        _claim(output, args)
 
-    saved = None
-    base: dict = {}
-    if args.resume:
-        checkpoint = existing_directory(output_dir / "checkpoints" / "last")
-        if checkpoint is None:
-            raise ConfigError(f"--resume: no checkpoint in {output_dir / 'checkpoints' / 'last'}")
-        saved = read_model_config(checkpoint)
-        base = {**cls.settings_added_later, **saved["config"]}
-    elif getattr(args, "init_from", None):
-        saved = read_model_config(args.init_from)
-        base = {k: v for k, v in {**cls.settings_added_later, **saved["config"]}.items() if k not in NOT_INHERITED}
+    saved, base = _saved_settings(cls, args, output_dir)
     config = configs.resolve(cls.config_class, args, args.config, base=base)
     if not config.train_file and not config.dataset:
         if default_data is None:
@@ -74,7 +74,8 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     config.output_dir = str(output_dir)
     device = pick_device(config.device)  # an unknown or absent device fails here, before any data is read
     if saved is not None:
-        changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in NOT_INHERITED})
+        unchanged = {"output_dir", "init_from", "quiet"} if args.resume else RUN_SETTINGS
+        changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in unchanged})
         if changes:
             print(("resuming" if args.resume else "fine-tuning") + " with changed settings: " + "; ".join(changes), flush=True)
 
@@ -88,28 +89,25 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     train_set = task.read("train")
     dev_set = task.read("dev")
     test_set = task.read("test")
+    if config.dataset and not config.train_file:
+        from seqnlp.data import hf
+
+        if hf.is_single_split(config.dataset, config.dataset_config):
+            print(f"{config.dataset} is a single split: it is the training data (no test set)", flush=True)
     selection_note = "dev set"
     if dev_set is None:
-        rng = random.Random(config.seed)
-        order = list(range(len(train_set)))
-        rng.shuffle(order)
-        cut = max(1, len(order) // 10)
-        dev_set = [train_set[i] for i in sorted(order[:cut])]
-        train_set = [train_set[i] for i in sorted(order[cut:])]
-        selection_note = "10% of the training data held out (no dev set given)"
-        print(f"no dev set given: holding out {len(dev_set)} training examples to select the model", flush=True)
+        train_set, dev_set, selection_note = task.hold_out(train_set)
+        print(f"no dev set given: {selection_note} to select the model", flush=True)
 
     vectors_report = None
     if saved is not None:
-        task.load_assets(existing_directory(output_dir / "checkpoints" / "last") if args.resume else Path(args.init_from), saved["assets"])
+        source = saved["directory"]
+        load_task_assets(task, source, saved["assets"])
         task.check_labels(train_set)
         task.check_labels(dev_set)
         model = task.build_model()
         if not args.resume:
-            try:
-                load_weights(model, Path(args.init_from) / "model.safetensors")
-            except RuntimeError as err:
-                raise ConfigError(f"--init-from: the model's architecture differs from these settings ({str(err).splitlines()[0]})") from None
+            model = build_checked_model(task, source / "model.safetensors")
     else:
         task.fit(train_set, output_dir)
         task.check_labels(dev_set)
@@ -118,6 +116,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     if test_set is not None:
         task.check_labels(test_set)
 
+    _claim(output, args)
     train_items = task.prepare(train_set)
     trainer = Trainer(
         model, config, output_dir,
@@ -126,6 +125,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         write_model=partial(write_model_files, task, model),
         metric=task.metric,
         higher_is_better=task.higher_is_better,
+        on_first_save=partial(remove_run_files, output_dir),
     )
     state = trainer.fit(resume=args.resume)
     if existing_directory(output_dir / "model") is None:
@@ -157,7 +157,34 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         summary["pretrained vectors"] = f"{vectors_report['found']}/{vectors_report['vocab_size']} found ({vectors_report['coverage']:.1%})"
     summary["model parameters"] = parameters
     write_report(output_dir, task_name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
+    output.release()
     return metrics
+
+
+def _claim(output: OutputDirectory, args) -> None:
+    """Lock the output folder; a fresh run refuses a used one unless ``--overwrite`` (HF's ``overwrite_output_dir``)."""
+    output.acquire()
+    if not args.resume and not args.overwrite and output.used():
+        raise ConfigError(f"the output folder {output.path} is not empty: --resume continues its run, "
+                          "--overwrite starts afresh (the old model stays until the new run saves one)")
+
+
+def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
+    """The saved config a run starts from (its checkpoint when resuming, the model when fine-tuning) and the settings it supplies."""
+    if args.resume:
+        checkpoint = existing_directory(output_dir / "checkpoints" / "last")
+        if checkpoint is None:
+            raise ConfigError(f"--resume: no checkpoint in {output_dir / 'checkpoints' / 'last'}")
+        saved = read_model_config(checkpoint)
+        return {**saved, "directory": checkpoint}, {**cls.settings_added_later, **saved["config"]}
+    if getattr(args, "init_from", None):
+        directory = existing_directory(args.init_from) or Path(args.init_from)
+        saved = read_model_config(directory)
+        if saved["task"] != cls.name:
+            raise ConfigError(f"--init-from: this is a {str(saved['task'])[:40]} model, not a {cls.name} model", str(directory))
+        inherited = {k: v for k, v in saved["config"].items() if k not in RUN_SETTINGS}
+        return {**saved, "directory": directory}, {**cls.settings_added_later, **inherited}
+    return None, {}
 
 
 def _public(values: dict) -> dict:

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -162,6 +163,7 @@ class TrainState:
     best_epoch: int | None = None
     bad_epochs: int = 0       # epochs since the best dev metric (early stopping)
     finished: bool = False    # stopped early: resuming has nothing left to do
+    first_loss: float | None = None  # the untrained model's loss, which the divergence check compares against
 
 
 class Trainer:
@@ -185,6 +187,7 @@ class Trainer:
         metric: str,
         higher_is_better: bool = True,
         max_steps: int | None = None,
+        on_first_save: Callable[[], None] | None = None,
     ):
         self.model = model
         self.config = config
@@ -195,6 +198,10 @@ class Trainer:
         self.metric = metric
         self.higher_is_better = higher_is_better
         self.max_steps = max_steps  # stop early (used to simulate an interruption)
+        # A fresh run into a used folder leaves the earlier run's files (model, metrics, log) alone until
+        # it has a model or checkpoint of its own to put in their place; its log lines wait until then.
+        self.on_first_save = on_first_save
+        self.pending_log: list[dict] | None = None
         self.device = pick_device(config.device)
         self.model.to(self.device)
         self.optimizer = build_optimizer(model, config)
@@ -204,7 +211,20 @@ class Trainer:
         self.log_path = self.output_dir / "train_log.jsonl"
 
     # -- checkpoints -------------------------------------------------------------------
+    def _take_over_folder(self) -> None:
+        """Before this run's first save: remove the earlier run's files and write the log lines kept so far."""
+        if self.pending_log is None:
+            return
+        pending, self.pending_log = self.pending_log, None
+        if self.on_first_save:
+            self.on_first_save()
+        self.log_path.unlink(missing_ok=True)
+        shutil.rmtree(self.checkpoint_dir.parent, ignore_errors=True)  # the earlier run's: it would resume that run
+        for record in pending:
+            self.log(record)
+
     def save_checkpoint(self) -> None:
+        self._take_over_folder()
         with atomic_directory(self.checkpoint_dir) as tmp:
             self.write_model(tmp)
             self.optimizer.save(tmp / "optimizer.safetensors")
@@ -244,8 +264,14 @@ class Trainer:
 
     # -- logging -----------------------------------------------------------------------
     def log(self, record: dict) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as out:
-            out.write(json.dumps(record) + "\n")
+        if self.pending_log is not None:
+            self.pending_log.append(record)
+            return
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise TrainingError(f"cannot write: {err.strerror or err}", str(self.log_path)) from None
 
     def _improved(self, value: float) -> bool:
         best = self.state.best_metric
@@ -258,8 +284,8 @@ class Trainer:
         if resume:
             if not self.load_checkpoint():
                 raise TrainingError(f"--resume: no checkpoint in {self.checkpoint_dir}")
-        elif self.log_path.exists():
-            self.log_path.unlink()
+        else:
+            self.pending_log = []
         state = self.state
         if state.finished or state.epoch >= config.epochs:
             print(f"nothing left to train: the checkpoint finished {state.epoch} of {config.epochs} epochs", flush=True)
@@ -277,6 +303,7 @@ class Trainer:
         while state.epoch < config.epochs and not stop:
             batches = batches or self.train_batches(state.epoch)
             interrupted, epoch_loss = self._train_epoch(batches)
+            self._check_divergence(epoch_loss)
             out_of_time = bool(self.budget and state.seconds >= self.budget)
             if not interrupted or out_of_time:
                 self._evaluate(epoch_loss)
@@ -304,6 +331,8 @@ class Trainer:
             batch = batches[index]
             lr = self._set_learning_rate()
             loss = self._step(batch)
+            if state.first_loss is None:
+                state.first_loss = loss
             state.step += 1
             state.step_in_epoch += 1
             state.tokens += int(batch["num_tokens"])
@@ -312,6 +341,7 @@ class Trainer:
             loss_sum += loss
             loss_count += 1
             if state.step % config.log_every == 0:
+                self._check_divergence(loss_sum / loss_count)
                 speed = window_tokens / max(1e-9, time.perf_counter() - window_start)
                 self.log({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / loss_count, "lr": lr, "tokens_per_s": speed})
                 self._show(loss_sum / loss_count, speed)
@@ -334,12 +364,27 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def _what_is_kept(self) -> str:
+        kept = [f"the best model so far is in {self.output_dir / 'model'}"] if existing_directory(self.output_dir / "model") else []
+        if existing_directory(self.checkpoint_dir):
+            kept.append(f"the last checkpoint is in {self.checkpoint_dir}")
+        return "; ".join(kept) if kept else "no model or checkpoint was saved"
+
+    def _check_divergence(self, mean_loss: float) -> None:
+        """Stop when the training loss has exploded: ``divergence_factor`` times the untrained model's (the first step's)."""
+        state = self.state
+        if state.first_loss is not None and mean_loss > self.config.divergence_factor * max(state.first_loss, 1e-3):
+            raise TrainingError(
+                f"training diverged: the mean loss reached {mean_loss:.4g} at step {state.step} (epoch {state.epoch + 1}), "
+                f"over {self.config.divergence_factor:g} times its first value {state.first_loss:.4g}; "
+                f"try a lower --lr or --clip-norm ({self._what_is_kept()})")
+
     def _step(self, batch: dict) -> float:
         loss = self.model(move(batch, self.device))
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at step {self.state.step} (epoch {self.state.epoch + 1}); "
-                f"try a lower --lr or --clip-norm. The last good checkpoint is in {self.checkpoint_dir}"
+                f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -358,6 +403,7 @@ class Trainer:
             value = dev[self.metric]
             improved = self._improved(value)
             if improved:
+                self._take_over_folder()
                 with atomic_directory(self.output_dir / "model") as tmp:
                     self.write_model(tmp)
         if improved:

@@ -67,7 +67,7 @@ def test_bad_training_file_fails_with_one_line_and_keeps_the_earlier_model(train
     before = (out / "model" / "model.safetensors").read_bytes()
     bad = tmp_path / "bad.txt"
     bad.write_text("Anna B-PER\nBerg\n", encoding="utf-8")
-    code, _, err = run_cli("train", "ner", "--train-file", bad, "--dev-file", dev, "--output-dir", out, *TINY_NER)
+    code, _, err = run_cli("train", "ner", "--train-file", bad, "--dev-file", dev, "--output-dir", out, "--overwrite", *TINY_NER)
     assert code == 2
     assert err == f"error: {bad}:2: expected a token and a tag separated by whitespace, found one column 'Berg'\n"
     assert (out / "model" / "model.safetensors").read_bytes() == before

@@ -323,7 +323,7 @@ def test_hf_translation_dict_column(tmp_path):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--output-dir", out, *TINY, "--epochs", "1")
     assert code == 0, err
-    code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--src-lang", "fr", "--output-dir", out, *TINY)
+    code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--src-lang", "fr", "--output-dir", out, "--overwrite", *TINY)
     assert code == 2 and "has no language 'fr' (has: de, en)" in err
 
 

@@ -5,6 +5,7 @@ The Trainer, CLI, model directories and reports are written once, against this i
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ class Task:
             from seqnlp.data import hf
 
             split_name = {"train": config.train_split, "dev": config.dev_split, "test": config.test_split}[split]
-            dataset = hf.load_split(config.dataset, split_name, config.dataset_config, missing_ok=split != "train")
+            dataset = hf.load_split(config.dataset, split_name, config.dataset_config, role=split)
             if dataset is None:
                 return None
             examples = self.read_hf(dataset, f"{config.dataset}[{split_name}]")
@@ -46,6 +47,17 @@ class Task:
         if not examples:
             raise DataError(f"the {split} data is empty", path or config.dataset)
         return examples
+
+    def hold_out(self, train: list) -> tuple[list, list, str]:
+        """(train, dev, how) when no dev set is given: 10% of the training examples, drawn with the seed."""
+        order = list(range(len(train)))
+        random.Random(self.config.seed).shuffle(order)
+        cut = max(1, len(order) // 10)
+        if len(order) - cut < 1:
+            raise DataError(f"the training data holds {len(train)} example(s): too few to hold out a dev set; give a dev set")
+        dev = [train[i] for i in sorted(order[:cut])]
+        kept = [train[i] for i in sorted(order[cut:])]
+        return kept, dev, f"{len(dev)} of {len(train)} training examples (10%) held out"
 
     def read_file(self, path: str) -> list:
         raise NotImplementedError
@@ -149,14 +161,19 @@ def task_from_model_config(directory: Path, saved: dict, overrides: dict | None 
         task = cls(configs.from_dict(cls.config_class, values, source=source))
     except SeqNLPError as err:
         raise type(err)(err.message, err.path or source, err.line) from None
+    load_task_assets(task, directory, saved["assets"])
+    return task
+
+
+def load_task_assets(task: Task, directory: Path, assets: dict) -> None:
+    """``task.load_assets``, with any malformation of the (untrusted) files reported as the directory's error."""
     try:
-        task.load_assets(directory, saved["assets"])
-    except SeqNLPError:
-        raise
-    except Exception as err:  # the assets are untrusted JSON and files: any malformation is the directory's fault
+        task.load_assets(Path(directory), assets)
+    except SeqNLPError as err:
+        raise type(err)(err.message, err.path or str(directory), err.line) from None
+    except Exception as err:
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise SeqNLPError(f"invalid vocabulary or tokenizer assets ({type(err).__name__}: {detail})", str(directory)) from None
-    return task
 
 
 def build_checked_model(task: Task, weights: Path) -> torch.nn.Module:

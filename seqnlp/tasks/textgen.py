@@ -68,6 +68,16 @@ class TextgenTask(Task):
             raise DataError(f"{source}: the text column {self.config.text_field!r} is empty")
         return [Document(text, source)]
 
+    def hold_out(self, train):
+        """The last 10% of the text (whole documents would leave nothing to train on when there is one)."""
+        text = "\n".join(d.text for d in train)
+        cut = len(text) - max(2, len(text) // 10)
+        if cut < 2:
+            raise DataError("the training text is too short to hold out a dev part; give --dev-file")
+        source = train[0].source if len(train) == 1 else "training text"
+        return ([Document(text[:cut], source)], [Document(text[cut:], source)],
+                f"the last {len(text) - cut} of {len(text)} training characters (10%) held out")
+
     def num_tokens(self, example):
         return len(example.text)
 
