@@ -154,11 +154,15 @@ def run_cli(function, argv) -> int:
     except SeqNLPError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the machine's, not the input's: a full disk, a vanished folder; still one line
+        if isinstance(err, BrokenPipeError):
+            return 0
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     return 0
 
 

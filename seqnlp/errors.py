@@ -33,6 +33,11 @@ class ConfigError(SeqNLPError):
     """Unknown or invalid configuration."""
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """Input echoed in an error line is cut: a 1 MB bad token must not become a 1 MB error."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def read_text_lines(path) -> list[str]:
     """Read a UTF-8 text file as lines (without newlines), naming the line of any invalid byte."""
     return list(iter_text_lines(str(path)))
@@ -55,6 +60,10 @@ def iter_text_lines(path: str) -> Iterator[str]:
         raise DataError("file not found", path) from None
     except IsADirectoryError:
         raise DataError("is a directory, expected a file", path) from None
+    except PermissionError:
+        raise DataError("permission denied (cannot read the file)", path) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", path) from None
     with handle:
         yield from _decoded_lines(handle, path)
 

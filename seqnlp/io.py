@@ -32,10 +32,10 @@ def _fsync_path(path: Path) -> None:
 
 
 def _shared_permissions(path: Path) -> None:
-    """mkdtemp makes folders 0700; a saved model gets the modes of any folder the user makes (the umask)."""
+    """mkdtemp makes folders 0700 and safetensors files 0600; a saved model gets the modes the user's umask gives."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(path, 0o777 & ~umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _sequence(folder: Path, fallback: int) -> int | None:
@@ -116,14 +116,16 @@ def atomic_directory(target):
         _shared_permissions(tmp)
         yield tmp
         for path in tmp.rglob("*"):
+            _shared_permissions(path)
             if path.is_file():
                 _fsync_path(path)
         write_json(tmp / COMPLETE_MARKER, {"sequence": sequence})
         _fsync_path(tmp)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(err, OSError):
-            raise SeqNLPError(f"cannot write: {err.strerror or err}", str(target)) from None
+        if isinstance(err, OSError) or type(err).__name__ == "SafetensorError":  # safetensors' I/O errors (a full disk)
+            detail = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+            raise SeqNLPError(f"cannot write: {detail}", str(target)) from None
         raise
     old = target.with_name(target.name + ".old")
     if target.exists():

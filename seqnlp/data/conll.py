@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqnlp.data import tags as tagging
-from seqnlp.errors import DataError, read_text_lines
+from seqnlp.errors import DataError, read_text_lines, shorten
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = 
             flush()
             continue
         if len(columns) < 2:
-            raise DataError(f"expected a token and a tag separated by whitespace, found one column {line.strip()!r}", path, number)
+            raise DataError(f"expected a token and a tag separated by whitespace, found one column {shorten(line.strip())!r}", path, number)
         if width is None:
             width = len(columns)
         elif len(columns) != width:

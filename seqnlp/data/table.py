@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from seqnlp.errors import DataError, read_text, read_text_lines
+from seqnlp.errors import DataError, read_text, read_text_lines, shorten
 
 
 def table_format(path: str) -> str:
@@ -31,6 +31,8 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"invalid JSON: {err.msg}", path, number) from None
+            except RecursionError:
+                raise DataError("invalid JSON: nested too deeply", path, number) from None
             if not isinstance(row, dict):
                 raise DataError("each line must be a JSON object", path, number)
             missing = [c for c in columns if c not in row]
@@ -45,10 +47,12 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
         header = next(reader)
     except StopIteration:
         raise DataError("empty file (expected a header line)", path) from None
+    except csv.Error as err:
+        raise DataError(f"malformed header: {err}", path, 1) from None
     header = [h.strip() for h in header]
     missing = [c for c in columns if c not in header]
     if missing:
-        raise DataError(f"no column {missing[0]!r} in the header (columns: {', '.join(header)})", path, 1)
+        raise DataError(f"no column {shorten(repr(missing[0]))} in the header (columns: {shorten(', '.join(header))})", path, 1)
     positions = [header.index(c) for c in columns]
     try:
         for row in reader:
@@ -75,16 +79,26 @@ def pick_column(path: str, candidates: Sequence[str]) -> str:
                 if raw.strip():
                     first = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
                     break
-    except OSError:
+    except FileNotFoundError:
         raise DataError("file not found", path) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, expected a file", path) from None
+    except PermissionError:
+        raise DataError("permission denied (cannot read the file)", path) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", path) from None
     if table_format(path) == "jsonl":
         try:
-            names = list(json.loads(first))
-        except (json.JSONDecodeError, TypeError):
+            first_row = json.loads(first)
+            names = [str(n) for n in first_row] if isinstance(first_row, dict) else []
+        except (json.JSONDecodeError, TypeError, RecursionError):
             names = []
     else:
-        names = [h.strip() for h in next(csv.reader([first], delimiter="\t" if table_format(path) == "tsv" else ","), [])]
+        try:
+            names = [h.strip() for h in next(csv.reader([first], delimiter="\t" if table_format(path) == "tsv" else ","), [])]
+        except csv.Error:
+            names = []
     for name in candidates:
         if name in names:
             return name
-    raise DataError(f"no column named {' or '.join(map(repr, candidates))} (columns: {', '.join(names)})", path, 1)
+    raise DataError(f"no column named {' or '.join(map(repr, candidates))} (columns: {shorten(', '.join(names))})", path, 1)

@@ -13,8 +13,15 @@ def split_tag(tag: str) -> tuple[str, str | None]:
         return "O", None
     prefix, sep, entity = tag.partition("-")
     if not sep or prefix not in ("B", "I", "E", "S") or not entity:
-        raise ValueError(f"invalid tag {tag!r}: expected O or a B-/I-/E-/S- prefix followed by a type")
+        shown = tag if len(tag) <= 40 else tag[:40] + f"... ({len(tag)} characters)"
+        raise ValueError(f"invalid tag {shown!r}: expected O or a B-/I-/E-/S- prefix followed by a type")
     return prefix, entity
+
+
+def scheme_tags(entity_types, scheme: str) -> list[str]:
+    """Every tag ``scheme`` writes for ``entity_types``, and O: a type seen only in two-token spans still gets S-."""
+    prefixes = ("B", "I", "E", "S") if scheme == "bioes" else ("B", "I")
+    return ["O"] + [f"{p}-{t}" for t in sorted(entity_types) for p in prefixes]
 
 
 def to_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:

@@ -122,8 +122,8 @@ class NERTask(Task):
         self.rare_from = next((i for i, w in enumerate(self.words.itos) if counts[w] == 1), len(self.words))
         self.chars = Vocab.build(s.tokens for s in train) if c.char_dim else None
         self.spellings = {}
-        labels = {t for s in train for t in s.tags} | set(tagging.convert(["O"], c.tag_scheme))
-        self.tags = label_vocab(labels)
+        types = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
+        self.tags = label_vocab(tagging.scheme_tags(types, c.tag_scheme))
 
     def build_model(self):
         c = self.config
@@ -164,12 +164,17 @@ class NERTask(Task):
 
     # -- batches -----------------------------------------------------------------------
     def check_labels(self, examples):
-        known = sorted({t.split("-", 1)[-1] for t in self.tags.itos if t != "O"})
+        """Judge entity types, not tag strings: a known type in a tag form training never showed is fine."""
+        known = {t.split("-", 1)[-1] for t in self.tags.itos if t != "O"}
         for sentence in examples:
             for offset, tag in enumerate(sentence.tags):
-                if tag not in self.tags:
+                entity = tagging.split_tag(tag)[1]
+                if entity is not None and entity not in known:
                     where = _token_location(sentence.source, offset)
-                    raise DataError(f"{where}: entity type {tag.split('-', 1)[-1]!r} was not seen in training (known types: {', '.join(known)})")
+                    raise DataError(f"{where}: entity type {entity!r} was not seen in training (known types: {', '.join(sorted(known))})")
+                if tag not in self.tags:  # models saved before every tag form of a type was kept
+                    where = _token_location(sentence.source, offset)
+                    raise DataError(f"{where}: tag {tag!r} is not among this model's tags ({', '.join(self.tags.itos)})")
 
     def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> list[dict]:
         return [{"tokens": tokens, "words": self.words.encode(self.normalize(t) for t in tokens),

@@ -14,7 +14,7 @@ from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, setting
 from seqnlp.data.batching import Batches, bucket_batches, pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
-from seqnlp.errors import DataError
+from seqnlp.errors import DataError, shorten
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import Classifier
 from seqnlp.nn.pooling import POOLINGS
@@ -86,11 +86,17 @@ class SentimentTask(Task):
 
     @staticmethod
     def _example(text, label, where: str) -> TextExample:
-        if text is None or not str(text).strip():
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{where}: the text must be a string, not {type(text).__name__} {shorten(repr(text))}")
+        if text is None or not text.strip():
             raise DataError(f"{where}: empty text")
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
+        if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
+            raise DataError(f"{where}: a label must be a string or a whole number, not {type(label).__name__} {shorten(repr(label))}")
         if label is None or str(label).strip() == "" or label == -1:
             raise DataError(f"{where}: missing label")
-        return TextExample(str(text), str(label).strip(), where)
+        return TextExample(text, str(label).strip(), where)
 
     def num_tokens(self, example):
         return len(self.tokenize(example.text))
