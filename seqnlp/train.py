@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -254,12 +255,15 @@ class Trainer:
                 raise TrainingError(f"--resume: {directory} has no averaged weights; resume with --average-decay 0")
             self.average.load(directory / "average.safetensors")
         data = read_json(directory / "trainer_state.json")
-        self.state = TrainState(**data["state"])
-        rng_states = load_file(str(directory / "rng.safetensors"))
-        torch.set_rng_state(rng_states["torch"])
-        if self.device.type == "cuda" and "cuda" in rng_states:
-            torch.cuda.set_rng_state(rng_states["cuda"], self.device)
-        random.setstate(_tupled(data["rng"]["python"]))
+        self.state = _train_state(data, directory / "trainer_state.json")
+        try:
+            rng_states = load_file(str(directory / "rng.safetensors"))
+            torch.set_rng_state(rng_states["torch"])
+            if self.device.type == "cuda" and "cuda" in rng_states:
+                torch.cuda.set_rng_state(rng_states["cuda"], self.device)
+            random.setstate(_tupled(data["rng"]["python"]))
+        except Exception as err:  # a checkpoint is files on disk: a damaged one is reported, not a traceback
+            raise TrainingError(f"--resume: damaged random-number state ({type(err).__name__}: {str(err)[:120]})", str(directory)) from None
         return True
 
     # -- logging -----------------------------------------------------------------------
@@ -418,6 +422,26 @@ class Trainer:
         if self.progress_bar:
             extra = {"tok_s": f"{speed:,.0f}"} if speed is not None else {}
             self.progress_bar.set_postfix(epoch=self.state.epoch + 1, loss=f"{loss:.3f}", best=_fmt(self.state.best_metric), **extra)
+
+
+def _train_state(data: dict, path: Path) -> TrainState:
+    """The saved ``TrainState``, every field of its declared type."""
+    saved = data.get("state")
+    if not isinstance(saved, dict):
+        raise TrainingError("--resume: no 'state' object", str(path))
+    state = TrainState()
+    for field in dataclasses.fields(TrainState):
+        if field.name not in saved:
+            continue
+        value = saved[field.name]
+        optional = field.default is None
+        kind = {"bool": bool, "int": int}.get(field.type.split(" ")[0], float)
+        ok = (value is None and optional) or (
+            isinstance(value, bool) if kind is bool else isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool))
+        if not ok:
+            raise TrainingError(f"--resume: {field.name} must be {kind.__name__}, not {str(value)[:40]!r}", str(path))
+        setattr(state, field.name, value)
+    return state
 
 
 def _fmt(value):

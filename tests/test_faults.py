@@ -257,3 +257,181 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# -- tampered model directories ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """A tiny trained NER model and translation model (which has a SentencePiece file), trained once."""
+    from tests.test_translate import TINY, write_pair
+
+    base = tmp_path_factory.mktemp("models")
+    conll = base / "train.txt"
+    conll.write_text("Anna B-PER\nvisited O\nOslo B-LOC\n\nTom B-PER\nsaw O\nBerlin B-LOC\n\n" * 5, encoding="utf-8")
+    assert run_cli("train", "ner", "--train-file", conll, "--dev-file", conll, "--output-dir", base / "ner", "--epochs", "1", *TINY_NER)[0] == 0
+    de = "\n".join(["Ein Hund läuft.", "Eine Frau liest.", "Zwei Männer laufen."] * 6) + "\n"
+    en = "\n".join(["A dog runs.", "A woman reads.", "Two men run."] * 6) + "\n"
+    prefix = write_pair(base, "train", de, en)
+    code, _, err = run_cli("train", "translate", "--train-file", prefix, "--dev-file", prefix, "--output-dir", base / "translate",
+                           *TINY, "--epochs", "1")
+    assert code == 0, err
+    return {"ner": (base / "ner" / "model", conll), "translate": (base / "translate" / "model", prefix)}
+
+
+def edit_config(change):
+    def tamper(directory: Path):
+        path = directory / "config.json"
+        data = json.loads(path.read_text())
+        change(data)
+        path.write_text(json.dumps(data))
+    return tamper
+
+
+def set_setting(key, value):
+    return edit_config(lambda data: data["config"].__setitem__(key, value))
+
+
+def write_file(name, content: bytes):
+    def tamper(directory: Path):
+        target = directory / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+        target.write_bytes(content)
+    return tamper
+
+
+def truncate(name, keep: float):
+    def tamper(directory: Path):
+        data = (directory / name).read_bytes()
+        (directory / name).write_bytes(data[: int(len(data) * keep)])
+    return tamper
+
+
+def replace_with_directory(name):
+    def tamper(directory: Path):
+        (directory / name).unlink()
+        (directory / name).mkdir()
+    return tamper
+
+
+def dangling_link(name):
+    def tamper(directory: Path):
+        (directory / name).unlink()
+        (directory / name).symlink_to(directory / "nowhere")
+    return tamper
+
+
+def remove(name):
+    return lambda directory: (directory / name).unlink()
+
+
+def edit_weights(change):
+    def tamper(directory: Path):
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(directory / "model.safetensors"))
+        change(tensors)
+        save_file(tensors, str(directory / "model.safetensors"))
+    return tamper
+
+
+def drop_first_tensor(tensors):
+    del tensors[sorted(tensors)[0]]
+
+
+def reshape_first_tensor(tensors):
+    name = sorted(k for k in tensors if tensors[k].dim() == 2)[0]
+    tensors[name] = torch.zeros(tensors[name].shape[0] + 1, tensors[name].shape[1])
+
+
+TAMPERED = {
+    "weights empty": ("ner", write_file("model.safetensors", b""), "model.safetensors: not a valid safetensors file"),
+    "weights truncated": ("ner", truncate("model.safetensors", 0.5), "model.safetensors: not a valid safetensors file"),
+    "weights garbage": ("ner", write_file("model.safetensors", b"\xff" * 64), "model.safetensors: not a valid safetensors file"),
+    "weights missing": ("ner", remove("model.safetensors"), "model.safetensors: file not found"),
+    "weights dangling link": ("ner", dangling_link("model.safetensors"), "model.safetensors: file not found (a dangling link)"),
+    "weights a directory": ("ner", replace_with_directory("model.safetensors"), "model.safetensors: file not found"),
+    "tensor missing": ("ner", edit_weights(drop_first_tensor), "weights do not match the model: missing"),
+    "tensor extra": ("ner", edit_weights(lambda t: t.__setitem__("spare", torch.zeros(2))), "unexpected ['spare']"),
+    "tensor reshaped": ("ner", edit_weights(reshape_first_tensor), "has shape"),
+    "config missing": ("ner", remove("config.json"), "not a seqnlp model directory (no config.json)"),
+    "config empty": ("ner", write_file("config.json", b""), "config.json: invalid JSON"),
+    "config bad JSON": ("ner", write_file("config.json", b'{"task": '), "config.json: invalid JSON"),
+    "config a list": ("ner", write_file("config.json", b"[1, 2]"), "config.json: expected a JSON object, found list"),
+    "config deeply nested": ("ner", write_file("config.json", b"[" * 100000), "config.json: invalid JSON"),
+    "config a directory": ("ner", replace_with_directory("config.json"), "config.json: is a directory"),
+    "config not UTF-8": ("ner", write_file("config.json", b'{"task": "\xff"}'), "config.json: not UTF-8"),
+    "config dangling link": ("ner", dangling_link("config.json"), "config.json: file not found (a dangling link)"),
+    "format version": ("ner", edit_config(lambda d: d.__setitem__("format_version", 99)), "model format version 99 is not supported"),
+    "task missing": ("ner", edit_config(lambda d: d.pop("task")), "'task' must be a JSON string"),
+    "task unknown": ("ner", edit_config(lambda d: d.__setitem__("task", "poetry")), "unknown task 'poetry'"),
+    "settings missing": ("ner", edit_config(lambda d: d.pop("config")), "'config' must be a JSON object"),
+    "assets missing": ("ner", edit_config(lambda d: d.pop("assets")), "'assets' must be a JSON object"),
+    "assets vocabulary not a list": ("ner", edit_config(lambda d: d["assets"]["words"].__setitem__("tokens", "abc")), "'tokens' is a list of strings"),
+    "assets tags missing": ("ner", edit_config(lambda d: d["assets"].pop("tags")), "invalid vocabulary or tokenizer assets (KeyError"),
+    "hidden 30000": ("ner", set_setting("hidden", 30000), "invalid value for hidden: 30000"),
+    "hidden 1e9": ("ner", set_setting("hidden", 1e9), "invalid value for hidden: 1000000000"),
+    "hidden other size": ("ner", set_setting("hidden", 512), "has shape"),
+    "hidden text": ("ner", set_setting("hidden", "big"), "hidden must be a whole number, not 'big'"),
+    "layers 1.7": ("ner", set_setting("layers", 1.7), "layers must be a whole number, not 1.7"),
+    "layers null": ("ner", set_setting("layers", None), "layers must be given a value"),
+    "setting unknown": ("ner", set_setting("flux", 1), "unknown setting 'flux'"),
+    "setting a list": ("ner", set_setting("cell", ["lstm"]), "cell must be of type str, not ['lstm']"),
+    "subwords garbage": ("translate", write_file("source.model", b"garbage"), "invalid vocabulary or tokenizer assets"),
+    "subwords missing": ("translate", remove("source.model"), "invalid vocabulary or tokenizer assets"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_a_tampered_model_directory_is_one_error_line(case, model_dirs, tmp_path):
+    task, tamper, expected = TAMPERED[case]
+    original, data = model_dirs[task]
+    directory = tmp_path / "model"
+    shutil.copytree(original, directory)
+    tamper(directory)
+    flag = "--test-file"
+    code, _, err = run_cli("evaluate", directory, flag, data)
+    assert_one_error_line(code, err, str(directory), expected)
+
+
+def test_init_from_a_tampered_model_is_one_error_line(model_dirs, tmp_path):
+    original, data = model_dirs["ner"]
+    shutil.copytree(original, tmp_path / "model")
+    set_setting("hidden", 30000)(tmp_path / "model")
+    code, _, err = run_cli("train", "ner", "--init-from", tmp_path / "model", "--train-file", data, "--output-dir", tmp_path / "out", "--quiet")
+    assert_one_error_line(code, err, "invalid value for hidden: 30000")
+
+
+def test_init_from_never_reads_data_paths_from_the_model(model_dirs, tmp_path):
+    original, data = model_dirs["ner"]
+    shutil.copytree(original, tmp_path / "model")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-LINE\n")
+    edit_config(lambda d: d["config"].update(dev_file=str(secret), test_file=str(secret), pretrained_vectors=str(secret),
+                                             dataset="x", output_dir="/", epochs=999))(tmp_path / "model")
+    code, out, err = run_cli("train", "ner", "--init-from", tmp_path / "model", "--train-file", data,
+                             "--output-dir", tmp_path / "out", "--epochs", "1", "--quiet")
+    assert code == 0, err
+    assert "TOP-SECRET" not in out + err
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["config"]["dev_file"] is None and metrics["config"]["epochs"] == 1 and "test" not in metrics
+
+
+def test_init_from_a_model_of_another_task_names_it(model_dirs, tmp_path):
+    original, _ = model_dirs["ner"]
+    table = tmp_path / "train.tsv"
+    table.write_text("sentence\tlabel\ngood\t1\nbad\t0\n" * 5)
+    code, _, err = run_cli("train", "sentiment", "--init-from", original, "--train-file", table, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, str(original), "this is a ner model, not a sentiment model")
+
+
+def test_a_bad_checkpoint_state_is_one_error_line_on_resume(model_dirs, tmp_path, conll_files):
+    train, dev = conll_files
+    out = tmp_path / "run"
+    assert run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER)[0] == 0
+    (out / "checkpoints" / "last" / "trainer_state.json").write_text('{"state": {"epoch": "x"}}')
+    code, _, err = run_cli("train", "ner", "--output-dir", out, "--resume", "--epochs", "2", "--quiet")
+    assert_one_error_line(code, err, "trainer_state.json")

@@ -155,7 +155,10 @@ def save_model_dir(task: Task, model: torch.nn.Module, directory) -> None:
 def task_from_model_config(directory: Path, saved: dict, overrides: dict | None = None) -> Task:
     """The task a model directory's ``config.json`` describes, its assets loaded; every problem names the file."""
     source = str(directory / "config.json")
-    cls = get_task(saved["task"])
+    try:
+        cls = get_task(saved["task"])
+    except SeqNLPError as err:
+        raise type(err)(err.message, source) from None
     values = {**cls.settings_added_later, **saved["config"], **(overrides or {})}
     try:
         task = cls(configs.from_dict(cls.config_class, values, source=source))
