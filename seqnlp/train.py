@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from seqnlp.config import RunConfig
 from seqnlp.errors import ConfigError, SeqNLPError
-from seqnlp.io import atomic_directory, existing_directory, load_weights, read_json, write_json
+from seqnlp.io import atomic_directory, existing_directory, load_weights, read_json, recover_directory, write_json, write_text_atomic
 from seqnlp.optim import FusedOptimizer
 
 
@@ -239,7 +239,7 @@ class Trainer:
             write_json(tmp / "trainer_state.json", {"state": vars(self.state), "rng": rng})
 
     def load_checkpoint(self) -> bool:
-        directory = existing_directory(self.checkpoint_dir)
+        directory = recover_directory(self.checkpoint_dir)  # the newest complete copy a crash left, put in its place
         if directory is None:
             return False
         load_weights(self.model, directory / "model.safetensors")
@@ -267,6 +267,20 @@ class Trainer:
         return True
 
     # -- logging -----------------------------------------------------------------------
+    def _forget_lost_steps(self) -> None:
+        """Drop log lines of steps after the checkpoint: a killed run wrote them, the resumed run trains them again."""
+        if not self.log_path.exists():
+            return
+        kept = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines(keepends=True):
+            try:
+                step = json.loads(line).get("step", 0)
+            except (json.JSONDecodeError, AttributeError):
+                continue  # a line cut short by the kill
+            if isinstance(step, int) and step <= self.state.step:
+                kept.append(line)
+        write_text_atomic(self.log_path, "".join(kept))
+
     def log(self, record: dict) -> None:
         if self.pending_log is not None:
             self.pending_log.append(record)
@@ -288,6 +302,8 @@ class Trainer:
         if resume:
             if not self.load_checkpoint():
                 raise TrainingError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+            self._forget_lost_steps()
+            print(f"resuming from {self.checkpoint_dir}: epoch {self.state.epoch + 1}, step {self.state.step}", flush=True)
         else:
             self.pending_log = []
         state = self.state

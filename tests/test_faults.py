@@ -435,3 +435,295 @@ def test_a_bad_checkpoint_state_is_one_error_line_on_resume(model_dirs, tmp_path
     (out / "checkpoints" / "last" / "trainer_state.json").write_text('{"state": {"epoch": "x"}}')
     code, _, err = run_cli("train", "ner", "--output-dir", out, "--resume", "--epochs", "2", "--quiet")
     assert_one_error_line(code, err, "trainer_state.json")
+
+
+# -- settings that do harm or crash ----------------------------------------------------------
+
+BAD_TRAIN_SETTINGS = {
+    "--warmup-steps": ("-10", "invalid value for warmup_steps: -10"),
+    "--max-minutes": ("-1", "invalid value for max_minutes: -1.0"),
+    "--clip-norm": ("nan", "invalid value for clip_norm: nan"),
+    "--lr": ("inf", "invalid value for lr: inf"),
+    "--batch-max-tokens": ("-1", "invalid value for batch_max_tokens: -1"),
+    "--log-every": ("0", "invalid value for log_every: 0"),
+    "--threads": ("-3", "invalid value for threads: -3"),
+    "--char-out": ("0", "invalid value for char_out: 0"),
+    "--seed": ("1" * 30, "invalid value for seed"),
+    "--layers": ("1.7", "layers must be a whole number, not '1.7'"),
+    "--hidden": ("30000", "invalid value for hidden: 30000"),
+    "--dropout": ("1.5", "invalid value for dropout: 1.5"),
+    "--epochs": ("0", "invalid value for epochs: 0"),
+    "--eval-batch-size": ("0", "invalid value for eval_batch_size: 0"),
+    "--cell": ("transformer", "invalid value for cell: 'transformer' (must be one of rnn, lstm, gru)"),
+    "--patience": ("x", "patience must be a whole number, not 'x'"),
+}
+
+
+@pytest.mark.parametrize("flag", sorted(BAD_TRAIN_SETTINGS))
+def test_a_harmful_training_setting_is_refused(flag, conll_files, tmp_path):
+    value, expected = BAD_TRAIN_SETTINGS[flag]
+    train, dev = conll_files
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "out", *TINY_NER, flag, value)
+    assert_one_error_line(code, err, expected)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("task, flag, value, expected", [
+    ("sentiment", "--max-length", "0", "invalid value for max_length: 0"),
+    ("sentiment", "--subword-vocab-size", "0", "invalid value for subword_vocab_size: 0"),
+    ("translate", "--vocab-size", "0", "invalid value for vocab_size: 0"),
+    ("translate", "--max-tokens", "0", "invalid value for max_tokens: 0"),
+    ("translate", "--max-len-ratio", "-1", "invalid value for max_len_ratio: -1.0"),
+    ("translate", "--n-best", "9", "n_best (9) must be at most beam (5)"),
+    ("textgen", "--seq-len", "1", "invalid value for seq_len: 1"),
+])
+def test_a_harmful_task_setting_is_refused(task, flag, value, expected, tmp_path):
+    code, _, err = run_cli("train", task, "--train-file", tmp_path / "any.txt", "--output-dir", tmp_path / "out", flag, value)
+    assert_one_error_line(code, err, expected)
+
+
+@pytest.mark.parametrize("yaml_text, expected", [
+    ("layers: null\n", "layers must be given a value"),
+    ("layers: 1.7\n", "layers must be a whole number, not 1.7"),
+    ("cell: [lstm]\n", "cell must be of type str, not ['lstm']"),
+    ("cell: {a: 1}\n", "cell must be of type str"),
+    ("- 1\n- 2\n", "a config file must be a mapping"),
+    ("hidden: [1\n", "invalid YAML"),
+])
+def test_a_bad_yaml_setting_is_refused(yaml_text, expected, tmp_path, conll_files):
+    train, dev = conll_files
+    path = tmp_path / "settings.yaml"
+    path.write_text(yaml_text)
+    code, _, err = run_cli("train", "ner", "--config", path, "--train-file", train, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, expected)
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.mkdir(), "is a directory, expected a YAML file"),
+    (lambda p: p.write_bytes(b"hidden: \xff\n"), "not UTF-8"),
+])
+def test_an_unreadable_yaml_file_is_refused(make, expected, tmp_path):
+    make(tmp_path / "settings.yaml")
+    code, _, err = run_cli("train", "ner", "--config", tmp_path / "settings.yaml", "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, "settings.yaml: " + expected)
+
+
+@pytest.mark.parametrize("flag, value", [("--temperature", "nan"), ("--temperature", "0"), ("--top-p", "-1"), ("--top-k", "-3"),
+                                         ("--beam", "-2"), ("--max-chars", "-1"), ("--seed", "-1")])
+def test_a_bad_decoding_option_is_refused(flag, value, model_dirs, tmp_path):
+    original, _ = model_dirs["ner"]
+    (tmp_path / "in.txt").write_text("Anna visited Oslo\n")
+    code, _, err = run_cli("predict", original, tmp_path / "in.txt", flag, value)
+    assert_one_error_line(code, err, f"invalid value for {flag}")
+
+
+def test_a_bad_override_is_one_error_line(model_dirs):
+    original, data = model_dirs["ner"]
+    code, _, err = run_cli("evaluate", original, "--test-file", data, "--set", "hidden=[1")
+    assert_one_error_line(code, err, "--set hidden: invalid value")
+
+
+def test_an_unknown_flag_is_one_error_line_without_the_usage_text(tmp_path):
+    code, _, err = run_cli("train", "ner", "--no-such-flag", "3")
+    assert_one_error_line(code, err, "unrecognized arguments: --no-such-flag")
+
+
+def test_help_lists_every_setting_with_its_default_and_range():
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit):
+        from seqnlp.run import build_parser
+
+        build_parser("ner").parse_args(["--help"])
+    text = " ".join(buffer.getvalue().split())
+    assert "--hidden INT hidden units per direction; >= 1 and <= 16384; default: 256" in text
+    assert "--cell {rnn,lstm,gru} recurrent cell; one of rnn, lstm, gru; default: lstm" in text
+    assert "--batch-size INT examples per training batch; >= 1 and <= 1000000; default: 16" in text  # the NER default
+
+
+# -- kill -9 at random moments, then --resume ------------------------------------------------
+
+def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result():
+    from benchmarks.faults import main
+
+    result = main(["--kills", "2", "--epochs", "6", "--seed", "1"])
+    assert result["kills"] == 2 and result["resumes_ok"] == 2
+    assert result["corrupt_checkpoints"] == 0 and result["steps_lost_beyond_checkpoint"] == 0
+    assert result["final_equals_uninterrupted"]
+
+
+def test_resume_drops_the_log_lines_of_steps_a_killed_run_lost(tmp_path):
+    from tests.test_trainer import config, make_trainer
+
+    trainer, _ = make_trainer(tmp_path, config(epochs=2))
+    trainer.fit()
+    checkpoint_step = json.loads((tmp_path / "checkpoints" / "last" / "trainer_state.json").read_text())["state"]["step"]
+    with open(tmp_path / "train_log.jsonl", "a") as log:
+        log.write(json.dumps({"step": checkpoint_step + 1, "loss": 1.0}) + "\n" + '{"step": 99, "lo')  # a kill mid-line
+    trainer, _ = make_trainer(tmp_path, config(epochs=3))
+    trainer.fit(resume=True)
+    records = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+# -- divergence ------------------------------------------------------------------------------
+
+class Exploding(torch.nn.Module):
+    """loss = w^2 with SGD at lr 10: w grows 19-fold a step, the loss 361-fold."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        return (self.w ** 2).sum()
+
+
+def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
+    from seqnlp.config import RunConfig
+    from seqnlp.train import Trainer, TrainingError
+
+    model = Exploding()
+    config = RunConfig(epochs=1, lr=10.0, optimizer="sgd", momentum=0.0, clip_norm=0.0, quiet=True, log_every=1)
+    trainer = Trainer(model, config, tmp_path, lambda epoch: [{"num_tokens": 1}] * 8, lambda m: {"m": 0.0}, lambda d: None, "m")
+    with pytest.raises(TrainingError, match=r"training diverged: .* over 10 times its first value 1; .*no model or checkpoint was saved"):
+        trainer.fit()
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_non_finite_loss_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path):
+    from seqnlp.train import TrainingError
+    from tests.test_trainer import config, make_trainer
+
+    trainer, model = make_trainer(tmp_path, config())
+    with torch.no_grad():
+        model.layer.weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="no model or checkpoint was saved"):
+        trainer.fit()
+
+
+# -- data sources ----------------------------------------------------------------------------
+
+def test_a_single_data_file_is_the_training_split_only(tmp_path):
+    from seqnlp.config import from_dict
+    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+
+    path = tmp_path / "all.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": i % 2}) + "\n" for i in range(20)))
+    task = SentimentTask(from_dict(SentimentConfig, {"dataset": str(path)}))
+    assert len(task.read("train")) == 20
+    assert task.read("dev") is None and task.read("test") is None
+
+
+def test_a_single_saved_dataset_is_the_training_split_only(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from seqnlp.config import from_dict
+    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+
+    datasets.Dataset.from_dict({"text": ["good", "bad"] * 10, "label": [1, 0] * 10}).save_to_disk(str(tmp_path / "one"))
+    task = SentimentTask(from_dict(SentimentConfig, {"dataset": str(tmp_path / "one")}))
+    assert len(task.read("train")) == 20 and task.read("dev") is None and task.read("test") is None
+
+
+def test_training_on_a_single_file_holds_out_its_dev_set_and_says_so(tmp_path):
+    path = tmp_path / "all.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", 1), ("bad film", 0)] * 10))
+    code, out, err = run_cli("train", "sentiment", "--dataset", path, "--output-dir", tmp_path / "out", "--epochs", "1",
+                             "--word-dim", "8", "--hidden", "8", "--quiet")
+    assert code == 0, err
+    assert "is a single split: it is the training data (no test set)" in out
+    assert "no dev set given: 2 of 20 training examples (10%) held out" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "test" not in metrics and metrics["protocol"]["selected_on"].startswith("2 of 20 training examples")
+    assert "\x1b" not in err and "Generating" not in err  # no datasets progress bars
+
+
+def test_evaluate_a_single_file_with_a_split_name_fails(model_dirs, tmp_path):
+    original, _ = model_dirs["ner"]
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"tokens": ["Anna"], "ner_tags": ["B-PER"]}) + "\n")
+    code, _, err = run_cli("evaluate", original, "--dataset", path, "--split", "nope")
+    assert_one_error_line(code, err, "--split nope", "is a single split")
+    code, out, err = run_cli("evaluate", original, "--dataset", path)
+    assert code == 0, err
+
+
+def test_textgen_without_a_dev_file_holds_out_the_end_of_its_one_text(tmp_path):
+    from seqnlp.config import from_dict
+    from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+
+    task = TextgenTask(from_dict(TextgenConfig, {}))
+    train, dev, note = task.hold_out([Document("abcdefghij" * 10, "t.txt")])
+    assert train[0].text + dev[0].text == "abcdefghij" * 10
+    assert len(dev[0].text) == 10 and note == "the last 10 of 100 training characters (10%) held out"
+
+
+def test_a_known_entity_type_in_an_unseen_tag_form_is_accepted(tmp_path):
+    from seqnlp.config import from_dict
+    from seqnlp.data.conll import TaggedSentence
+    from seqnlp.tasks.ner import NERConfig, NERTask
+
+    task = NERTask(from_dict(NERConfig, {"tag_scheme": "bioes"}))
+    task.fit([TaggedSentence(["Anna", "Berg"], ["B-PER", "E-PER"], "t:1")], tmp_path)
+    task.check_labels([TaggedSentence(["Tom"], ["S-PER"], "d:1")])  # PER was seen, only in two-token spans
+    with pytest.raises(Exception, match="entity type 'LOC' was not seen in training \\(known types: PER\\)"):
+        task.check_labels([TaggedSentence(["Oslo"], ["S-LOC"], "d:2")])
+
+
+# -- readers ---------------------------------------------------------------------------------
+
+def test_a_bare_carriage_return_in_a_header_is_one_error_line(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"sentence\r\tlabel\nfoo\t1\n")
+    code, _, err = run_cli("train", "sentiment", "--train-file", path, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, f"{path}:1: ")
+
+
+def test_deeply_nested_json_is_one_error_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("[" * 100000 + "\n")
+    code, _, err = run_cli("train", "sentiment", "--train-file", path, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, f"{path}:1: invalid JSON: nested too deeply")
+
+
+@pytest.mark.parametrize("row, expected", [
+    ({"sentence": "good", "label": float("nan")}, "a label must be a string or a whole number, not float nan"),
+    ({"sentence": "good", "label": True}, "a label must be a string or a whole number, not bool True"),
+    ({"sentence": ["good"], "label": 1}, "the text must be a string, not list"),
+    ({"sentence": {"a": 1}, "label": 1}, "the text must be a string, not dict"),
+])
+def test_json_values_that_are_not_text_or_labels_are_refused(row, expected, tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"sentence": "fine", "label": 0}) + "\n" + json.dumps(row) + "\n")
+    code, _, err = run_cli("train", "sentiment", "--train-file", path, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, f"{path}:2: {expected}")
+
+
+def test_a_huge_bad_token_is_cut_in_the_error_line(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("Anna B-PER\n" + "x" * 1_000_000 + "\n")
+    code, _, err = run_cli("train", "ner", "--train-file", path, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, f"{path}:2: ", "(1000000 characters)")
+    assert len(err) < 400
+
+
+@pytest.mark.parametrize("make, expected", [(lambda p: p.mkdir(), "is a directory, expected a file")])
+def test_a_directory_as_data_file_is_named_as_such(make, expected, tmp_path):
+    make(tmp_path / "train.tsv")
+    code, _, err = run_cli("train", "sentiment", "--train-file", tmp_path / "train.tsv", "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, expected)
+
+
+def test_an_unreadable_data_file_is_one_error_line_without_root_privileges(tmp_path, conll_files):
+    train, dev = conll_files
+    train.chmod(0)
+    drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+    probe = subprocess.run([*drop, "cat", str(train)], capture_output=True)
+    if probe.returncode == 0 or b"ermission denied" not in probe.stderr:
+        pytest.skip("cannot drop the permission-bypass capabilities here")
+    result = subprocess.run([*drop, sys.executable, "-m", "seqnlp.cli", "train", "ner", "--train-file", str(train), "--dev-file", str(dev),
+                             "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
+    assert_one_error_line(result.returncode, result.stderr, f"{train}: permission denied")

@@ -36,7 +36,10 @@ def read_parallel_files(prefix: str, src_lang: str, tgt_lang: str) -> list[Sente
 def read_parallel_table(path: str, src_column: str, tgt_column: str) -> list[SentencePair]:
     pairs = []
     for number, row in read_records(path, [src_column, tgt_column]):
-        src, tgt = str(row[src_column] or "").strip(), str(row[tgt_column] or "").strip()
+        for column in (src_column, tgt_column):
+            if row[column] is not None and not isinstance(row[column], str):
+                raise DataError(f"{column!r} must be a string, not {type(row[column]).__name__}", path, number)
+        src, tgt = (row[src_column] or "").strip(), (row[tgt_column] or "").strip()
         if not src or not tgt:
             raise DataError(f"empty {'source' if not src else 'target'} sentence", path, number)
         pairs.append(SentencePair(src, tgt, f"{path}:{number}"))

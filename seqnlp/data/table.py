@@ -90,9 +90,9 @@ def pick_column(path: str, candidates: Sequence[str]) -> str:
     if table_format(path) == "jsonl":
         try:
             first_row = json.loads(first)
-            names = [str(n) for n in first_row] if isinstance(first_row, dict) else []
-        except (json.JSONDecodeError, TypeError, RecursionError):
-            names = []
+        except (json.JSONDecodeError, RecursionError):
+            return candidates[0]  # read_records names the line and what is wrong with it
+        names = [str(n) for n in first_row] if isinstance(first_row, dict) else []
     else:
         try:
             names = [h.strip() for h in next(csv.reader([first], delimiter="\t" if table_format(path) == "tsv" else ","), [])]
