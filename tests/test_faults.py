@@ -727,3 +727,70 @@ def test_an_unreadable_data_file_is_one_error_line_without_root_privileges(tmp_p
     result = subprocess.run([*drop, sys.executable, "-m", "seqnlp.cli", "train", "ner", "--train-file", str(train), "--dev-file", str(dev),
                              "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
     assert_one_error_line(result.returncode, result.stderr, f"{train}: permission denied")
+
+
+# -- every reader, fuzzed: the only exception ever raised is the project's own -------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from seqnlp.errors import SeqNLPError  # noqa: E402
+
+# Bytes that have broken readers before: separators, line ends of every kind, quotes, brackets, a BOM, bad UTF-8.
+PIECES = st.sampled_from(["\t", ",", "\n", "\r", "\r\n", '"', "'", "[", "{", "}", "]", ":", "\ufeff", "\u2028", " ", "B-PER", "O",
+                          "sentence", "text", "label", "1", "-DOCSTART-", "\x00", "null", "true", "NaN"])
+CONTENT = st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.one_of(PIECES, st.text(max_size=8)), max_size=40).map(lambda parts: "".join(parts).encode("utf-8", "surrogatepass")),
+)
+FUZZ = settings(max_examples=int(os.environ.get("SEQNLP_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def only_project_errors(read) -> None:
+    try:
+        read()
+    except SeqNLPError:
+        pass
+
+
+def readers():
+    from seqnlp.config import RunConfig, from_dict, load_yaml
+    from seqnlp.data.conll import read_conll
+    from seqnlp.data.parallel import read_parallel
+    from seqnlp.data.table import pick_column, read_records
+    from seqnlp.errors import read_text_lines
+    from seqnlp.io import read_json, read_model_config
+    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+    from seqnlp.tasks.textgen import TextgenConfig, TextgenTask
+    from seqnlp.vocab import Vocab
+
+    return {
+        "train.tsv": lambda p: read_records(p, ["sentence", "label"]),
+        "train.csv": lambda p: read_records(p, ["sentence", "label"]),
+        "train.jsonl": lambda p: read_records(p, ["sentence", "label"]),
+        "pick.tsv": lambda p: pick_column(str(p), ["sentence", "text"]),
+        "pick.jsonl": lambda p: pick_column(str(p), ["sentence", "text"]),
+        "train.conll": lambda p: read_conll(p),
+        "pairs.tsv": lambda p: read_parallel(str(p), "de", "en", "de", "en"),
+        "lines.txt": lambda p: list(read_text_lines(p)),
+        "settings.yaml": lambda p: from_dict(RunConfig, load_yaml(p)),
+        "vocab.json": lambda p: Vocab.from_dict(read_json(p)),
+        "sentiment.tsv": lambda p: SentimentTask(from_dict(SentimentConfig, {})).read_file(str(p)),
+        "text.txt": lambda p: TextgenTask(from_dict(TextgenConfig, {})).read_file(str(p)),
+        "model/config.json": lambda p: read_model_config(p.parent),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(readers()))
+def test_a_reader_raises_only_the_projects_errors(name, tmp_path):
+    read = readers()[name]
+
+    @FUZZ
+    @given(content=CONTENT)
+    def check(content):
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content)
+        only_project_errors(lambda: read(path))
+
+    check()
