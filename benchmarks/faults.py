@@ -56,6 +56,22 @@ def command(train: Path, dev: Path, out: Path, epochs: int, resume: bool) -> lis
             "--output-dir", str(out), "--epochs", str(epochs), *SETTINGS, "--resume" if resume else "--overwrite"]
 
 
+def logged_step(out: Path) -> int:
+    """The last training step ``train_log.jsonl`` records (0 before the first)."""
+    try:
+        lines = (out / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "loss" in record:
+            return int(record["step"])
+    return 0
+
+
 def checkpoint_step(out: Path) -> int | None:
     """The step of the newest complete checkpoint, or None if it is missing or does not load."""
     from safetensors.torch import load_file
@@ -91,7 +107,12 @@ def main(argv=None) -> dict:
     kills = resumes_ok = corrupt = lost = 0
     out = work / "interrupted"
     checkpoint = None  # the newest complete checkpoint's step after the last kill: where the next run must start
-    training_seconds = max(0.5, reference_seconds - startup)
+    total_steps = max(logged_step(work / "reference"), 4)
+    epoch_seconds = max(0.05, reference_seconds - startup) / args.epochs
+    # Kill moments: one in the first run (before its first checkpoint, or just after), then one each time a
+    # resumed run passes a random step, plus a random fraction of an epoch, so kills fall in training steps,
+    # evaluations and saves alike; the last is before 90% of the steps, so every planned kill happens.
+    targets = sorted(rng.sample(range(1, int(total_steps * 0.9)), args.kills - 1)) if args.kills > 1 else []
     while True:
         run = Run(command(train, dev, out, args.epochs, resume=checkpoint is not None))
         if checkpoint is not None:
@@ -99,15 +120,17 @@ def main(argv=None) -> dict:
             if started_at is not None:
                 resumes_ok += started_at == checkpoint
                 lost += max(0, checkpoint - started_at)
-        # Each run lives for a random share of about a fifth of the training, so the kills fall all over
-        # it: in steps, evaluations and saves (a fresh run also needs its start-up time).
-        delay = (startup if checkpoint is None else 0.0) + rng.uniform(0.0, 2 * training_seconds / args.kills)
-        if kills < args.kills and run.kill_after(delay):
-            kills += 1
-            step = checkpoint_step(out)
-            corrupt += step == -1
-            checkpoint = step if step not in (None, -1) else checkpoint
-            continue
+        if kills < args.kills:
+            if kills == 0:
+                killed = run.kill_after(startup + rng.uniform(0.0, 1.5 * epoch_seconds))
+            else:
+                killed = run.kill_at_step(out, targets[kills - 1], extra_seconds=rng.uniform(0.0, 0.5 * epoch_seconds))
+            if killed:
+                kills += 1
+                step = checkpoint_step(out)
+                corrupt += step == -1
+                checkpoint = step if step not in (None, -1) else checkpoint
+                continue
         if run.wait() != 0:
             raise SystemExit(f"a run failed: {run.error()}")
         break
@@ -153,6 +176,14 @@ class Run:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
             return True
+
+    def kill_at_step(self, out: Path, step: int, extra_seconds: float) -> bool:
+        """SIGKILL ``extra_seconds`` after the run's log reaches ``step``, unless the run ends first (False)."""
+        while logged_step(out) < step:
+            if self.process.poll() is not None:
+                return False
+            time.sleep(0.005)
+        return self.kill_after(extra_seconds)
 
     def wait(self) -> int:
         return self.process.wait()

@@ -105,7 +105,7 @@ class RunConfig:
     batch_size: int = setting(32, "examples per training batch", low=1, high=1_000_000)
     batch_max_tokens: int = setting(0, "> 0: training batches hold at most this many padded tokens; 0: no limit", low=0)
     optimizer: str = setting("adam", "optimizer", choices=("sgd", "adam", "adamw"))
-    lr: float = setting(1e-3, "peak learning rate", above=0.0, high=10.0)
+    lr: float = setting(1e-3, "peak learning rate", above=0.0, high=100.0)
     momentum: float = setting(0.9, "SGD momentum", low=0.0, high=0.999)
     weight_decay: float = setting(0.0, "weight decay (L2 for sgd/adam, decoupled for adamw)", low=0.0, high=1.0)
     clip_norm: float = setting(5.0, "clip the gradient's global norm to this; 0: no clipping", low=0.0)
