@@ -91,6 +91,13 @@ class RunConfig:
     test_split: str = setting("test", "dataset split scored as the test set")
     output_dir: str | None = setting(None, "folder for the model, checkpoints, metrics and report (default: runs/TASK)")
     init_from: str | None = setting(None, "model directory whose architecture, vocabularies and weights training starts from")
+    # fine-tuning (--init-from)
+    labels: str = setting("keep", "fine-tuning: the model's labels that the new data lacks are kept, or dropped (replace)",
+                          choices=("keep", "replace"))
+    label_map: str = setting("", "fine-tuning: NEW=OLD,... starts each new label from a known one's weights (e.g. person=PER)")
+    reset_head: bool = setting(False, "fine-tuning: start the output layer (and CRF) afresh")
+    extend_vocab: bool = setting(True, "fine-tuning: add the new data's words and characters with fresh embedding rows")
+    freeze: str = setting("", "comma-separated parts whose weights stay fixed: embeddings, encoder")
     # model (shared encoder)
     cell: str = setting("lstm", "recurrent cell", choices=("rnn", "lstm", "gru"))
     layers: int = setting(1, "recurrent layers", low=1, high=MAX_LAYERS)
@@ -125,8 +132,15 @@ class RunConfig:
 
     def validate(self) -> None:
         validate_ranges(self)
+        unknown = [part for part in self.frozen_parts() if part not in ("embeddings", "encoder")]
+        if unknown:
+            raise ConfigError(f"invalid value for freeze: {unknown[0][:40]!r} (must be embeddings, encoder or both)")
         if self.train_file and self.dataset:
             raise ConfigError("give either --train-file or --dataset, not both")
+
+
+    def frozen_parts(self) -> list[str]:
+        return [part.strip() for part in self.freeze.split(",") if part.strip()]
 
 
 def _field_type(cls, field):

@@ -13,9 +13,10 @@ import torch
 
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError, DataError
+from seqnlp.finetune import adapted_model, freeze
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_report
-from seqnlp.tasks.base import build_checked_model, get_task, load_task_assets, load_model_dir, write_model_files
+from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
 from seqnlp.train import Trainer, configure_heap, pick_device, release_memory
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
@@ -100,14 +101,14 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         print(f"no dev set given: {selection_note} to select the model", flush=True)
 
     vectors_report = None
-    if saved is not None:
-        source = saved["directory"]
-        load_task_assets(task, source, saved["assets"])
+    fine_tuning = None
+    if saved is not None and args.resume:
+        load_task_assets(task, saved["directory"], saved["assets"])
         task.check_labels(train_set)
         task.check_labels(dev_set)
         model = task.build_model()
-        if not args.resume:
-            model = build_checked_model(task, source / "model.safetensors")
+    elif saved is not None:
+        model, fine_tuning = adapted_model(task, saved["directory"], saved["assets"], train_set, dev_set)
     else:
         task.fit(train_set, output_dir)
         task.check_labels(dev_set)
@@ -115,6 +116,8 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         vectors_report = task.init_model(model)
     if test_set is not None:
         task.check_labels(test_set)
+    if config.frozen_parts():
+        freeze(model, config.frozen_parts())
 
     _claim(output, args)
     train_items = task.prepare(train_set)
@@ -133,6 +136,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
 
     summary = task.data_summary({"train": train_set, "dev": dev_set, "test": test_set})
     parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     del trainer, model, train_items, train_set  # the evaluation needs none of it: give the memory back first
     release_memory()
     # Evaluate the saved model as a user would load it, so `seqnlp evaluate` reproduces these numbers.
@@ -153,9 +157,15 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         "config": configs.to_dict(config),
         "protocol": {"selected_on": selection_note, "seed": config.seed, "data": file_checksums(config) or config.dataset},
     }
+    if fine_tuning:
+        metrics["fine_tuning"] = {**fine_tuning, "dev_after": results["dev"][task.metric]}
     if vectors_report:
         summary["pretrained vectors"] = f"{vectors_report['found']}/{vectors_report['vocab_size']} found ({vectors_report['coverage']:.1%})"
     summary["model parameters"] = parameters
+    if trainable != parameters:
+        summary["trainable parameters"] = f"{trainable} (frozen: {config.freeze})"
+    if fine_tuning:
+        summary.update({f"fine-tuning: {k.replace('_', ' ')}": v for k, v in metrics["fine_tuning"].items()})
     write_report(output_dir, task_name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
     output.release()
     return metrics

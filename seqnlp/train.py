@@ -45,7 +45,8 @@ def pick_device(name: str) -> torch.device:
 def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer:
     """SGD with momentum, Adam or AdamW on torch's fused kernels (see ``seqnlp.optim`` for why not ``torch.optim``)."""
     momentum = config.momentum if config.optimizer == "sgd" else 0.0
-    return FusedOptimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay, momentum)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # --freeze leaves some out
+    return FusedOptimizer(trainable, config.optimizer, config.lr, config.weight_decay, momentum)
 
 
 def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> float:

@@ -16,8 +16,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture
 def conll_files(tmp_path):
     """A tiny CoNLL train/dev pair: a few hundred tokens, four entity types."""
-    train = tmp_path / "train.txt"
-    dev = tmp_path / "dev.txt"
+    return write_tiny_conll(tmp_path)
+
+
+def write_tiny_conll(folder):
+    train = folder / "train.txt"
+    dev = folder / "dev.txt"
     sentences = [
         [("Anna", "B-PER"), ("Berg", "I-PER"), ("visited", "O"), ("Berlin", "B-LOC"), (".", "O")],
         [("Acme", "B-ORG"), ("Corp", "I-ORG"), ("hired", "O"), ("Tom", "B-PER"), (".", "O")],

@@ -188,10 +188,12 @@ def test_evaluate_on_an_hf_dataset_split(trained, tmp_path):
     assert json.loads(stdout)["test"]["per_type"]["PER"]["support"] == 1
 
 
-def test_fine_tuning_on_data_with_a_new_entity_type_is_refused(trained, tmp_path):
-    out, _, dev = trained
+def test_fine_tuning_refuses_dev_data_with_a_type_neither_the_model_nor_the_new_data_has(trained, tmp_path):
+    out, _, _ = trained
     new = tmp_path / "new.txt"
     new.write_text("Olympics B-EVENT\n", encoding="utf-8")
+    dev = tmp_path / "dev.txt"
+    dev.write_text("Pizza B-FOOD\n", encoding="utf-8")
     code, _, err = run_cli("train", "ner", "--init-from", out / "model", "--train-file", new, "--dev-file", dev,
                            "--output-dir", tmp_path / "t", "--quiet")
-    assert code == 2 and "entity type 'EVENT' was not seen in training" in err
+    assert code == 2 and "entity type 'FOOD' was not seen in training" in err

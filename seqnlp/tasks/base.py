@@ -86,6 +86,19 @@ class Task:
     def save_files(self, directory: Path) -> None:
         """Copy file assets (e.g. SentencePiece models) into ``directory``."""
 
+    def adapt(self, train: list):
+        """Fine-tuning: turn the loaded vocabularies into the new run's; returns a ``seqnlp.finetune.Adaptation``.
+
+        The default keeps everything as the model has it.
+        """
+        from seqnlp.finetune import Adaptation
+
+        return Adaptation()
+
+    def weight_axes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """Tensors whose rows (dims) are indexed by a vocabulary: ``{tensor name: (vocabulary, dims)}``."""
+        return {}
+
     def init_model(self, model: torch.nn.Module) -> dict | None:
         """Initialise a fresh model (e.g. from pretrained vectors); returns a report for the data summary."""
         return None

@@ -120,10 +120,43 @@ class NERTask(Task):
         self.words = Vocab.build(normalized, min_freq=c.min_freq)
         counts = Counter(t for tokens in normalized for t in tokens)
         self.rare_from = next((i for i, w in enumerate(self.words.itos) if counts[w] == 1), len(self.words))
-        self.chars = Vocab.build(s.tokens for s in train) if c.char_dim else None
+        self.chars = Vocab.build(("".join(s.tokens) for s in train)) if c.char_dim else None  # characters, not tokens
         self.spellings = {}
         types = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
         self.tags = label_vocab(tagging.scheme_tags(types, c.tag_scheme))
+
+    def adapt(self, train):
+        """New entity types get fresh rows (and zero CRF transitions); known ones keep theirs; new words are added."""
+        from seqnlp import finetune
+
+        c = self.config
+        old_tags, old_words, old_chars = self.tags, self.words, self.chars
+        old_types = sorted({tagging.split_tag(t)[1] for t in old_tags.itos} - {None})
+        seen = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
+        types, source, account = finetune.relabel(old_types, seen, c.labels, finetune.parse_label_map(c.label_map))
+        self.tags = label_vocab(tagging.scheme_tags(types, c.tag_scheme))
+        tag_source = {}
+        for tag in self.tags.itos:
+            prefix, entity = tagging.split_tag(tag)
+            tag_source[tag] = "O" if entity is None else (f"{prefix}-{source[entity]}" if source.get(entity) else None)
+        adaptation = finetune.Adaptation(notes={"entity types": account})
+        adaptation.maps["tags"] = [-1] * len(self.tags) if c.reset_head else finetune.index_map(self.tags.itos, old_tags, tag_source)
+        if c.reset_head:
+            adaptation.notes["output layer"] = "reset (--reset-head)"
+        if c.extend_vocab:
+            self.words, added = finetune.extend(old_words, ([self.normalize(t) for t in s.tokens] for s in train), c.min_freq)
+            adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
+            adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
+            if old_chars is not None:
+                self.chars, added = finetune.extend(old_chars, ("".join(s.tokens) for s in train))
+                adaptation.maps["chars"] = finetune.index_map(self.chars.itos, old_chars)
+                adaptation.notes["characters"] = f"{len(old_chars)} from the model, {added} added"
+        return adaptation
+
+    def weight_axes(self):
+        return {"embedding.words.weight": ("words", (0,)), "embedding.chars.embed.weight": ("chars", (0,)),
+                "emit.weight": ("tags", (0,)), "emit.bias": ("tags", (0,)), "crf.transitions": ("tags", (0, 1)),
+                "crf.start": ("tags", (0,)), "crf.end": ("tags", (0,))}
 
     def build_model(self):
         c = self.config

@@ -127,6 +127,35 @@ class SentimentTask(Task):
         if c.class_weights == "balanced":
             self.weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels.itos]
 
+    def adapt(self, train):
+        """New classes get fresh output rows, known ones keep theirs; new words are added (word tokenizer)."""
+        from seqnlp import finetune
+
+        c = self.config
+        old_labels, old_words = self.labels, self.words
+        names, source, account = finetune.relabel(old_labels.itos, (e.label for e in train), c.labels,
+                                                  finetune.parse_label_map(c.label_map))
+        self.labels = label_vocab(names)
+        adaptation = finetune.Adaptation(notes={"classes": account})
+        adaptation.maps["labels"] = [-1] * len(self.labels) if c.reset_head else finetune.index_map(self.labels.itos, old_labels, source)
+        if c.reset_head:
+            adaptation.notes["output layer"] = "reset (--reset-head)"
+        if c.extend_vocab and c.tokenizer == "word":
+            self.words, added = finetune.extend(old_words, (self.tokenize(e.text) for e in train), c.min_freq)
+            adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
+            adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
+        elif c.tokenizer == "subword":
+            adaptation.notes["subwords"] = "the model's SentencePiece model, kept"
+        counts = Counter(e.label for e in train)
+        if c.class_weights == "balanced":
+            self.weights = [len(train) / (len(self.labels) * max(1, counts[label])) for label in self.labels.itos]
+        elif self.weights is not None and len(self.weights) != len(self.labels):
+            self.weights = None
+        return adaptation
+
+    def weight_axes(self):
+        return {"embedding.words.weight": ("words", (0,)), "out.weight": ("labels", (0,)), "out.bias": ("labels", (0,))}
+
     def vocab_size(self) -> int:
         return len(self.subwords) if self.config.tokenizer == "subword" else len(self.words)
 

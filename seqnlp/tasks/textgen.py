@@ -85,6 +85,20 @@ class TextgenTask(Task):
     def fit(self, train, model_dir):
         self.chars = Vocab.build((d.text for d in train), specials=(PAD, UNK))
 
+    def adapt(self, train):
+        """New characters get fresh embedding and output rows; every known one keeps its weights."""
+        from seqnlp import finetune
+
+        if not self.config.extend_vocab:
+            return finetune.Adaptation()
+        old = self.chars
+        self.chars, added = finetune.extend(old, (d.text for d in train))
+        return finetune.Adaptation(maps={"chars": finetune.index_map(self.chars.itos, old)},
+                                   notes={"characters": f"{len(old)} from the model, {added} added from the new training text"})
+
+    def weight_axes(self):
+        return {"embed.weight": ("chars", (0,)), "out.weight": ("chars", (0,)), "out.bias": ("chars", (0,))}
+
     def build_model(self):
         c = self.config
         return CharLM(len(self.chars), c.embed_dim, c.hidden, c.layers, c.cell, c.dropout)

@@ -1,0 +1,131 @@
+"""Fine-tuning a trained model on new data: label sets and vocabularies that change, weights carried over row by row.
+
+A task's ``adapt`` turns its saved vocabularies into the new run's (``relabel``, ``extend``) and says, for
+every new id, which old id's weights it starts from (-1: a fresh row, as a new model would have).
+``transfer_weights`` then copies the trained weights into the new model through those maps, for
+the tensors the task's ``weight_axes`` names, and whole for every other tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seqnlp.errors import ConfigError
+from seqnlp.vocab import Vocab
+
+
+@dataclass
+class Adaptation:
+    maps: dict[str, list[int]] = field(default_factory=dict)  # vocabulary -> old id of each new id (-1: fresh)
+    notes: dict[str, str] = field(default_factory=dict)       # what was kept, added, dropped, reset: printed and reported
+
+
+def parse_label_map(text: str) -> dict[str, str]:
+    """``"person=PER,location=LOC"`` -> ``{"person": "PER", "location": "LOC"}``."""
+    mapping = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        new, sep, old = item.partition("=")
+        if not sep or not new.strip() or not old.strip():
+            raise ConfigError(f"--label-map expects NEW=OLD pairs separated by commas, not {item[:60]!r}")
+        mapping[new.strip()] = old.strip()
+    return mapping
+
+
+def relabel(old: list[str], seen: Iterable[str], policy: str, label_map: dict[str, str]) -> tuple[list[str], dict[str, str | None], str]:
+    """The new run's labels, the old label each one starts from (None: fresh), and a one-line account.
+
+    ``policy`` "keep" keeps the model's labels that the new data lacks; "replace" drops them.
+    """
+    seen = sorted(set(seen))
+    for new, known in label_map.items():
+        if known not in old:
+            raise ConfigError(f"--label-map {new}={known}: the model has no label {known!r} (it has: {', '.join(old)})")
+    kept = [label for label in old if label in seen or policy == "keep"]
+    added = [label for label in seen if label not in old]
+    source = {label: label for label in kept}
+    source.update({label: label_map.get(label) for label in added})
+    dropped = [label for label in old if label not in kept]
+    account = (f"kept {len(kept)} ({', '.join(kept) or '-'}); added {len(added)} "
+               f"({', '.join(f'{a} from {source[a]}' if source[a] else a for a in added) or '-'}); "
+               f"dropped {len(dropped)} ({', '.join(dropped) or '-'})")
+    return kept + added, source, account
+
+
+def extend(old: Vocab, sequences: Iterable[Iterable[str]], min_freq: int = 1) -> tuple[Vocab, int]:
+    """``old`` with the symbols of ``sequences`` it lacks appended (most frequent first); every old id stays."""
+    counts = Counter(symbol for sequence in sequences for symbol in sequence if symbol not in old.stoi)
+    added = sorted((s for s, c in counts.items() if c >= min_freq), key=lambda s: (-counts[s], s))
+    return Vocab(old.itos + added, unk=old.unk, pad=old.pad), len(added)
+
+
+def index_map(new: list[str], old: Vocab, source: dict[str, str | None] | None = None) -> list[int]:
+    """For each new symbol, the old id its weights start from (through ``source``, when given), or -1."""
+    out = []
+    for symbol in new:
+        known = source.get(symbol) if source is not None else symbol
+        out.append(old.stoi.get(known, -1) if known is not None else -1)
+    return out
+
+
+def transfer_weights(old_state: dict, model: torch.nn.Module, axes: dict[str, tuple[str, tuple[int, ...]]],
+                     maps: dict[str, list[int]]) -> None:
+    """Copy ``old_state`` into ``model``: rows of the tensors in ``axes`` through ``maps``, other tensors whole."""
+    with torch.no_grad():
+        for name, new in model.state_dict().items():
+            old = old_state.get(name)
+            if old is None:
+                continue
+            vocabulary, dims = axes.get(name, (None, ()))
+            mapping = maps.get(vocabulary)
+            if mapping is None:
+                if old.shape != new.shape:
+                    raise ConfigError(f"--init-from: tensor {name!r} has shape {list(old.shape)}, these settings make {list(new.shape)}")
+                new.copy_(old)
+                continue
+            index = torch.tensor(mapping, dtype=torch.long)
+            rows = (index >= 0).nonzero().squeeze(1)
+            if len(dims) == 1:
+                new[rows] = old[index[rows]].to(new.dtype)
+            else:  # a square tag-to-tag matrix (CRF transitions): the known block is copied, new rows and columns stay fresh
+                new[rows[:, None], rows[None, :]] = old[index[rows][:, None], index[rows][None, :]].to(new.dtype)
+
+
+FREEZABLE = {"embeddings": ("embedding", "embed"), "encoder": ("encoder", "rnn")}
+
+
+def freeze(model: torch.nn.Module, parts: list[str]) -> None:
+    """Fix the weights of ``parts`` (embeddings, encoder) for the whole run."""
+    for part in parts:
+        module = next((getattr(model, name) for name in FREEZABLE[part] if hasattr(model, name)), None)
+        if module is None:
+            raise ConfigError(f"--freeze {part}: this model has no {part} to freeze")
+        module.requires_grad_(False)
+
+
+def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tuple[torch.nn.Module, dict]:
+    """The model in ``base`` carried over to the new data's labels and words, and what the report says of it.
+
+    ``task`` holds the new run's config; the base model is checked like any model directory.
+    """
+    from seqnlp.tasks.base import build_checked_model, load_task_assets
+
+    load_task_assets(task, base, assets)
+    old_model = build_checked_model(task, base / "model.safetensors")
+    adaptation = task.adapt(train)
+    task.check_labels(train)
+    task.check_labels(dev)
+    model = task.build_model()
+    transfer_weights(old_model.state_dict(), model, task.weight_axes(), adaptation.maps)
+    del old_model
+    for what, note in adaptation.notes.items():
+        print(f"fine-tuning: {what}: {note}", flush=True)
+    before = task.evaluate(model, dev)[task.metric]
+    print(f"fine-tuning: the base model's dev {task.metric} before training: {before:.4f}", flush=True)
+    config_sha256 = hashlib.sha256((base / "config.json").read_bytes()).hexdigest()
+    return model, {"base_model": str(base), "base_config_sha256": config_sha256, "dev_before": before, **adaptation.notes}

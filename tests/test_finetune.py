@@ -1,0 +1,163 @@
+"""Fine-tuning a trained model: new label sets, new words, what carries over and what does not."""
+
+import json
+
+import pytest
+import torch
+
+from seqnlp.config import from_dict
+from seqnlp.finetune import adapted_model, extend, parse_label_map, relabel
+from seqnlp.io import read_model_config
+from seqnlp.tasks.base import load_model_dir
+from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.vocab import Vocab
+from tests.conftest import TINY_NER, run_cli
+
+NEW_DATA = [("Maria", "B-person"), ("bought", "O"), ("an", "O"), ("iPhone", "B-product"), ("in", "O"), ("Oslo", "B-LOC")]
+
+
+@pytest.fixture(scope="module")
+def base_ner(tmp_path_factory):
+    """A tiny tagger trained on PER / LOC / ORG / MISC."""
+    from tests.conftest import write_tiny_conll
+
+    folder = tmp_path_factory.mktemp("base")
+    train, dev = write_tiny_conll(folder)
+    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", folder / "run", "--epochs", "1", *TINY_NER)
+    assert code == 0, err
+    return folder / "run" / "model"
+
+
+def new_conll(tmp_path, copies=4):
+    path = tmp_path / "new.txt"
+    path.write_text(("\n".join(f"{t} {g}" for t, g in NEW_DATA) + "\n\n") * copies, encoding="utf-8")
+    return path
+
+
+def adapt(base, tmp_path, **settings):
+    saved = read_model_config(base)
+    values = {k: v for k, v in saved["config"].items() if k not in ("train_file", "dev_file", "test_file")}
+    task = NERTask(from_dict(NERConfig, {**values, **settings}))
+    sentences = task.read_file(str(new_conll(tmp_path)))
+    return task, *adapted_model(task, base, saved["assets"], sentences, sentences)
+
+
+def test_relabel_keeps_known_labels_adds_new_ones_and_maps_on_request():
+    labels, source, account = relabel(["LOC", "PER"], ["LOC", "person", "product"], "keep", {"person": "PER"})
+    assert labels == ["LOC", "PER", "person", "product"]
+    assert source == {"LOC": "LOC", "PER": "PER", "person": "PER", "product": None}
+    assert account == "kept 2 (LOC, PER); added 2 (person from PER, product); dropped 0 (-)"
+    labels, _, account = relabel(["LOC", "PER"], ["LOC", "product"], "replace", {})
+    assert labels == ["LOC", "product"] and account.endswith("dropped 1 (PER)")
+
+
+def test_a_label_map_naming_an_unknown_label_is_an_error():
+    from seqnlp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="the model has no label 'PERSON'"):
+        relabel(["PER"], ["person"], "keep", parse_label_map("person=PERSON"))
+
+
+def test_extend_keeps_every_old_id_and_appends_new_symbols_most_frequent_first():
+    old = Vocab(["<pad>", "<unk>", "a", "b"])
+    new, added = extend(old, [["b", "z", "y", "z"]])
+    assert new.itos == ["<pad>", "<unk>", "a", "b", "z", "y"] and added == 2
+
+
+def test_a_new_entity_type_keeps_the_known_tags_weights_bit_identical(base_ner, tmp_path):
+    _, old = load_model_dir(base_ner)
+    task, model, report = adapt(base_ner, tmp_path, tag_scheme="bioes")
+    old_task, _ = load_model_dir(base_ner)
+    for tag in ("B-LOC", "S-LOC", "O", "E-PER"):
+        new_row, old_row = task.tags.stoi[tag], old_task.tags.stoi[tag]
+        assert torch.equal(model.emit.weight[new_row], old.emit.weight[old_row])
+        assert torch.equal(model.crf.transitions[new_row, task.tags.stoi["O"]],
+                           old.crf.transitions[old_row, old_task.tags.stoi["O"]])
+    assert torch.equal(model.encoder.state_dict()["forward_layers.0.weight_hh_l0"], old.encoder.state_dict()["forward_layers.0.weight_hh_l0"])
+    fresh = task.tags.stoi["S-product"]
+    assert torch.all(model.crf.transitions[fresh] == 0) and torch.all(model.crf.transitions[:, fresh] == 0)
+    assert report["entity types"] == "kept 4 (LOC, MISC, ORG, PER); added 2 (person, product); dropped 0 (-)"
+
+
+def test_a_label_map_starts_a_new_type_from_a_known_ones_weights(base_ner, tmp_path):
+    _, old = load_model_dir(base_ner)
+    old_task, _ = load_model_dir(base_ner)
+    task, model, _ = adapt(base_ner, tmp_path, label_map="person=PER")
+    assert torch.equal(model.emit.weight[task.tags.stoi["B-person"]], old.emit.weight[old_task.tags.stoi["B-PER"]])
+
+
+def test_reset_head_starts_the_output_layer_and_crf_afresh(base_ner, tmp_path):
+    _, old = load_model_dir(base_ner)
+    old_task, _ = load_model_dir(base_ner)
+    task, model, report = adapt(base_ner, tmp_path, reset_head=True)
+    assert not torch.equal(model.emit.weight[task.tags.stoi["B-LOC"]], old.emit.weight[old_task.tags.stoi["B-LOC"]])
+    assert torch.all(model.crf.transitions == 0)
+    assert torch.equal(model.embedding.words.weight[: len(old_task.words)], old.embedding.words.weight)
+    assert report["output layer"] == "reset (--reset-head)"
+
+
+def test_vocabulary_extension_keeps_the_trained_rows_and_adds_new_words(base_ner, tmp_path):
+    old_task, old = load_model_dir(base_ner)
+    task, model, report = adapt(base_ner, tmp_path)
+    assert "iphone" in task.words.stoi and "iphone" not in old_task.words.stoi
+    assert torch.equal(model.embedding.words.weight[: len(old_task.words)], old.embedding.words.weight)
+    assert report["words"].endswith(f"{len(task.words) - len(old_task.words)} added from the new training data")
+    task, model, _ = adapt(base_ner, tmp_path, extend_vocab=False)
+    assert len(task.words) == len(old_task.words)
+
+
+def test_fine_tuning_on_new_types_trains_reports_and_loads(base_ner, tmp_path):
+    data = new_conll(tmp_path)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("train", "ner", "--init-from", base_ner, "--train-file", data, "--dev-file", data,
+                                "--output-dir", out, "--epochs", "1", "--quiet", "--freeze", "encoder")
+    assert code == 0, err
+    assert "fine-tuning: entity types: kept 4 (LOC, MISC, ORG, PER); added 2 (person, product)" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fine_tuning"]["base_model"] == str(base_ner) and len(metrics["fine_tuning"]["base_config_sha256"]) == 64
+    assert {"dev_before", "dev_after"} <= set(metrics["fine_tuning"])
+    assert "fine-tuning: dev before" in (out / "report.md").read_text() and "trainable parameters" in (out / "report.md").read_text()
+    _, model = load_model_dir(out / "model")
+    _, base = load_model_dir(base_ner)
+    assert torch.equal(model.encoder.state_dict()["forward_layers.0.weight_hh_l0"], base.encoder.state_dict()["forward_layers.0.weight_hh_l0"])  # frozen
+
+
+def test_a_sentiment_model_fine_tunes_to_more_classes(tmp_path):
+    two = tmp_path / "two.tsv"
+    two.write_text("sentence\tlabel\n" + "good film\t1\nbad film\t0\n" * 10)
+    five = tmp_path / "five.tsv"
+    five.write_text("sentence\tlabel\n" + "".join(f"film number {i}\t{i}\n" for i in range(5)) * 4)
+    tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert run_cli("train", "sentiment", "--train-file", two, "--output-dir", tmp_path / "base", *tiny)[0] == 0
+    code, stdout, err = run_cli("train", "sentiment", "--init-from", tmp_path / "base" / "model", "--train-file", five,
+                                "--dev-file", five, "--output-dir", tmp_path / "out", "--epochs", "1", "--quiet")
+    assert code == 0, err
+    assert "fine-tuning: classes: kept 2 (0, 1); added 3 (2, 3, 4)" in stdout
+    task, _ = load_model_dir(tmp_path / "out" / "model")
+    assert task.labels.itos == ["0", "1", "2", "3", "4"]
+
+
+def test_a_conll_line_holding_a_single_tab_ends_a_sentence(tmp_path):
+    from seqnlp.data.conll import read_conll
+
+    path = tmp_path / "wnut.conll"
+    path.write_text("@paul\tO\nsaid\tO\n\t\nNew\tB-location\nYork\tI-location\n")
+    sentences = read_conll(path)
+    assert [s.tokens for s in sentences] == [["@paul", "said"], ["New", "York"]]
+
+
+def test_a_folder_of_data_files_named_by_split_serves_each_split(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for split in ("train", "validation", "test"):
+        (folder / f"{split}.jsonl").write_text(json.dumps({"tokens": [split], "ner_tags": ["O"]}) + "\n")
+    task = NERTask(from_dict(NERConfig, {"dataset": str(folder)}))
+    assert [task.read(s)[0].tokens for s in ("train", "dev", "test")] == [["train"], ["validation"], ["test"]]
+
+
+def test_the_character_vocabulary_holds_characters(tmp_path):
+    from seqnlp.data.conll import TaggedSentence
+
+    task = NERTask(from_dict(NERConfig, {}))
+    task.fit([TaggedSentence(["Oslo", "is"], ["S-LOC", "O"], "t:1")], tmp_path)
+    assert sorted(task.chars.itos[2:]) == ["O", "i", "l", "o", "s"]
