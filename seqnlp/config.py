@@ -12,10 +12,10 @@ import argparse
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from seqnlp.errors import ConfigError
+from seqnlp.errors import ConfigError, unreadable
 
 # Upper bounds for sizes: a config (a model directory is untrusted input) must never make
 # seqnlp allocate more than a machine has. They sit far above any model this toolkit trains.
@@ -26,7 +26,7 @@ MAX_VOCAB = 2_000_000
 
 def setting(default, help: str, *, choices=None, low=None, high=None, above=None):
     """A config field: ``low <= value <= high`` (``above``: strictly greater), or one of ``choices``."""
-    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high, "above": above})
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high, "above": above})
 
 
 def spec(cls, name: str) -> dict:
@@ -212,18 +212,14 @@ def load_yaml(path) -> dict:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError("config file not found", str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, expected a YAML file", str(path)) from None
-    except PermissionError:
-        raise ConfigError("permission denied", str(path)) from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"not UTF-8 (invalid byte 0x{err.object[err.start]:02x})", str(path)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"invalid YAML: {str(err).splitlines()[0]}", str(path)) from None
-    except (OSError, RecursionError) as err:
-        raise ConfigError(f"cannot read: {type(err).__name__}", str(path)) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", str(path)) from None
+    except OSError as err:
+        raise unreadable(err, path, "a YAML file", ConfigError) from None
     if not isinstance(data, dict):
         raise ConfigError("a config file must be a mapping of setting: value", str(path))
     return data

@@ -33,6 +33,22 @@ class ConfigError(SeqNLPError):
     """Unknown or invalid configuration."""
 
 
+def unreadable(err: OSError, path, expected: str = "a file", kind: type = None) -> "SeqNLPError":
+    """The one-line error for a file that cannot be opened: missing (or a dangling link), a folder, forbidden."""
+    from pathlib import Path
+
+    kind = kind or DataError
+    if isinstance(err, FileNotFoundError):
+        message = "file not found" + (" (a dangling link)" if Path(path).is_symlink() else "")
+    elif isinstance(err, IsADirectoryError):
+        message = f"is a directory, expected {expected}"
+    elif isinstance(err, PermissionError):
+        message = "permission denied (cannot read the file)"
+    else:
+        message = f"cannot read: {err.strerror or err}"
+    return kind(message, str(path))
+
+
 def shorten(text: str, limit: int = 80) -> str:
     """Input echoed in an error line is cut: a 1 MB bad token must not become a 1 MB error."""
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
@@ -56,14 +72,8 @@ def iter_text_lines(path: str) -> Iterator[str]:
         return
     try:
         handle = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except IsADirectoryError:
-        raise DataError("is a directory, expected a file", path) from None
-    except PermissionError:
-        raise DataError("permission denied (cannot read the file)", path) from None
     except OSError as err:
-        raise DataError(f"cannot read: {err.strerror or err}", path) from None
+        raise unreadable(err, path) from None
     with handle:
         yield from _decoded_lines(handle, path)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from seqnlp.errors import SeqNLPError
+from seqnlp.errors import SeqNLPError, unreadable
 
 FORMAT_VERSION = 1
 
@@ -175,12 +175,6 @@ def read_json(path, expect: type = dict):
         if path.stat().st_size > MAX_JSON_BYTES:
             raise SeqNLPError(f"too large for a JSON file ({path.stat().st_size} bytes)", str(path))
         data = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise SeqNLPError("file not found" + (" (a dangling link)" if path.is_symlink() else ""), str(path)) from None
-    except IsADirectoryError:
-        raise SeqNLPError("is a directory, expected a JSON file", str(path)) from None
-    except PermissionError:
-        raise SeqNLPError("permission denied", str(path)) from None
     except UnicodeDecodeError as err:
         raise SeqNLPError(f"not UTF-8 (invalid byte 0x{err.object[err.start]:02x} at offset {err.start})", str(path)) from None
     except json.JSONDecodeError as err:
@@ -188,7 +182,7 @@ def read_json(path, expect: type = dict):
     except RecursionError:
         raise SeqNLPError("invalid JSON: nested too deeply", str(path)) from None
     except OSError as err:
-        raise SeqNLPError(f"cannot read: {err.strerror or err}", str(path)) from None
+        raise unreadable(err, path, "a JSON file", SeqNLPError) from None
     if not isinstance(data, expect):
         raise SeqNLPError(f"expected a JSON {expect.__name__ if expect is not dict else 'object'}, found {type(data).__name__}", str(path))
     return data

@@ -7,9 +7,9 @@ crashed run never loses an earlier model or checkpoint; a model directory is unt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqnlp.io import COMPLETE_MARKER, LOCK_FILE, atomic_directory, existing_directory, write_json
+from seqnlp.io import LOCK_FILE, atomic_directory, existing_directory, write_json
 from tests.conftest import ROOT, TINY_NER, run_cli
 
 
@@ -717,16 +717,43 @@ def test_a_directory_as_data_file_is_named_as_such(make, expected, tmp_path):
     assert_one_error_line(code, err, expected)
 
 
+# Root ignores file modes: these run the CLI with the permission-bypass capabilities dropped.
+WITHOUT_ROOT_BYPASS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def run_without_root_bypass(*argv):
+    probe = Path(tempfile.mkdtemp()) / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    if subprocess.run([*WITHOUT_ROOT_BYPASS, "cat", str(probe)], capture_output=True).returncode == 0:
+        pytest.skip("cannot drop the permission-bypass capabilities here")
+    result = subprocess.run([*WITHOUT_ROOT_BYPASS, sys.executable, "-m", "seqnlp.cli", *map(str, argv)],
+                            capture_output=True, text=True, cwd=ROOT)
+    return result.returncode, result.stderr
+
+
 def test_an_unreadable_data_file_is_one_error_line_without_root_privileges(tmp_path, conll_files):
     train, dev = conll_files
     train.chmod(0)
-    drop = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
-    probe = subprocess.run([*drop, "cat", str(train)], capture_output=True)
-    if probe.returncode == 0 or b"ermission denied" not in probe.stderr:
-        pytest.skip("cannot drop the permission-bypass capabilities here")
-    result = subprocess.run([*drop, sys.executable, "-m", "seqnlp.cli", "train", "ner", "--train-file", str(train), "--dev-file", str(dev),
-                             "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT)
-    assert_one_error_line(result.returncode, result.stderr, f"{train}: permission denied")
+    code, err = run_without_root_bypass("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, f"{train}: permission denied")
+
+
+def test_an_unreadable_yaml_file_is_one_error_line_without_root_privileges(tmp_path):
+    (tmp_path / "settings.yaml").write_text("hidden: 8\n")
+    (tmp_path / "settings.yaml").chmod(0)
+    code, err = run_without_root_bypass("train", "ner", "--config", tmp_path / "settings.yaml", "--output-dir", tmp_path / "out")
+    assert_one_error_line(code, err, "settings.yaml: permission denied")
+
+
+def test_an_unwritable_output_folder_is_one_error_line_without_root_privileges(tmp_path, conll_files):
+    train, dev = conll_files
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    code, err = run_without_root_bypass("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", locked / "out",
+                                        *TINY_NER)
+    assert_one_error_line(code, err, f"{locked / 'out'}: cannot use as the output folder: Permission denied")
 
 
 # -- every reader, fuzzed: the only exception ever raised is the project's own -------------

@@ -7,7 +7,7 @@ import io
 import json
 from collections.abc import Sequence
 
-from seqnlp.errors import DataError, read_text, read_text_lines, shorten
+from seqnlp.errors import DataError, read_text, read_text_lines, shorten, unreadable
 
 
 def table_format(path: str) -> str:
@@ -79,14 +79,8 @@ def pick_column(path: str, candidates: Sequence[str]) -> str:
                 if raw.strip():
                     first = raw.decode("utf-8", errors="replace").lstrip("\ufeff").rstrip("\r\n")
                     break
-    except FileNotFoundError:
-        raise DataError("file not found", path) from None
-    except IsADirectoryError:
-        raise DataError("is a directory, expected a file", path) from None
-    except PermissionError:
-        raise DataError("permission denied (cannot read the file)", path) from None
     except OSError as err:
-        raise DataError(f"cannot read: {err.strerror or err}", path) from None
+        raise unreadable(err, path) from None
     if table_format(path) == "jsonl":
         try:
             first_row = json.loads(first)
