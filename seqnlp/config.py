@@ -98,6 +98,8 @@ class RunConfig:
     reset_head: bool = setting(False, "fine-tuning: start the output layer (and CRF) afresh")
     extend_vocab: bool = setting(True, "fine-tuning: add the new data's words and characters with fresh embedding rows")
     freeze: str = setting("", "comma-separated parts whose weights stay fixed: embeddings, encoder")
+    lr_pretrained: float | None = setting(None, "fine-tuning: peak learning rate of the embeddings and encoder "
+                                          "(default: --lr for all); the output layer keeps --lr", above=0.0, high=100.0)
     # model (shared encoder)
     cell: str = setting("lstm", "recurrent cell", choices=("rnn", "lstm", "gru"))
     layers: int = setting(1, "recurrent layers", low=1, high=MAX_LAYERS)

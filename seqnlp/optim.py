@@ -26,11 +26,13 @@ class FusedOptimizer:
     """
 
     def __init__(self, params, kind: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, lr_scales: list[float] | None = None):
         if kind not in KINDS:
             raise ValueError(f"optimizer must be one of {', '.join(KINDS)}, not {kind!r}")
         self.kind = kind
         self.params = [p for p in params if p.requires_grad]
+        # Each trainable parameter's learning rate is lr times its scale (fine-tuning's --lr-pretrained).
+        self.lr_scales = list(lr_scales) if lr_scales is not None else [1.0] * len(self.params)
         self.param_groups = [{"lr": lr}]
         self.weight_decay, self.momentum, self.betas, self.eps = weight_decay, momentum, betas, eps
         self.state: dict[str, list[torch.Tensor]] = {}  # buffer name -> one tensor per parameter, made at the first step
@@ -60,10 +62,13 @@ class FusedOptimizer:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
-        params = [self.params[i] for i in live]
-        grads = [self.params[i].grad for i in live]
-        picked = {name: [tensors[i] for i in live] for name, tensors in state.items()}
-        lr = self.param_groups[0]["lr"]
+        for scale in sorted({self.lr_scales[i] for i in live}):
+            self._update([i for i in live if self.lr_scales[i] == scale], state, self.param_groups[0]["lr"] * scale, first_step)
+
+    def _update(self, indices: list[int], state: dict, lr: float, first_step: bool) -> None:
+        params = [self.params[i] for i in indices]
+        grads = [self.params[i].grad for i in indices]
+        picked = {name: [tensors[i] for i in indices] for name, tensors in state.items()}
         if self.kind == "sgd":
             torch._fused_sgd_(params, grads, picked.get("momentum", []), weight_decay=self.weight_decay,
                               momentum=self.momentum, lr=lr, dampening=0.0, nesterov=False, maximize=False,

@@ -25,6 +25,7 @@ from seqnlp.train import Trainer, configure_heap, pick_device, release_memory
 RUN_SETTINGS = {
     "train_file", "dev_file", "test_file", "dataset", "dataset_config", "train_split", "dev_split", "test_split",
     "output_dir", "init_from", "pretrained_vectors", "epochs", "max_minutes", "quiet", "device", "threads",
+    "labels", "label_map", "reset_head", "extend_vocab", "freeze", "lr_pretrained",
 }
 
 

@@ -45,8 +45,14 @@ def pick_device(name: str) -> torch.device:
 def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer:
     """SGD with momentum, Adam or AdamW on torch's fused kernels (see ``seqnlp.optim`` for why not ``torch.optim``)."""
     momentum = config.momentum if config.optimizer == "sgd" else 0.0
-    trainable = [p for p in model.parameters() if p.requires_grad]  # --freeze leaves some out
-    return FusedOptimizer(trainable, config.optimizer, config.lr, config.weight_decay, momentum)
+    scales = None
+    if config.lr_pretrained is not None:  # fine-tuning: the body (embeddings, encoder) learns at its own rate
+        body = {id(p) for name, module in model.named_children() if name in BODY for p in module.parameters()}
+        scales = [config.lr_pretrained / config.lr if id(p) in body else 1.0 for p in model.parameters() if p.requires_grad]
+    return FusedOptimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay, momentum, lr_scales=scales)
+
+
+BODY = ("embedding", "embed", "encoder", "rnn")  # the modules a fine-tuned model brings, as against its output layer
 
 
 def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> float:

@@ -161,3 +161,29 @@ def test_the_character_vocabulary_holds_characters(tmp_path):
     task = NERTask(from_dict(NERConfig, {}))
     task.fit([TaggedSentence(["Oslo", "is"], ["S-LOC", "O"], "t:1")], tmp_path)
     assert sorted(task.chars.itos[2:]) == ["O", "i", "l", "o", "s"]
+
+
+def test_fine_tuning_settings_of_the_base_run_are_not_inherited(base_ner, tmp_path):
+    from seqnlp.run import RUN_SETTINGS
+
+    assert {"labels", "label_map", "reset_head", "extend_vocab", "freeze", "lr_pretrained"} <= RUN_SETTINGS
+
+
+def test_lr_pretrained_moves_the_body_at_its_own_rate():
+    from seqnlp.config import RunConfig
+    from seqnlp.train import build_optimizer
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Linear(2, 2, bias=False)
+            self.out = torch.nn.Linear(2, 2, bias=False)
+
+    model = Model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = build_optimizer(model, RunConfig(optimizer="sgd", momentum=0.0, lr=0.1, lr_pretrained=0.01))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    moved = [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())]
+    assert moved == pytest.approx([0.01, 0.1])
