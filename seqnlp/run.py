@@ -96,6 +96,10 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
 
         if hf.is_single_split(config.dataset, config.dataset_config):
             print(f"{config.dataset} is a single split: it is the training data (no test set)", flush=True)
+        else:
+            served = [f"train: {config.train_split}", f"dev: {config.dev_split if dev_set is not None else 'none (held out)'}",
+                      f"test: {config.test_split if test_set is not None else 'none'}"]
+            print(f"{config.dataset} splits: " + ", ".join(served), flush=True)
     selection_note = "dev set"
     if dev_set is None:
         train_set, dev_set, selection_note = task.hold_out(train_set)

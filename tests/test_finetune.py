@@ -187,3 +187,14 @@ def test_lr_pretrained_moves_the_body_at_its_own_rate():
     optimizer.step()
     moved = [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())]
     assert moved == pytest.approx([0.01, 0.1])
+
+
+def test_a_dataset_dict_run_says_which_split_served_as_what(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"text": ["good film", "bad film"] * 10, "label": [1, 0] * 10}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}).save_to_disk(
+        str(tmp_path / "dd"))
+    code, stdout, err = run_cli("train", "sentiment", "--dataset", tmp_path / "dd", "--output-dir", tmp_path / "out", "--epochs", "1",
+                                "--word-dim", "8", "--hidden", "8", "--quiet")
+    assert code == 0, err
+    assert f"{tmp_path / 'dd'} splits: train: train, dev: validation, test: none" in stdout
