@@ -19,7 +19,7 @@ import torch
 
 from seqnlp.config import from_dict
 from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
-from seqnlp.train import build_optimizer
+from seqnlp.trainer import build_optimizer
 
 
 def main():

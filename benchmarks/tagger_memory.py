@@ -23,7 +23,7 @@ import torch
 from seqnlp.config import from_dict
 from seqnlp.tasks.base import save_model_dir
 from seqnlp.tasks.ner import NERConfig, NERTask
-from seqnlp.train import build_optimizer, memory_mib, release_memory
+from seqnlp.trainer import build_optimizer, memory_mib, release_memory
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
 

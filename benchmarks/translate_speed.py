@@ -32,7 +32,7 @@ from seqnlp.config import from_dict
 from seqnlp.data.parallel import read_parallel_files
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.translate import TranslateConfig, TranslateTask
-from seqnlp.train import build_optimizer
+from seqnlp.trainer import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

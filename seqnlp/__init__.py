@@ -1,4 +1,8 @@
-"""seqnlp: fast, honest recurrent sequence models for NLP."""
+"""seqnlp: fast, honest recurrent sequence models for NLP.
+
+``seqnlp.load(path).predict(texts)``, ``seqnlp.train(task, **settings)``, ``seqnlp.evaluate(model, data)``:
+see ``seqnlp/api.py`` and the README.
+"""
 
 import os
 
@@ -8,3 +12,8 @@ import os
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
 
 __version__ = "0.1.0"
+
+from seqnlp.api import Model, evaluate, load, train  # noqa: E402  (after the environment is set)
+from seqnlp.predictions import Classification, Entity, Generation, Tagging, Translation  # noqa: E402
+
+__all__ = ["Classification", "Entity", "Generation", "Model", "Tagging", "Translation", "__version__", "evaluate", "load", "train"]

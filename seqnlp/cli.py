@@ -24,41 +24,19 @@ def _evaluate(argv):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a saved data or decoding setting (e.g. tag_column=3, length_penalty=1.0)")
     args = parser.parse_args(argv)
-    from seqnlp.tasks import load_model_dir
-    from seqnlp.train import pick_device
+    from seqnlp import api
 
-    overrides = dict(_parse_override(item) for item in args.set)
-    # The evaluation data replaces the training data sources of the saved config.
-    overrides.update({"train_file": None, "dev_file": None, "test_file": args.test_file, "dataset": args.dataset,
-                      "dataset_config": args.dataset_config, "test_split": args.split or "test"})
-    task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
-    examples = _evaluation_examples(task, args)
-    scores = task.evaluate(model, examples)
-    metrics = {"task": task.name, "test": {k: v for k, v in scores.items() if not k.startswith("_")}}
+    model = api.load(args.model_dir, device=args.device, **dict(_parse_override(item) for item in args.set))
+    data = {"dataset": args.dataset} if args.dataset else {"test_file": args.test_file}
+    metrics, scores, examples = api.score(model, **data, split=args.split, dataset_config=args.dataset_config)
     if args.output_dir:
         from seqnlp.report import write_report
 
+        task = model.task
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         write_report(args.output_dir, task.name, metrics, task.report_sections({"test": scores}, args.output_dir),
                      task.data_summary({"test": examples}), task.metric)
     print(json.dumps(metrics, indent=2))
-
-
-def _evaluation_examples(task, args) -> list:
-    """The examples ``seqnlp evaluate`` scores: the test file, a whole single-split dataset, or a named split."""
-    if args.dataset:
-        from seqnlp.data import hf
-
-        loaded = hf.load(args.dataset, args.dataset_config)
-        if hf.is_single_split(args.dataset, args.dataset_config):
-            if args.split is not None:
-                raise ConfigError(f"--split {args.split}: {args.dataset} is a single split (a data file or Dataset); "
-                                  "--split names a split of a DatasetDict")
-            return task.read_hf(loaded, args.dataset)
-        split = args.split or "test"
-        if split not in loaded:
-            raise ConfigError(f"dataset has no split {split!r} (splits: {', '.join(loaded)})", args.dataset)
-    return task.read("test")
 
 
 def _parse_override(item: str):
@@ -88,12 +66,18 @@ def _predict(argv):
                         help="override a saved decoding setting (e.g. n_best=3, length_penalty=1.0, coverage_penalty=0)")
     parser.add_argument("--buffer-lines", type=int, metavar="N",
                         help="read N inputs, write their outputs, repeat (default: 1 from a terminal, else 1000)")
+    parser.add_argument("--format", choices=FORMATS, default="text",
+                        help="text (default): one line per input (ner: token/TAG ...; sentiment: label<TAB>probability; "
+                             "textgen: the continuation with a newline written \\n and a backslash \\\\); json: one JSON "
+                             "object per input (JSON Lines); conll (ner): token<TAB>tag lines, a blank line after each input")
+    parser.add_argument("--pretokenized", action="store_true",
+                        help="ner: the input is already tokenized (tokens between spaces); default: raw text, tokenized as CoNLL-2003 is")
     args = parser.parse_args(argv)
     import torch
 
     from seqnlp.errors import ConfigError, iter_text_lines
     from seqnlp.tasks import load_model_dir
-    from seqnlp.train import pick_device
+    from seqnlp.trainer import pick_device
 
     interactive = args.input == "-" and sys.stdin.isatty()
     buffer_lines = args.buffer_lines if args.buffer_lines is not None else 1 if interactive else 1000
@@ -102,30 +86,41 @@ def _predict(argv):
     check_decoding_options(args)
     overrides = dict(_parse_override(item) for item in args.set)
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
-    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set", "buffer_lines")}
+    if args.format == "conll" and task.name != "ner":
+        raise ConfigError(f"--format conll is for ner models; this is a {task.name} model (use text or json)")
+    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set", "buffer_lines", "format")}
     options["generator"] = torch.Generator().manual_seed(args.seed)  # textgen: one random stream for the whole input, however it is buffered
     lines = iter_text_lines(args.input)
     while chunk := list(itertools.islice(lines, buffer_lines)):
-        for line in task.predict_lines(model, chunk, options):
-            print(line)
+        predictions = task.predict(model, [task.input_from_line(line) for line in chunk], options)
+        for prediction in predictions:
+            print(format_prediction(prediction, args.format), end="" if args.format == "conll" else "\n")
+        truncated = sum(getattr(p, "truncated", False) for p in predictions)
+        if truncated:  # the model reads the first max_length tokens of a text, as it was trained: say so rather than cut unannounced
+            print(f"warning: {truncated} of these {len(chunk)} texts are longer than max_length ({task.config.max_length} tokens); "
+                  f"their labels read only the first {task.config.max_length} (--set max_length=N reads more)", file=sys.stderr)
         sys.stdout.flush()
 
 
-def check_decoding_options(args) -> None:
-    """Refuse decoding options that would crash or silently mean something else."""
-    import math
+FORMATS = ("text", "json", "conll")
 
-    checks = {
-        "--beam": args.beam is None or args.beam >= 1,
-        "--max-chars": args.max_chars >= 0,
-        "--temperature": math.isfinite(args.temperature) and args.temperature > 0,
-        "--top-k": args.top_k >= 0,
-        "--top-p": math.isfinite(args.top_p) and 0 < args.top_p <= 1,
-        "--seed": 0 <= args.seed < 2**32,
-    }
-    for flag, ok in checks.items():
-        if not ok:
-            raise ConfigError(f"invalid value for {flag}: {getattr(args, flag[2:].replace('-', '_'))!r} (see seqnlp predict --help)")
+
+def format_prediction(prediction, form: str) -> str:
+    if form == "json":
+        return json.dumps(prediction.to_dict(), ensure_ascii=False)
+    if form == "conll":
+        return prediction.to_conll() + "\n"
+    return prediction.to_text()
+
+
+def check_decoding_options(args) -> None:
+    """Refuse decoding options that would crash or silently mean something else (the checks of the Python API)."""
+    from seqnlp.api import OPTION_CHECKS
+
+    for name in ("beam", "max_chars", "temperature", "top_k", "top_p", "seed"):
+        value = getattr(args, name)
+        if value is not None and not OPTION_CHECKS[name](value):
+            raise ConfigError(f"invalid value for --{name.replace('_', '-')}: {value!r} (see seqnlp predict --help)")
 
 
 def _train(argv):
@@ -144,7 +139,13 @@ def _diagnose(argv):
     diagnose(argv)
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "diagnose": _diagnose}
+def _serve(argv):
+    from seqnlp.serve import main as serve
+
+    serve(argv)
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "serve": _serve, "diagnose": _diagnose}
 
 
 def run_cli(function, argv) -> int:
@@ -168,11 +169,17 @@ def run_cli(function, argv) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from seqnlp import __version__
+
+        print(f"seqnlp {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: seqnlp {train,evaluate,predict,diagnose} ...\n"
+        print("usage: seqnlp {train,evaluate,predict,serve,diagnose} ... | seqnlp --version\n"
               "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner, sentiment, translate, textgen)\n"
               "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
-              "  seqnlp predict MODEL_DIR [FILE|-]\n"
+              "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll]\n"
+              "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, GET /info\n"
               "  seqnlp diagnose gradients [--output-dir DIR]", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return run_cli(COMMANDS[argv[0]], argv[1:])

@@ -97,6 +97,8 @@ class RunConfig:
     label_map: str = setting("", "fine-tuning: NEW=OLD,... starts each new label from a known one's weights (e.g. person=PER)")
     reset_head: bool = setting(False, "fine-tuning: start the output layer (and CRF) afresh")
     extend_vocab: bool = setting(True, "fine-tuning: add the new data's words and characters with fresh embedding rows")
+    new_vocab: bool = setting(False, "fine-tuning with subwords (translate; sentiment with --tokenizer subword): train a new "
+                              "SentencePiece model on the new data, whose pieces the model knows keep their embedding rows")
     freeze: str = setting("", "comma-separated parts whose weights stay fixed: embeddings, encoder")
     lr_pretrained: float | None = setting(None, "fine-tuning: peak learning rate of the embeddings and encoder "
                                           "(default: --lr for all); the output layer keeps --lr", above=0.0, high=100.0)
@@ -129,6 +131,8 @@ class RunConfig:
     device: str = setting("auto", "auto (the GPU if torch sees one), cpu, cuda or cuda:N")
     threads: int = setting(0, "CPU threads for torch; 0: torch's default", low=0, high=1024)
     quiet: bool = setting(False, "no progress bar")
+    report_to: str = setting("none", "also write the scalars of train_log.jsonl to: tensorboard (OUTPUT_DIR/tensorboard/; "
+                             "pip install tensorboard)", choices=("none", "tensorboard"))
     divergence_factor: float = setting(
         10.0, "stop when the mean training loss exceeds this many times the untrained model's (diverged)", above=1.0)
 

@@ -57,11 +57,17 @@ def relabel(old: list[str], seen: Iterable[str], policy: str, label_map: dict[st
     return kept + added, source, account
 
 
-def extend(old: Vocab, sequences: Iterable[Iterable[str]], min_freq: int = 1) -> tuple[Vocab, int]:
-    """``old`` with the symbols of ``sequences`` it lacks appended (most frequent first); every old id stays."""
+def extend(old: Vocab, sequences: Iterable[Iterable[str]], min_freq: int = 1, source: str = "fine-tuning data") -> tuple[Vocab, int]:
+    """``old`` with the symbols of ``sequences`` it lacks appended (most frequent first); every old id stays.
+
+    The new vocabulary's ``sources`` say how many entries ``source`` added.
+    """
     counts = Counter(symbol for sequence in sequences for symbol in sequence if symbol not in old.stoi)
     added = sorted((s for s, c in counts.items() if c >= min_freq), key=lambda s: (-counts[s], s))
-    return Vocab(old.itos + added, unk=old.unk, pad=old.pad), len(added)
+    sources = old.sources or [{"source": "the base model", "entries": len(old)}]
+    if added:
+        sources = [*sources, {"source": source, "entries": len(added)}]
+    return Vocab(old.itos + added, unk=old.unk, pad=old.pad, sources=sources), len(added)
 
 
 def index_map(new: list[str], old: Vocab, source: dict[str, str | None] | None = None) -> list[int]:
@@ -71,6 +77,22 @@ def index_map(new: list[str], old: Vocab, source: dict[str, str | None] | None =
         known = source.get(symbol) if source is not None else symbol
         out.append(old.stoi.get(known, -1) if known is not None else -1)
     return out
+
+
+def subword_adaptation(old, new, name: str, texts: Iterable[str]) -> tuple[list[int] | None, str]:
+    """The row map from SentencePiece model ``old`` to ``new`` (None when ``new`` is ``old``), and a one-line account.
+
+    Kept, the account gives the share of ``texts``' subwords that are unknown to it: a high share
+    means the new data's language or script is not the model's, and ``--new-vocab`` is needed.
+    """
+    if new is old:
+        ids = [i for text in texts for i in old.encode(text)]
+        unknown = sum(i == old.unk_id for i in ids) / max(1, len(ids))
+        return None, f"the model's SentencePiece model kept ({len(old)} pieces; {unknown:.2%} of the new {name} subwords unknown)"
+    mapping = index_map(new.pieces.itos, old.pieces)
+    known = sum(i >= 0 for i in mapping)
+    return mapping, (f"a new SentencePiece model of {len(new)} pieces (--new-vocab): {known} start from the model's "
+                     f"embedding rows, {len(new) - known} fresh")
 
 
 def transfer_weights(old_state: dict, model: torch.nn.Module, axes: dict[str, tuple[str, tuple[int, ...]]],
@@ -116,6 +138,9 @@ def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tup
     from seqnlp.tasks.base import build_checked_model, load_task_assets
 
     load_task_assets(task, base, assets)
+    if task.config.new_vocab and not task.uses_subwords():
+        raise ConfigError("--new-vocab re-trains a SentencePiece model; this model reads words and characters, "
+                          "which --extend-vocab extends")
     old_model = build_checked_model(task, base / "model.safetensors")
     adaptation = task.adapt(train)
     task.check_labels(train)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,3 +97,4 @@ def remove_run_files(output_dir) -> None:
     for pattern in RUN_FILES:
         for path in Path(output_dir).glob(pattern):
             path.unlink(missing_ok=True)
+    shutil.rmtree(Path(output_dir) / "tensorboard", ignore_errors=True)

@@ -17,15 +17,15 @@ from seqnlp.finetune import adapted_model, freeze
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_report
 from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
-from seqnlp.train import Trainer, configure_heap, pick_device, release_memory
+from seqnlp.trainer import Trainer, configure_heap, pick_device, release_memory
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
 # takes these over from the model directory (which is untrusted input, and names another run's
 # data, budget and folder). Resuming continues the same run in its own folder and takes all of them.
 RUN_SETTINGS = {
     "train_file", "dev_file", "test_file", "dataset", "dataset_config", "train_split", "dev_split", "test_split",
-    "output_dir", "init_from", "pretrained_vectors", "epochs", "max_minutes", "quiet", "device", "threads",
-    "labels", "label_map", "reset_head", "extend_vocab", "freeze", "lr_pretrained",
+    "output_dir", "init_from", "pretrained_vectors", "epochs", "max_minutes", "quiet", "device", "threads", "report_to",
+    "labels", "label_map", "reset_head", "extend_vocab", "new_vocab", "freeze", "lr_pretrained",
 }
 
 
@@ -173,7 +173,19 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
         summary.update({f"fine-tuning: {k.replace('_', ' ')}": v for k, v in metrics["fine_tuning"].items()})
     write_report(output_dir, task_name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
     output.release()
+    print(run_summary(metrics, task.metric, output_dir), flush=True)
     return metrics
+
+
+def run_summary(metrics: dict, metric: str, output_dir: Path) -> str:
+    """The lines a finished run ends with: its scores, where the model and report are, how long it took."""
+    train = metrics["train"]
+    minutes, seconds = divmod(round(train["seconds"]), 60)
+    scores = f"dev {metric} {metrics['dev'][metric]:.4f} (best epoch {train['best_epoch']} of {train['epochs']})"
+    if "test" in metrics:
+        scores += f", test {metric} {metrics['test'][metric]:.4f}"
+    return (f"done in {minutes}m{seconds:02d}s: {scores}\n"
+            f"model: {output_dir / 'model'}\nreport: {output_dir / 'report.md'}")
 
 
 def _claim(output: OutputDirectory, args) -> None:

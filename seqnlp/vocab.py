@@ -18,10 +18,13 @@ class Vocab:
     ``specials`` come first, in the order given (so ``<pad>`` is id 0 when listed first).
     A vocabulary without ``unk`` is *closed*: encoding an unknown symbol raises
     ``KeyError``, which label vocabularies use to report unknown labels.
+    ``sources`` records where the entries came from, in order: ``[{"source", "entries"}]`` (the
+    training data, then each fine-tuning run's data that extended it).
     """
 
-    def __init__(self, tokens: Sequence[str], unk: str | None = UNK, pad: str | None = PAD):
+    def __init__(self, tokens: Sequence[str], unk: str | None = UNK, pad: str | None = PAD, sources: list[dict] | None = None):
         self.itos = list(tokens)
+        self.sources = list(sources or [])
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise ValueError("duplicate tokens in vocabulary")
@@ -39,13 +42,15 @@ class Vocab:
         specials: Sequence[str] = (PAD, UNK),
         unk: str | None = UNK,
         pad: str | None = PAD,
+        source: str = "training data",
     ) -> "Vocab":
         """Count symbols; keep those seen ``min_freq`` times, most frequent first (ties alphabetical)."""
         counts = Counter(tok for seq in sequences for tok in seq)
         kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in specials), key=lambda t: (-counts[t], t))
         if max_size is not None:
             kept = kept[: max(0, max_size - len(specials))]
-        return cls(list(specials) + kept, unk=unk, pad=pad)
+        tokens = list(specials) + kept
+        return cls(tokens, unk=unk, pad=pad, sources=[{"source": source, "entries": len(tokens)}])
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -65,7 +70,10 @@ class Vocab:
         return [self.itos[i] for i in ids]
 
     def to_dict(self) -> dict:
-        return {"tokens": self.itos, "unk": self.unk, "pad": self.pad}
+        out = {"tokens": self.itos, "unk": self.unk, "pad": self.pad}
+        if self.sources:
+            out["sources"] = self.sources
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Vocab":
@@ -76,8 +84,14 @@ class Vocab:
         for special in ("unk", "pad"):
             if data.get(special) is not None and data[special] not in tokens:
                 raise DataError(f"the vocabulary's {special} token {str(data[special])[:40]!r} is not among its tokens")
+        sources = data.get("sources") or []
+        if not isinstance(sources, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("source"), str) and type(s.get("entries")) is int and s["entries"] >= 0
+            for s in sources
+        ) or (sources and sum(s["entries"] for s in sources) != len(tokens)):
+            raise DataError("a vocabulary's 'sources' must be a list of {source, entries} whose entries add up to its tokens")
         try:
-            return cls(tokens, unk=data.get("unk"), pad=data.get("pad"))
+            return cls(tokens, unk=data.get("unk"), pad=data.get("pad"), sources=sources)
         except ValueError as err:
             raise DataError(f"invalid vocabulary: {err}") from None
 
@@ -135,6 +149,11 @@ class SubwordTokenizer:
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()
+
+    @property
+    def pieces(self) -> Vocab:
+        """The pieces as a closed ``Vocab`` (id -> piece), to match two models' pieces by their text."""
+        return Vocab([self.sp.id_to_piece(i) for i in range(len(self))], unk=None, pad=None)
 
     @property
     def pad_id(self) -> int:

@@ -35,11 +35,22 @@ def new_conll(tmp_path, copies=4):
 
 
 def adapt(base, tmp_path, **settings):
+    """The new task, adapted model and fine-tuning report of ``base`` on NEW_DATA (as ``seqnlp train --init-from``)."""
+    data = new_conll(tmp_path)
+    task, examples = task_for(base, train_file=str(data), **settings)
+    return task, *adapted_model(task, base, read_model_config(base)["assets"], examples, examples)
+
+
+def task_for(base, **settings):
+    """The fine-tuning task for ``base`` with ``settings``, and the examples of its ``train_file``."""
+    from seqnlp.run import RUN_SETTINGS
+    from seqnlp.tasks.base import get_task
+
     saved = read_model_config(base)
-    values = {k: v for k, v in saved["config"].items() if k not in ("train_file", "dev_file", "test_file")}
-    task = NERTask(from_dict(NERConfig, {**values, **settings}))
-    sentences = task.read_file(str(new_conll(tmp_path)))
-    return task, *adapted_model(task, base, saved["assets"], sentences, sentences)
+    cls = get_task(saved["task"])
+    values = {k: v for k, v in saved["config"].items() if k not in RUN_SETTINGS}
+    task = cls(from_dict(cls.config_class, {**values, **settings}))
+    return task, task.read_file(settings["train_file"])
 
 
 def test_relabel_keeps_known_labels_adds_new_ones_and_maps_on_request():
@@ -171,7 +182,7 @@ def test_fine_tuning_settings_of_the_base_run_are_not_inherited(base_ner, tmp_pa
 
 def test_lr_pretrained_moves_the_body_at_its_own_rate():
     from seqnlp.config import RunConfig
-    from seqnlp.train import build_optimizer
+    from seqnlp.trainer import build_optimizer
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -198,3 +209,99 @@ def test_a_dataset_dict_run_says_which_split_served_as_what(tmp_path):
                                 "--word-dim", "8", "--hidden", "8", "--quiet")
     assert code == 0, err
     assert f"{tmp_path / 'dd'} splits: train: train, dev: validation, test: none" in stdout
+
+
+def test_vocabularies_record_how_many_entries_each_source_added(base_ner, tmp_path):
+    old_task, _ = load_model_dir(base_ner)
+    task, _, _ = adapt(base_ner, tmp_path)
+    base_source = old_task.config.train_file
+    added = len(task.words) - len(old_task.words)
+    assert task.words.sources == [{"source": base_source, "entries": len(old_task.words)},
+                                  {"source": str(tmp_path / "new.txt"), "entries": added}]
+    assert Vocab.from_dict(task.words.to_dict()).sources == task.words.sources  # saved with the model
+
+
+def test_a_vocabulary_whose_sources_do_not_add_up_is_refused():
+    from seqnlp.errors import DataError
+
+    with pytest.raises(DataError, match="entries add up to its tokens"):
+        Vocab.from_dict({"tokens": ["<pad>", "<unk>", "a"], "unk": "<unk>", "pad": "<pad>",
+                         "sources": [{"source": "train.txt", "entries": 2}]})
+
+
+def test_new_vocab_is_refused_for_a_model_of_words(base_ner, tmp_path):
+    code, _, err = run_cli("train", "ner", "--init-from", base_ner, "--train-file", new_conll(tmp_path), "--new-vocab",
+                           "--output-dir", tmp_path / "out", "--epochs", "1", "--quiet")
+    assert code == 2 and "--new-vocab re-trains a SentencePiece model; this model reads words" in err
+
+
+TINY_TRANSLATE = ["--embed-dim", "16", "--hidden", "16", "--decoder-hidden", "16", "--vocab-size", "60", "--batch-size", "8",
+                  "--beam", "2", "--quiet"]
+
+
+def write_parallel(folder, name, pairs):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.de").write_text("".join(src + "\n" for src, _ in pairs), encoding="utf-8")
+    (folder / f"{name}.en").write_text("".join(tgt + "\n" for _, tgt in pairs), encoding="utf-8")
+    return folder / name
+
+
+@pytest.fixture(scope="module")
+def base_translate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("translate")
+    pairs = [("Ein Hund läuft.", "A dog runs."), ("Eine Frau liest.", "A woman reads."), ("Zwei Männer laufen.", "Two men run.")] * 6
+    train = write_parallel(folder, "train", pairs)
+    code, _, err = run_cli("train", "translate", "--train-file", train, "--output-dir", folder / "run", "--epochs", "1", *TINY_TRANSLATE)
+    assert code == 0, err
+    return folder / "run" / "model"
+
+
+NEW_PAIRS = [("Ein Vogel singt laut.", "A bird sings loudly."), ("Katzen schlafen.", "Cats sleep.")] * 6
+
+
+def test_translation_fine_tuning_keeps_the_sentencepiece_model_and_every_weight(base_translate, tmp_path):
+    old_task, old = load_model_dir(base_translate)
+    task, examples = task_for(base_translate, train_file=str(write_parallel(tmp_path, "new", NEW_PAIRS)))
+    model, report = adapted_model(task, base_translate, read_model_config(base_translate)["assets"], examples, examples)
+    assert task.src_sp.model_proto == old_task.src_sp.model_proto
+    assert all(torch.equal(tensor, old.state_dict()[name]) for name, tensor in model.state_dict().items())
+    assert set(old_task.output_ids) < set(task.output_ids)  # the new targets' subwords are scored too
+    assert report["subwords"].startswith("the model's SentencePiece model kept (")
+
+
+def test_new_vocab_trains_a_sentencepiece_model_whose_known_pieces_keep_their_rows(base_translate, tmp_path):
+    old_task, old = load_model_dir(base_translate)
+    task, examples = task_for(base_translate, train_file=str(write_parallel(tmp_path, "new", NEW_PAIRS)), new_vocab=True)
+    model, report = adapted_model(task, base_translate, read_model_config(base_translate)["assets"], examples, examples)
+    new_pieces, old_pieces = task.src_sp.pieces, old_task.src_sp.pieces
+    shared = [p for p in new_pieces.itos if p in old_pieces.stoi]
+    assert task.src_sp.model_proto != old_task.src_sp.model_proto and {"A", "en", "▁l"} <= set(shared)
+    for piece in shared:
+        assert torch.equal(model.src_embed.weight[new_pieces.stoi[piece]], old.src_embed.weight[old_pieces.stoi[piece]])
+    assert torch.equal(model.encoder.state_dict()["forward_layers.0.weight_hh_l0"], old.encoder.state_dict()["forward_layers.0.weight_hh_l0"])
+    assert report["subwords"] == (f"a new SentencePiece model of {len(new_pieces)} pieces (--new-vocab): {len(shared)} start "
+                                  f"from the model's embedding rows, {len(new_pieces) - len(shared)} fresh")
+
+
+def sentiment_rows():
+    return [("a good film", "positive"), ("a bad film", "negative"), ("good acting", "positive"), ("dull and bad", "negative")] * 5
+
+
+def test_a_dataset_dict_and_the_same_plain_files_train_the_same_model(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = sentiment_rows()
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
+    names = ["negative", "positive"]
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    split = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [names.index(y) for _, y in rows]}, features=features)
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "hf"))
+    tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "2", "--quiet"]
+    assert run_cli("train", "sentiment", "--dataset", tmp_path / "hf", "--output-dir", tmp_path / "a", *tiny)[0] == 0
+    assert run_cli("train", "sentiment", "--train-file", tmp_path / "train.tsv", "--dev-file", tmp_path / "dev.tsv",
+                   "--output-dir", tmp_path / "b", *tiny)[0] == 0
+    from_hf, from_files = (json.loads((tmp_path / run / "metrics.json").read_text())["dev"] for run in ("a", "b"))
+    assert from_hf == from_files
+    _, a = load_model_dir(tmp_path / "a" / "model")
+    _, b = load_model_dir(tmp_path / "b" / "model")
+    assert all(torch.equal(t, b.state_dict()[name]) for name, t in a.state_dict().items())

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from seqnlp.config import from_dict
@@ -52,3 +54,34 @@ def test_missing_test_split_is_none_and_unknown_split_for_train_is_an_error(tmp_
 def test_unreachable_hub_name_is_a_clear_error():
     with pytest.raises(DataError, match="could not load dataset"):
         task_for(dataset="no-such-user/no-such-dataset-xyz").read("train")
+
+
+def hub_cache_entry(cache, repo_id: str, splits: dict) -> None:
+    """What ``load_dataset(repo_id)`` leaves in the datasets cache when it downloads a hub dataset of JSON Lines files:
+    ``NAMESPACE___NAME/default/0.0.0/REVISION/`` with ``dataset_info.json`` and one Arrow file per split."""
+    import shutil
+
+    from datasets.packaged_modules.json.json import Json
+
+    namespace, name = repo_id.split("/")
+    cache.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, rows in splits.items():
+        files[split] = str(cache.parent / f"{split}.jsonl")
+        with open(files[split], "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(row) + "\n" for row in rows)
+    staging = cache.parent / "staging"
+    Json(cache_dir=str(staging), dataset_name=name, config_id="default", hash="0123456789abcdef0123456789abcdef01234567",
+         data_files=files).download_and_prepare()
+    shutil.move(str(staging / name), str(cache / f"{namespace}___{name}"))
+
+
+def test_a_hub_name_loads_offline_from_the_datasets_cache(tmp_path, monkeypatch):
+    rows = [{"tokens": ["Anna", "lives", "in", "Oslo"], "ner_tags": ["B-PER", "O", "O", "B-LOC"]}]
+    cache = tmp_path / "hf-cache" / "datasets"
+    hub_cache_entry(cache, "seqnlp-test/tiny_ner", {"train": rows * 3, "validation": rows})
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    assert datasets.config.HF_HUB_OFFLINE  # the suite never reaches the network (tests/conftest.py)
+    task = task_for(dataset="seqnlp-test/tiny_ner")
+    assert [len(task.read(split)) for split in ("train", "dev")] == [3, 1] and task.read("test") is None
+    assert task.read("dev")[0].tags == ["B-PER", "O", "O", "B-LOC"]

@@ -74,7 +74,7 @@ def test_training_does_not_import_the_compiler_stack():
     code = (
         "import sys, torch\n"
         "from seqnlp.config import RunConfig\n"
-        "from seqnlp.train import build_optimizer\n"
+        "from seqnlp.trainer import build_optimizer\n"
         "model = torch.nn.Linear(2, 1)\n"
         "optimizer = build_optimizer(model, RunConfig())\n"
         "model(torch.ones(1, 2)).sum().backward()\n"

@@ -6,7 +6,7 @@ import torch
 from seqnlp.errors import SeqNLPError
 
 from seqnlp.config import RunConfig
-from seqnlp.train import Trainer, TrainingError, lr_factor
+from seqnlp.trainer import Trainer, TrainingError, lr_factor
 
 
 class Regression(torch.nn.Module):
@@ -146,7 +146,7 @@ def test_linear_schedule_decays_to_one_percent_and_warms_up():
 
 
 def test_weight_average_follows_the_parameters_with_the_configured_decay():
-    from seqnlp.train import WeightAverage
+    from seqnlp.trainer import WeightAverage
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
@@ -203,7 +203,7 @@ def test_weights_in_one_flat_buffer_and_tied_weights_save_and_load(tmp_path):
 
 def test_an_unknown_or_absent_device_is_a_clear_error():
     from seqnlp.errors import ConfigError
-    from seqnlp.train import pick_device
+    from seqnlp.trainer import pick_device
 
     with pytest.raises(ConfigError, match="not 'gpu'"):
         pick_device("gpu")
@@ -223,3 +223,15 @@ def test_every_switch_has_both_spellings_whatever_its_default(argv, expected):
     parser = argparse.ArgumentParser()
     configs.add_arguments(parser, RunConfig)
     assert configs.resolve(RunConfig, parser.parse_args(argv)).bidirectional is expected
+
+
+def test_report_to_tensorboard_writes_the_scalars_of_the_log(tmp_path):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    trainer, _ = make_trainer(tmp_path, config(report_to="tensorboard"))
+    trainer.fit()
+    events = accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    logged = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    dev = [(r["step"], r["dev"]["neg_mse"]) for r in logged if "dev" in r]
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("dev/neg_mse")] == dev
+    assert len(events.Scalars("loss")) == sum("loss" in r for r in logged)

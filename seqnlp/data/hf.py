@@ -61,9 +61,13 @@ def load_split(name_or_path: str, split: str, config: str | None = None, role: s
 
 
 def is_single_split(name_or_path: str, config: str | None = None) -> bool:
+    return not is_dataset_dict(load(name_or_path, config))
+
+
+def is_dataset_dict(loaded) -> bool:
     import datasets
 
-    return not isinstance(load(name_or_path, config), datasets.DatasetDict)
+    return isinstance(loaded, datasets.DatasetDict)
 
 
 def require_columns(dataset, columns, source: str) -> None:

@@ -102,3 +102,11 @@ def allowed_transitions(labels: Sequence[str], scheme: str):
             if scheme == "bioes" and pi in ("B", "I") and not (pj in ("I", "E") and ei == ej):
                 trans[i, j] = False
     return start, trans, end
+
+
+def continuation_mask(labels: Sequence[str]):
+    """``[K, K]`` booleans: tag ``j`` after tag ``i`` extends the same entity (``B-X``/``I-X`` then ``I-X``/``E-X``)."""
+    import torch
+
+    parts = [split_tag(label) for label in labels]
+    return torch.tensor([[pi in ("B", "I") and pj in ("I", "E") and ei == ej for pj, ej in parts] for pi, ei in parts])

@@ -1,4 +1,4 @@
-"""Linear-chain CRF with a batched forward algorithm and batched Viterbi decoding."""
+"""Linear-chain CRF: batched forward algorithm, Viterbi decoding, and forward-backward marginals."""
 
 from __future__ import annotations
 
@@ -77,3 +77,55 @@ class CRF(nn.Module):
         path[:, 0] = current
         lengths = mask.sum(1).tolist()
         return [row[:n] for row, n in zip(path.tolist(), lengths)]
+
+    def forward_backward(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space (inference: clarity over speed).
+
+        ``alpha[b, t, k]`` sums the scores of every prefix ending in tag ``k`` at ``t`` (its emission
+        included); ``beta[b, t, k]`` every continuation after ``t`` from ``k`` (the end score included).
+        """
+        start, trans, end = self._scores()
+        batch, steps, tags = emissions.shape
+        alpha = emissions.new_empty(batch, steps, tags)
+        beta = emissions.new_empty(batch, steps, tags)
+        alpha[:, 0] = start + emissions[:, 0]
+        for t in range(1, steps):
+            step = torch.logsumexp(alpha[:, t - 1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha[:, t] = torch.where(mask[:, t].unsqueeze(1), step, alpha[:, t - 1])
+        beta[:, steps - 1] = end
+        for t in range(steps - 2, -1, -1):
+            step = torch.logsumexp(trans + (emissions[:, t + 1] + beta[:, t + 1]).unsqueeze(1), dim=2)
+            beta[:, t] = torch.where(mask[:, t + 1].unsqueeze(1), step, end.expand(batch, tags))
+        last = (mask.sum(1) - 1).clamp_min(0)
+        log_z = torch.logsumexp(alpha[torch.arange(batch), last] + end, dim=1)
+        return alpha, beta, log_z
+
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``P(tag at t = k | sentence)`` as ``[B, T, K]``; each real token's row sums to 1, padding rows are 0."""
+        alpha, beta, log_z = self.forward_backward(emissions, mask)
+        return (alpha + beta - log_z[:, None, None]).exp() * mask.unsqueeze(2)
+
+    def span_log_prob(self, emissions: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, log_z: float, length: int,
+                      tags: list[int], start_at: int, continues: torch.Tensor) -> float:
+        """log P(tokens ``start_at ..`` of one sentence carry exactly ``tags`` as one whole entity).
+
+        ``emissions``, ``alpha``, ``beta`` are one sentence's ``[T, K]``. ``continues[i, j]`` says tag ``j``
+        after tag ``i`` would extend the same entity (``B-X``/``I-X`` then ``I-X``/``E-X``): the tag before
+        the span may not lead into it and the tag after it may not extend it, so the probability is
+        that of this entity, not of a longer one that contains it.
+        """
+        start, trans, end = self._scores()
+        blocked = torch.where(continues, float("-inf"), 0.0)
+        first, last = start_at, start_at + len(tags) - 1
+        if first == 0:
+            score = start[tags[0]]
+        else:
+            score = torch.logsumexp(alpha[first - 1] + trans[:, tags[0]] + blocked[:, tags[0]], dim=0)
+        score = score + emissions[first, tags[0]]
+        for offset in range(1, len(tags)):
+            score = score + trans[tags[offset - 1], tags[offset]] + emissions[first + offset, tags[offset]]
+        if last == length - 1:
+            score = score + end[tags[-1]]
+        else:
+            score = score + torch.logsumexp(trans[tags[-1]] + blocked[tags[-1]] + emissions[last + 1] + beta[last + 1], dim=0)
+        return float(score - log_z)

@@ -48,6 +48,11 @@ class Task:
             raise DataError(f"the {split} data is empty", path or config.dataset)
         return examples
 
+    def data_source(self) -> str:
+        """Where the training data comes from, as vocabularies record it."""
+        c = self.config
+        return c.train_file or (f"{c.dataset}[{c.train_split}]" if c.dataset else "training data")
+
     def hold_out(self, train: list) -> tuple[list, list, str]:
         """(train, dev, how) when no dev set is given: 10% of the training examples, drawn with the seed."""
         order = list(range(len(train)))
@@ -95,6 +100,10 @@ class Task:
 
         return Adaptation()
 
+    def uses_subwords(self) -> bool:
+        """Whether the model reads SentencePiece subwords (which ``--new-vocab`` re-trains when fine-tuning)."""
+        return False
+
     def weight_axes(self) -> dict[str, tuple[str, tuple[int, ...]]]:
         """Tensors whose rows (dims) are indexed by a vocabulary: ``{tensor name: (vocabulary, dims)}``."""
         return {}
@@ -119,8 +128,17 @@ class Task:
         """Metrics of ``model`` on ``examples``; ``selection=True`` during training, where only the selection metric must be exact."""
         raise NotImplementedError
 
-    def predict_lines(self, model, lines: list[str], options: dict) -> list[str]:
+    def predict(self, model, inputs: list, options: dict) -> list:
+        """A ``seqnlp.predictions.Prediction`` for each input, in input order (``options``: decoding settings)."""
         raise NotImplementedError
+
+    def input_from_line(self, line: str) -> str:
+        """An input as ``seqnlp predict`` reads it from one line of text."""
+        return line
+
+    def predict_lines(self, model, lines: list[str], options: dict) -> list[str]:
+        """``predict``, one line of text in and one out (``seqnlp predict --format text``)."""
+        return [p.to_text() for p in self.predict(model, [self.input_from_line(line) for line in lines], options)]
 
     def report_sections(self, results: dict, output_dir=None) -> list[str]:
         """Markdown sections for ``report.md`` (pictures, if any, are written into ``output_dir``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from seqnlp.data.hf import label_names, require_columns
 from seqnlp.errors import DataError
 from seqnlp.metrics import entity_f1, entity_scores, token_accuracy
 from seqnlp.models.tagger import Tagger
+from seqnlp.predictions import Entity, Tagging, Token
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
@@ -117,10 +119,10 @@ class NERTask(Task):
     def fit(self, train, model_dir):
         c = self.config
         normalized = [[self.normalize(t) for t in s.tokens] for s in train]
-        self.words = Vocab.build(normalized, min_freq=c.min_freq)
+        self.words = Vocab.build(normalized, min_freq=c.min_freq, source=self.data_source())
         counts = Counter(t for tokens in normalized for t in tokens)
         self.rare_from = next((i for i, w in enumerate(self.words.itos) if counts[w] == 1), len(self.words))
-        self.chars = Vocab.build(("".join(s.tokens) for s in train)) if c.char_dim else None  # characters, not tokens
+        self.chars = Vocab.build(("".join(s.tokens) for s in train), source=self.data_source()) if c.char_dim else None  # characters, not tokens
         self.spellings = {}
         types = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
         self.tags = label_vocab(tagging.scheme_tags(types, c.tag_scheme))
@@ -144,11 +146,12 @@ class NERTask(Task):
         if c.reset_head:
             adaptation.notes["output layer"] = "reset (--reset-head)"
         if c.extend_vocab:
-            self.words, added = finetune.extend(old_words, ([self.normalize(t) for t in s.tokens] for s in train), c.min_freq)
+            self.words, added = finetune.extend(old_words, ([self.normalize(t) for t in s.tokens] for s in train), c.min_freq,
+                                                self.data_source())
             adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
             adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
             if old_chars is not None:
-                self.chars, added = finetune.extend(old_chars, ("".join(s.tokens) for s in train))
+                self.chars, added = finetune.extend(old_chars, ("".join(s.tokens) for s in train), source=self.data_source())
                 adaptation.maps["chars"] = finetune.index_map(self.chars.itos, old_chars)
                 adaptation.notes["characters"] = f"{len(old_chars)} from the model, {added} added"
         return adaptation
@@ -275,11 +278,63 @@ class NERTask(Task):
         scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
         return scores
 
-    def predict_lines(self, model, lines, options):
-        sentences = [line.split() for line in lines]
-        nonempty = [s for s in sentences if s]
-        tagged = iter(self.tag(model, nonempty))
-        return [" ".join(f"{tok}/{tag}" for tok, tag in zip(s, next(tagged))) if s else "" for s in sentences]
+    def tag_entities(self, model, sentences: list[list[str]]) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
+        """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence.
+
+        The probability of an entity is the CRF's marginal probability of exactly that span and
+        type (forward-backward; ``CRF.span_log_prob``); without a CRF, the product of its tokens'
+        softmax probabilities.
+        """
+        results: list = [None] * len(sentences)
+        model.eval()
+        device = next(model.parameters()).device
+        items = self.encode(sentences)
+        continues = tagging.continuation_mask(self.tags.itos).to(device)
+        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
+                                    max_tokens=self.config.eval_max_tokens):
+            batch = self.collate([items[i] for i in group])
+            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            with torch.inference_mode():
+                emissions = model.emissions(batch).float()
+                mask = batch["mask"]
+                if model.crf is not None:
+                    paths = model.crf.decode(emissions, mask)
+                    alpha, beta, log_z = model.crf.forward_backward(emissions, mask)
+                else:
+                    probabilities = emissions.softmax(-1)
+                    paths = [row[:n] for row, n in zip(probabilities.argmax(-1).tolist(), mask.sum(1).tolist())]
+                for row, (i, path) in enumerate(zip(group, paths)):
+                    tags = self.tags.decode(path)
+                    entities = []
+                    for entity, start, end in tagging.to_spans(tags):
+                        if model.crf is not None:
+                            score = math.exp(model.crf.span_log_prob(emissions[row], alpha[row], beta[row], log_z[row], len(path),
+                                                                      path[start:end], start, continues))
+                        else:
+                            score = float(torch.prod(probabilities[row, torch.arange(start, end), path[start:end]]))
+                        entities.append((entity, start, end, score))
+                    results[i] = (tagging.convert(tags, "iob2"), entities)
+        return results
+
+    def predict(self, model, inputs, options):
+        """Each input is a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of tokens."""
+        from seqnlp.data.tokenize import from_tokens, tokenize, whitespace_tokens
+
+        split = whitespace_tokens if options.get("pretokenized") else tokenize
+        texts, tokenized = [], []
+        for item in inputs:
+            text, tokens = (item, split(item)) if isinstance(item, str) else from_tokens(item)
+            texts.append(text)
+            tokenized.append(tokens)
+        nonempty = [i for i, tokens in enumerate(tokenized) if tokens]
+        tagged = self.tag_entities(model, [[t for t, _, _ in tokenized[i]] for i in nonempty])
+        results = [Tagging(text) for text in texts]
+        for i, (tags, entities) in zip(nonempty, tagged):
+            tokens = tokenized[i]
+            results[i].tokens = [Token(t, start, end, tag) for (t, start, end), tag in zip(tokens, tags)]
+            results[i].entities = [Entity(texts[i][tokens[s][1]:tokens[e - 1][2]], entity, tokens[s][1], tokens[e - 1][2],
+                                          round(score, 6), s, e) for entity, s, e, score in entities]
+        return results
 
     def report_sections(self, results, output_dir=None):
         sections = []

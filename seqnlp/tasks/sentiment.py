@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from seqnlp.errors import DataError, shorten
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import Classifier
 from seqnlp.nn.pooling import POOLINGS
+from seqnlp.predictions import Classification
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
@@ -115,10 +115,10 @@ class SentimentTask(Task):
     def fit(self, train, model_dir):
         c = self.config
         if c.tokenizer == "subword":
-            self.subwords = SubwordTokenizer.train((e.text.lower() if c.lowercase else e.text for e in train), c.subword_vocab_size)
+            self.subwords = self.train_subwords(train)
             self.words = None
         else:
-            self.words = Vocab.build((self.tokenize(e.text) for e in train), min_freq=c.min_freq)
+            self.words = Vocab.build((self.tokenize(e.text) for e in train), min_freq=c.min_freq, source=self.data_source())
         self.labels = label_vocab(e.label for e in train)
         if len(self.labels) < 2:
             raise DataError(f"the training data has only one label ({self.labels.itos[0]!r}): a classifier needs at least two")
@@ -126,6 +126,13 @@ class SentimentTask(Task):
         self.weights = None
         if c.class_weights == "balanced":
             self.weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels.itos]
+
+    def train_subwords(self, train) -> SubwordTokenizer:
+        c = self.config
+        return SubwordTokenizer.train((e.text.lower() if c.lowercase else e.text for e in train), c.subword_vocab_size)
+
+    def uses_subwords(self):
+        return self.config.tokenizer == "subword"
 
     def adapt(self, train):
         """New classes get fresh output rows, known ones keep theirs; new words are added (word tokenizer)."""
@@ -141,11 +148,17 @@ class SentimentTask(Task):
         if c.reset_head:
             adaptation.notes["output layer"] = "reset (--reset-head)"
         if c.extend_vocab and c.tokenizer == "word":
-            self.words, added = finetune.extend(old_words, (self.tokenize(e.text) for e in train), c.min_freq)
+            self.words, added = finetune.extend(old_words, (self.tokenize(e.text) for e in train), c.min_freq, self.data_source())
             adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
             adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
         elif c.tokenizer == "subword":
-            adaptation.notes["subwords"] = "the model's SentencePiece model, kept"
+            old_subwords = self.subwords
+            if c.new_vocab:
+                self.subwords = self.train_subwords(train)
+            texts = [e.text.lower() if c.lowercase else e.text for e in train]
+            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_subwords, self.subwords, "training", texts)
+            if mapping is not None:
+                adaptation.maps["words"] = mapping
         counts = Counter(e.label for e in train)
         if c.class_weights == "balanced":
             self.weights = [len(train) / (len(self.labels) * max(1, counts[label])) for label in self.labels.itos]
@@ -240,17 +253,18 @@ class SentimentTask(Task):
             scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
         return scores
 
-    def predict_lines(self, model, lines, options):
-        texts = [line if line.strip() else " " for line in lines]
+    def predict(self, model, inputs, options):
+        """The label of each text, its probability and every class's; a text longer than ``max_length`` tokens is
+        labelled from its first ``max_length`` (as the model was trained) and marked ``truncated``."""
         limit = self.config.max_length
-        tokens = [self.whole_tokens(text) for text in texts]
-        cut = sum(len(t) > limit for t in tokens)
-        if cut:  # the model reads the first max_length tokens of a text, as it was trained: say so rather than cut unannounced
-            print(f"warning: {cut} of these {len(texts)} texts are longer than max_length ({limit} tokens); the label reads "
-                  f"only their first {limit} tokens (--set max_length=N reads more)", file=sys.stderr)
+        tokens = [self.whole_tokens(text) if text.strip() else [] for text in inputs]
         probs = self.probabilities(model, [self.ids(t[:limit]) for t in tokens])
-        confidence, best = probs.max(dim=1)
-        return [f"{self.labels.itos[b]}\t{p:.4f}" for b, p in zip(best.tolist(), confidence.tolist())]
+        results = []
+        for text, row, whole in zip(inputs, probs.tolist(), tokens):
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append(Classification(text, self.labels.itos[best], round(row[best], 6),
+                                          {label: round(p, 6) for label, p in zip(self.labels.itos, row)}, len(whole) > limit))
+        return results
 
     def report_sections(self, results, output_dir=None):
         sections = []

@@ -12,6 +12,7 @@ from seqnlp.data.hf import require_columns
 from seqnlp.errors import DataError, read_text
 from seqnlp.metrics import language_model_scores
 from seqnlp.models.charlm import CharLM
+from seqnlp.predictions import Generation
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import PAD, UNK, Vocab
@@ -83,7 +84,7 @@ class TextgenTask(Task):
 
     # -- vocabulary and model ------------------------------------------------------------
     def fit(self, train, model_dir):
-        self.chars = Vocab.build((d.text for d in train), specials=(PAD, UNK))
+        self.chars = Vocab.build((d.text for d in train), specials=(PAD, UNK), source=self.data_source())
 
     def adapt(self, train):
         """New characters get fresh embedding and output rows; every known one keeps its weights."""
@@ -92,7 +93,7 @@ class TextgenTask(Task):
         if not self.config.extend_vocab:
             return finetune.Adaptation()
         old = self.chars
-        self.chars, added = finetune.extend(old, (d.text for d in train))
+        self.chars, added = finetune.extend(old, (d.text for d in train), source=self.data_source())
         return finetune.Adaptation(maps={"chars": finetune.index_map(self.chars.itos, old)},
                                    notes={"characters": f"{len(old)} from the model, {added} added from the new training text"})
 
@@ -156,12 +157,15 @@ class TextgenTask(Task):
         ids = model.generate(encoded, length, temperature, top_k, top_p, generator)
         return ["".join(self.chars.decode(row)) for row in ids]
 
-    def predict_lines(self, model, lines, options):
-        """A continuation per prompt line; newlines inside a continuation are written as ``\\n``."""
-        texts = self.generate(model, [line.replace("\\n", "\n") for line in lines], options.get("max_chars", 200),
-                              options.get("temperature", 1.0), options.get("top_k", 0), options.get("top_p", 1.0),
-                              options.get("generator", options.get("seed", 0)))
-        return [t.replace("\\", "\\\\").replace("\n", "\\n") for t in texts]
+    def input_from_line(self, line):
+        """A prompt line may hold newlines written as ``\\n``."""
+        return line.replace("\\n", "\n")
+
+    def predict(self, model, inputs, options):
+        """A continuation of each prompt (``max_chars``, ``temperature``, ``top_k``, ``top_p``, ``seed`` or ``generator``)."""
+        texts = self.generate(model, list(inputs), options.get("max_chars", 200), options.get("temperature", 1.0),
+                              options.get("top_k", 0), options.get("top_p", 1.0), options.get("generator", options.get("seed", 0)))
+        return [Generation(prompt, text) for prompt, text in zip(inputs, texts)]
 
     def report_sections(self, results, output_dir=None):
         sections = []

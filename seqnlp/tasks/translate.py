@@ -16,6 +16,7 @@ from seqnlp.metrics import translation_scores
 from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.nn.attention import ATTENTION_KINDS
 from seqnlp.nn.beam import beam_search
+from seqnlp.predictions import Translation
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import SubwordTokenizer
@@ -50,7 +51,7 @@ class TranslateConfig(RunConfig):
     n_best: int = setting(1, "translations returned per input (at most beam)", low=1, high=1000)
     eval_batch_size: int = setting(128, "sentences per inference batch", low=1, high=1_000_000)
     int8_decoding: bool = setting(True, "on CPU, the decoder cells' and output layer's products run in int8 (seqnlp/nn/products.py)")
-    dropout: float = 0.3              # see docs/NOTES.md for the dropout runs behind this default
+    dropout: float = 0.3              # docs/experiments.md: the dropout runs behind this default
     batch_size: int = 64
     lr: float = 2e-3
     epochs: int = 40
@@ -119,6 +120,37 @@ class TranslateTask(Task):
             self.src_sp = SubwordTokenizer.train([p.src for p in train], c.vocab_size)
             self.tgt_sp = SubwordTokenizer.train([p.tgt for p in train], c.vocab_size)
         self.output_ids = sorted({t for p in train for t in self.tgt_sp.encode(p.tgt)} | {self.tgt_sp.eos_id, self.tgt_sp.unk_id})
+
+    def uses_subwords(self):
+        return True
+
+    def adapt(self, train):
+        """The model's SentencePiece model kept (the output layer also scores the new data's target subwords),
+        or a new one trained on the new data (``--new-vocab``), whose pieces the model knows keep their rows."""
+        from seqnlp import finetune
+
+        old_src, old_tgt = self.src_sp, self.tgt_sp
+        if self.config.new_vocab:
+            self.fit(train, None)
+        else:
+            self.output_ids = sorted(set(self.output_ids) | {t for p in train for t in self.tgt_sp.encode(p.tgt)})
+        adaptation = finetune.Adaptation()
+        if self.config.joint_vocab:
+            texts = [p.src for p in train] + [p.tgt for p in train]
+            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_src, self.src_sp, "training", texts)
+            maps = {"source": mapping, "target": mapping}
+        else:
+            maps = {}
+            maps["source"], adaptation.notes["source subwords"] = finetune.subword_adaptation(
+                old_src, self.src_sp, "source", [p.src for p in train])
+            maps["target"], adaptation.notes["target subwords"] = finetune.subword_adaptation(
+                old_tgt, self.tgt_sp, "target", [p.tgt for p in train])
+        adaptation.maps.update({name: mapping for name, mapping in maps.items() if mapping is not None})
+        return adaptation
+
+    def weight_axes(self):
+        return {"src_embed.weight": ("source", (0,)), "tgt_embed.weight": ("target", (0,)),
+                "out.weight": ("target", (0,)), "out.bias": ("target", (0,))}
 
     def build_model(self):
         c = self.config
@@ -230,12 +262,21 @@ class TranslateTask(Task):
                               for i in range(min(10, len(examples)))]
         return scores
 
-    def predict_lines(self, model, lines, options):
-        n_best = self.config.n_best
-        results = self.translate(model, [line if line.strip() else "." for line in lines], options.get("beam"), n_best)
-        if n_best == 1:
-            return [nbest[0][0] if line.strip() else "" for nbest, line in zip(results, lines)]
-        return ["\t".join(f"{text} ||| {score:.4f}" for text, score in nbest) for nbest in results]
+    def predict(self, model, inputs, options):
+        """The best translation of each input with its score, and the ``n_best`` list when ``n_best`` > 1."""
+        n_best = options.get("n_best") or self.config.n_best
+        beam = options.get("beam") or self.config.beam
+        if n_best > beam:
+            raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
+        results = self.translate(model, [text if text.strip() else "." for text in inputs], options.get("beam"), n_best)
+        out = []
+        for text, nbest in zip(inputs, results):
+            if not text.strip():
+                out.append(Translation(text, "", 0.0))
+                continue
+            hypotheses = [{"translation": t, "score": round(score, 6)} for t, score in nbest] if n_best > 1 else []
+            out.append(Translation(text, nbest[0][0], round(nbest[0][1], 6), hypotheses))
+        return out
 
     def report_sections(self, results, output_dir=None):
         sections = []

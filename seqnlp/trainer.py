@@ -217,6 +217,8 @@ class Trainer:
         self.state = TrainState()
         self.checkpoint_dir = self.output_dir / "checkpoints" / "last"
         self.log_path = self.output_dir / "train_log.jsonl"
+        self.board_writer = open_tensorboard() if config.report_to == "tensorboard" else None
+        self.board = None
 
     # -- checkpoints -------------------------------------------------------------------
     def _take_over_folder(self) -> None:
@@ -297,6 +299,11 @@ class Trainer:
                 out.write(json.dumps(record) + "\n")
         except OSError as err:
             raise TrainingError(f"cannot write: {err.strerror or err}", str(self.log_path)) from None
+        if self.board_writer is not None:
+            self.board = self.board or self.board_writer(str(self.output_dir / "tensorboard"))
+            for name, value in scalars(record):
+                self.board.add_scalar(name, value, global_step=record["step"])
+            self.board.flush()
 
     def _improved(self, value: float) -> bool:
         best = self.state.best_metric
@@ -344,9 +351,13 @@ class Trainer:
             stop = interrupted or state.finished
             self.save_checkpoint()
             release_memory()
+        self._close_progress_bar()
+        return state
+
+    def _close_progress_bar(self) -> None:
         if self.progress_bar:
             self.progress_bar.close()
-        return state
+            self.progress_bar = None
 
     def _train_epoch(self, batches: list) -> tuple[bool, float]:
         """Train on the epoch's remaining batches; returns (stopped before the end?, mean loss)."""
@@ -375,7 +386,12 @@ class Trainer:
                 window_tokens, window_start = 0, time.perf_counter()
             if self.progress_bar:
                 self.progress_bar.update(1)
-            if (self.budget and state.seconds >= self.budget) or (self.max_steps and state.step >= self.max_steps):
+            if self.budget and state.seconds >= self.budget:
+                self._close_progress_bar()
+                print(f"time budget of {config.max_minutes:g} minutes used up at step {state.step} (epoch {state.epoch + 1}): "
+                      "a last dev evaluation, then the end", flush=True)
+                return True, loss_sum / loss_count
+            if self.max_steps and state.step >= self.max_steps:
                 return True, loss_sum / loss_count
             if time.perf_counter() - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
                 self.save_checkpoint()
@@ -444,7 +460,26 @@ class Trainer:
     def _show(self, loss: float, speed: float | None = None) -> None:
         if self.progress_bar:
             extra = {"tok_s": f"{speed:,.0f}"} if speed is not None else {}
-            self.progress_bar.set_postfix(epoch=self.state.epoch + 1, loss=f"{loss:.3f}", best=_fmt(self.state.best_metric), **extra)
+            best = {f"best_dev_{self.metric}": _fmt(self.state.best_metric)}
+            self.progress_bar.set_postfix(epoch=self.state.epoch + 1, loss=f"{loss:.3f}", **best, **extra)
+
+
+def open_tensorboard():
+    """torch's TensorBoard writer class (opened at the first log line: the folder is the run's only once it has saved)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainingError("--report-to tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
+
+
+def scalars(record: dict, prefix: str = ""):
+    """``(name, value)`` of every number in a log record, nested ones as ``dev/f1``; the step is the axis, not a scalar."""
+    for key, value in record.items():
+        if isinstance(value, dict):
+            yield from scalars(value, f"{prefix}{key}/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+            yield f"{prefix}{key}", value
 
 
 def _train_state(data: dict, path: Path) -> TrainState:

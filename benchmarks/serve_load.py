@@ -1,0 +1,153 @@
+"""Load test of ``seqnlp serve``: concurrent clients on 127.0.0.1 against in-process batched prediction.
+
+    python benchmarks/serve_load.py --tagger runs/ner/model --translator runs/translate/model
+
+For each model: the throughput of ``seqnlp.load(model).predict(inputs)`` in this process (one call,
+batched), then a ``seqnlp serve`` subprocess, loaded by N = 1, 8, 32 client threads that each send
+requests of ``--inputs-per-request`` inputs over a kept-alive connection until ``--requests`` requests
+are answered. Prints one JSON object. The clients run on the same machine as the server and take
+some of its CPU: on a 2-core machine that is part of what the ratio measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def sentences(task: str, count: int) -> list[str]:
+    """Dev-set inputs: CoNLL-2003 dev sentences for the tagger, Multi30k val sources for the translator."""
+    if task == "ner":
+        out, tokens = [], []
+        for line in (SHARED / "conll2003" / "dev.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("-DOCSTART-"):
+                tokens.append(line.split()[0])
+            elif tokens:
+                out.append(" ".join(tokens))
+                tokens = []
+        return out[:count]
+    return (SHARED / "multi30k" / "val.de").read_text(encoding="utf-8").splitlines()[:count]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(model: str, port: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    process = subprocess.Popen([sys.executable, "-m", "seqnlp.cli", "serve", model, "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"the server did not start: {process.stderr.read()[-500:]}")
+
+
+def load(port: int, clients: int, requests: int, batches: list[list[str]]) -> dict:
+    """``requests`` requests from ``clients`` threads; latency per request, failures counted."""
+    latencies: list[float] = []
+    failed = 0
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def client():
+        nonlocal failed
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for number in counter:
+            body = json.dumps({"inputs": batches[number % len(batches)]})
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                ok = response.status == 200 and len(json.loads(response.read())["predictions"]) == len(batches[number % len(batches)])
+            except (OSError, http.client.HTTPException, ValueError):
+                ok = False
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                failed += not ok
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=client) for _ in range(clients)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds = time.perf_counter() - started
+    ordered = sorted(latencies)
+    return {"requests_per_s": round(len(latencies) / seconds, 2), "inputs_per_s": round(len(latencies) * len(batches[0]) / seconds, 1),
+            "p50_s": round(statistics.median(ordered), 4), "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+            "failed": failed}
+
+
+def measure(model_dir: str, task: str, args) -> dict:
+    import torch
+
+    import seqnlp
+
+    torch.set_num_threads(args.threads)
+    k = args.inputs_per_request
+    inputs = sentences(task, args.requests * k)
+    batches = [inputs[i : i + k] for i in range(0, len(inputs) - k + 1, k)]
+    model = seqnlp.load(model_dir, device="cpu")
+    model.predict(inputs[:64])  # warm-up
+    started = time.perf_counter()
+    model.predict(inputs)
+    in_process = len(inputs) / (time.perf_counter() - started)
+    del model
+    port = free_port()
+    server = start_server(model_dir, port, args.threads)
+    try:
+        load(port, 4, 16, batches)  # warm-up
+        result = {"inputs_per_request": k, "in_process_inputs_per_s": round(in_process, 1)}
+        for clients in (1, 8, 32):
+            result[f"clients_{clients}"] = load(port, clients, args.requests, batches)
+        best = result["clients_32"]["inputs_per_s"]
+        result["served_32_vs_in_process"] = round(best / in_process, 3)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tagger", help="a trained ner model directory")
+    parser.add_argument("--translator", help="a trained translate model directory (decoded at its beam, 5 by default)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per client count")
+    parser.add_argument("--inputs-per-request", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and the in-process run")
+    args = parser.parse_args()
+    out = {}
+    if args.tagger:
+        out["tagger"] = measure(args.tagger, "ner", args)
+    if args.translator:
+        out["translator"] = measure(args.translator, "translate", args)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

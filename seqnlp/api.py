@@ -1,0 +1,223 @@
+"""The Python API: what ``seqnlp train``, ``evaluate`` and ``predict`` do, without a subprocess.
+
+>>> import seqnlp
+>>> tagger = seqnlp.load("runs/ner/model")                       # doctest: +SKIP
+>>> tagger.predict(["Peter Blackburn visited Brussels."])[0].to_dict()["entities"]  # doctest: +SKIP
+[{'text': 'Peter Blackburn', 'type': 'PER', 'start': 0, 'end': 15, 'score': 0.998, ...}, ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from seqnlp import config as configs
+from seqnlp.errors import ConfigError
+
+# Options of ``predict`` that are not settings of the model's config (those can be passed too: length_penalty=0.6).
+PREDICT_OPTIONS = {
+    "ner": {"pretokenized": bool},
+    "sentiment": {},
+    "translate": {"beam": int, "n_best": int},
+    "textgen": {"max_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int, "generator": torch.Generator},
+}
+# What a valid value of each option is (the command line's `seqnlp predict` checks its flags with these too).
+OPTION_CHECKS = {
+    "beam": lambda v: v >= 1, "n_best": lambda v: v >= 1, "max_chars": lambda v: v >= 0, "top_k": lambda v: v >= 0,
+    "temperature": lambda v: math.isfinite(v) and v > 0, "top_p": lambda v: math.isfinite(v) and 0 < v <= 1,
+    "seed": lambda v: 0 <= v < 2**32,
+}
+
+
+@dataclasses.dataclass
+class Model:
+    """A trained model of any task, ready to predict: what ``seqnlp.load`` returns."""
+
+    task: object          # the seqnlp.tasks.base.Task the model was trained as (its config, vocabularies, labels)
+    module: torch.nn.Module
+    path: Path
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Entity types (ner) or classes (sentiment); None for the other tasks."""
+        if self.task.name == "ner":
+            return sorted({t.split("-", 1)[1] for t in self.task.tags.itos if t != "O"})
+        if self.task.name == "sentiment":
+            return list(self.task.labels.itos)
+        return None
+
+    def info(self) -> dict:
+        from seqnlp import __version__
+
+        config_file = self.path / "config.json"
+        return {"task": self.task.name, "labels": self.labels, "path": str(self.path), "version": __version__,
+                "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
+                "parameters": sum(p.numel() for p in self.module.parameters())}
+
+    def predict(self, inputs, batch_size: int | None = None, **options):
+        """Predictions for a list of inputs (or one prediction for one input), in input order.
+
+        ``inputs``: strings (for ner also lists of tokens). ``options``: the task's decoding options
+        (ner: ``pretokenized``; translate: ``beam``, ``n_best``; textgen: ``max_chars``, ``temperature``,
+        ``top_k``, ``top_p``, ``seed``) and any setting of the model's config that decoding reads
+        (``length_penalty=0.6``). ``batch_size`` bounds the inputs per forward pass.
+        """
+        single = isinstance(inputs, str)
+        items = [inputs] if single else list(inputs)
+        check_inputs(self.task.name, items)
+        task_options, settings = split_options(self.task, options)
+        if batch_size is not None:
+            settings["eval_batch_size"] = batch_size
+        task = self.task if not settings else with_settings(self.task, settings)
+        predictions = task.predict(self.module, items, task_options)
+        return predictions[0] if single else predictions
+
+    def evaluate(self, data=None, **kwargs) -> dict:
+        return evaluate(self, data, **kwargs)
+
+
+def load(path, device: str = "auto", **settings) -> Model:
+    """The model in ``path`` (a model directory), on ``device`` ("auto": the GPU if torch sees one).
+
+    ``settings`` override saved decoding and data settings, as ``--set`` does on the command line.
+    """
+    from seqnlp.io import existing_directory
+    from seqnlp.tasks.base import load_model_dir
+    from seqnlp.trainer import pick_device
+
+    path = Path(path)
+    task, module = load_model_dir(path, device=pick_device(device), overrides=settings or None)
+    return Model(task, module, existing_directory(path) or path)
+
+
+def train(task: str, config: str | os.PathLike | None = None, **settings) -> dict:
+    """Run a recipe from Python, exactly as ``seqnlp train TASK`` runs it; returns the metrics of ``metrics.json``.
+
+    ``config``: a YAML file of settings; ``settings``: flags by their setting names (``train_file=...,
+    epochs=3, bidirectional=False``), which win over the file. ``resume=True`` and ``overwrite=True`` as the flags.
+    """
+    from seqnlp.run import train as run_recipe
+
+    argv = ["--config", str(config)] if config is not None else []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if name in ("resume", "overwrite"):
+            argv += [flag] if value else []
+        elif isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, str(value)]
+    return run_recipe(task, argv)
+
+
+def evaluate(model, data=None, *, test_file=None, dataset=None, split: str | None = None, dataset_config: str | None = None) -> dict:
+    """The metrics ``seqnlp evaluate`` prints: ``{"task": ..., "test": {...}}``.
+
+    ``model``: a ``Model`` or a model directory. ``data``: a data file (or a translation file prefix),
+    a HuggingFace dataset (folder, hub name, ``Dataset`` or ``DatasetDict``); or name it with
+    ``test_file=`` / ``dataset=``. ``split``: the ``DatasetDict`` split (default: test).
+    """
+    return score(model, data, test_file=test_file, dataset=dataset, split=split, dataset_config=dataset_config)[0]
+
+
+def score(model, data=None, *, test_file=None, dataset=None, split=None, dataset_config=None) -> tuple[dict, dict, list]:
+    """``evaluate``'s metrics, with the scores' report-only extras and the examples scored (for ``report.md``)."""
+    if not isinstance(model, Model):
+        model = load(model)
+    if data is not None:
+        if is_dataset(data, model.task):
+            dataset = data
+        else:
+            test_file = data
+    if (test_file is None) == (dataset is None):
+        raise ConfigError("evaluate: give the data to score (a test file or a dataset)")
+    sources = {"train_file": None, "dev_file": None, "test_file": None if test_file is None else str(test_file),
+               "dataset": None if dataset is None or not isinstance(dataset, (str, os.PathLike)) else str(dataset),
+               "dataset_config": dataset_config, "test_split": split or "test"}
+    task = with_settings(model.task, sources)
+    examples = evaluation_examples(task, dataset, split, dataset_config)
+    scores = task.evaluate(model.module, examples)
+    return {"task": task.name, "test": {k: v for k, v in scores.items() if not k.startswith("_")}}, scores, examples
+
+
+def evaluation_examples(task, dataset, split: str | None, dataset_config: str | None) -> list:
+    """The examples to score: the test file, a whole single-split dataset, or a named split of a ``DatasetDict``."""
+    if dataset is None:
+        return task.read("test")
+    from seqnlp.data import hf
+
+    loaded = dataset if not isinstance(dataset, (str, os.PathLike)) else hf.load(str(dataset), dataset_config)
+    name = dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__
+    if not hf.is_dataset_dict(loaded):
+        if split is not None:
+            raise ConfigError(f"--split {split}: {name} is a single split (a data file or Dataset); "
+                              "--split names a split of a DatasetDict")
+        return task.read_hf(loaded, str(name))
+    split = split or "test"
+    if split not in loaded:
+        raise ConfigError(f"dataset has no split {split!r} (splits: {', '.join(loaded)})", str(name))
+    return task.read_hf(loaded[split], f"{name}[{split}]")
+
+
+def is_dataset(data, task) -> bool:
+    """Whether ``data`` names a HuggingFace dataset rather than a data file (or a translation file prefix)."""
+    if not isinstance(data, (str, os.PathLike)):
+        return True  # a Dataset or DatasetDict object
+    path = str(data)
+    if os.path.isdir(path):
+        return True
+    suffixes = [f".{task.config.src_lang}"] if task.name == "translate" else []
+    return not (os.path.exists(path) or any(os.path.exists(path + s) for s in suffixes))
+
+
+def with_settings(task, settings: dict):
+    """A copy of ``task`` whose config has ``settings`` (checked like any config); vocabularies are shared."""
+    values = {**configs.to_dict(task.config), **settings}
+    clone = object.__new__(type(task))
+    clone.__dict__.update(task.__dict__)
+    clone.config = configs.from_dict(type(task.config), values, source="settings")
+    return clone
+
+
+def split_options(task, options: dict) -> tuple[dict, dict]:
+    """``predict``'s keyword options as (the task's decoding options, config settings); anything else is an error."""
+    allowed = PREDICT_OPTIONS.get(task.name, {})
+    names = {f.name for f in dataclasses.fields(task.config)}
+    task_options, settings = {}, {}
+    for key, value in options.items():
+        if key in allowed:
+            kind = allowed[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ConfigError(f"{key} must be of type {kind.__name__}, not {type(value).__name__}")
+            check = OPTION_CHECKS.get(key)
+            if check is not None and not check(value):
+                raise ConfigError(f"invalid value for {key}: {value!r}")
+            task_options[key] = value
+        elif key in names:
+            settings[key] = value
+        else:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ConfigError(f"unknown option {key!r} for a {task.name} model (its options: {known}; or a setting of its config)")
+    return task_options, settings
+
+
+def check_inputs(task_name: str, items: list) -> None:
+    """Each input is a string (for ner also a list of token strings); anything else is a ``ConfigError``."""
+    for number, item in enumerate(items):
+        if isinstance(item, str):
+            continue
+        if task_name == "ner" and isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
+            continue
+        expected = "a string or a list of token strings" if task_name == "ner" else "a string"
+        raise ConfigError(f"inputs[{number}] must be {expected}, not {type(item).__name__}")

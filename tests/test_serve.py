@@ -1,0 +1,96 @@
+"""``seqnlp serve``: real HTTP on 127.0.0.1, started and stopped by the test."""
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import seqnlp
+from tests.conftest import TINY_NER, run_cli, write_tiny_conll
+
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(base URL, the served model) of a tiny tagger behind ``create_app`` on a free local port."""
+    from seqnlp.serve import ServeConfig, create_app
+
+    folder = tmp_path_factory.mktemp("serve")
+    train, dev = write_tiny_conll(folder)
+    assert run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", folder / "run", "--epochs", "2", *TINY_NER)[0] == 0
+    model = seqnlp.load(folder / "run" / "model")
+    config = ServeConfig(max_inputs=8, max_body_bytes=2000, max_wait_ms=20)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app_server = uvicorn.Server(uvicorn.Config(create_app(model, config), log_level="warning"))
+    thread = threading.Thread(target=app_server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not app_server.started:
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", model
+    app_server.should_exit = True
+    thread.join(timeout=10)
+
+
+def call(url, path, body=None, method=None):
+    """(status, decoded JSON body) of one request; ``body`` bytes are sent as they are."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data=data, method=method or ("POST" if data is not None else "GET"),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_health_and_info(server):
+    url, model = server
+    assert call(url, "/health") == (200, {"status": "ok"})
+    status, info = call(url, "/info")
+    assert status == 200 and info["task"] == "ner" and info["labels"] == model.labels and len(info["config_sha256"]) == 64
+    assert info["version"] == seqnlp.__version__
+
+
+def test_a_burst_of_concurrent_requests_is_answered_correctly_in_shared_batches(server):
+    url, model = server
+    texts = [f"Anna Berg visited Berlin {i} times ." for i in range(48)]
+    before = call(url, "/info")[1]["forward_passes"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda text: call(url, "/predict", {"inputs": [text]}), texts))
+    assert [status for status, _ in answers] == [200] * len(texts), answers[:2]
+    assert [body["predictions"][0] for _, body in answers] == [p.to_dict() for p in model.predict(texts)]
+    passes = call(url, "/info")[1]["forward_passes"] - before
+    assert passes < len(texts)  # requests arriving together shared forward passes
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b'{"inputs": ["a"', 400, "not valid JSON"),
+    (b"\xff\xfe", 400, "not valid JSON"),
+    ([1, 2], 422, "must be a JSON object"),
+    ({"inputs": []}, 422, "inputs must be a non-empty list"),
+    ({"inputs": "Anna"}, 422, "inputs must be a non-empty list"),
+    ({"inputs": [3]}, 422, "inputs[0] must be a string or a list of token strings, not int"),
+    ({"inputs": ["a"], "options": {"beam": 3}}, 422, "unknown option 'beam'"),
+    ({"inputs": ["a"], "options": []}, 422, "options must be a JSON object"),
+    ({"inputs": ["a"], "colour": 1}, 422, "unknown field 'colour'"),
+    ({"inputs": ["a"] * 9}, 413, "9 inputs: at most 8 per request"),
+    ({"inputs": ["a" * 3000]}, 413, "larger than 2000 bytes"),
+])
+def test_bad_requests_get_a_4xx_and_one_line_of_json(server, body, status, message):
+    url, _ = server
+    got, answer = call(url, "/predict", body)
+    assert got == status and set(answer) == {"error"} and message in answer["error"] and "\n" not in answer["error"]
+
+
+def test_the_server_binds_to_this_machine_unless_told_otherwise():
+    from seqnlp.serve import ServeConfig
+
+    assert ServeConfig().host == "127.0.0.1"
