@@ -4,9 +4,11 @@
 
 For each model: the throughput of ``seqnlp.load(model).predict(inputs)`` in this process (one call,
 batched), then a ``seqnlp serve`` subprocess, loaded by N = 1, 8, 32 client threads that each send
-requests of ``--inputs-per-request`` inputs over a kept-alive connection until ``--requests`` requests
-are answered. Prints one JSON object. The clients run on the same machine as the server and take
-some of its CPU: on a 2-core machine that is part of what the ratio measures.
+requests of ``--inputs-per-request`` inputs over kept-alive connections: with ``wrk`` (a C load
+generator; Debian's package) when it is installed, for ``--seconds`` per client count, else with Python
+threads until ``--requests`` requests are answered. Prints one JSON object. The clients run on the same
+machine as the server and take some of its CPU: on a 2-core machine that is part of what the ratio
+measures, and why wrk, which needs far less CPU than Python clients, is preferred.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
+import tempfile
 import statistics
 import subprocess
 import sys
@@ -65,6 +69,12 @@ def start_server(model: str, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit(f"the server did not start: {process.stderr.read()[-500:]}")
 
 
+def forward_passes(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/info")
+    return json.loads(connection.getresponse().read())["forward_passes"]
+
+
 def load(port: int, clients: int, requests: int, batches: list[list[str]]) -> dict:
     """``requests`` requests from ``clients`` threads; latency per request, failures counted."""
     latencies: list[float] = []
@@ -103,6 +113,39 @@ def load(port: int, clients: int, requests: int, batches: list[list[str]]) -> di
             "failed": failed}
 
 
+WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", "/predict", {["Content-Type"] = "application/json"}, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('\\nRESULT {"requests": %%d, "seconds": %%f, "p50_s": %%f, "p99_s": %%f, "failed": %%d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e6, latency:percentile(99) / 1e6,
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def load_with_wrk(port: int, clients: int, seconds: int, batches: list[list[str]]) -> dict:
+    """``clients`` connections from one wrk thread for ``seconds``; wrk's own latency percentiles and error counts."""
+    bodies = ", ".join("[==[" + json.dumps({"inputs": batch}) + "]==]" for batch in batches)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % bodies)
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", script.name,
+                              f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(script.name)
+    result = json.loads(out.split("RESULT", 1)[1])
+    return {"requests_per_s": round(result["requests"] / result["seconds"], 2),
+            "inputs_per_s": round(result["requests"] * len(batches[0]) / result["seconds"], 1),
+            "p50_s": round(result["p50_s"], 4), "p99_s": round(result["p99_s"], 4), "failed": result["failed"],
+            "requests": result["requests"]}
+
+
 def measure(model_dir: str, task: str, args) -> dict:
     import torch
 
@@ -123,8 +166,16 @@ def measure(model_dir: str, task: str, args) -> dict:
     try:
         load(port, 4, 16, batches)  # warm-up
         result = {"inputs_per_request": k, "in_process_inputs_per_s": round(in_process, 1)}
+        use_wrk = shutil.which("wrk") is not None and not args.python_clients
+        result["load_generator"] = "wrk" if use_wrk else "python threads"
         for clients in (1, 8, 32):
-            result[f"clients_{clients}"] = load(port, clients, args.requests, batches)
+            passes = forward_passes(port)
+            if use_wrk:
+                answered = result[f"clients_{clients}"] = load_with_wrk(port, clients, args.seconds, batches)
+            else:
+                answered = result[f"clients_{clients}"] = load(port, clients, args.requests, batches)
+            count = answered.pop("requests", args.requests)
+            answered["requests_per_forward_pass"] = round(count / max(1, forward_passes(port) - passes), 2)
         best = result["clients_32"]["inputs_per_s"]
         result["served_32_vs_in_process"] = round(best / in_process, 3)
     finally:
@@ -139,6 +190,8 @@ def main() -> None:
     parser.add_argument("--translator", help="a trained translate model directory (decoded at its beam, 5 by default)")
     parser.add_argument("--requests", type=int, default=200, help="requests per client count")
     parser.add_argument("--inputs-per-request", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=10, help="with wrk: seconds of load per client count")
+    parser.add_argument("--python-clients", action="store_true", help="load with Python threads even where wrk is installed")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and the in-process run")
     args = parser.parse_args()
     out = {}

@@ -62,9 +62,12 @@ def classification_scores(gold: Sequence[str], predicted: Sequence[str], labels:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
     correct = sum(confusion[i][i] for i in range(len(labels)))
+    # Macro-F1 over the classes that occur (in gold or predicted), as scikit-learn's default: a class the model
+    # knows but the data never shows (kept from a base model when fine-tuning) is not a class of this task.
+    occurring = [c for i, c in enumerate(per_class.values()) if c["support"] or any(row[i] for row in confusion)]
     return {
         "accuracy": correct / max(1, len(gold)),
-        "macro_f1": sum(c["f1"] for c in per_class.values()) / max(1, len(labels)),
+        "macro_f1": sum(c["f1"] for c in occurring) / max(1, len(occurring)),
         "per_class": per_class,
         "confusion_matrix": {"labels": list(labels), "matrix": confusion},
     }

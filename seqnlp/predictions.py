@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 @dataclass
 class Prediction:
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return _plain(self)
 
     def to_text(self) -> str:
         raise NotImplementedError
@@ -81,3 +81,14 @@ class Generation(Prediction):
     def to_text(self) -> str:
         """One line per record: a backslash is written ``\\\\`` and a newline ``\\n``."""
         return self.continuation.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _plain(value):
+    """Dataclasses as dicts, recursively; unlike ``dataclasses.asdict`` nothing is deep-copied (the fields are plain data)."""
+    if dataclasses.is_dataclass(value):
+        return {name: _plain(item) for name, item in vars(value).items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value

@@ -80,7 +80,8 @@ class DynamicBatcher:
             self.worker.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def predict(self, inputs: list, options: dict) -> list:
+    async def predict(self, inputs: list, options: dict) -> bytes:
+        """The JSON answer to one request, once the batch it joined has run."""
         future = asyncio.get_running_loop().create_future()
         tokens = sum(len(x.split()) if isinstance(x, str) else len(x) for x in inputs) or 1
         await self.queue.put(_Pending(inputs, options, tokens, future))
@@ -92,8 +93,10 @@ class DynamicBatcher:
         while True:
             first = held or await self.queue.get()
             held = None
-            if self.shares_batches and self.queue.empty() and self.max_wait > 0:
-                await asyncio.sleep(self.max_wait)  # nothing queued behind it: give concurrent requests a moment to join
+            if self.shares_batches and self.max_wait > 0:
+                # Give concurrent requests a moment to join: while a batch runs, the inference thread holds the
+                # interpreter most of the time, so requests that came in meanwhile are still being read.
+                await asyncio.sleep(self.max_wait)
             batch, tokens = [first], first.tokens
             while self.shares_batches and not self.queue.empty() and tokens < self.max_batch_tokens:
                 item = self.queue.get_nowait()
@@ -105,9 +108,8 @@ class DynamicBatcher:
             await self._serve(loop, batch)
 
     async def _serve(self, loop, batch: list[_Pending]) -> None:
-        inputs = [x for item in batch for x in item.inputs]
         try:
-            predictions = await loop.run_in_executor(self.executor, lambda: self.model.predict(inputs, **batch[0].options))
+            bodies = await loop.run_in_executor(self.executor, self._answers, batch)
         except SeqNLPError as err:  # an option the model refuses: every request of the batch asked for it
             for item in batch:
                 if not item.future.done():
@@ -119,11 +121,19 @@ class DynamicBatcher:
                     item.future.set_exception(RequestError(500, f"inference failed: {type(err).__name__}"))
             return
         self.batches += 1
-        start = 0
-        for item in batch:
+        for item, body in zip(batch, bodies):
             if not item.future.done():
-                item.future.set_result(predictions[start : start + len(item.inputs)])
+                item.future.set_result(body)
+
+    def _answers(self, batch: list[_Pending]) -> list[bytes]:
+        """In the worker thread: one shared ``predict`` call, and each request's JSON answer (serialising is work too)."""
+        predictions = self.model.predict([x for item in batch for x in item.inputs], **batch[0].options)
+        bodies, start = [], 0
+        for item in batch:
+            answer = {"predictions": [p.to_dict() for p in predictions[start : start + len(item.inputs)]]}
+            bodies.append(json.dumps(answer, ensure_ascii=False).encode())
             start += len(item.inputs)
+        return bodies
 
 
 def parse_request(body: bytes, task_name: str, max_inputs: int) -> tuple[list, dict]:
@@ -159,7 +169,7 @@ def create_app(model, config: ServeConfig):
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, Response
 
     batcher = DynamicBatcher(model, config.max_batch_tokens, config.max_wait_ms)
 
@@ -195,8 +205,7 @@ def create_app(model, config: ServeConfig):
             if len(body) > config.max_body_bytes:
                 raise RequestError(413, f"the body is larger than {config.max_body_bytes} bytes")
         inputs, options = parse_request(bytes(body), model.task_name, config.max_inputs)
-        predictions = await batcher.predict(inputs, options)
-        return {"predictions": [p.to_dict() for p in predictions]}
+        return Response(await batcher.predict(inputs, options), media_type="application/json")
 
     return app
 

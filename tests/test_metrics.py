@@ -38,6 +38,13 @@ def test_classification_scores_and_confusion_matrix():
     assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
 
 
+def test_macro_f1_averages_over_the_classes_that_occur():
+    """A class the model knows but neither gold nor predictions hold (kept from a base model) does not count."""
+    scores = classification_scores(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b", "kept"])
+    assert scores["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)
+    assert classification_scores(["a"], ["kept"], ["a", "kept"])["macro_f1"] == 0.0
+
+
 def test_language_model_scores_in_nats_and_bits():
     import math
 

@@ -105,27 +105,31 @@ class CRF(nn.Module):
         alpha, beta, log_z = self.forward_backward(emissions, mask)
         return (alpha + beta - log_z[:, None, None]).exp() * mask.unsqueeze(2)
 
-    def span_log_prob(self, emissions: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, log_z: float, length: int,
-                      tags: list[int], start_at: int, continues: torch.Tensor) -> float:
-        """log P(tokens ``start_at ..`` of one sentence carry exactly ``tags`` as one whole entity).
+    def span_log_probs(self, emissions: torch.Tensor, mask: torch.Tensor, spans: list[tuple[int, int, list[int]]],
+                       continues: torch.Tensor) -> list[float]:
+        """log P(tokens ``start ..`` of sentence ``row`` carry exactly ``tags`` as one whole entity), for each
+        ``(row, start, tags)`` of ``spans``.
 
-        ``emissions``, ``alpha``, ``beta`` are one sentence's ``[T, K]``. ``continues[i, j]`` says tag ``j``
-        after tag ``i`` would extend the same entity (``B-X``/``I-X`` then ``I-X``/``E-X``): the tag before
-        the span may not lead into it and the tag after it may not extend it, so the probability is
-        that of this entity, not of a longer one that contains it.
+        ``continues[i, j]`` says tag ``j`` after tag ``i`` would extend the same entity (``B-X``/``I-X`` then
+        ``I-X``/``E-X``): the tag before the span may not lead into it and the tag after it may not extend it, so
+        each probability is that of this entity, not of a longer one that contains it. Everything else is
+        summed over, by one forward-backward pass over the batch.
         """
+        if not spans:
+            return []
+        alpha, beta, log_z = self.forward_backward(emissions, mask)
         start, trans, end = self._scores()
-        blocked = torch.where(continues, float("-inf"), 0.0)
-        first, last = start_at, start_at + len(tags) - 1
-        if first == 0:
-            score = start[tags[0]]
-        else:
-            score = torch.logsumexp(alpha[first - 1] + trans[:, tags[0]] + blocked[:, tags[0]], dim=0)
-        score = score + emissions[first, tags[0]]
-        for offset in range(1, len(tags)):
-            score = score + trans[tags[offset - 1], tags[offset]] + emissions[first + offset, tags[offset]]
-        if last == length - 1:
-            score = score + end[tags[-1]]
-        else:
-            score = score + torch.logsumexp(trans[tags[-1]] + blocked[tags[-1]] + emissions[last + 1] + beta[last + 1], dim=0)
-        return float(score - log_z)
+        into = trans + torch.where(continues, float("-inf"), 0.0)  # moves that do not extend an entity
+        lengths = mask.sum(1).tolist()
+        scores = []
+        for row, first, tags in spans:
+            last = first + len(tags) - 1
+            ids = torch.tensor(tags, device=emissions.device)
+            head = start[ids[0]] if first == 0 else torch.logsumexp(alpha[row, first - 1] + into[:, ids[0]], dim=0)
+            body = emissions[row, torch.arange(first, last + 1, device=emissions.device), ids].sum() + trans[ids[:-1], ids[1:]].sum()
+            if last == lengths[row] - 1:
+                tail = end[ids[-1]]
+            else:
+                tail = torch.logsumexp(into[ids[-1]] + emissions[row, last + 1] + beta[row, last + 1], dim=0)
+            scores.append(head + body + tail - log_z[row])
+        return torch.stack(scores).tolist()

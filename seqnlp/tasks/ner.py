@@ -282,7 +282,7 @@ class NERTask(Task):
         """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence.
 
         The probability of an entity is the CRF's marginal probability of exactly that span and
-        type (forward-backward; ``CRF.span_log_prob``); without a CRF, the product of its tokens'
+        type (forward-backward; ``CRF.span_log_probs``); without a CRF, the product of its tokens'
         softmax probabilities.
         """
         results: list = [None] * len(sentences)
@@ -299,21 +299,21 @@ class NERTask(Task):
                 mask = batch["mask"]
                 if model.crf is not None:
                     paths = model.crf.decode(emissions, mask)
-                    alpha, beta, log_z = model.crf.forward_backward(emissions, mask)
                 else:
                     probabilities = emissions.softmax(-1)
                     paths = [row[:n] for row, n in zip(probabilities.argmax(-1).tolist(), mask.sum(1).tolist())]
-                for row, (i, path) in enumerate(zip(group, paths)):
-                    tags = self.tags.decode(path)
-                    entities = []
-                    for entity, start, end in tagging.to_spans(tags):
-                        if model.crf is not None:
-                            score = math.exp(model.crf.span_log_prob(emissions[row], alpha[row], beta[row], log_z[row], len(path),
-                                                                      path[start:end], start, continues))
-                        else:
-                            score = float(torch.prod(probabilities[row, torch.arange(start, end), path[start:end]]))
-                        entities.append((entity, start, end, score))
-                    results[i] = (tagging.convert(tags, "iob2"), entities)
+                spans = [(row, start, end, entity) for row, path in enumerate(paths)
+                         for entity, start, end in tagging.to_spans(self.tags.decode(path))]
+                if model.crf is not None:
+                    log_probs = model.crf.span_log_probs(emissions, mask, [(r, s, paths[r][s:e]) for r, s, e, _ in spans], continues)
+                    scores = [math.exp(x) for x in log_probs]
+                else:
+                    scores = [float(torch.prod(probabilities[r, torch.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans]
+            entities: list[list] = [[] for _ in paths]
+            for (row, start, end, entity), score in zip(spans, scores):
+                entities[row].append((entity, start, end, score))
+            for row, (i, path) in enumerate(zip(group, paths)):
+                results[i] = (tagging.convert(self.tags.decode(path), "iob2"), entities[row])
         return results
 
     def predict(self, model, inputs, options):
