@@ -257,13 +257,7 @@ class NERTask(Task):
     def tag(self, model, sentences: list[list[str]]) -> list[list[str]]:
         """Predicted IOB2 tags for whitespace-tokenized sentences, in input order."""
         results: list = [None] * len(sentences)
-        model.eval()
-        device = next(model.parameters()).device
-        items = self.encode(sentences)
-        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
-                                    max_tokens=self.config.eval_max_tokens):
-            batch = self.collate([items[i] for i in group])
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        for group, batch in self.inference_batches(model, sentences):
             for i, ids in zip(group, model.predict(batch)):
                 results[i] = tagging.convert(self.tags.decode(ids), "iob2")
         return results
@@ -278,6 +272,16 @@ class NERTask(Task):
         scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
         return scores
 
+    def inference_batches(self, model, sentences: list[list[str]]):
+        """``(indices, batch on the model's device)`` over length buckets of tokenized ``sentences``."""
+        model.eval()
+        device = next(model.parameters()).device
+        items = self.encode(sentences)
+        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
+                                    max_tokens=self.config.eval_max_tokens):
+            batch = self.collate([items[i] for i in group])
+            yield group, {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
     def tag_entities(self, model, sentences: list[list[str]]) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
         """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence.
 
@@ -286,14 +290,8 @@ class NERTask(Task):
         softmax probabilities.
         """
         results: list = [None] * len(sentences)
-        model.eval()
-        device = next(model.parameters()).device
-        items = self.encode(sentences)
-        continues = tagging.continuation_mask(self.tags.itos).to(device)
-        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
-                                    max_tokens=self.config.eval_max_tokens):
-            batch = self.collate([items[i] for i in group])
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        continues = tagging.continuation_mask(self.tags.itos).to(next(model.parameters()).device)
+        for group, batch in self.inference_batches(model, sentences):
             with torch.inference_mode():
                 emissions = model.emissions(batch).float()
                 mask = batch["mask"]
@@ -302,8 +300,9 @@ class NERTask(Task):
                 else:
                     probabilities = emissions.softmax(-1)
                     paths = [row[:n] for row, n in zip(probabilities.argmax(-1).tolist(), mask.sum(1).tolist())]
-                spans = [(row, start, end, entity) for row, path in enumerate(paths)
-                         for entity, start, end in tagging.to_spans(self.tags.decode(path))]
+                tags = [self.tags.decode(path) for path in paths]
+                spans = [(row, start, end, entity) for row, row_tags in enumerate(tags)
+                         for entity, start, end in tagging.to_spans(row_tags)]
                 if model.crf is not None:
                     log_probs = model.crf.span_log_probs(emissions, mask, [(r, s, paths[r][s:e]) for r, s, e, _ in spans], continues)
                     scores = [math.exp(x) for x in log_probs]
@@ -312,8 +311,8 @@ class NERTask(Task):
             entities: list[list] = [[] for _ in paths]
             for (row, start, end, entity), score in zip(spans, scores):
                 entities[row].append((entity, start, end, score))
-            for row, (i, path) in enumerate(zip(group, paths)):
-                results[i] = (tagging.convert(self.tags.decode(path), "iob2"), entities[row])
+            for row, i in enumerate(group):
+                results[i] = (tagging.convert(tags[row], "iob2"), entities[row])
         return results
 
     def predict(self, model, inputs, options):

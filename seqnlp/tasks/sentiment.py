@@ -127,9 +127,12 @@ class SentimentTask(Task):
         if c.class_weights == "balanced":
             self.weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels.itos]
 
+    def subword_texts(self, examples) -> list[str]:
+        """The texts a SentencePiece model is trained on and reads (lowercased when the config says so)."""
+        return [e.text.lower() if self.config.lowercase else e.text for e in examples]
+
     def train_subwords(self, train) -> SubwordTokenizer:
-        c = self.config
-        return SubwordTokenizer.train((e.text.lower() if c.lowercase else e.text for e in train), c.subword_vocab_size)
+        return SubwordTokenizer.train(self.subword_texts(train), self.config.subword_vocab_size)
 
     def uses_subwords(self):
         return self.config.tokenizer == "subword"
@@ -155,8 +158,8 @@ class SentimentTask(Task):
             old_subwords = self.subwords
             if c.new_vocab:
                 self.subwords = self.train_subwords(train)
-            texts = [e.text.lower() if c.lowercase else e.text for e in train]
-            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_subwords, self.subwords, "training", texts)
+            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_subwords, self.subwords, "training",
+                                                                                self.subword_texts(train))
             if mapping is not None:
                 adaptation.maps["words"] = mapping
         counts = Counter(e.label for e in train)

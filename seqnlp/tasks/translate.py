@@ -268,7 +268,7 @@ class TranslateTask(Task):
         beam = options.get("beam") or self.config.beam
         if n_best > beam:
             raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
-        results = self.translate(model, [text if text.strip() else "." for text in inputs], options.get("beam"), n_best)
+        results = self.translate(model, [text if text.strip() else "." for text in inputs], beam, n_best)
         out = []
         for text, nbest in zip(inputs, results):
             if not text.strip():
