@@ -32,7 +32,7 @@ def main():
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n"
     generator = torch.Generator().manual_seed(0)
     text = "".join(alphabet[i] for i in torch.randint(0, len(alphabet), (config.batch_size * config.seq_len * 12,), generator=generator))
-    task.fit([Document(text)], None)
+    task.build_vocabularies([Document(text)])
     model = task.build_model()
     optimizer = build_optimizer(model, config)
     batches = task.batches(task.prepare([Document(text)]), shuffle=True)

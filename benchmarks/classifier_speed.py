@@ -43,7 +43,7 @@ def main():
     config = from_dict(SentimentConfig, {})
     task = SentimentTask(config)
     texts = synthetic_texts(8000, random.Random(0))
-    task.fit(texts, None)
+    task.build_vocabularies(texts)
     model = task.build_model()
     optimizer = build_optimizer(model, config)
     items = task.prepare(texts)

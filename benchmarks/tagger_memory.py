@@ -37,7 +37,7 @@ def main():
     task = NERTask(from_dict(NERConfig, {}))
     train, dev = task.read_file(f"{args.conll}/train.txt"), task.read_file(f"{args.conll}/dev.txt")
     phases["data read"] = memory_mib()
-    task.fit(train, None)
+    task.build_vocabularies(train)
     model, items = task.build_model(), task.prepare(train)
     phases["model and encoded data"] = memory_mib()
     optimizer = build_optimizer(model, task.config)

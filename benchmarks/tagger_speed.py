@@ -50,7 +50,7 @@ def main():
     config = from_dict(NERConfig, {"tag_scheme": "bioes"})
     task = NERTask(config)
     sentences = read_conll(args.conll, scheme="bioes") if args.conll else synthetic_sentences(4000, rng)
-    task.fit(sentences, None)
+    task.build_vocabularies(sentences)
     model = task.build_model()
     optimizer = build_optimizer(model, config)
     train_batches = task.batches(task.prepare(sentences), shuffle=True)[:200]

@@ -37,31 +37,24 @@ from seqnlp.trainer import build_optimizer
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
     parser.add_argument("--decode-rounds", type=int, default=5, help="alternating greedy / beam-5 passes over the sentences (medians reported)")
     parser.add_argument("--model", help="decode with this trained model directory instead of random weights")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}  # 512 -> int, false -> bool
-    config = from_dict(TranslateConfig, {"eval_batch_size": 64, **overrides}, source="--set")
-    task = TranslateTask(config)
-    train = read_parallel_files(f"{args.data}/train", "de", "en")
-    val = read_parallel_files(f"{args.data}/val", "de", "en")[:256]
-    task.fit(train, None)
-    model = task.build_model()
-    optimizer = build_optimizer(model, config)
-    batches = task.batches(task.prepare(train[:6400]), shuffle=True)
+    return parser.parse_args()
 
+
+def bare_lstm_step(config, model):
+    """A training step of bare encoder and decoder LSTMs of the model's shapes, on random inputs."""
     encoder = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=True)
     decoder_input = model.cells[0].input_size  # the embedding, and the attentional vector with input feeding
     decoder = torch.nn.LSTM(decoder_input, config.decoder_hidden, num_layers=config.decoder_layers, batch_first=True)
     bare_params = [*encoder.parameters(), *decoder.parameters()]
 
-    def bare_train_step(batch):
+    def step(batch):
         src, tgt = batch["src"], batch["tgt_in"]
         memory, _ = encoder(torch.randn(*src.shape, config.embed_dim))
         states, _ = decoder(torch.randn(*tgt.shape, decoder_input))
@@ -69,24 +62,56 @@ def main():
             p.grad = None
         (memory.sum() + states.sum()).backward()
 
-    train = side_by_side(train_step_of(model, optimizer, config.clip_norm), bare_train_step, batches, args.seconds)
-    sources = [p.src for p in val]
-    lengths = [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val]
-    if args.model:
-        task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
-        lengths = None
+    return step
+
+
+def force_lengths(task, lengths: list[int]) -> None:
+    """Make ``task`` translate input ``i`` into exactly ``lengths[i]`` subwords: random weights would end anywhere."""
+
+    def exact(sentences, src_lengths):
+        bounds = torch.tensor([lengths[i] for i in sentences])
+        return bounds, bounds
+
+    task.length_bounds = exact
+
+
+def decoding_speeds(task, model, sources: list[str], rounds: int) -> dict[str, list[float]]:
+    """Sentences per second of greedy, beam-5 and (with int8 decoding) float32 beam-5 passes that take turns."""
     int8 = task.config.int8_decoding
-    passes = [("beam1", 1, int8), ("beam5", 5, int8)] + ([("beam5_float32", 5, False)] if int8 else [])  # float32: what int8 gains, side by side
+    passes = [("beam1", 1, int8), ("beam5", 5, int8)] + ([("beam5_float32", 5, False)] if int8 else [])
     for _, beam, _ in passes:
-        task.translate(model, sources[:64], beam=beam, exact_lengths=lengths and lengths[:64])  # warm-up
+        task.translate(model, sources[:64], beam=beam)  # warm-up
     speeds = {name: [] for name, _, _ in passes}
-    for r in range(args.decode_rounds):  # the passes take turns, so each ratio compares adjacent runs
+    for r in range(rounds):  # each ratio compares adjacent runs
         for name, beam, pass_int8 in passes[r % len(passes):] + passes[: r % len(passes)]:
             task.config.int8_decoding = pass_int8
             start = time.perf_counter()
-            task.translate(model, sources, beam=beam, exact_lengths=lengths)
+            task.translate(model, sources, beam=beam)
             speeds[name].append(len(sources) / (time.perf_counter() - start))
     task.config.int8_decoding = int8
+    return speeds
+
+
+def main():
+    args = parse_args()
+    torch.manual_seed(0)
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}  # 512 -> int, false -> bool
+    config = from_dict(TranslateConfig, {"eval_batch_size": 64, **overrides}, source="--set")
+    task = TranslateTask(config)
+    train = read_parallel_files(f"{args.data}/train", "de", "en")
+    val = read_parallel_files(f"{args.data}/val", "de", "en")[:256]
+    task.build_vocabularies(train)
+    model = task.build_model()
+    batches = task.batches(task.prepare(train[:6400]), shuffle=True)
+    step = train_step_of(model, build_optimizer(model, config), config.clip_norm)
+    train = side_by_side(step, bare_lstm_step(config, model), batches, args.seconds)
+    sources = [p.src for p in val]
+    if args.model:
+        task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
+    else:
+        force_lengths(task, [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val])
+    int8 = task.config.int8_decoding
+    speeds = decoding_speeds(task, model, sources, args.decode_rounds)
     beam_ratio, beam_ratio_range = median_ratio(zip(speeds["beam5"], speeds["beam1"]))
     int8_fields = {}
     if int8:

@@ -19,13 +19,6 @@ import torch
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError
 
-# Options of ``predict`` that are not settings of the model's config (those can be passed too: length_penalty=0.6).
-PREDICT_OPTIONS = {
-    "ner": {"pretokenized": bool},
-    "sentiment": {},
-    "translate": {"beam": int, "n_best": int},
-    "textgen": {"max_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int, "generator": torch.Generator},
-}
 # What a valid value of each option is (the command line's `seqnlp predict` checks its flags with these too).
 OPTION_CHECKS = {
     "beam": lambda v: v >= 1, "n_best": lambda v: v >= 1, "max_chars": lambda v: v >= 0, "top_k": lambda v: v >= 0,
@@ -49,11 +42,7 @@ class Model:
     @property
     def labels(self) -> list[str] | None:
         """Entity types (ner) or classes (sentiment); None for the other tasks."""
-        if self.task.name == "ner":
-            return sorted({t.split("-", 1)[1] for t in self.task.tags.itos if t != "O"})
-        if self.task.name == "sentiment":
-            return list(self.task.labels.itos)
-        return None
+        return self.task.label_names()
 
     def info(self) -> dict:
         from seqnlp import __version__
@@ -73,7 +62,7 @@ class Model:
         """
         single = isinstance(inputs, str)
         items = [inputs] if single else list(inputs)
-        check_inputs(self.task.name, items)
+        check_inputs(self.task, items)
         task_options, settings = split_options(self.task, options)
         if batch_size is not None:
             settings["eval_batch_size"] = batch_size
@@ -173,10 +162,7 @@ def is_dataset(data, task) -> bool:
     if not isinstance(data, (str, os.PathLike)):
         return True  # a Dataset or DatasetDict object
     path = str(data)
-    if os.path.isdir(path):
-        return True
-    suffixes = [f".{task.config.src_lang}"] if task.name == "translate" else []
-    return not (os.path.exists(path) or any(os.path.exists(path + s) for s in suffixes))
+    return os.path.isdir(path) or not task.data_exists(path)
 
 
 def with_settings(task, settings: dict):
@@ -190,7 +176,7 @@ def with_settings(task, settings: dict):
 
 def split_options(task, options: dict) -> tuple[dict, dict]:
     """``predict``'s keyword options as (the task's decoding options, config settings); anything else is an error."""
-    allowed = PREDICT_OPTIONS.get(task.name, {})
+    allowed = task.predict_options
     names = {f.name for f in dataclasses.fields(task.config)}
     task_options, settings = {}, {}
     for key, value in options.items():
@@ -212,12 +198,12 @@ def split_options(task, options: dict) -> tuple[dict, dict]:
     return task_options, settings
 
 
-def check_inputs(task_name: str, items: list) -> None:
-    """Each input is a string (for ner also a list of token strings); anything else is a ``ConfigError``."""
+def check_inputs(task, items: list) -> None:
+    """Each input is a string (or, where the task takes them, a list of token strings); anything else is a ``ConfigError``."""
     for number, item in enumerate(items):
         if isinstance(item, str):
             continue
-        if task_name == "ner" and isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
+        if task.token_list_inputs and isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
             continue
-        expected = "a string or a list of token strings" if task_name == "ner" else "a string"
+        expected = "a string or a list of token strings" if task.token_list_inputs else "a string"
         raise ConfigError(f"inputs[{number}] must be {expected}, not {type(item).__name__}")

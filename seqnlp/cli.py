@@ -86,8 +86,8 @@ def _predict(argv):
     check_decoding_options(args)
     overrides = dict(_parse_override(item) for item in args.set)
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
-    if args.format == "conll" and task.name != "ner":
-        raise ConfigError(f"--format conll is for ner models; this is a {task.name} model (use text or json)")
+    if args.format not in task.output_formats:
+        raise ConfigError(f"--format {args.format} is not for {task.name} models (use {' or '.join(task.output_formats)})")
     options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set", "buffer_lines", "format")}
     options["generator"] = torch.Generator().manual_seed(args.seed)  # textgen: one random stream for the whole input, however it is buffered
     lines = iter_text_lines(args.input)
@@ -175,8 +175,10 @@ def main(argv=None) -> int:
         print(f"seqnlp {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        from seqnlp.tasks import TASKS
+
         print("usage: seqnlp {train,evaluate,predict,serve,diagnose} ... | seqnlp --version\n"
-              "  seqnlp train TASK [options]        train, evaluate and report (TASK: ner, sentiment, translate, textgen)\n"
+              f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
               "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
               "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll]\n"
               "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, GET /info\n"

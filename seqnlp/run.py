@@ -115,7 +115,7 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     elif saved is not None:
         model, fine_tuning = adapted_model(task, saved["directory"], saved["assets"], train_set, dev_set)
     else:
-        task.fit(train_set, output_dir)
+        task.build_vocabularies(train_set)
         task.check_labels(dev_set)
         model = task.build_model()
         vectors_report = task.init_model(model)

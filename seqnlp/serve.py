@@ -67,9 +67,7 @@ class DynamicBatcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqnlp-inference")
         self.worker: asyncio.Task | None = None
         self.batches = 0  # forward passes so far (for /info and the load benchmark)
-        # Text generation draws every input's characters from one random stream: a request shares it with no
-        # other, so its continuation depends on its seed alone.
-        self.shares_batches = model.task_name != "textgen"
+        self.shares_batches = model.task.shares_batches
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -136,7 +134,7 @@ class DynamicBatcher:
         return bodies
 
 
-def parse_request(body: bytes, task_name: str, max_inputs: int) -> tuple[list, dict]:
+def parse_request(body: bytes, task, max_inputs: int) -> tuple[list, dict]:
     """``(inputs, options)`` of a ``/predict`` body, or a ``RequestError`` saying what is wrong with it."""
     try:
         data = json.loads(body)
@@ -153,7 +151,7 @@ def parse_request(body: bytes, task_name: str, max_inputs: int) -> tuple[list, d
     if len(inputs) > max_inputs:
         raise RequestError(413, f"{len(inputs)} inputs: at most {max_inputs} per request")
     try:
-        check_inputs(task_name, inputs)
+        check_inputs(task, inputs)
     except SeqNLPError as err:
         raise RequestError(422, err.message) from None
     options = data.get("options", {})
@@ -204,7 +202,7 @@ def create_app(model, config: ServeConfig):
             body += chunk
             if len(body) > config.max_body_bytes:
                 raise RequestError(413, f"the body is larger than {config.max_body_bytes} bytes")
-        inputs, options = parse_request(bytes(body), model.task_name, config.max_inputs)
+        inputs, options = parse_request(bytes(body), model.task, config.max_inputs)
         return Response(await batcher.predict(inputs, options), media_type="application/json")
 
     return app

@@ -10,6 +10,8 @@ import os
 import random
 import resource
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -194,7 +196,6 @@ class Trainer:
         write_model: Callable[[Path], None],
         metric: str,
         higher_is_better: bool = True,
-        max_steps: int | None = None,
         on_first_save: Callable[[], None] | None = None,
     ):
         self.model = model
@@ -205,7 +206,7 @@ class Trainer:
         self.write_model = write_model
         self.metric = metric
         self.higher_is_better = higher_is_better
-        self.max_steps = max_steps  # stop early (used to simulate an interruption)
+        self.stop_requested = False  # set by Ctrl-C / SIGTERM: the step ends, a checkpoint is written, the run stops
         # A fresh run into a used folder leaves the earlier run's files (model, metrics, log) alone until
         # it has a model or checkpoint of its own to put in their place; its log lines wait until then.
         self.on_first_save = on_first_save
@@ -333,6 +334,18 @@ class Trainer:
             from tqdm import tqdm
 
             self.progress_bar = tqdm(total=self.total_steps, initial=state.step, dynamic_ncols=True, mininterval=1.0)
+        with stop_on_signals(self):
+            self._train_epochs(batches)
+        self._close_progress_bar()
+        if self.stop_requested:
+            print(f"interrupted at step {state.step} (epoch {state.epoch + 1}): --resume continues from {self.checkpoint_dir}",
+                  flush=True)
+            raise KeyboardInterrupt
+        return state
+
+    def _train_epochs(self, batches: list) -> None:
+        """Epochs until the last, the time budget, early stopping or a stop request; a checkpoint after each."""
+        config, state = self.config, self.state
         stop = False
         while state.epoch < config.epochs and not stop:
             batches = batches or self.train_batches(state.epoch)
@@ -348,11 +361,9 @@ class Trainer:
             if config.patience and state.bad_epochs >= config.patience:
                 print(f"early stopping: no dev {self.metric} improvement for {state.bad_epochs} epochs", flush=True)
                 state.finished = True
-            stop = interrupted or state.finished
+            stop = interrupted or state.finished or self.stop_requested
             self.save_checkpoint()
             release_memory()
-        self._close_progress_bar()
-        return state
 
     def _close_progress_bar(self) -> None:
         if self.progress_bar:
@@ -391,7 +402,7 @@ class Trainer:
                 print(f"time budget of {config.max_minutes:g} minutes used up at step {state.step} (epoch {state.epoch + 1}): "
                       "a last dev evaluation, then the end", flush=True)
                 return True, loss_sum / loss_count
-            if self.max_steps and state.step >= self.max_steps:
+            if self.stop_requested and index + 1 < len(batches):  # at an epoch's end, the epoch is finished first
                 return True, loss_sum / loss_count
             if time.perf_counter() - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
                 self.save_checkpoint()
@@ -462,6 +473,29 @@ class Trainer:
             extra = {"tok_s": f"{speed:,.0f}"} if speed is not None else {}
             best = {f"best_dev_{self.metric}": _fmt(self.state.best_metric)}
             self.progress_bar.set_postfix(epoch=self.state.epoch + 1, loss=f"{loss:.3f}", **best, **extra)
+
+
+@contextmanager
+def stop_on_signals(trainer: Trainer):
+    """While training, Ctrl-C (SIGINT) and SIGTERM ask ``trainer`` to stop after its current step, with a checkpoint.
+
+    A second signal acts as it would have without this (Ctrl-C raises KeyboardInterrupt at once). Only the
+    main thread can take signals: elsewhere (a notebook's worker thread) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum, frame):
+        trainer.stop_requested = True
+        signal.signal(signum, previous[signum])
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def open_tensorboard():

@@ -63,10 +63,10 @@ def test_fused_teacher_forcing_without_input_feeding_trains_on_the_gpu_without_w
     """cuDNN copies the decoder cells' separate weights into one buffer per call; the loss and gradients match the CPU's, silently."""
     import warnings
 
-    from seqnlp.models.seq2seq import Seq2Seq
+    from tests.test_translate import seq2seq
 
     torch.manual_seed(0)
-    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=False, dropout=0.0)
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=False)
     batch = {"src": torch.tensor([[4, 6, 8], [6, 8, 0]]), "src_lengths": torch.tensor([3, 2]),
              "tgt_in": torch.tensor([[2, 5, 7, 9], [2, 9, 5, 0]]), "tgt_out": torch.tensor([[5, 7, 9, 3], [9, 5, 3, 0]])}
     results = {}

@@ -667,7 +667,7 @@ def test_a_known_entity_type_in_an_unseen_tag_form_is_accepted(tmp_path):
     from seqnlp.tasks.ner import NERConfig, NERTask
 
     task = NERTask(from_dict(NERConfig, {"tag_scheme": "bioes"}))
-    task.fit([TaggedSentence(["Anna", "Berg"], ["B-PER", "E-PER"], "t:1")], tmp_path)
+    task.build_vocabularies([TaggedSentence(["Anna", "Berg"], ["B-PER", "E-PER"], "t:1")])
     task.check_labels([TaggedSentence(["Tom"], ["S-PER"], "d:1")])  # PER was seen, only in two-token spans
     with pytest.raises(Exception, match="entity type 'LOC' was not seen in training \\(known types: PER\\)"):
         task.check_labels([TaggedSentence(["Oslo"], ["S-LOC"], "d:2")])

@@ -170,7 +170,7 @@ def test_the_character_vocabulary_holds_characters(tmp_path):
     from seqnlp.data.conll import TaggedSentence
 
     task = NERTask(from_dict(NERConfig, {}))
-    task.fit([TaggedSentence(["Oslo", "is"], ["S-LOC", "O"], "t:1")], tmp_path)
+    task.build_vocabularies([TaggedSentence(["Oslo", "is"], ["S-LOC", "O"], "t:1")])
     assert sorted(task.chars.itos[2:]) == ["O", "i", "l", "o", "s"]
 
 

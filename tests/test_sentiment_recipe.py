@@ -176,5 +176,5 @@ def test_balanced_class_weights_follow_label_frequencies(tmp_path):
     from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
 
     task = SentimentTask(from_dict(SentimentConfig, {"class_weights": "balanced"}))
-    task.fit([TextExample("a", "x"), TextExample("b", "x"), TextExample("c", "x"), TextExample("d", "y")], None)
+    task.build_vocabularies([TextExample("a", "x"), TextExample("b", "x"), TextExample("c", "x"), TextExample("d", "y")])
     assert task.weights == pytest.approx([4 / 6, 2.0])

@@ -16,7 +16,7 @@ TINY = ["--hidden", "24", "--layers", "1", "--embed-dim", "8", "--seq-len", "16"
 
 def task_with(text, **settings):
     task = TextgenTask(from_dict(TextgenConfig, {"batch_size": 2, "seq_len": 3, **settings}))
-    task.fit([Document(text)], None)
+    task.build_vocabularies([Document(text)])
     return task
 
 

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+import signal
+
 import torch
 
 from seqnlp.errors import SeqNLPError
@@ -28,14 +30,36 @@ def make_data():
     return x, y
 
 
-def batches_for(x, y, seed):
+class CtrlCAt(list):
+    """An epoch's batches that send this process SIGINT, as Ctrl-C does, when the batch of step ``step`` is taken."""
+
+    def __init__(self, batches, first_step, step):
+        super().__init__(batches)
+        self.first_step, self.step = first_step, step
+
+    def __getitem__(self, index):
+        if self.first_step + index + 1 == self.step:
+            signal.raise_signal(signal.SIGINT)
+        return super().__getitem__(index)
+
+
+def batches_for(x, y, seed, interrupt_at=None):
     def batches(epoch):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-        return [{"x": x[i], "y": y[i], "num_tokens": len(i)} for i in order.split(8)]
+        epoch_batches = [{"x": x[i], "y": y[i], "num_tokens": len(i)} for i in order.split(8)]
+        return CtrlCAt(epoch_batches, epoch * len(epoch_batches), interrupt_at) if interrupt_at else epoch_batches
     return batches
 
 
-def make_trainer(tmp_path, config, max_steps=None):
+def interrupted_run(tmp_path, config, step):
+    """A run stopped by Ctrl-C during ``step``: it finishes that step, writes a checkpoint and raises KeyboardInterrupt."""
+    trainer, _ = make_trainer(tmp_path, config, interrupt_at=step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    return trainer
+
+
+def make_trainer(tmp_path, config, interrupt_at=None):
     torch.manual_seed(0)
     model = Regression()
     x, y = make_data()
@@ -51,7 +75,7 @@ def make_trainer(tmp_path, config, max_steps=None):
 
         save_weights(model, directory / "model.safetensors")
 
-    trainer = Trainer(model, config, tmp_path, batches_for(x, y, config.seed), evaluate, write_model, "neg_mse", max_steps=max_steps)
+    trainer = Trainer(model, config, tmp_path, batches_for(x, y, config.seed, interrupt_at), evaluate, write_model, "neg_mse")
     return trainer, model
 
 
@@ -62,8 +86,7 @@ def config(**kw):
 def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path):
     full_trainer, full_model = make_trainer(tmp_path / "full", config())
     full_trainer.fit()
-    interrupted, _ = make_trainer(tmp_path / "split", config(), max_steps=13)  # mid-epoch 2
-    interrupted.fit()
+    interrupted = interrupted_run(tmp_path / "split", config(), step=13)  # mid-epoch 2
     assert interrupted.state.step == 13
     resumed, resumed_model = make_trainer(tmp_path / "split", config())
     torch.manual_seed(123)  # whatever the RNG did meanwhile, the checkpoint restores it
@@ -76,8 +99,7 @@ def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path):
 def test_checkpoint_with_the_older_pickled_optimizer_state_still_resumes_exactly(tmp_path):
     full_trainer, full_model = make_trainer(tmp_path / "full", config())
     full_trainer.fit()
-    interrupted, _ = make_trainer(tmp_path / "split", config(), max_steps=13)
-    interrupted.fit()
+    interrupted = interrupted_run(tmp_path / "split", config(), step=13)
     last = tmp_path / "split" / "checkpoints" / "last"
     torch.save(interrupted.optimizer.state_dict(), last / "optimizer.pt")  # the format before safetensors
     (last / "optimizer.safetensors").unlink()
@@ -168,8 +190,7 @@ def test_averaged_weights_are_evaluated_and_saved_and_resume_exactly(tmp_path):
     best = Regression()
     load_weights(best, tmp_path / "full" / "model" / "model.safetensors")
     assert not torch.equal(best.layer.weight, full_model.layer.weight.cpu())  # the saved model is the average, not the last step
-    interrupted, _ = make_trainer(tmp_path / "split", config(average_decay=0.9), max_steps=13)
-    interrupted.fit()
+    interrupted_run(tmp_path / "split", config(average_decay=0.9), step=13)
     resumed, _ = make_trainer(tmp_path / "split", config(average_decay=0.9))
     resumed.fit(resume=True)
     for a, b in zip(full.average.average, resumed.average.average):

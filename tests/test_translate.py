@@ -1,5 +1,6 @@
 """Translation: parallel readers, attention, beam search, and the recipe end to end."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -10,10 +11,25 @@ import torch
 from seqnlp.data.parallel import read_parallel
 from seqnlp.errors import DataError
 from seqnlp.nn.attention import Attention
-from seqnlp.nn.beam import beam_search, coverage_penalty, length_penalty
+from seqnlp.nn.beam import GNMTScorer, beam_search, coverage_penalty, length_penalty
 from tests.conftest import run_cli
 
 BOS, EOS, PAD = 2, 3, 0
+# A small translator; the switches are those of the full model (input feeding, separate embeddings).
+SMALL_SEQ2SEQ = dict(embed_dim=8, hidden=8, decoder_hidden=8, layers=1, decoder_layers=1, cell="lstm", bidirectional=True,
+                     attention="general", input_feed=True, dropout=0.0, label_smoothing=0.1, tie_embeddings=False,
+                     shared_vocab=False, cell_impl="fused")
+
+
+def seq2seq(src_vocab, tgt_vocab, **settings):
+    from seqnlp.models.seq2seq import Seq2Seq
+
+    return Seq2Seq(src_vocab, tgt_vocab, **{**SMALL_SEQ2SEQ, **settings})
+
+
+def search(model, src, src_lengths, alpha=0.6, beta=0.0, **options):
+    """``beam_search`` with GNMT's length penalty ``alpha`` and coverage penalty ``beta``."""
+    return beam_search(model, src, src_lengths, scorer=GNMTScorer(alpha, beta), **options)
 
 
 def write_pair(tmp_path, name, de, en):
@@ -113,7 +129,7 @@ def exhaustive_best(table, max_len, alpha):
 def test_wide_beam_finds_the_exhaustive_optimum(seed):
     """Exact without a length penalty: a sentence stops once its best raw score is a finished hypothesis."""
     table = bigram_table(seed)
-    hyps = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=60,
+    hyps = search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=60,
                        max_lengths=torch.tensor([4]), bos=BOS, eos=EOS, alpha=0.0)
     best, score = exhaustive_best(table, 4, 0.0)
     assert hyps[0][0][0] == best and hyps[0][0][1] == pytest.approx(score, abs=1e-5)
@@ -121,7 +137,7 @@ def test_wide_beam_finds_the_exhaustive_optimum(seed):
 
 def test_beam_one_is_greedy_and_n_best_is_sorted():
     table = bigram_table(3)
-    greedy = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=1,
+    greedy = search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=1,
                          max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
     token, expected = BOS, []
     for _ in range(5):
@@ -130,7 +146,7 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
             break
         expected.append(token)
     assert greedy[0][0][0] == expected == greedy[1][0][0]
-    nbest = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
+    nbest = search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
                         max_lengths=torch.tensor([6]), bos=BOS, eos=EOS, n_best=3)[0]
     assert len(nbest) == 3 and [s for _, s in nbest] == sorted((s for _, s in nbest), reverse=True)
 
@@ -139,7 +155,7 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
 def test_each_hypothesis_score_is_its_log_probability_over_the_length_penalty_of_its_length(alpha):
     """Length: the hypothesis's tokens and its EOS; hypotheses of one sentence finish at different steps."""
     table = bigram_table(5)
-    nbest = beam_search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
+    nbest = search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
                         max_lengths=torch.tensor([7]), bos=BOS, eos=EOS, alpha=alpha, n_best=4)[0]
     assert len({len(ids) for ids, _ in nbest}) > 1
     for ids, score in nbest:
@@ -154,8 +170,8 @@ def test_search_normalises_the_models_logits():
     shifted = table + torch.randn(table.size(0), 1) * 5
     args = dict(src=torch.zeros(1, 1, dtype=torch.long), src_lengths=torch.tensor([1]), beam=3, max_lengths=torch.tensor([6]),
                 bos=BOS, eos=EOS, n_best=3)
-    expected = beam_search(BigramModel(table), **args)[0]
-    got = beam_search(BigramModel(shifted), **args)[0]
+    expected = search(BigramModel(table), **args)[0]
+    got = search(BigramModel(shifted), **args)[0]
     assert [ids for ids, _ in got] == [ids for ids, _ in expected]
     assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
 
@@ -191,9 +207,9 @@ def test_sentences_leaving_the_batch_early_do_not_change_any_result():
     model = PerSentenceBigramModel(tables)
     src = torch.tensor([[0], [1], [2], [3]])
     max_lengths = torch.tensor([3, 7, 5, 6])
-    together = beam_search(model, src, torch.ones(4, dtype=torch.long), beam=3, max_lengths=max_lengths, bos=BOS, eos=EOS, n_best=2)
+    together = search(model, src, torch.ones(4, dtype=torch.long), beam=3, max_lengths=max_lengths, bos=BOS, eos=EOS, n_best=2)
     for i in range(4):
-        alone = beam_search(model, src[i : i + 1], torch.ones(1, dtype=torch.long), beam=3, max_lengths=max_lengths[i : i + 1],
+        alone = search(model, src[i : i + 1], torch.ones(1, dtype=torch.long), beam=3, max_lengths=max_lengths[i : i + 1],
                             bos=BOS, eos=EOS, n_best=2)
         assert together[i] == alone[0]
 
@@ -202,7 +218,7 @@ def test_maximum_length_is_enforced_per_sentence():
     table = torch.full((6, 6), -10.0)
     table[:, 4] = 0.0  # token 4 forever: only the length limit ends it
     table = table.log_softmax(1)
-    hyps = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
+    hyps = search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
                        max_lengths=torch.tensor([3, 5]), bos=BOS, eos=EOS)
     assert hyps[0][0][0] == [4, 4] and hyps[1][0][0] == [4, 4, 4, 4]
 
@@ -260,9 +276,9 @@ def test_coverage_penalty_prefers_the_hypothesis_that_attends_to_every_source_po
     focus = torch.tensor([0, 0, 0, 1, 1, 0])  # position attended to when each token is fed (BOS -> 0)
     args = dict(src=torch.zeros(1, 2, dtype=torch.long), src_lengths=torch.tensor([2]), beam=3, max_lengths=torch.tensor([4]),
                 bos=BOS, eos=EOS, alpha=0.0, n_best=3)
-    plain = beam_search(AttendingBigramModel(table, focus), **args)[0]
+    plain = search(AttendingBigramModel(table, focus), **args)[0]
     assert [ids for ids, _ in plain[:2]] == [[5], [4]]
-    covered = beam_search(AttendingBigramModel(table, focus), **args, beta=0.1)[0]
+    covered = search(AttendingBigramModel(table, focus), **args, beta=0.1)[0]
     assert [ids for ids, _ in covered[:2]] == [[4], [5]]
     assert covered[0][1] == pytest.approx(math.log(0.3))  # both positions attended once: no penalty
     assert covered[1][1] == pytest.approx(math.log(0.5) + 0.1 * math.log(1e-6))  # position 1 never attended
@@ -331,17 +347,15 @@ def test_minimum_length_keeps_hypotheses_open():
     table = torch.full((6, 6), -10.0)
     table[:, EOS] = 0.0  # EOS at once, unless forbidden
     table = table.log_softmax(1)
-    hyps = beam_search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
+    hyps = search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
                        max_lengths=torch.tensor([9, 9]), bos=BOS, eos=EOS, min_lengths=torch.tensor([1, 4]))
     assert hyps[0][0][0] == [] and len(hyps[1][0][0]) == 3
 
 
 def test_output_layer_scores_only_the_target_side_subwords():
-    from seqnlp.models.seq2seq import Seq2Seq
-
     torch.manual_seed(0)
     allowed = [EOS, 5, 7, 9]
-    model = Seq2Seq(12, 12, embed_dim=8, hidden=8, decoder_hidden=8, dropout=0.0, output_ids=allowed, unk_id=1)
+    model = seq2seq(12, 12, embed_dim=8, hidden=8, decoder_hidden=8, dropout=0.0, output_ids=allowed, unk_id=1)
     src = torch.tensor([[4, 6, 8], [6, 8, PAD]])
     batch = {"src": src, "src_lengths": torch.tensor([3, 2]), "tgt_in": torch.tensor([[BOS, 5, 7], [BOS, 9, PAD]]),
              "tgt_out": torch.tensor([[5, 7, EOS], [9, EOS, PAD]])}
@@ -349,16 +363,14 @@ def test_output_layer_scores_only_the_target_side_subwords():
     touched = (model.out.bias.grad != 0).nonzero().squeeze(1).tolist()
     assert touched == sorted([1, *allowed])  # the unknown subword stays an output: unseen targets map to it
     model.eval()
-    hyps = beam_search(model, src, batch["src_lengths"], beam=3, max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
+    hyps = search(model.decoder(), src, batch["src_lengths"], beam=3, max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
     assert all(set(ids) <= {1, *allowed} for nbest in hyps for ids, _ in nbest)
 
 
 @pytest.mark.parametrize("shared_vocab", [True, False])
 def test_embeddings_start_at_the_scale_of_their_dimension_with_zero_padding(shared_vocab):
-    from seqnlp.models.seq2seq import Seq2Seq
-
     torch.manual_seed(0)
-    model = Seq2Seq(400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, shared_vocab=shared_vocab, pad_id=PAD)
+    model = seq2seq(400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, shared_vocab=shared_vocab, pad_id=PAD)
     for embedding in (model.src_embed, model.tgt_embed):
         assert embedding.weight[PAD].abs().sum() == 0
         assert embedding.weight[PAD + 1 :].std().item() == pytest.approx(64 ** -0.5, rel=0.05)  # PyTorch's default: 1
@@ -370,34 +382,32 @@ def test_embeddings_start_at_the_scale_of_their_dimension_with_zero_padding(shar
 def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
     """The step loop feeds precomputed embedding gates to the functional cell and mixes precomputed attention
     values; the result is the plain nn cell's, and Luong's ``tanh(W_c [h; context])`` over the encoder states."""
-    from seqnlp.models.seq2seq import Seq2Seq
-
     torch.manual_seed(0)
-    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
     src, lengths = torch.tensor([[4, 6, 8]]), torch.tensor([3])
-    enc = model.encode(src, lengths)
+    enc = model.encode(src, lengths, model.step_weights())
     tokens = torch.tensor([5])
-    attentional, state, attention = model.decode_step(model.embedding_gates(tokens), enc)
+    attentional, state = model.decode_step(model.embedding_gates(tokens), enc)
     x = model.tgt_embed(tokens)
     if input_feed:
-        x = torch.cat([x, enc.feed], dim=1)
+        x = torch.cat([x, enc.state.feed], dim=1)
     for layer, nn_cell in enumerate(model.cells):
-        expected = nn_cell(x, enc.state[layer] if cell == "lstm" else enc.state[layer][0])
+        expected = nn_cell(x, enc.state.layers[layer] if cell == "lstm" else enc.state.layers[layer][0])
         expected = expected if cell == "lstm" else (expected,)
-        for a, b in zip(state[layer], expected):
+        for a, b in zip(state.layers[layer], expected):
             assert torch.allclose(a, b, atol=1e-6)
         x = expected[0]
     memory, _ = model.encoder(model.src_embed(src), lengths)
     context, weights = model.attention(x, memory, src != PAD)
     assert torch.allclose(attentional, torch.tanh(model.combine(torch.cat([x, context], dim=1))), atol=1e-6)
-    assert torch.allclose(attention, weights, atol=1e-6)
+    assert torch.allclose(state.attention, weights, atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "rnn"])
 @pytest.mark.parametrize("per_row_gates", [False, True])
 def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_gates):
     """LSTM and Elman steps take ``[x; h] @ [W_ih | W_hh]^T`` in one product; per-row gates replace the summed bias."""
-    from seqnlp.models.seq2seq import cell_step
+    from seqnlp.nn.cells import cell_step
     from seqnlp.nn.cells import CELL_CLASSES
     from seqnlp.nn.products import DenseProduct
 
@@ -421,7 +431,7 @@ def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_ga
 @pytest.mark.parametrize("step_input", [5, 0])
 def test_gru_cell_step_equals_the_torch_cell_function(step_input):
     """A GRU step keeps its input and recurrent products apart; per-row gates replace the input bias; no step input, no input product."""
-    from seqnlp.models.seq2seq import cell_step
+    from seqnlp.nn.cells import cell_step
     from seqnlp.nn.products import DenseProduct
 
     torch.manual_seed(0)
@@ -449,18 +459,17 @@ def test_int8_product_is_close_to_the_float_product_and_adds_its_bias_or_the_giv
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("input_feed", [False, True])
 def test_int8_decoding_scores_next_subwords_like_float_decoding(cell, input_feed):
-    from seqnlp.models.seq2seq import Seq2Seq
     from seqnlp.nn.products import Int8Product
 
     torch.manual_seed(0)
-    model = Seq2Seq(12, 12, embed_dim=16, hidden=16, decoder_hidden=16, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
+    model = seq2seq(12, 12, embed_dim=16, hidden=16, decoder_hidden=16, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
     src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
-    with model.decoding():
-        exact, _ = model.next_logits(tokens, model.encode(src, lengths))
-    with model.decoding(int8=True):
-        assert all(isinstance(p, Int8Product) for layer in model._decoding.layers for p in layer if p is not None)
-        assert isinstance(model._decoding.projection, Int8Product)
-        int8, _ = model.next_logits(tokens, model.encode(src, lengths))
+    decoder = model.decoder()
+    exact, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    decoder = model.decoder(int8=True)
+    assert all(isinstance(p, Int8Product) for layer in decoder.weights.layers for p in layer if p is not None)
+    assert isinstance(decoder.weights.projection, Int8Product)
+    int8, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
     assert (int8 - exact).abs().max() < 0.02 * exact.abs().max()
     assert not torch.equal(int8, exact)
 
@@ -475,7 +484,6 @@ def test_int8_is_for_cpu_weights_only():
 
 
 def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_quantize(monkeypatch):
-    from seqnlp.models.seq2seq import Seq2Seq
     from seqnlp.nn import products
 
     def unavailable(*args, **kwargs):
@@ -483,46 +491,45 @@ def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_q
 
     monkeypatch.setattr(products.torch, "quantize_per_channel", unavailable)
     torch.manual_seed(0)
-    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
     src, lengths, tokens = torch.tensor([[4, 6, 8]]), torch.tensor([3]), torch.tensor([5])
-    with model.decoding():
-        exact, _ = model.next_logits(tokens, model.encode(src, lengths))
-    with pytest.warns(RuntimeWarning, match="int8 decoding is not available"), model.decoding(int8=True):
-        fallback, _ = model.next_logits(tokens, model.encode(src, lengths))
+    decoder = model.decoder()
+    exact, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    with pytest.warns(RuntimeWarning, match="int8 decoding is not available"):
+        decoder = model.decoder(int8=True)
+    fallback, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
     assert torch.equal(fallback, exact)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("attention", ["general", "additive"])
 def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, attention):
-    from seqnlp.models.seq2seq import Seq2Seq
-
     torch.manual_seed(0)
-    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, attention=attention,
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, attention=attention,
                     input_feed=False, dropout=0.0).eval()
     src, lengths = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2])
     tgt_in = torch.tensor([[BOS, 5, 7, 9], [BOS, 9, 5, PAD]])
-    fused = model.teacher_forced(tgt_in, model.encode(src, lengths))
-    enc = model.encode(src, lengths)
+    fused = model.teacher_forced(tgt_in, model.encode(src, lengths, model.step_weights()))
+    enc = model.encode(src, lengths, model.step_weights())
     for t in range(tgt_in.size(1)):
-        attentional, enc.state, _ = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
+        attentional, state = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
+        enc = dataclasses.replace(enc, state=state)
         assert torch.allclose(fused[:, t], attentional, atol=1e-5)
 
 
-def test_decoding_block_looks_up_the_embedding_gates_of_the_current_weights():
-    from seqnlp.models.seq2seq import Seq2Seq
-
+def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
     torch.manual_seed(0)
-    model = Seq2Seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
     src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
     with torch.no_grad():
         model.cells[0].weight_ih.data.mul_(2.0)  # a change no version counter sees
-    expected, _ = model.next_logits(tokens, model.encode(src, lengths))
-    with model.decoding():
-        assert model._decoding.gate_table.shape == (12, 16)  # [V, 4H]
-        looked_up, _ = model.next_logits(tokens, model.encode(src, lengths))
+    expected, _ = model.next_logits(tokens, model.encode(src, lengths, model.step_weights()))
+    decoder = model.decoder()
+    assert decoder.weights.gate_table.shape == (12, 16)  # [V, 4H]
+    looked_up, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
     assert torch.allclose(looked_up, expected, atol=1e-5)
-    assert model._decoding is None  # nothing kept after the block
+    with pytest.raises(ValueError, match="evaluation-mode"):
+        model.train().decoder()  # dropout would apply to the embeddings: no gate table then
 
 
 def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
@@ -533,7 +540,7 @@ def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
     pairs = [SentencePair(f"Die {a} {b} im {c}.", f"The {a} {b} in the {c}.", f"train:{i}")
              for i, (a, b, c) in enumerate(itertools.product(words, words[3:7], words[7:]))]
     task = TranslateTask(TranslateConfig(vocab_size=60, subword_sampling=0.1))
-    task.fit(pairs, None)
+    task.build_vocabularies(pairs)
     items = task.prepare(pairs)
     first, again, second = task.resegment(items, 0), task.resegment(items, 0), task.resegment(items, 1)
     assert first == again and first != second
@@ -550,11 +557,11 @@ def test_long_inputs_are_translated_whole(monkeypatch):
 
     pairs = [SentencePair("Ein Hund läuft.", "A dog runs.", "train:1"), SentencePair("Eine Frau liest.", "A woman reads.", "train:2")] * 4
     task = TranslateTask(TranslateConfig(vocab_size=40, max_tokens=4, embed_dim=8, hidden=8, decoder_hidden=8))
-    task.fit(pairs, None)
+    task.build_vocabularies(pairs)
     source = " ".join(["Ein Hund läuft."] * 10)  # far beyond twice the training cut of 4 subwords
     searched = []
-    monkeypatch.setattr(translate_module, "beam_search", lambda model, src, lengths, beam, max_lengths, *rest: searched.append(
-        (lengths.tolist(), max_lengths.tolist())) or [[([], 0.0)]] * len(src))
+    monkeypatch.setattr(translate_module, "beam_search", lambda model, src, lengths, **options: searched.append(
+        (lengths.tolist(), options["max_lengths"].tolist())) or [[([], 0.0)]] * len(src))
     task.translate(task.build_model(), [source])
     length = len(task.src_sp.encode(source))
     assert searched == [([length], [int(length * task.config.max_len_ratio) + 5])]

@@ -115,6 +115,32 @@ class GRUCell(_Cell):
 CELL_CLASSES = {"rnn": RNNCell, "lstm": LSTMCell, "gru": GRUCell}
 
 
+# LSTM and Elman cells add their input and recurrent products before any nonlinearity, so one product
+# of ``[x; h]`` with ``[W_ih | W_hh]`` gives both. A GRU's reset gate scales the recurrent share of its
+# candidate state: it keeps the two products apart.
+JOINT_PRODUCT_CELLS = ("lstm", "rnn")
+
+
+def cell_step(cell: str, x: torch.Tensor, state: tuple, products: tuple, gates: torch.Tensor | None = None) -> tuple:
+    """The new state of a layer of ``cell`` from its step input ``x`` ``[N, I]`` (``I`` may be 0), given its products.
+
+    ``gates`` ``[N, G]``: input gates from elsewhere (a decoder's embedding share), biases included; they
+    replace the (input) bias. ``products`` (``seqnlp.nn.products``): ``(joint,)``, the product with
+    ``[W_ih | W_hh]`` and bias ``b_ih + b_hh``, for LSTM and Elman cells, whose step is then one matrix
+    product and the cell's equations (faster than ``torch.lstm_cell``: docs/experiments.md);
+    ``(input, hidden)`` for a GRU, ``input`` None where the layer has no step input.
+    """
+    if cell in JOINT_PRODUCT_CELLS:
+        (joint,) = products
+        inputs = torch.cat([x, state[0]], dim=1) if x.size(1) else state[0]
+        _, new_state = CELL_CLASSES[cell].activate(joint(inputs, gates), state if cell == "lstm" else state[0])
+        return new_state if cell == "lstm" else (new_state,)
+    input_product, hidden_product = products
+    input_gates = gates if input_product is None else input_product(x, gates)
+    _, new_state = CELL_CLASSES["gru"].update(input_gates, hidden_product(state[0]), state[0])
+    return (new_state,)
+
+
 class ReferenceRNN(nn.Module):
     """One layer, one direction, batch first: ``forward(x[B, T, D], state=None) -> (outputs[B, T, H], final_state)``.
 

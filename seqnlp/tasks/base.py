@@ -5,6 +5,7 @@ The Trainer, CLI, model directories and reports are written once, against this i
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -22,6 +23,10 @@ class Task:
     metric: str = ""              # dev metric that selects the model
     settings_added_later: dict = {}  # settings newer than some saved models: the value that reproduces those models' behaviour
     higher_is_better: bool = True
+    predict_options: dict[str, type] = {}  # ``predict``'s options besides the config's settings, with their types
+    token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
+    output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
+    shares_batches: bool = True  # whether the server may batch concurrent requests into one ``predict`` call
 
     def __init__(self, config):
         self.config = config
@@ -47,6 +52,14 @@ class Task:
         if not examples:
             raise DataError(f"the {split} data is empty", path or config.dataset)
         return examples
+
+    def data_exists(self, path: str) -> bool:
+        """Whether ``path`` names this task's data on disk (rather than a HuggingFace dataset name)."""
+        return os.path.exists(path)
+
+    def label_names(self) -> list[str] | None:
+        """The entity types or classes the model predicts; None for tasks without labels."""
+        return None
 
     def data_source(self) -> str:
         """Where the training data comes from, as vocabularies record it."""
@@ -74,22 +87,21 @@ class Task:
         raise NotImplementedError
 
     # -- vocabularies and model --------------------------------------------------------
-    def fit(self, train: list, model_dir: Path) -> None:
-        """Build vocabularies / tokenizers from the training data (written to ``model_dir`` if they are files)."""
+    def build_vocabularies(self, train: list) -> None:
+        """Build the vocabularies / tokenizers (and label set) of a fresh model from the training data."""
         raise NotImplementedError
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def asset_config(self) -> dict:
-        """JSON-able state besides weights that rebuilds the task (vocabularies, label names...)."""
+    def save_assets(self, directory: Path) -> dict:
+        """Write what rebuilds the task besides the weights: files (SentencePiece models) into ``directory``, and
+        the JSON-able rest (vocabularies, label names...) as the returned dict, which ``config.json`` holds."""
         raise NotImplementedError
 
     def load_assets(self, directory: Path, assets: dict) -> None:
+        """Rebuild what ``save_assets`` wrote (``assets``: the dict it returned)."""
         raise NotImplementedError
-
-    def save_files(self, directory: Path) -> None:
-        """Copy file assets (e.g. SentencePiece models) into ``directory``."""
 
     def adapt(self, train: list):
         """Fine-tuning: turn the loaded vocabularies into the new run's; returns a ``seqnlp.finetune.Adaptation``.
@@ -173,8 +185,7 @@ def write_model_files(task: Task, model: torch.nn.Module, directory) -> None:
     """Write ``config.json``, ``model.safetensors`` and the task's assets into ``directory``."""
     directory = Path(directory)
     save_weights(model, directory / "model.safetensors")
-    task.save_files(directory)
-    write_model_config(directory, task.name, configs.to_dict(task.config), {"assets": task.asset_config()})
+    write_model_config(directory, task.name, configs.to_dict(task.config), {"assets": task.save_assets(directory)})
 
 
 def save_model_dir(task: Task, model: torch.nn.Module, directory) -> None:

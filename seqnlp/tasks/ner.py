@@ -83,6 +83,9 @@ class NERTask(Task):
     config_class = NERConfig
     metric = "f1"
     settings_added_later = {"casing_dim": 0}
+    predict_options = {"pretokenized": bool}
+    token_list_inputs = True
+    output_formats = ("text", "json", "conll")
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):
@@ -116,7 +119,7 @@ class NERTask(Task):
     def normalize(self, token: str) -> str:
         return _DIGITS.sub("0", token.lower()) if self.config.lowercase else token
 
-    def fit(self, train, model_dir):
+    def build_vocabularies(self, train):
         c = self.config
         normalized = [[self.normalize(t) for t in s.tokens] for s in train]
         self.words = Vocab.build(normalized, min_freq=c.min_freq, source=self.data_source())
@@ -183,7 +186,10 @@ class NERTask(Task):
             model.embedding.words.weight.copy_(weight)
         return report
 
-    def asset_config(self):
+    def label_names(self):
+        return sorted({tag.split("-", 1)[1] for tag in self.tags.itos if tag != "O"})
+
+    def save_assets(self, directory):
         return {
             "words": self.words.to_dict(),
             "rare_from": self.rare_from,

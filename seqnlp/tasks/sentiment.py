@@ -112,7 +112,7 @@ class SentimentTask(Task):
             return self.subwords.encode(text)
         return _WORDS.findall(text)
 
-    def fit(self, train, model_dir):
+    def build_vocabularies(self, train):
         c = self.config
         if c.tokenizer == "subword":
             self.subwords = self.train_subwords(train)
@@ -181,12 +181,13 @@ class SentimentTask(Task):
                           cell=c.cell, bidirectional=c.bidirectional, dropout=c.dropout, word_dropout=c.word_dropout,
                           pooling=c.pooling, class_weights=self.weights, cell_impl=c.cell_impl)
 
-    def asset_config(self):
-        return {"words": self.words.to_dict() if self.words else None, "labels": self.labels.to_dict(), "class_weights": self.weights}
+    def label_names(self):
+        return list(self.labels.itos)
 
-    def save_files(self, directory):
+    def save_assets(self, directory):
         if self.config.tokenizer == "subword":
             self.subwords.save(Path(directory) / SUBWORD_FILE)
+        return {"words": self.words.to_dict() if self.words else None, "labels": self.labels.to_dict(), "class_weights": self.weights}
 
     def load_assets(self, directory, assets):
         self.words = Vocab.from_dict(assets["words"]) if assets["words"] else None

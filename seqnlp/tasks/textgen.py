@@ -53,6 +53,11 @@ class TextgenTask(Task):
     name = "textgen"
     config_class = TextgenConfig
     metric = "loss"
+    predict_options = {"max_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int,
+                       "generator": torch.Generator}
+    # Every input's characters come from one random stream: a served request shares it with no other, so
+    # its continuation depends on its seed alone.
+    shares_batches = False
     higher_is_better = False
 
     # -- data --------------------------------------------------------------------------
@@ -83,7 +88,7 @@ class TextgenTask(Task):
         return len(example.text)
 
     # -- vocabulary and model ------------------------------------------------------------
-    def fit(self, train, model_dir):
+    def build_vocabularies(self, train):
         self.chars = Vocab.build((d.text for d in train), specials=(PAD, UNK), source=self.data_source())
 
     def adapt(self, train):
@@ -104,7 +109,7 @@ class TextgenTask(Task):
         c = self.config
         return CharLM(len(self.chars), c.embed_dim, c.hidden, c.layers, c.cell, c.dropout)
 
-    def asset_config(self):
+    def save_assets(self, directory):
         return {"chars": self.chars.to_dict()}
 
     def load_assets(self, directory, assets):

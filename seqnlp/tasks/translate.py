@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from seqnlp.errors import DataError
 from seqnlp.metrics import translation_scores
 from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.nn.attention import ATTENTION_KINDS
-from seqnlp.nn.beam import beam_search
+from seqnlp.nn.beam import GNMTScorer, beam_search
 from seqnlp.predictions import Translation
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
@@ -70,6 +71,7 @@ class TranslateTask(Task):
     config_class = TranslateConfig
     metric = "bleu"
     settings_added_later = {"coverage_penalty": 0.0}  # older models decode as they did
+    predict_options = {"beam": int, "n_best": int}
 
     # -- data --------------------------------------------------------------------------
     def columns(self) -> tuple[str, str]:
@@ -108,11 +110,14 @@ class TranslateTask(Task):
             raise DataError(f"{where}: empty {'source' if not src else 'target'} sentence")
         return SentencePair(src, tgt, where)
 
+    def data_exists(self, path):
+        return os.path.exists(path) or os.path.exists(f"{path}.{self.config.src_lang}")  # a file prefix
+
     def num_tokens(self, example):
         return len(example.src.split()) + len(example.tgt.split())
 
     # -- subwords and model --------------------------------------------------------------
-    def fit(self, train, model_dir):
+    def build_vocabularies(self, train):
         c = self.config
         if c.joint_vocab:
             self.src_sp = self.tgt_sp = SubwordTokenizer.train([p.src for p in train] + [p.tgt for p in train], c.vocab_size)
@@ -131,7 +136,7 @@ class TranslateTask(Task):
 
         old_src, old_tgt = self.src_sp, self.tgt_sp
         if self.config.new_vocab:
-            self.fit(train, None)
+            self.build_vocabularies(train)
         else:
             self.output_ids = sorted(set(self.output_ids) | {t for p in train for t in self.tgt_sp.encode(p.tgt)})
         adaptation = finetune.Adaptation()
@@ -153,20 +158,14 @@ class TranslateTask(Task):
                 "out.weight": ("target", (0,)), "out.bias": ("target", (0,))}
 
     def build_model(self):
-        c = self.config
-        return Seq2Seq(len(self.src_sp), len(self.tgt_sp), embed_dim=c.embed_dim, hidden=c.hidden, decoder_hidden=c.decoder_hidden,
-                       layers=c.layers, decoder_layers=c.decoder_layers, cell=c.cell, bidirectional=c.bidirectional,
-                       attention=c.attention, input_feed=c.input_feed, dropout=c.dropout, label_smoothing=c.label_smoothing,
-                       tie_embeddings=c.tie_embeddings, shared_vocab=c.joint_vocab, pad_id=self.tgt_sp.pad_id,
-                       unk_id=self.tgt_sp.unk_id, output_ids=self.output_ids, cell_impl=c.cell_impl)
+        return translator(self.config, len(self.src_sp), len(self.tgt_sp), pad_id=self.tgt_sp.pad_id,
+                          unk_id=self.tgt_sp.unk_id, output_ids=self.output_ids)
 
-    def asset_config(self):
-        return {"joint_vocab": self.config.joint_vocab, "output_subwords": self.output_ids}
-
-    def save_files(self, directory):
+    def save_assets(self, directory):
         self.src_sp.save(Path(directory) / "source.model")
         if not self.config.joint_vocab:
             self.tgt_sp.save(Path(directory) / "target.model")
+        return {"joint_vocab": self.config.joint_vocab, "output_subwords": self.output_ids}
 
     def load_assets(self, directory, assets):
         self.src_sp = SubwordTokenizer.load(Path(directory) / "source.model")
@@ -211,35 +210,33 @@ class TranslateTask(Task):
         return Batches(groups, items, self.collate)
 
     # -- decoding, evaluation, prediction ----------------------------------------------
-    def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1,
-                  exact_lengths: list[int] | None = None) -> list[list[tuple[str, float]]]:
-        """``n_best`` detokenized translations with their scores for each sentence, in input order.
-
-        ``exact_lengths`` (subwords, EOS included) fixes how long each translation is: for benchmarks
-        that must decode a known amount of work whatever the weights.
-        """
-        c = self.config
-        beam = beam or c.beam
+    def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1) -> list[list[tuple[str, float]]]:
+        """``n_best`` detokenized translations with their scores for each sentence, in input order."""
+        config = self.config
+        beam = beam or config.beam
         model.eval()
         device = next(model.parameters()).device
         # Whole sentences, however long (a recurrent encoder has no length limit, and a long one comes in a
         # batch of its own, eval_max_tokens): cutting them would drop the end of the translation unannounced.
         items = [{"src": self.src_sp.encode(s) or [self.src_sp.unk_id]} for s in sentences]
+        scorer = GNMTScorer(config.length_penalty, config.coverage_penalty)
+        decoder = model.decoder(int8=config.int8_decoding)
         results: list = [None] * len(sentences)
-        with model.decoding(int8=c.int8_decoding):
-            for group in bucket_batches([len(it["src"]) for it in items], c.eval_batch_size, shuffle=False, max_tokens=c.eval_max_tokens):
-                batch = self.collate([items[i] for i in group])
-                lengths = batch["src_lengths"]
-                max_lengths = (lengths.float() * c.max_len_ratio).long() + 5
-                min_lengths = None
-                if exact_lengths is not None:
-                    max_lengths = min_lengths = torch.tensor([exact_lengths[i] for i in group])
-                hyps = beam_search(model, batch["src"].to(device), lengths.to(device), beam, max_lengths,
-                                   self.tgt_sp.bos_id, self.tgt_sp.eos_id, c.length_penalty, n_best, min_lengths,
-                                   c.coverage_penalty)
-                for i, nbest in zip(group, hyps):
-                    results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
+        groups = bucket_batches([len(it["src"]) for it in items], config.eval_batch_size, shuffle=False,
+                                max_tokens=config.eval_max_tokens)
+        for group in groups:
+            batch = self.collate([items[i] for i in group])
+            max_lengths, min_lengths = self.length_bounds(group, batch["src_lengths"])
+            hyps = beam_search(decoder, batch["src"].to(device), batch["src_lengths"].to(device), beam=beam,
+                               max_lengths=max_lengths, min_lengths=min_lengths, bos=self.tgt_sp.bos_id,
+                               eos=self.tgt_sp.eos_id, scorer=scorer, n_best=n_best)
+            for i, nbest in zip(group, hyps):
+                results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
         return results
+
+    def length_bounds(self, sentences: list[int], src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The most subwords (EOS included) each of these input ``sentences`` may translate to, and the fewest (None: 1)."""
+        return (src_lengths.float() * self.config.max_len_ratio).long() + 5, None
 
     def evaluate(self, model, examples, selection=False):
         beam = (self.config.selection_beam or self.config.beam) if selection else self.config.beam
@@ -292,3 +289,14 @@ class TranslateTask(Task):
                 sections += [f"## {split}: sample translations", "",
                              markdown_table(["source", "reference", "translation"], [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]]), ""]
         return sections
+
+
+def translator(config: TranslateConfig, src_vocab: int, tgt_vocab: int, *, pad_id: int = 0, unk_id: int = 1,
+               output_ids: list[int] | None = None) -> Seq2Seq:
+    """The ``Seq2Seq`` that ``config`` describes, over vocabularies of the given sizes."""
+    return Seq2Seq(src_vocab, tgt_vocab, embed_dim=config.embed_dim, hidden=config.hidden, decoder_hidden=config.decoder_hidden,
+                   layers=config.layers, decoder_layers=config.decoder_layers, cell=config.cell,
+                   bidirectional=config.bidirectional, attention=config.attention, input_feed=config.input_feed,
+                   dropout=config.dropout, label_smoothing=config.label_smoothing, tie_embeddings=config.tie_embeddings,
+                   shared_vocab=config.joint_vocab, cell_impl=config.cell_impl, pad_id=pad_id, unk_id=unk_id,
+                   output_ids=output_ids)
