@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ demo: $(STAMP)
 ## The test suite (fast; SEQNLP_SLOW=1 adds the opt-in runs on ../shared/data).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## Lint and formatting checks (CI runs them before the tests); `make format` rewrites the files.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
 	$(PY) benchmarks/tagger_speed.py

@@ -75,7 +75,8 @@ def _predict(argv):
     args = parser.parse_args(argv)
     import torch
 
-    from seqnlp.errors import ConfigError, iter_text_lines
+    from seqnlp.data.text import iter_text_lines
+    from seqnlp.errors import ConfigError
     from seqnlp.tasks import load_model_dir
     from seqnlp.trainer import pick_device
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-from functools import partial
 import os
 import random
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,7 +18,8 @@ from seqnlp.finetune import adapted_model, freeze
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_report
 from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
-from seqnlp.trainer import Trainer, configure_heap, pick_device, release_memory
+from seqnlp.heap import configure_heap, release_memory
+from seqnlp.trainer import Trainer, checkpoint_path, pick_device
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
 # takes these over from the model directory (which is untrusted input, and names another run's
@@ -54,18 +56,40 @@ def _config_differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
 
 
+@dataclass
+class Data:
+    """A run's examples; ``dev`` is held out of ``train`` when no dev set is given (``selected_on`` says which)."""
+
+    train: list
+    dev: list
+    test: list | None
+    selected_on: str
+
+
 def train(task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None) -> dict:
     """Run a whole recipe; returns the metrics written to ``metrics.json``."""
     configure_heap()
     cls = get_task(task_name)
     args = build_parser(task_name, prog).parse_args(argv)
     output = OutputDirectory(getattr(args, "output_dir", None) or f"runs/{task_name}")
-    output_dir = output.path
     if args.resume and args.overwrite:
         raise ConfigError("give either --resume (continue the run in OUTPUT_DIR) or --overwrite (start afresh), not both")
-    if output_dir.exists():  # a busy or used folder fails at once, before any data is read
+    if output.path.exists():  # a busy or used folder fails at once, before any data is read
         _claim(output, args)
+    config, saved, device = resolve_config(cls, args, output.path, default_data)
+    task = seeded_task(cls, config)
+    data = read_data(task)  # all of it read and checked before anything in the output folder is touched
+    model, extras = prepare_model(task, saved, args.resume, data)
+    _claim(output, args)
+    state = fit(task, model, output.path, data, args.resume)
+    metrics = evaluate_and_report(task, model, state, data, output.path, device, extras)
+    output.release()
+    print(run_summary(metrics, task.metric, output.path), flush=True)
+    return metrics
 
+
+def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
+    """The run's config (defaults < saved model or checkpoint < YAML < flags), the saved model's record, the device."""
     saved, base = _saved_settings(cls, args, output_dir)
     config = configs.resolve(cls.config_class, args, args.config, base=base)
     if not config.train_file and not config.dataset:
@@ -77,20 +101,26 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
     device = pick_device(config.device)  # an unknown or absent device fails here, before any data is read
     if saved is not None:
         unchanged = {"output_dir", "init_from", "quiet"} if args.resume else RUN_SETTINGS
-        changes = _config_differences(saved["config"], {k: v for k, v in configs.to_dict(config).items() if k not in unchanged})
+        current = {k: v for k, v in configs.to_dict(config).items() if k not in unchanged}
+        changes = _config_differences(saved["config"], current)
         if changes:
             print(("resuming" if args.resume else "fine-tuning") + " with changed settings: " + "; ".join(changes), flush=True)
+    return config, saved, device
 
+
+def seeded_task(cls, config):
+    """The task, with threads and every random generator set from the config."""
     if config.threads:
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    task = cls(config)
+    return cls(config)
 
-    # Read and check all data before anything in the output directory is touched.
-    train_set = task.read("train")
-    dev_set = task.read("dev")
-    test_set = task.read("test")
+
+def read_data(task) -> Data:
+    """Train, dev and test examples; without a dev set, 10% of the training examples held out."""
+    config = task.config
+    train_set, dev_set, test_set = task.read("train"), task.read("dev"), task.read("test")
     if config.dataset and not config.train_file:
         from seqnlp.data import hf
 
@@ -100,57 +130,66 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
             served = [f"train: {config.train_split}", f"dev: {config.dev_split if dev_set is not None else 'none (held out)'}",
                       f"test: {config.test_split if test_set is not None else 'none'}"]
             print(f"{config.dataset} splits: " + ", ".join(served), flush=True)
-    selection_note = "dev set"
-    if dev_set is None:
-        train_set, dev_set, selection_note = task.hold_out(train_set)
-        print(f"no dev set given: {selection_note} to select the model", flush=True)
+    if dev_set is not None:
+        return Data(train_set, dev_set, test_set, "dev set")
+    train_set, dev_set, selected_on = task.hold_out(train_set)
+    print(f"no dev set given: {selected_on} to select the model", flush=True)
+    return Data(train_set, dev_set, test_set, selected_on)
 
-    vectors_report = None
-    fine_tuning = None
-    if saved is not None and args.resume:
+
+def prepare_model(task, saved: dict | None, resume: bool, data: Data) -> tuple[torch.nn.Module, dict]:
+    """A resumed, fine-tuned or fresh model (labels of every split checked), and what the report says of it."""
+    extras = {}
+    if saved is not None and resume:
         load_task_assets(task, saved["directory"], saved["assets"])
-        task.check_labels(train_set)
-        task.check_labels(dev_set)
+        task.check_labels(data.train)
+        task.check_labels(data.dev)
         model = task.build_model()
     elif saved is not None:
-        model, fine_tuning = adapted_model(task, saved["directory"], saved["assets"], train_set, dev_set)
+        model, extras["fine_tuning"] = adapted_model(task, saved["directory"], saved["assets"], data.train, data.dev)
     else:
-        task.build_vocabularies(train_set)
-        task.check_labels(dev_set)
+        task.build_vocabularies(data.train)
+        task.check_labels(data.dev)
         model = task.build_model()
-        vectors_report = task.init_model(model)
-    if test_set is not None:
-        task.check_labels(test_set)
-    if config.frozen_parts():
-        freeze(model, config.frozen_parts())
+        extras["vectors"] = task.init_model(model)
+    if data.test is not None:
+        task.check_labels(data.test)
+    if task.config.frozen_parts():
+        freeze(model, task.config.frozen_parts())
+    return model, extras
 
-    _claim(output, args)
-    train_items = task.prepare(train_set)
+
+def fit(task, model, output_dir: Path, data: Data, resume: bool):
+    """Train with the one Trainer; the best model by the dev metric is in ``output_dir/model``."""
     trainer = Trainer(
-        model, config, output_dir,
-        train_batches=partial(task.batches, train_items, True),
-        evaluate=lambda m: task.evaluate(m, dev_set, selection=True),
+        model, task.config, output_dir,
+        train_batches=partial(task.batches, task.prepare(data.train), True),
+        evaluate=lambda m: task.evaluate(m, data.dev, selection=True),
         write_model=partial(write_model_files, task, model),
         metric=task.metric,
         higher_is_better=task.higher_is_better,
         on_first_save=partial(remove_run_files, output_dir),
     )
-    state = trainer.fit(resume=args.resume)
+    state = trainer.fit(resume=resume)
     if existing_directory(output_dir / "model") is None:
         raise DataError("training produced no model (it stopped before the first evaluation)")
+    return state
 
-    summary = task.data_summary({"train": train_set, "dev": dev_set, "test": test_set})
+
+def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device, extras: dict) -> dict:
+    """Score the saved model as a user loads it (so ``seqnlp evaluate`` reproduces the numbers); write metrics and report."""
+    config = task.config
+    summary = task.data_summary({"train": data.train, "dev": data.dev, "test": data.test})
     parameters = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    del trainer, model, train_items, train_set  # the evaluation needs none of it: give the memory back first
+    del model  # the evaluation needs none of the training state: give the memory back first
     release_memory()
-    # Evaluate the saved model as a user would load it, so `seqnlp evaluate` reproduces these numbers.
     best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=device)
-    results = {"dev": best_task.evaluate(best, dev_set)}
-    if test_set is not None:
-        results["test"] = best_task.evaluate(best, test_set)
+    results = {"dev": best_task.evaluate(best, data.dev)}
+    if data.test is not None:
+        results["test"] = best_task.evaluate(best, data.test)
     metrics = {
-        "task": task_name,
+        "task": task.name,
         **{split: _public(values) for split, values in results.items()},
         "train": {
             "epochs": state.epoch + (state.step_in_epoch > 0),
@@ -160,20 +199,19 @@ def train(task_name: str, argv: list[str] | None = None, default_data: dict | No
             "best_epoch": state.best_epoch,
         },
         "config": configs.to_dict(config),
-        "protocol": {"selected_on": selection_note, "seed": config.seed, "data": file_checksums(config) or config.dataset},
+        "protocol": {"selected_on": data.selected_on, "seed": config.seed, "data": file_checksums(config) or config.dataset},
     }
+    vectors, fine_tuning = extras.get("vectors"), extras.get("fine_tuning")
     if fine_tuning:
         metrics["fine_tuning"] = {**fine_tuning, "dev_after": results["dev"][task.metric]}
-    if vectors_report:
-        summary["pretrained vectors"] = f"{vectors_report['found']}/{vectors_report['vocab_size']} found ({vectors_report['coverage']:.1%})"
+    if vectors:
+        summary["pretrained vectors"] = f"{vectors['found']}/{vectors['vocab_size']} found ({vectors['coverage']:.1%})"
     summary["model parameters"] = parameters
     if trainable != parameters:
         summary["trainable parameters"] = f"{trainable} (frozen: {config.freeze})"
     if fine_tuning:
         summary.update({f"fine-tuning: {k.replace('_', ' ')}": v for k, v in metrics["fine_tuning"].items()})
-    write_report(output_dir, task_name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
-    output.release()
-    print(run_summary(metrics, task.metric, output_dir), flush=True)
+    write_report(output_dir, task.name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
     return metrics
 
 
@@ -199,18 +237,18 @@ def _claim(output: OutputDirectory, args) -> None:
 def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
     """The saved config a run starts from (its checkpoint when resuming, the model when fine-tuning) and the settings it supplies."""
     if args.resume:
-        checkpoint = existing_directory(output_dir / "checkpoints" / "last")
+        checkpoint = existing_directory(checkpoint_path(output_dir))
         if checkpoint is None:
-            raise ConfigError(f"--resume: no checkpoint in {output_dir / 'checkpoints' / 'last'}")
+            raise ConfigError(f"--resume: no checkpoint in {checkpoint_path(output_dir)}")
         saved = read_model_config(checkpoint)
-        return {**saved, "directory": checkpoint}, {**cls.settings_added_later, **saved["config"]}
+        return {**saved, "directory": checkpoint}, cls.settings_of(saved["config"])
     if getattr(args, "init_from", None):
         directory = existing_directory(args.init_from) or Path(args.init_from)
         saved = read_model_config(directory)
         if saved["task"] != cls.name:
             raise ConfigError(f"--init-from: this is a {str(saved['task'])[:40]} model, not a {cls.name} model", str(directory))
         inherited = {k: v for k, v in saved["config"].items() if k not in RUN_SETTINGS}
-        return {**saved, "directory": directory}, {**cls.settings_added_later, **inherited}
+        return {**saved, "directory": directory}, cls.settings_of(inherited)
     return None, {}
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
 import random
-import resource
 import shutil
 import signal
 import threading
@@ -22,7 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from seqnlp.config import RunConfig
+from seqnlp.data.batching import to_device
 from seqnlp.errors import ConfigError, SeqNLPError
+from seqnlp.heap import memory_mib, release_memory
 from seqnlp.io import atomic_directory, existing_directory, load_weights, read_json, recover_directory, write_json, write_text_atomic
 from seqnlp.optim import FusedOptimizer
 
@@ -57,6 +57,11 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer
 BODY = ("embedding", "embed", "encoder", "rnn")  # the modules a fine-tuned model brings, as against its output layer
 
 
+def checkpoint_path(output_dir) -> Path:
+    """Where a run in ``output_dir`` keeps its last checkpoint (``--resume`` continues from it)."""
+    return Path(output_dir) / "checkpoints" / "last"
+
+
 def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> float:
     """Learning-rate multiplier at ``progress`` in [0, 1] of the training budget (steps or minutes, whichever binds first)."""
     warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
@@ -68,46 +73,6 @@ def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> f
     else:
         decay = 1.0
     return warmup * max(decay, 0.01)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt options, from glibc's malloc.h
-
-
-@functools.cache
-def _libc():
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None  # not glibc
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc)."""
-    import gc
-
-    gc.collect()
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-def configure_heap() -> None:
-    """glibc settings for a training process whose tensors change shape every batch.
-
-    By default glibc raises its mmap threshold to the size of any large block freed (up to 32 MB),
-    so large activations end up on the heap, and it keeps up to twice that free on top of it; each
-    thread also gets its own heap. With batches of ever-changing shapes the heaps fragment and a
-    30-minute CoNLL run's resident memory crept up epoch after epoch. Fixed thresholds (blocks of
-    8 MiB and more are mapped and unmapped on their own, at most 32 MiB kept free on top) and one
-    heap for all threads slow that down (to ~1.5 MiB per epoch); smaller thresholds cost speed (page faults).
-    """
-    libc = _libc()
-    if libc is not None:
-        for option, value in ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, 8 << 20), (M_TRIM_THRESHOLD, 32 << 20)):
-            libc.mallopt(option, value)
 
 
 class WeightAverage:
@@ -144,20 +109,6 @@ class WeightAverage:
     def load(self, path: Path) -> None:
         saved = load_file(str(path))
         torch._foreach_copy_(self.average, [saved[name].to(t.device) for (name, _), t in zip(self.named, self.average)])
-
-
-def memory_mib() -> dict:
-    """Resident memory of this process now and at its peak, in MiB (Linux; empty elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return {}
-    return {"rss_mib": round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
-
-
-def move(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
 @dataclass
@@ -216,7 +167,7 @@ class Trainer:
         self.optimizer = build_optimizer(model, config)
         self.average = WeightAverage(model, config.average_decay) if config.average_decay else None
         self.state = TrainState()
-        self.checkpoint_dir = self.output_dir / "checkpoints" / "last"
+        self.checkpoint_dir = checkpoint_path(self.output_dir)
         self.log_path = self.output_dir / "train_log.jsonl"
         self.board_writer = open_tensorboard() if config.report_to == "tensorboard" else None
         self.board = None
@@ -434,7 +385,7 @@ class Trainer:
                 f"try a lower --lr or --clip-norm ({self._what_is_kept()})")
 
     def _step(self, batch: dict) -> float:
-        loss = self.model(move(batch, self.device))
+        loss = self.model(to_device(batch, self.device))
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at step {self.state.step} (epoch {self.state.epoch + 1}); "

@@ -95,13 +95,6 @@ class Vocab:
         except ValueError as err:
             raise DataError(f"invalid vocabulary: {err}") from None
 
-    def save(self, path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
-
-    @classmethod
-    def load(cls, path) -> "Vocab":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
 
 def label_vocab(labels: Iterable[str]) -> Vocab:
     """A closed vocabulary of labels in sorted order (no padding, no unknown)."""

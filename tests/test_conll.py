@@ -1,6 +1,6 @@
 import pytest
 
-from seqnlp.data.conll import read_conll, write_conll
+from seqnlp.data.conll import read_conll
 from seqnlp.errors import DataError
 
 
@@ -57,11 +57,3 @@ def test_empty_file_is_an_error(tmp_path):
     path = write(tmp_path, "-DOCSTART- O\n\n")
     with pytest.raises(DataError, match="no sentences"):
         read_conll(path)
-
-
-def test_write_then_read_round_trip(tmp_path):
-    path = write(tmp_path, "EU B-ORG\nrejects O\n\nPeter B-PER\nBlackburn I-PER\n")
-    sentences = read_conll(path)
-    write_conll(tmp_path / "out.txt", sentences)
-    again = read_conll(tmp_path / "out.txt")
-    assert [(s.tokens, s.tags) for s in again] == [(s.tokens, s.tags) for s in sentences]

@@ -785,7 +785,7 @@ def readers():
     from seqnlp.data.conll import read_conll
     from seqnlp.data.parallel import read_parallel
     from seqnlp.data.table import pick_column, read_records
-    from seqnlp.errors import read_text_lines
+    from seqnlp.data.text import read_text_lines
     from seqnlp.io import read_json, read_model_config
     from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
     from seqnlp.tasks.textgen import TextgenConfig, TextgenTask

@@ -76,7 +76,7 @@ def test_bad_training_file_fails_with_one_line_and_keeps_the_earlier_model(train
 def test_unknown_config_key_is_an_error(tmp_path, conll_files):
     config = tmp_path / "c.yaml"
     config.write_text("hidden: 8\nclip: 5\n", encoding="utf-8")
-    code, _, err = run_cli("train", "ner", "--config", config, "--train-file", conll_files[0])
+    code, _, err = run_cli("train", "ner", "--config", config, "--train-file", conll_files[0], "--output-dir", tmp_path / "out")
     assert code == 2 and "unknown setting 'clip'" in err
 
 

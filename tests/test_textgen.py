@@ -112,5 +112,5 @@ def test_empty_text_is_an_error(tmp_path):
 def test_bidirectional_language_model_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("bidirectional: true\n", encoding="utf-8")
-    code, _, err = run_cli("train", "textgen", "--config", config, "--train-file", "x.txt")
+    code, _, err = run_cli("train", "textgen", "--config", config, "--train-file", "x.txt", "--output-dir", tmp_path / "out")
     assert code == 2 and "reads left to right" in err

@@ -1,9 +1,11 @@
-"""Length-bucketed batching: similar lengths together so packed RNNs waste little work."""
+"""Length-bucketed batching: similar lengths together, so a recurrent layer runs over little padding."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+
+import torch
 
 
 def bucket_batches(
@@ -36,6 +38,11 @@ def bucket_batches(
         batches.extend(_cap_tokens(chunk, lengths, batch_size, max_tokens))
     rng.shuffle(batches)
     return batches
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A batch's tensors on ``device``; its other values as they are."""
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
 class Batches(Sequence):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqnlp.data import tags as tagging
-from seqnlp.errors import DataError, read_text_lines, shorten
+from seqnlp.data.text import read_text_lines
+from seqnlp.errors import DataError, shorten
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,3 @@ def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = 
     if not sentences:
         raise DataError("no sentences found (expected CoNLL columns: token ... tag)", path)
     return sentences
-
-
-def write_conll(path, sentences, predicted: list[list[str]] | None = None) -> None:
-    """Write ``token tag`` (or ``token gold predicted``) lines with a blank line between sentences."""
-    with open(path, "w", encoding="utf-8") as out:
-        for i, sentence in enumerate(sentences):
-            for j, (token, tag) in enumerate(zip(sentence.tokens, sentence.tags)):
-                extra = f" {predicted[i][j]}" if predicted is not None else ""
-                out.write(f"{token} {tag}{extra}\n")
-            out.write("\n")

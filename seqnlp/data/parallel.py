@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 
 from seqnlp.data.table import read_records, table_format
-from seqnlp.errors import DataError, read_text_lines
+from seqnlp.data.text import read_text_lines
+from seqnlp.errors import DataError
 
 
 @dataclass(frozen=True)

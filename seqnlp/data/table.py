@@ -7,7 +7,8 @@ import io
 import json
 from collections.abc import Sequence
 
-from seqnlp.errors import DataError, read_text, read_text_lines, shorten, unreadable
+from seqnlp.data.text import read_text, read_text_lines
+from seqnlp.errors import DataError, shorten, unreadable
 
 
 def table_format(path: str) -> str:

@@ -156,8 +156,6 @@ class ReferenceRNN(nn.Module):
         self.states: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, state=None):
-        if isinstance(x, nn.utils.rnn.PackedSequence):
-            raise ValueError("reference cells run on padded batches; use pack=False")
         if state is None:
             state = self.cell.initial_state(x.size(0), x)
         outputs = []

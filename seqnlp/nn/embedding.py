@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from seqnlp.errors import DataError, read_text_lines
+from seqnlp.data.text import read_text_lines
+from seqnlp.errors import DataError
 from seqnlp.nn.dropout import LockedDropout
 
 

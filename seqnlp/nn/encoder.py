@@ -2,17 +2,14 @@
 
 Each layer and direction is a one-layer, one-direction recurrent module. The backward direction
 runs on each sequence reversed *within its length* (padding stays at the end), so the fused
-CPU kernels can run on the padded batch directly: on this machine a packed bidirectional LSTM
-step (PyTorch's packed path is a slower per-step loop on CPU) costs about 1.6x an unpacked one.
-With length-bucketed batches the padding left is small; ``pack=True`` skips it entirely
-(the better choice on GPUs).
+CPU kernels run on the padded batch directly (PyTorch's packed path is a slower per-step loop on
+CPU: docs/experiments.md); with length-bucketed batches little padding is left.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqnlp.nn.dropout import LockedDropout
 
@@ -60,14 +57,12 @@ class RNNEncoder(nn.Module):
         bidirectional: bool = True,
         dropout: float = 0.0,
         cell_impl: str = "fused",
-        pack: bool = False,
     ):
         super().__init__()
         self.cell = cell
         self.bidirectional = bidirectional
         self.num_layers = num_layers
         self.hidden_size = hidden_size
-        self.pack = pack
         directions = 2 if bidirectional else 1
         self.out_dim = hidden_size * directions
         self.forward_layers = nn.ModuleList(
@@ -78,12 +73,6 @@ class RNNEncoder(nn.Module):
         ) if bidirectional else None
         self.between = LockedDropout(dropout)
 
-    def _run(self, rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if not self.pack:
-            return rnn(x)[0]
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(rnn(packed)[0], batch_first=True, total_length=x.size(1))[0]
-
     def forward(self, x: torch.Tensor, lengths: torch.Tensor):
         steps = x.size(1)
         lengths = lengths.to(x.device)
@@ -92,9 +81,9 @@ class RNNEncoder(nn.Module):
         for layer in range(self.num_layers):
             if layer > 0:
                 x = self.between(x)
-            forward_out = self._run(self.forward_layers[layer], x, lengths)
+            forward_out = self.forward_layers[layer](x)[0]
             if self.bidirectional:
-                backward_out = self._run(self.backward_layers[layer], _gather_time(x, reverse), lengths)
+                backward_out = self.backward_layers[layer](_gather_time(x, reverse))[0]
                 x = torch.cat([forward_out, _gather_time(backward_out, reverse)], dim=2)
             else:
                 x = forward_out

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from seqnlp import config as configs
+from seqnlp.data.batching import Batches, bucket_batches, to_device
 from seqnlp.errors import DataError, SeqNLPError
 from seqnlp.io import (atomic_directory, check_weights, existing_directory, load_weights, read_model_config, save_weights,
                        write_model_config)
@@ -23,6 +24,7 @@ class Task:
     metric: str = ""              # dev metric that selects the model
     settings_added_later: dict = {}  # settings newer than some saved models: the value that reproduces those models' behaviour
     higher_is_better: bool = True
+    length_key: str = "words"  # the field of a prepared item whose length groups items into batches
     predict_options: dict[str, type] = {}  # ``predict``'s options besides the config's settings, with their types
     token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
     output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
@@ -30,6 +32,11 @@ class Task:
 
     def __init__(self, config):
         self.config = config
+
+    @classmethod
+    def settings_of(cls, saved: dict) -> dict:
+        """The settings a saved config stands for: its own, and for settings added since it was saved, the old behaviour."""
+        return {**cls.settings_added_later, **saved}
 
     # -- data --------------------------------------------------------------------------
     def read(self, split: str, path: str | None = None) -> list | None:
@@ -129,8 +136,26 @@ class Task:
         """Encode examples once (ids), so each epoch only groups and pads them."""
         raise NotImplementedError
 
-    def batches(self, items: list, shuffle: bool, epoch: int = 0) -> list[dict]:
-        """Training batches of prepared ``items``; the order is a pure function of ``(seed, epoch)``."""
+    def batches(self, items: list, shuffle: bool, epoch: int = 0) -> Batches:
+        """Batches of prepared ``items`` of similar length (``length_key``); the training order is a pure function of ``(seed, epoch)``."""
+        config = self.config
+        size, max_tokens = (config.batch_size, config.batch_max_tokens or None) if shuffle else (config.eval_batch_size, config.eval_max_tokens)
+        groups = bucket_batches([len(it[self.length_key]) for it in items], size, shuffle, config.seed, epoch, max_tokens=max_tokens)
+        return Batches(groups, items, self.collate)
+
+    def inference_batches(self, model, items: list):
+        """``(indices, batch on the model's device)`` over length buckets of prepared ``items``, longest first.
+
+        The caller puts each batch's outputs back at ``indices``, so results come in input order.
+        """
+        model.eval()
+        device = next(model.parameters()).device
+        lengths = [len(it[self.length_key]) for it in items]
+        for group in bucket_batches(lengths, self.config.eval_batch_size, shuffle=False, max_tokens=self.config.eval_max_tokens):
+            yield group, to_device(self.collate([items[i] for i in group]), device)
+
+    def collate(self, items: list) -> dict:
+        """One padded batch of prepared items."""
         raise NotImplementedError
 
     def check_labels(self, examples: list) -> None:
@@ -201,7 +226,7 @@ def task_from_model_config(directory: Path, saved: dict, overrides: dict | None 
         cls = get_task(saved["task"])
     except SeqNLPError as err:
         raise type(err)(err.message, source) from None
-    values = {**cls.settings_added_later, **saved["config"], **(overrides or {})}
+    values = {**cls.settings_of(saved["config"]), **(overrides or {})}
     try:
         task = cls(configs.from_dict(cls.config_class, values, source=source))
     except SeqNLPError as err:

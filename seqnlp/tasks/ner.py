@@ -253,17 +253,11 @@ class NERTask(Task):
     def prepare(self, examples):
         return self.encode([s.tokens for s in examples], [s.tags for s in examples])
 
-    def batches(self, items, shuffle, epoch=0):
-        size = self.config.batch_size if shuffle else self.config.eval_batch_size
-        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch,
-                                max_tokens=(self.config.batch_max_tokens or None) if shuffle else self.config.eval_max_tokens)
-        return Batches(groups, items, self.collate)
-
     # -- evaluation and prediction -----------------------------------------------------
     def tag(self, model, sentences: list[list[str]]) -> list[list[str]]:
         """Predicted IOB2 tags for whitespace-tokenized sentences, in input order."""
         results: list = [None] * len(sentences)
-        for group, batch in self.inference_batches(model, sentences):
+        for group, batch in self.inference_batches(model, self.encode(sentences)):
             for i, ids in zip(group, model.predict(batch)):
                 results[i] = tagging.convert(self.tags.decode(ids), "iob2")
         return results
@@ -278,16 +272,6 @@ class NERTask(Task):
         scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
         return scores
 
-    def inference_batches(self, model, sentences: list[list[str]]):
-        """``(indices, batch on the model's device)`` over length buckets of tokenized ``sentences``."""
-        model.eval()
-        device = next(model.parameters()).device
-        items = self.encode(sentences)
-        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
-                                    max_tokens=self.config.eval_max_tokens):
-            batch = self.collate([items[i] for i in group])
-            yield group, {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
     def tag_entities(self, model, sentences: list[list[str]]) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
         """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence.
 
@@ -297,7 +281,7 @@ class NERTask(Task):
         """
         results: list = [None] * len(sentences)
         continues = tagging.continuation_mask(self.tags.itos).to(next(model.parameters()).device)
-        for group, batch in self.inference_batches(model, sentences):
+        for group, batch in self.inference_batches(model, self.encode(sentences)):
             with torch.inference_mode():
                 emissions = model.emissions(batch).float()
                 mask = batch["mask"]

@@ -221,23 +221,12 @@ class SentimentTask(Task):
             batch["labels"] = torch.tensor([it["label"] for it in items])
         return batch
 
-    def batches(self, items, shuffle, epoch=0):
-        size = self.config.batch_size if shuffle else self.config.eval_batch_size
-        groups = bucket_batches([len(it["words"]) for it in items], size, shuffle, self.config.seed, epoch,
-                                max_tokens=(self.config.batch_max_tokens or None) if shuffle else self.config.eval_max_tokens)
-        return Batches(groups, items, self.collate)
-
     # -- evaluation and prediction -----------------------------------------------------
     def probabilities(self, model, encoded: list[list[int]]) -> torch.Tensor:
         """``[N, C]`` class probabilities of ``encoded`` texts (``encode``), in input order."""
-        model.eval()
-        device = next(model.parameters()).device
         items = [{"words": ids, "label": None} for ids in encoded]
         out = torch.empty(len(items), len(self.labels))
-        for group in bucket_batches([len(it["words"]) for it in items], self.config.eval_batch_size, shuffle=False,
-                                    max_tokens=self.config.eval_max_tokens):
-            batch = self.collate([items[i] for i in group])
-            batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        for group, batch in self.inference_batches(model, items):
             out[group] = model.predict(batch).float().cpu()
         return out
 

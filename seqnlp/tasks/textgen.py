@@ -9,7 +9,8 @@ import torch
 
 from seqnlp.config import MAX_WIDTH, ConfigError, RunConfig, setting
 from seqnlp.data.hf import require_columns
-from seqnlp.errors import DataError, read_text
+from seqnlp.data.text import read_text
+from seqnlp.errors import DataError
 from seqnlp.metrics import language_model_scores
 from seqnlp.models.charlm import CharLM
 from seqnlp.predictions import Generation

@@ -70,6 +70,7 @@ class TranslateTask(Task):
     name = "translate"
     config_class = TranslateConfig
     metric = "bleu"
+    length_key = "src"
     settings_added_later = {"coverage_penalty": 0.0}  # older models decode as they did
     predict_options = {"beam": int, "n_best": int}
 
@@ -205,9 +206,7 @@ class TranslateTask(Task):
     def batches(self, items, shuffle, epoch=0):
         if shuffle and self.config.subword_sampling > 0:
             items = self.resegment(items, epoch)
-        groups = bucket_batches([len(it["src"]) for it in items], self.config.batch_size, shuffle, self.config.seed, epoch,
-                                max_tokens=self.config.batch_max_tokens or None)
-        return Batches(groups, items, self.collate)
+        return super().batches(items, shuffle, epoch)
 
     # -- decoding, evaluation, prediction ----------------------------------------------
     def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1) -> list[list[tuple[str, float]]]:
@@ -215,19 +214,15 @@ class TranslateTask(Task):
         config = self.config
         beam = beam or config.beam
         model.eval()
-        device = next(model.parameters()).device
         # Whole sentences, however long (a recurrent encoder has no length limit, and a long one comes in a
         # batch of its own, eval_max_tokens): cutting them would drop the end of the translation unannounced.
         items = [{"src": self.src_sp.encode(s) or [self.src_sp.unk_id]} for s in sentences]
         scorer = GNMTScorer(config.length_penalty, config.coverage_penalty)
         decoder = model.decoder(int8=config.int8_decoding)
         results: list = [None] * len(sentences)
-        groups = bucket_batches([len(it["src"]) for it in items], config.eval_batch_size, shuffle=False,
-                                max_tokens=config.eval_max_tokens)
-        for group in groups:
-            batch = self.collate([items[i] for i in group])
+        for group, batch in self.inference_batches(model, items):
             max_lengths, min_lengths = self.length_bounds(group, batch["src_lengths"])
-            hyps = beam_search(decoder, batch["src"].to(device), batch["src_lengths"].to(device), beam=beam,
+            hyps = beam_search(decoder, batch["src"], batch["src_lengths"], beam=beam,
                                max_lengths=max_lengths, min_lengths=min_lengths, bos=self.tgt_sp.bos_id,
                                eos=self.tgt_sp.eos_id, scorer=scorer, n_best=n_best)
             for i, nbest in zip(group, hyps):
