@@ -9,11 +9,20 @@ clipping, Adam) against a bare LSTM forward+backward of the same shape, and samp
 
 from __future__ import annotations
 
+# isort: split
+
+from common import (  # first: it imports seqnlp, which configures oneDNN before torch loads
+    bare_lstm_steps,
+    comparison_fields,
+    side_by_side,
+    train_step_of,
+)
+
+# isort: split
+
 import argparse
 import json
 import time
-
-from common import bare_lstm_steps, comparison_fields, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 
@@ -31,7 +40,10 @@ def main():
     task = TextgenTask(config)
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n"
     generator = torch.Generator().manual_seed(0)
-    text = "".join(alphabet[i] for i in torch.randint(0, len(alphabet), (config.batch_size * config.seq_len * 12,), generator=generator))
+    text = "".join(
+        alphabet[i]
+        for i in torch.randint(0, len(alphabet), (config.batch_size * config.seq_len * 12,), generator=generator)
+    )
     task.build_vocabularies([Document(text)])
     model = task.build_model()
     optimizer = build_optimizer(model, config)
@@ -46,13 +58,26 @@ def main():
     length = 300
     model.generate(prompts, length, temperature=0.8, generator=torch.Generator().manual_seed(0))
     generate_speed = 64 * length / (time.perf_counter() - start)
-    print(json.dumps({
-        **comparison_fields("train", train),
-        "generate_chars_per_s": round(generate_speed), "generate_streams": 64,
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "shape": {"embed": config.embed_dim, "hidden": config.hidden, "layers": config.layers, "cell": config.cell,
-                  "streams": config.batch_size, "seq_len": config.seq_len, "vocab": len(task.chars)},
-    }))
+    print(
+        json.dumps(
+            {
+                **comparison_fields("train", train),
+                "generate_chars_per_s": round(generate_speed),
+                "generate_streams": 64,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "shape": {
+                    "embed": config.embed_dim,
+                    "hidden": config.hidden,
+                    "layers": config.layers,
+                    "cell": config.cell,
+                    "streams": config.batch_size,
+                    "seq_len": config.seq_len,
+                    "vocab": len(task.chars),
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

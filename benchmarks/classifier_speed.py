@@ -8,12 +8,16 @@ come from a synthetic vocabulary; sizes are the recipe's defaults (SentimentConf
 
 from __future__ import annotations
 
+# isort: split
+
+from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
+
+# isort: split
+
 import argparse
 import json
 import random
 import string
-
-from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 
@@ -51,11 +55,20 @@ def main():
     infer_batches = task.batches(items, shuffle=False)
     input_dim = model.embedding.out_dim
     result = compare_with_bare_lstm(model, optimizer, config, input_dim, train_batches, infer_batches, args.seconds)
-    result.update({
-        "shape": {"input": input_dim, "hidden": config.hidden, "layers": config.layers, "bidirectional": config.bidirectional,
-                  "pooling": config.pooling, "train_batch": config.batch_size, "infer_batch": config.eval_batch_size},
-        "data": "synthetic, SST-2 train length distribution",
-    })
+    result.update(
+        {
+            "shape": {
+                "input": input_dim,
+                "hidden": config.hidden,
+                "layers": config.layers,
+                "bidirectional": config.bidirectional,
+                "pooling": config.pooling,
+                "train_batch": config.batch_size,
+                "infer_batch": config.eval_batch_size,
+            },
+            "data": "synthetic, SST-2 train length distribution",
+        }
+    )
     print(json.dumps(result))
 
 

@@ -40,8 +40,12 @@ def side_by_side(ours, theirs, batches, seconds: float, rounds: int = 4, **kwarg
         speeds = {step: timed(step, batches, window, start_at=r, **kwargs) for step in order}
         pairs.append((speeds[ours], speeds[theirs]))
     ratio, ratio_range = median_ratio(pairs)
-    return {"ours": statistics.median(a for a, _ in pairs), "theirs": statistics.median(b for _, b in pairs),
-            "ratio": ratio, "ratio_range": ratio_range}
+    return {
+        "ours": statistics.median(a for a, _ in pairs),
+        "theirs": statistics.median(b for _, b in pairs),
+        "ratio": ratio,
+        "ratio_range": ratio_range,
+    }
 
 
 def median_ratio(pairs) -> tuple[float, list[float]]:
@@ -51,9 +55,14 @@ def median_ratio(pairs) -> tuple[float, list[float]]:
 
 
 def comparison_fields(name: str, comparison: dict) -> dict:
-    """The JSON fields of one ``side_by_side`` comparison with a bare LSTM: medians, median ratio and its range over the rounds."""
-    return {f"{name}_tokens_per_s": round(comparison["ours"]), f"bare_lstm_{name}_tokens_per_s": round(comparison["theirs"]),
-            f"{name}_ratio": round(comparison["ratio"], 3), f"{name}_ratio_range": comparison["ratio_range"]}
+    """The JSON fields of one ``side_by_side`` comparison with a bare LSTM: medians, median ratio and its range over the
+    rounds."""
+    return {
+        f"{name}_tokens_per_s": round(comparison["ours"]),
+        f"bare_lstm_{name}_tokens_per_s": round(comparison["theirs"]),
+        f"{name}_ratio": round(comparison["ratio"], 3),
+        f"{name}_ratio_range": comparison["ratio_range"],
+    }
 
 
 def train_step_of(model, optimizer, clip_norm: float):
@@ -87,12 +96,15 @@ def bare_lstm_steps(bare, input_dim: int, ids_key: str):
     return train, infer
 
 
-def compare_with_bare_lstm(model, optimizer, config, input_dim: int, train_batches, infer_batches, seconds: float,
-                           ids_key: str = "words") -> dict:
+def compare_with_bare_lstm(
+    model, optimizer, config, input_dim: int, train_batches, infer_batches, seconds: float, ids_key: str = "words"
+) -> dict:
     """Training and inference tokens/s of ``model`` and of a bare LSTM of the encoder's shape, with their ratios."""
     import torch
 
-    bare = torch.nn.LSTM(input_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=config.bidirectional)
+    bare = torch.nn.LSTM(
+        input_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=config.bidirectional
+    )
     bare_train, bare_infer = bare_lstm_steps(bare, input_dim, ids_key)
 
     def infer(batch):
@@ -100,8 +112,10 @@ def compare_with_bare_lstm(model, optimizer, config, input_dim: int, train_batch
         model.predict(batch)
 
     result = {}
-    for name, ours, theirs, batches in (("train", train_step_of(model, optimizer, config.clip_norm), bare_train, train_batches),
-                                        ("infer", infer, bare_infer, infer_batches)):
+    for name, ours, theirs, batches in (
+        ("train", train_step_of(model, optimizer, config.clip_norm), bare_train, train_batches),
+        ("infer", infer, bare_infer, infer_batches),
+    ):
         result.update(comparison_fields(name, side_by_side(ours, theirs, batches, seconds)))
     result.update({"threads": torch.get_num_threads(), "torch": torch.__version__})
     return result

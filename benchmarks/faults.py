@@ -37,8 +37,25 @@ SENTENCES = [
     "Reuters/B-ORG said/O so/O ./O",
 ]
 # Small enough that an epoch takes a fraction of a second, so kills land in training, evaluation and saves alike.
-SETTINGS = ["--word-dim", "16", "--hidden", "16", "--char-dim", "8", "--char-out", "8", "--batch-size", "4",
-            "--seed", "3", "--log-every", "1", "--quiet", "--threads", "1"]
+SETTINGS = [
+    "--word-dim",
+    "16",
+    "--hidden",
+    "16",
+    "--char-dim",
+    "8",
+    "--char-out",
+    "8",
+    "--batch-size",
+    "4",
+    "--seed",
+    "3",
+    "--log-every",
+    "1",
+    "--quiet",
+    "--threads",
+    "1",
+]
 
 
 def write_data(folder: Path, copies: int) -> tuple[Path, Path]:
@@ -52,8 +69,23 @@ def write_data(folder: Path, copies: int) -> tuple[Path, Path]:
 
 
 def command(train: Path, dev: Path, out: Path, epochs: int, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "seqnlp.cli", "train", "ner", "--train-file", str(train), "--dev-file", str(dev),
-            "--output-dir", str(out), "--epochs", str(epochs), *SETTINGS, "--resume" if resume else "--overwrite"]
+    return [
+        sys.executable,
+        "-m",
+        "seqnlp.cli",
+        "train",
+        "ner",
+        "--train-file",
+        str(train),
+        "--dev-file",
+        str(dev),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        str(epochs),
+        *SETTINGS,
+        "--resume" if resume else "--overwrite",
+    ]
 
 
 def logged_step(out: Path) -> int:
@@ -136,15 +168,24 @@ def main(argv=None) -> dict:
         break
     final = (out / "checkpoints" / "last" / "model.safetensors").read_bytes()
     expected = (work / "reference" / "checkpoints" / "last" / "model.safetensors").read_bytes()
-    best_equal = (out / "model" / "model.safetensors").read_bytes() == (work / "reference" / "model" / "model.safetensors").read_bytes()
+    best_equal = (out / "model" / "model.safetensors").read_bytes() == (
+        work / "reference" / "model" / "model.safetensors"
+    ).read_bytes()
     shutil.rmtree(work, ignore_errors=True)
-    return {"kills": kills, "resumes_ok": resumes_ok, "corrupt_checkpoints": corrupt, "steps_lost_beyond_checkpoint": lost,
-            "final_equals_uninterrupted": final == expected and best_equal,
-            "seconds": round(time.perf_counter() - started, 1), "reference_run_seconds": round(reference_seconds, 1)}
+    return {
+        "kills": kills,
+        "resumes_ok": resumes_ok,
+        "corrupt_checkpoints": corrupt,
+        "steps_lost_beyond_checkpoint": lost,
+        "final_equals_uninterrupted": final == expected and best_equal,
+        "seconds": round(time.perf_counter() - started, 1),
+        "reference_run_seconds": round(reference_seconds, 1),
+    }
 
 
 class Run:
-    """A training subprocess whose output is read as it comes, so a resumed run is killed only after it said where it resumed."""
+    """A training subprocess whose output is read as it comes, so a resumed run is killed only after it said where it
+    resumed."""
 
     def __init__(self, argv: list[str]):
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

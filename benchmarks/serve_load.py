@@ -19,10 +19,10 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,8 +54,13 @@ def free_port() -> int:
 
 def start_server(model: str, port: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    process = subprocess.Popen([sys.executable, "-m", "seqnlp.cli", "serve", model, "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "seqnlp.cli", "serve", model, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -91,7 +96,9 @@ def load(port: int, clients: int, requests: int, batches: list[list[str]]) -> di
             try:
                 connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
-                ok = response.status == 200 and len(json.loads(response.read())["predictions"]) == len(batches[number % len(batches)])
+                ok = response.status == 200 and len(json.loads(response.read())["predictions"]) == len(
+                    batches[number % len(batches)]
+                )
             except (OSError, http.client.HTTPException, ValueError):
                 ok = False
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -108,9 +115,13 @@ def load(port: int, clients: int, requests: int, batches: list[list[str]]) -> di
         worker.join()
     seconds = time.perf_counter() - started
     ordered = sorted(latencies)
-    return {"requests_per_s": round(len(latencies) / seconds, 2), "inputs_per_s": round(len(latencies) * len(batches[0]) / seconds, 1),
-            "p50_s": round(statistics.median(ordered), 4), "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
-            "failed": failed}
+    return {
+        "requests_per_s": round(len(latencies) / seconds, 2),
+        "inputs_per_s": round(len(latencies) * len(batches[0]) / seconds, 1),
+        "p50_s": round(statistics.median(ordered), 4),
+        "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4),
+        "failed": failed,
+    }
 
 
 WRK_SCRIPT = """
@@ -135,15 +146,33 @@ def load_with_wrk(port: int, clients: int, seconds: int, batches: list[list[str]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % bodies)
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds}s", "--timeout", "30s", "-s", script.name,
-                              f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{clients}",
+                f"-d{seconds}s",
+                "--timeout",
+                "30s",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}/predict",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         os.unlink(script.name)
     result = json.loads(out.split("RESULT", 1)[1])
-    return {"requests_per_s": round(result["requests"] / result["seconds"], 2),
-            "inputs_per_s": round(result["requests"] * len(batches[0]) / result["seconds"], 1),
-            "p50_s": round(result["p50_s"], 4), "p99_s": round(result["p99_s"], 4), "failed": result["failed"],
-            "requests": result["requests"]}
+    return {
+        "requests_per_s": round(result["requests"] / result["seconds"], 2),
+        "inputs_per_s": round(result["requests"] * len(batches[0]) / result["seconds"], 1),
+        "p50_s": round(result["p50_s"], 4),
+        "p99_s": round(result["p99_s"], 4),
+        "failed": result["failed"],
+        "requests": result["requests"],
+    }
 
 
 def measure(model_dir: str, task: str, args) -> dict:
@@ -191,7 +220,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per client count")
     parser.add_argument("--inputs-per-request", type=int, default=4)
     parser.add_argument("--seconds", type=int, default=10, help="with wrk: seconds of load per client count")
-    parser.add_argument("--python-clients", action="store_true", help="load with Python threads even where wrk is installed")
+    parser.add_argument(
+        "--python-clients", action="store_true", help="load with Python threads even where wrk is installed"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and the in-process run")
     args = parser.parse_args()
     out = {}

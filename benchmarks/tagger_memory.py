@@ -11,19 +11,21 @@ final seqeval scoring. It shows one-off costs; it does not show the slow creep o
 
 from __future__ import annotations
 
+import common  # noqa: F401  (first: it imports seqnlp, which configures oneDNN before torch loads)
+
+# isort: split
+
 import argparse
 import json
 import tempfile
 from pathlib import Path
 
-import common  # noqa: F401  (first: it imports seqnlp, which configures oneDNN before torch loads)
-
 import torch
 
 from seqnlp.config import from_dict
+from seqnlp.heap import memory_mib, release_memory
 from seqnlp.tasks.base import save_model_dir
 from seqnlp.tasks.ner import NERConfig, NERTask
-from seqnlp.heap import memory_mib, release_memory
 from seqnlp.trainer import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"

@@ -9,12 +9,14 @@ Sizes are the recipe's defaults (NERConfig).
 
 from __future__ import annotations
 
+from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
+
+# isort: split
+
 import argparse
 import json
 import random
 import string
-
-from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 
@@ -57,11 +59,20 @@ def main():
     infer_batches = task.batches(task.prepare(sentences), shuffle=False)[:40]
     input_dim = model.embedding.out_dim
     result = compare_with_bare_lstm(model, optimizer, config, input_dim, train_batches, infer_batches, args.seconds)
-    result.update({
-        "shape": {"input": input_dim, "hidden": config.hidden, "layers": config.layers, "bidirectional": config.bidirectional,
-                  "train_batch": config.batch_size, "infer_batch": config.eval_batch_size, "tags": len(task.tags)},
-        "data": args.conll or "synthetic CoNLL-like lengths",
-    })
+    result.update(
+        {
+            "shape": {
+                "input": input_dim,
+                "hidden": config.hidden,
+                "layers": config.layers,
+                "bidirectional": config.bidirectional,
+                "train_batch": config.batch_size,
+                "infer_batch": config.eval_batch_size,
+                "tags": len(task.tags),
+            },
+            "data": args.conll or "synthetic CoNLL-like lengths",
+        }
+    )
     print(json.dumps(result))
 
 

@@ -17,13 +17,20 @@ medians with the range of the per-round ratios: the training step against the ba
 
 from __future__ import annotations
 
+from common import (  # first: it imports seqnlp, which configures oneDNN before torch loads
+    comparison_fields,
+    median_ratio,
+    side_by_side,
+    train_step_of,
+)
+
+# isort: split
+
 import argparse
 import json
 import statistics
 import time
 from pathlib import Path
-
-from common import comparison_fields, median_ratio, side_by_side, train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
 
 import torch
 import yaml
@@ -41,15 +48,24 @@ def parse_args():
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with train.de/en and val.de/en")
     parser.add_argument("--seconds", type=float, default=6.0, help="time per training measurement")
-    parser.add_argument("--decode-rounds", type=int, default=5, help="alternating greedy / beam-5 passes over the sentences (medians reported)")
+    parser.add_argument(
+        "--decode-rounds",
+        type=int,
+        default=5,
+        help="alternating greedy / beam-5 passes over the sentences (medians reported)",
+    )
     parser.add_argument("--model", help="decode with this trained model directory instead of random weights")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override recipe settings (e.g. decoder_hidden=512)"
+    )
     return parser.parse_args()
 
 
 def bare_lstm_step(config, model):
     """A training step of bare encoder and decoder LSTMs of the model's shapes, on random inputs."""
-    encoder = torch.nn.LSTM(config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=True)
+    encoder = torch.nn.LSTM(
+        config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True, bidirectional=True
+    )
     decoder_input = model.cells[0].input_size  # the embedding, and the attentional vector with input feeding
     decoder = torch.nn.LSTM(decoder_input, config.decoder_hidden, num_layers=config.decoder_layers, batch_first=True)
     bare_params = [*encoder.parameters(), *decoder.parameters()]
@@ -83,7 +99,7 @@ def decoding_speeds(task, model, sources: list[str], rounds: int) -> dict[str, l
         task.translate(model, sources[:64], beam=beam)  # warm-up
     speeds = {name: [] for name, _, _ in passes}
     for r in range(rounds):  # each ratio compares adjacent runs
-        for name, beam, pass_int8 in passes[r % len(passes):] + passes[: r % len(passes)]:
+        for name, beam, pass_int8 in passes[r % len(passes) :] + passes[: r % len(passes)]:
             task.config.int8_decoding = pass_int8
             start = time.perf_counter()
             task.translate(model, sources, beam=beam)
@@ -95,7 +111,9 @@ def decoding_speeds(task, model, sources: list[str], rounds: int) -> dict[str, l
 def main():
     args = parse_args()
     torch.manual_seed(0)
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}  # 512 -> int, false -> bool
+    overrides = {
+        key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)
+    }  # 512 -> int, false -> bool
     config = from_dict(TranslateConfig, {"eval_batch_size": 64, **overrides}, source="--set")
     task = TranslateTask(config)
     train = read_parallel_files(f"{args.data}/train", "de", "en")
@@ -116,21 +134,44 @@ def main():
     int8_fields = {}
     if int8:
         int8_speedup, int8_speedup_range = median_ratio(zip(speeds["beam5"], speeds["beam5_float32"]))
-        int8_fields = {"beam5_float32_sents_per_s": round(statistics.median(speeds["beam5_float32"]), 1),
-                       "int8_speedup": round(int8_speedup, 3), "int8_speedup_range": int8_speedup_range}
-    print(json.dumps({
-        **comparison_fields("train", train),
-        "beam1_sents_per_s": round(statistics.median(speeds["beam1"]), 1), "beam5_sents_per_s": round(statistics.median(speeds["beam5"]), 1),
-        "beam5_over_beam1": round(beam_ratio, 3), "beam5_over_beam1_range": beam_ratio_range, **int8_fields,
-        "decode": {"sentences": len(sources), "rounds": args.decode_rounds, "batch": config.eval_batch_size, "max_len_ratio": config.max_len_ratio,
-                   "int8": int8,
-                   "weights": args.model or "random",
-                   "lengths": "as the model decides" if args.model else "reference subword lengths"},
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "shape": {"embed": config.embed_dim, "encoder_hidden": config.hidden, "decoder_hidden": config.decoder_hidden,
-                  "vocab": len(task.tgt_sp), "output_subwords": len(task.output_ids), "joint_vocab": config.joint_vocab, "attention": config.attention,
-                  "input_feed": config.input_feed},
-    }))
+        int8_fields = {
+            "beam5_float32_sents_per_s": round(statistics.median(speeds["beam5_float32"]), 1),
+            "int8_speedup": round(int8_speedup, 3),
+            "int8_speedup_range": int8_speedup_range,
+        }
+    print(
+        json.dumps(
+            {
+                **comparison_fields("train", train),
+                "beam1_sents_per_s": round(statistics.median(speeds["beam1"]), 1),
+                "beam5_sents_per_s": round(statistics.median(speeds["beam5"]), 1),
+                "beam5_over_beam1": round(beam_ratio, 3),
+                "beam5_over_beam1_range": beam_ratio_range,
+                **int8_fields,
+                "decode": {
+                    "sentences": len(sources),
+                    "rounds": args.decode_rounds,
+                    "batch": config.eval_batch_size,
+                    "max_len_ratio": config.max_len_ratio,
+                    "int8": int8,
+                    "weights": args.model or "random",
+                    "lengths": "as the model decides" if args.model else "reference subword lengths",
+                },
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "shape": {
+                    "embed": config.embed_dim,
+                    "encoder_hidden": config.hidden,
+                    "decoder_hidden": config.decoder_hidden,
+                    "vocab": len(task.tgt_sp),
+                    "output_subwords": len(task.output_ids),
+                    "joint_vocab": config.joint_vocab,
+                    "attention": config.attention,
+                    "input_feed": config.input_feed,
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Write the small sample datasets in data/ (deterministic; written for this project, not copied).
 
-    python data/make_samples.py
+python data/make_samples.py
 """
 
 import random
@@ -8,12 +8,57 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-PEOPLE = ["Anna Berg", "Tomas Hale", "Maria Lopez", "John Carter", "Li Wei", "Sara Okafor", "Pieter de Vries", "Emma Stone",
-          "Ravi Patel", "Olga Ivanova", "Kofi Mensah", "Hannah Weiss", "Marco Rossi", "Yuki Tanaka", "Ahmed Nasser", "Clara Diaz"]
-ORGS = ["Nordbank", "the United Nations", "Acme Corp", "Real Madrid", "the European Commission", "Bayer", "Reuters",
-        "Greenfield University", "the Red Cross", "Volvo", "Siemens", "the World Bank", "Ajax", "Tata Steel"]
-PLACES = ["Berlin", "Lagos", "Tokyo", "New York", "Lisbon", "Cairo", "Oslo", "Lima", "Sydney", "Mumbai", "Toronto",
-          "Vienna", "Nairobi", "Seoul", "Madrid"]
+PEOPLE = [
+    "Anna Berg",
+    "Tomas Hale",
+    "Maria Lopez",
+    "John Carter",
+    "Li Wei",
+    "Sara Okafor",
+    "Pieter de Vries",
+    "Emma Stone",
+    "Ravi Patel",
+    "Olga Ivanova",
+    "Kofi Mensah",
+    "Hannah Weiss",
+    "Marco Rossi",
+    "Yuki Tanaka",
+    "Ahmed Nasser",
+    "Clara Diaz",
+]
+ORGS = [
+    "Nordbank",
+    "the United Nations",
+    "Acme Corp",
+    "Real Madrid",
+    "the European Commission",
+    "Bayer",
+    "Reuters",
+    "Greenfield University",
+    "the Red Cross",
+    "Volvo",
+    "Siemens",
+    "the World Bank",
+    "Ajax",
+    "Tata Steel",
+]
+PLACES = [
+    "Berlin",
+    "Lagos",
+    "Tokyo",
+    "New York",
+    "Lisbon",
+    "Cairo",
+    "Oslo",
+    "Lima",
+    "Sydney",
+    "Mumbai",
+    "Toronto",
+    "Vienna",
+    "Nairobi",
+    "Seoul",
+    "Madrid",
+]
 MISC = ["German", "French", "Olympic", "Japanese", "European", "Brazilian", "Christmas", "Nobel", "English", "Dutch"]
 NER_TEMPLATES = [
     "{PER} visited {LOC} on Monday .",
@@ -62,14 +107,62 @@ def write_ner(path, count, rng):
             out.write("\n")
 
 
-POSITIVE = ["a joy", "wonderful", "moving", "sharp and funny", "beautifully acted", "a delight", "smart", "gripping",
-            "warm", "clever", "heartfelt", "well made", "charming", "brilliant", "touching"]
-NEGATIVE = ["a mess", "dull", "tedious", "clumsy", "badly acted", "a bore", "lifeless", "predictable", "flat",
-            "pointless", "shallow", "poorly made", "annoying", "awful", "forgettable"]
-SUBJECTS = ["the film", "this movie", "the story", "the cast", "the script", "the ending", "the director 's latest",
-            "the soundtrack", "the second half", "this comedy", "the documentary", "the sequel"]
-SENTIMENT_TEMPLATES = ["{s} is {a} .", "{s} feels {a} from start to finish .", "overall , {s} is {a} .",
-                       "i found {s} {a} .", "{s} is {a} , and that is what stays with you .", "{a} ."]
+POSITIVE = [
+    "a joy",
+    "wonderful",
+    "moving",
+    "sharp and funny",
+    "beautifully acted",
+    "a delight",
+    "smart",
+    "gripping",
+    "warm",
+    "clever",
+    "heartfelt",
+    "well made",
+    "charming",
+    "brilliant",
+    "touching",
+]
+NEGATIVE = [
+    "a mess",
+    "dull",
+    "tedious",
+    "clumsy",
+    "badly acted",
+    "a bore",
+    "lifeless",
+    "predictable",
+    "flat",
+    "pointless",
+    "shallow",
+    "poorly made",
+    "annoying",
+    "awful",
+    "forgettable",
+]
+SUBJECTS = [
+    "the film",
+    "this movie",
+    "the story",
+    "the cast",
+    "the script",
+    "the ending",
+    "the director 's latest",
+    "the soundtrack",
+    "the second half",
+    "this comedy",
+    "the documentary",
+    "the sequel",
+]
+SENTIMENT_TEMPLATES = [
+    "{s} is {a} .",
+    "{s} feels {a} from start to finish .",
+    "overall , {s} is {a} .",
+    "i found {s} {a} .",
+    "{s} is {a} , and that is what stays with you .",
+    "{a} .",
+]
 
 
 def write_sentiment(path, count, rng):
@@ -99,17 +192,43 @@ def write_text(path, paragraphs, rng):
 
 
 # (German, English) phrase pairs for the translation sample; sentences are built as subject + verb phrase + place.
-SUBJECTS_DE_EN = [("Ein Mann", "A man"), ("Eine Frau", "A woman"), ("Ein Kind", "A child"), ("Ein Hund", "A dog"),
-                  ("Zwei Männer", "Two men"), ("Drei Kinder", "Three children"), ("Ein junges Mädchen", "A young girl"),
-                  ("Ein älterer Herr", "An older man"), ("Eine Gruppe von Leuten", "A group of people")]
-SINGULAR_VERBS = [("spielt Fußball", "is playing soccer"), ("fährt Fahrrad", "is riding a bike"), ("läuft", "is running"),
-                  ("liest ein Buch", "is reading a book"), ("sitzt auf einer Bank", "is sitting on a bench"),
-                  ("trinkt Kaffee", "is drinking coffee"), ("wartet", "is waiting")]
-PLURAL_VERBS = [("spielen Fußball", "are playing soccer"), ("fahren Fahrrad", "are riding bikes"), ("laufen", "are running"),
-                ("lesen Bücher", "are reading books"), ("sitzen auf einer Bank", "are sitting on a bench"),
-                ("trinken Kaffee", "are drinking coffee"), ("warten", "are waiting")]
-PLACES_DE_EN = [("im Park", "in the park"), ("auf der Straße", "on the street"), ("am Strand", "on the beach"),
-                ("vor einem Haus", "in front of a house"), ("in der Stadt", "in the city"), ("im Schnee", "in the snow")]
+SUBJECTS_DE_EN = [
+    ("Ein Mann", "A man"),
+    ("Eine Frau", "A woman"),
+    ("Ein Kind", "A child"),
+    ("Ein Hund", "A dog"),
+    ("Zwei Männer", "Two men"),
+    ("Drei Kinder", "Three children"),
+    ("Ein junges Mädchen", "A young girl"),
+    ("Ein älterer Herr", "An older man"),
+    ("Eine Gruppe von Leuten", "A group of people"),
+]
+SINGULAR_VERBS = [
+    ("spielt Fußball", "is playing soccer"),
+    ("fährt Fahrrad", "is riding a bike"),
+    ("läuft", "is running"),
+    ("liest ein Buch", "is reading a book"),
+    ("sitzt auf einer Bank", "is sitting on a bench"),
+    ("trinkt Kaffee", "is drinking coffee"),
+    ("wartet", "is waiting"),
+]
+PLURAL_VERBS = [
+    ("spielen Fußball", "are playing soccer"),
+    ("fahren Fahrrad", "are riding bikes"),
+    ("laufen", "are running"),
+    ("lesen Bücher", "are reading books"),
+    ("sitzen auf einer Bank", "are sitting on a bench"),
+    ("trinken Kaffee", "are drinking coffee"),
+    ("warten", "are waiting"),
+]
+PLACES_DE_EN = [
+    ("im Park", "in the park"),
+    ("auf der Straße", "on the street"),
+    ("am Strand", "on the beach"),
+    ("vor einem Haus", "in front of a house"),
+    ("in der Stadt", "in the city"),
+    ("im Schnee", "in the snow"),
+]
 
 
 def write_translation(prefix, count, rng):

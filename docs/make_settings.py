@@ -1,6 +1,6 @@
 """Write docs/settings.md from the config declarations (``setting(default, help, range)`` in seqnlp/).
 
-    python docs/make_settings.py          # rewrites docs/settings.md; tests/test_docs.py checks it is current
+python docs/make_settings.py          # rewrites docs/settings.md; tests/test_docs.py checks it is current
 """
 
 from __future__ import annotations
@@ -20,13 +20,19 @@ def settings_markdown() -> str:
 
     tasks = sorted(TASKS)
     classes = {name: TASKS[name].config_class for name in tasks}
-    lines = ["# Settings", "",
-             "Every setting of `python recipes/<task>.py` and `seqnlp train TASK`, as a flag (`--hidden 256`,",
-             "`--no-bidirectional` for a switch) or in a `--config` YAML file (`hidden: 256`). Flags win over the file,",
-             "the file over a base model's settings (`--init-from`), those over the defaults. This page is generated",
-             "from the declarations in `seqnlp/` by `python docs/make_settings.py`.", "",
-             "## Shared by every task", "",
-             "| setting | meaning | default | valid | per task |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Settings",
+        "",
+        "Every setting of `python recipes/<task>.py` and `seqnlp train TASK`, as a flag (`--hidden 256`,",
+        "`--no-bidirectional` for a switch) or in a `--config` YAML file (`hidden: 256`). Flags win over the file,",
+        "the file over a base model's settings (`--init-from`), those over the defaults. This page is generated",
+        "from the declarations in `seqnlp/` by `python docs/make_settings.py`.",
+        "",
+        "## Shared by every task",
+        "",
+        "| setting | meaning | default | valid | per task |",
+        "| --- | --- | --- | --- | --- |",
+    ]
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
@@ -38,8 +44,13 @@ def settings_markdown() -> str:
     for field in dataclasses.fields(RunConfig):
         meta = spec(RunConfig, field.name)
         own = default_of(RunConfig, field.name)
-        differing = [f"{t}: {default_of(classes[t], field.name)}" for t in tasks if default_of(classes[t], field.name) != own]
-        lines.append(f"| `{field.name}` | {cell(meta.get('help', ''))} | {own} | {describe_range(meta) or '—'} | {'; '.join(differing) or '—'} |")
+        differing = [
+            f"{t}: {default_of(classes[t], field.name)}" for t in tasks if default_of(classes[t], field.name) != own
+        ]
+        lines.append(
+            f"| `{field.name}` | {cell(meta.get('help', ''))} | {own} | {describe_range(meta) or '—'} | "
+            f"{'; '.join(differing) or '—'} |"
+        )
     for task in tasks:
         cls = classes[task]
         shared = {f.name for f in dataclasses.fields(RunConfig)}
@@ -47,11 +58,17 @@ def settings_markdown() -> str:
         lines += ["", f"## {task}", "", "| setting | meaning | default | valid |", "| --- | --- | --- | --- |"]
         for field in own_fields:
             meta = spec(cls, field.name)
-            lines.append(f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(cls, field.name)} | {describe_range(meta) or '—'} |")
+            lines.append(
+                f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(cls, field.name)} | "
+                f"{describe_range(meta) or '—'} |"
+            )
     lines += ["", "## seqnlp serve", "", "| setting | meaning | default | valid |", "| --- | --- | --- | --- |"]
     for field in dataclasses.fields(ServeConfig):
         meta = spec(ServeConfig, field.name)
-        lines.append(f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(ServeConfig, field.name)} | {describe_range(meta) or '—'} |")
+        lines.append(
+            f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(ServeConfig, field.name)} | "
+            f"{describe_range(meta) or '—'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,8 @@
 """Named-entity recognition: BiLSTM-CRF with character features, scored with seqeval.
 
-    python recipes/ner.py                                   # the sample in data/ner
-    python recipes/ner.py --train-file train.txt --dev-file dev.txt --max-minutes 30
-    python recipes/ner.py --dataset conll2003               # any HF token-classification dataset
+python recipes/ner.py                                   # the sample in data/ner
+python recipes/ner.py --train-file train.txt --dev-file dev.txt --max-minutes 30
+python recipes/ner.py --dataset conll2003               # any HF token-classification dataset
 """
 
 import sys
@@ -14,4 +14,13 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(recipe("ner", {"train_file": str(ROOT / "data/ner/train.txt"), "max_minutes": 1.5, "dev_file": str(ROOT / "data/ner/dev.txt")}))
+    sys.exit(
+        recipe(
+            "ner",
+            {
+                "train_file": str(ROOT / "data/ner/train.txt"),
+                "max_minutes": 1.5,
+                "dev_file": str(ROOT / "data/ner/dev.txt"),
+            },
+        )
+    )

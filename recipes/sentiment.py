@@ -1,8 +1,8 @@
 """Sentiment / text classification: BiLSTM + max pooling, scored with accuracy and macro-F1.
 
-    python recipes/sentiment.py                             # the sample in data/sentiment
-    python recipes/sentiment.py --train-file train.tsv --dev-file dev.tsv --max-minutes 15
-    python recipes/sentiment.py --dataset imdb --text-column text --max-length 400
+python recipes/sentiment.py                             # the sample in data/sentiment
+python recipes/sentiment.py --train-file train.tsv --dev-file dev.tsv --max-minutes 15
+python recipes/sentiment.py --dataset imdb --text-column text --max-length 400
 """
 
 import sys
@@ -14,4 +14,13 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(recipe("sentiment", {"train_file": str(ROOT / "data/sentiment/train.tsv"), "max_minutes": 1.5, "dev_file": str(ROOT / "data/sentiment/dev.tsv")}))
+    sys.exit(
+        recipe(
+            "sentiment",
+            {
+                "train_file": str(ROOT / "data/sentiment/train.tsv"),
+                "max_minutes": 1.5,
+                "dev_file": str(ROOT / "data/sentiment/dev.tsv"),
+            },
+        )
+    )

@@ -1,8 +1,8 @@
 """Text generation: a character-level LSTM language model with truncated BPTT, scored in nats and bits per character.
 
-    python recipes/textgen.py                               # the sample in data/textgen
-    python recipes/textgen.py --train-file train.txt --dev-file val.txt --max-minutes 20
-    python recipes/textgen.py --diagnose-gradients          # vanishing / exploding gradients, measured
+python recipes/textgen.py                               # the sample in data/textgen
+python recipes/textgen.py --train-file train.txt --dev-file val.txt --max-minutes 20
+python recipes/textgen.py --diagnose-gradients          # vanishing / exploding gradients, measured
 """
 
 import sys
@@ -14,6 +14,10 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sample = {"train_file": str(ROOT / "data/textgen/train.txt"), "dev_file": str(ROOT / "data/textgen/val.txt"),
-              "sample_prompts": "The |Police in |Shares in ", "max_minutes": 1.5}
+    sample = {
+        "train_file": str(ROOT / "data/textgen/train.txt"),
+        "dev_file": str(ROOT / "data/textgen/val.txt"),
+        "sample_prompts": "The |Police in |Shares in ",
+        "max_minutes": 1.5,
+    }
     sys.exit(recipe("textgen", sample))

@@ -16,4 +16,15 @@ __version__ = "0.1.0"
 from seqnlp.api import Model, evaluate, load, train  # noqa: E402  (after the environment is set)
 from seqnlp.predictions import Classification, Entity, Generation, Tagging, Translation  # noqa: E402
 
-__all__ = ["Classification", "Entity", "Generation", "Model", "Tagging", "Translation", "__version__", "evaluate", "load", "train"]
+__all__ = [
+    "Classification",
+    "Entity",
+    "Generation",
+    "Model",
+    "Tagging",
+    "Translation",
+    "__version__",
+    "evaluate",
+    "load",
+    "train",
+]

@@ -21,8 +21,12 @@ from seqnlp.errors import ConfigError
 
 # What a valid value of each option is (the command line's `seqnlp predict` checks its flags with these too).
 OPTION_CHECKS = {
-    "beam": lambda v: v >= 1, "n_best": lambda v: v >= 1, "max_chars": lambda v: v >= 0, "top_k": lambda v: v >= 0,
-    "temperature": lambda v: math.isfinite(v) and v > 0, "top_p": lambda v: math.isfinite(v) and 0 < v <= 1,
+    "beam": lambda v: v >= 1,
+    "n_best": lambda v: v >= 1,
+    "max_chars": lambda v: v >= 0,
+    "top_k": lambda v: v >= 0,
+    "temperature": lambda v: math.isfinite(v) and v > 0,
+    "top_p": lambda v: math.isfinite(v) and 0 < v <= 1,
     "seed": lambda v: 0 <= v < 2**32,
 }
 
@@ -31,7 +35,7 @@ OPTION_CHECKS = {
 class Model:
     """A trained model of any task, ready to predict: what ``seqnlp.load`` returns."""
 
-    task: object          # the seqnlp.tasks.base.Task the model was trained as (its config, vocabularies, labels)
+    task: object  # the seqnlp.tasks.base.Task the model was trained as (its config, vocabularies, labels)
     module: torch.nn.Module
     path: Path
 
@@ -48,9 +52,14 @@ class Model:
         from seqnlp import __version__
 
         config_file = self.path / "config.json"
-        return {"task": self.task.name, "labels": self.labels, "path": str(self.path), "version": __version__,
-                "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
-                "parameters": sum(p.numel() for p in self.module.parameters())}
+        return {
+            "task": self.task.name,
+            "labels": self.labels,
+            "path": str(self.path),
+            "version": __version__,
+            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
+            "parameters": sum(p.numel() for p in self.module.parameters()),
+        }
 
     def predict(self, inputs, batch_size: int | None = None, **options):
         """Predictions for a list of inputs (or one prediction for one input), in input order.
@@ -108,7 +117,9 @@ def train(task: str, config: str | os.PathLike | None = None, **settings) -> dic
     return run_recipe(task, argv)
 
 
-def evaluate(model, data=None, *, test_file=None, dataset=None, split: str | None = None, dataset_config: str | None = None) -> dict:
+def evaluate(
+    model, data=None, *, test_file=None, dataset=None, split: str | None = None, dataset_config: str | None = None
+) -> dict:
     """The metrics ``seqnlp evaluate`` prints: ``{"task": ..., "test": {...}}``.
 
     ``model``: a ``Model`` or a model directory. ``data``: a data file (or a translation file prefix),
@@ -118,7 +129,9 @@ def evaluate(model, data=None, *, test_file=None, dataset=None, split: str | Non
     return score(model, data, test_file=test_file, dataset=dataset, split=split, dataset_config=dataset_config)[0]
 
 
-def score(model, data=None, *, test_file=None, dataset=None, split=None, dataset_config=None) -> tuple[dict, dict, list]:
+def score(
+    model, data=None, *, test_file=None, dataset=None, split=None, dataset_config=None
+) -> tuple[dict, dict, list]:
     """``evaluate``'s metrics, with the scores' report-only extras and the examples scored (for ``report.md``)."""
     if not isinstance(model, Model):
         model = load(model)
@@ -129,9 +142,14 @@ def score(model, data=None, *, test_file=None, dataset=None, split=None, dataset
             test_file = data
     if (test_file is None) == (dataset is None):
         raise ConfigError("evaluate: give the data to score (a test file or a dataset)")
-    sources = {"train_file": None, "dev_file": None, "test_file": None if test_file is None else str(test_file),
-               "dataset": None if dataset is None or not isinstance(dataset, (str, os.PathLike)) else str(dataset),
-               "dataset_config": dataset_config, "test_split": split or "test"}
+    sources = {
+        "train_file": None,
+        "dev_file": None,
+        "test_file": None if test_file is None else str(test_file),
+        "dataset": None if dataset is None or not isinstance(dataset, (str, os.PathLike)) else str(dataset),
+        "dataset_config": dataset_config,
+        "test_split": split or "test",
+    }
     task = with_settings(model.task, sources)
     examples = evaluation_examples(task, dataset, split, dataset_config)
     scores = task.evaluate(model.module, examples)
@@ -148,8 +166,10 @@ def evaluation_examples(task, dataset, split: str | None, dataset_config: str | 
     name = dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__
     if not hf.is_dataset_dict(loaded):
         if split is not None:
-            raise ConfigError(f"--split {split}: {name} is a single split (a data file or Dataset); "
-                              "--split names a split of a DatasetDict")
+            raise ConfigError(
+                f"--split {split}: {name} is a single split (a data file or Dataset); "
+                "--split names a split of a DatasetDict"
+            )
         return task.read_hf(loaded, str(name))
     split = split or "test"
     if split not in loaded:
@@ -194,12 +214,15 @@ def split_options(task, options: dict) -> tuple[dict, dict]:
             settings[key] = value
         else:
             known = ", ".join(sorted(allowed)) or "none"
-            raise ConfigError(f"unknown option {key!r} for a {task.name} model (its options: {known}; or a setting of its config)")
+            raise ConfigError(
+                f"unknown option {key!r} for a {task.name} model (its options: {known}; or a setting of its config)"
+            )
     return task_options, settings
 
 
 def check_inputs(task, items: list) -> None:
-    """Each input is a string (or, where the task takes them, a list of token strings); anything else is a ``ConfigError``."""
+    """Each input is a string (or, where the task takes them, a list of token strings); anything else is a
+    ``ConfigError``."""
     for number, item in enumerate(items):
         if isinstance(item, str):
             continue

@@ -12,17 +12,26 @@ from seqnlp.errors import ConfigError, SeqNLPError
 
 
 def _evaluate(argv):
-    parser = ArgumentParser(prog="seqnlp evaluate", description="Score a trained model on test data; prints the metrics JSON.")
+    parser = ArgumentParser(
+        prog="seqnlp evaluate", description="Score a trained model on test data; prints the metrics JSON."
+    )
     parser.add_argument("model_dir")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--test-file")
     source.add_argument("--dataset")
     parser.add_argument("--dataset-config")
-    parser.add_argument("--split", help="the DatasetDict split to score (default: test); a data file or single Dataset is scored whole")
+    parser.add_argument(
+        "--split", help="the DatasetDict split to score (default: test); a data file or single Dataset is scored whole"
+    )
     parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a saved data or decoding setting (e.g. tag_column=3, length_penalty=1.0)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a saved data or decoding setting (e.g. tag_column=3, length_penalty=1.0)",
+    )
     args = parser.parse_args(argv)
     from seqnlp import api
 
@@ -34,8 +43,14 @@ def _evaluate(argv):
 
         task = model.task
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        write_report(args.output_dir, task.name, metrics, task.report_sections({"test": scores}, args.output_dir),
-                     task.data_summary({"test": examples}), task.metric)
+        write_report(
+            args.output_dir,
+            task.name,
+            metrics,
+            task.report_sections({"test": scores}, args.output_dir),
+            task.data_summary({"test": examples}),
+            task.metric,
+        )
     print(json.dumps(metrics, indent=2))
 
 
@@ -57,21 +72,46 @@ def _predict(argv):
     parser.add_argument("input", nargs="?", default="-", help="file of inputs, one per line ('-' or nothing: stdin)")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     parser.add_argument("--beam", type=int, help="translate: beam width (>= 1; default: the model's)")
-    parser.add_argument("--max-chars", type=int, default=200, help="textgen: characters to generate (>= 0; default: 200)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="textgen: sampling temperature (> 0; default: 1.0)")
-    parser.add_argument("--top-k", type=int, default=0, help="textgen: sample from the k likeliest characters (>= 0; 0: all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="textgen: nucleus sampling mass (0 < p <= 1; default: 1.0)")
+    parser.add_argument(
+        "--max-chars", type=int, default=200, help="textgen: characters to generate (>= 0; default: 200)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="textgen: sampling temperature (> 0; default: 1.0)"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=0, help="textgen: sample from the k likeliest characters (>= 0; 0: all)"
+    )
+    parser.add_argument(
+        "--top-p", type=float, default=1.0, help="textgen: nucleus sampling mass (0 < p <= 1; default: 1.0)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="textgen: sampling seed (0 <= seed < 2**32; default: 0)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a saved decoding setting (e.g. n_best=3, length_penalty=1.0, coverage_penalty=0)")
-    parser.add_argument("--buffer-lines", type=int, metavar="N",
-                        help="read N inputs, write their outputs, repeat (default: 1 from a terminal, else 1000)")
-    parser.add_argument("--format", choices=FORMATS, default="text",
-                        help="text (default): one line per input (ner: token/TAG ...; sentiment: label<TAB>probability; "
-                             "textgen: the continuation with a newline written \\n and a backslash \\\\); json: one JSON "
-                             "object per input (JSON Lines); conll (ner): token<TAB>tag lines, a blank line after each input")
-    parser.add_argument("--pretokenized", action="store_true",
-                        help="ner: the input is already tokenized (tokens between spaces); default: raw text, tokenized as CoNLL-2003 is")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a saved decoding setting (e.g. n_best=3, length_penalty=1.0, coverage_penalty=0)",
+    )
+    parser.add_argument(
+        "--buffer-lines",
+        type=int,
+        metavar="N",
+        help="read N inputs, write their outputs, repeat (default: 1 from a terminal, else 1000)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text (default): one line per input (ner: token/TAG ...; sentiment: label<TAB>probability; "
+        "textgen: the continuation with a newline written \\n and a backslash \\\\); json: one JSON "
+        "object per input (JSON Lines); conll (ner): token<TAB>tag lines, a blank line after each input",
+    )
+    parser.add_argument(
+        "--pretokenized",
+        action="store_true",
+        help="ner: the input is already tokenized (tokens between spaces); default: raw text, tokenized as "
+        "CoNLL-2003 is",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -88,18 +128,31 @@ def _predict(argv):
     overrides = dict(_parse_override(item) for item in args.set)
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
     if args.format not in task.output_formats:
-        raise ConfigError(f"--format {args.format} is not for {task.name} models (use {' or '.join(task.output_formats)})")
-    options = {k: v for k, v in vars(args).items() if k not in ("model_dir", "input", "device", "set", "buffer_lines", "format")}
-    options["generator"] = torch.Generator().manual_seed(args.seed)  # textgen: one random stream for the whole input, however it is buffered
+        raise ConfigError(
+            f"--format {args.format} is not for {task.name} models (use {' or '.join(task.output_formats)})"
+        )
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("model_dir", "input", "device", "set", "buffer_lines", "format")
+    }
+    options["generator"] = torch.Generator().manual_seed(
+        args.seed
+    )  # textgen: one random stream for the whole input, however it is buffered
     lines = iter_text_lines(args.input)
     while chunk := list(itertools.islice(lines, buffer_lines)):
         predictions = task.predict(model, [task.input_from_line(line) for line in chunk], options)
         for prediction in predictions:
             print(format_prediction(prediction, args.format), end="" if args.format == "conll" else "\n")
         truncated = sum(getattr(p, "truncated", False) for p in predictions)
-        if truncated:  # the model reads the first max_length tokens of a text, as it was trained: say so rather than cut unannounced
-            print(f"warning: {truncated} of these {len(chunk)} texts are longer than max_length ({task.config.max_length} tokens); "
-                  f"their labels read only the first {task.config.max_length} (--set max_length=N reads more)", file=sys.stderr)
+        # the model reads the first max_length tokens of a text, as it was trained: say so rather than cut unannounced
+        if truncated:
+            print(
+                f"warning: {truncated} of these {len(chunk)} texts are longer than max_length "
+                f"({task.config.max_length} tokens); "
+                f"their labels read only the first {task.config.max_length} (--set max_length=N reads more)",
+                file=sys.stderr,
+            )
         sys.stdout.flush()
 
 
@@ -178,12 +231,16 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         from seqnlp.tasks import TASKS
 
-        print("usage: seqnlp {train,evaluate,predict,serve,diagnose} ... | seqnlp --version\n"
-              f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
-              "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
-              "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll]\n"
-              "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, GET /info\n"
-              "  seqnlp diagnose gradients [--output-dir DIR]", file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        print(
+            "usage: seqnlp {train,evaluate,predict,serve,diagnose} ... | seqnlp --version\n"
+            f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
+            "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
+            "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll]\n"
+            "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, "
+            "GET /info\n"
+            "  seqnlp diagnose gradients [--output-dir DIR]",
+            file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return run_cli(COMMANDS[argv[0]], argv[1:])
 

@@ -26,7 +26,9 @@ MAX_VOCAB = 2_000_000
 
 def setting(default, help: str, *, choices=None, low=None, high=None, above=None):
     """A config field: ``low <= value <= high`` (``above``: strictly greater), or one of ``choices``."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high, "above": above})
+    return dataclasses.field(
+        default=default, metadata={"help": help, "choices": choices, "low": low, "high": high, "above": above}
+    )
 
 
 def spec(cls, name: str) -> dict:
@@ -82,37 +84,61 @@ class RunConfig:
 
     # data
     train_file: str | None = setting(None, "training data file")
-    dev_file: str | None = setting(None, "dev data file that selects the model (default: 10% of the training data held out)")
+    dev_file: str | None = setting(
+        None, "dev data file that selects the model (default: 10% of the training data held out)"
+    )
     test_file: str | None = setting(None, "test data file, scored once with the selected model")
-    dataset: str | None = setting(None, "HuggingFace dataset: hub name, save_to_disk folder, data file or folder of data files")
+    dataset: str | None = setting(
+        None, "HuggingFace dataset: hub name, save_to_disk folder, data file or folder of data files"
+    )
     dataset_config: str | None = setting(None, "the dataset's configuration name (hub datasets)")
     train_split: str = setting("train", "dataset split to train on")
     dev_split: str = setting("validation", "dataset split that selects the model")
     test_split: str = setting("test", "dataset split scored as the test set")
     output_dir: str | None = setting(None, "folder for the model, checkpoints, metrics and report (default: runs/TASK)")
-    init_from: str | None = setting(None, "model directory whose architecture, vocabularies and weights training starts from")
+    init_from: str | None = setting(
+        None, "model directory whose architecture, vocabularies and weights training starts from"
+    )
     # fine-tuning (--init-from)
-    labels: str = setting("keep", "fine-tuning: the model's labels that the new data lacks are kept, or dropped (replace)",
-                          choices=("keep", "replace"))
-    label_map: str = setting("", "fine-tuning: NEW=OLD,... starts each new label from a known one's weights (e.g. person=PER)")
+    labels: str = setting(
+        "keep",
+        "fine-tuning: the model's labels that the new data lacks are kept, or dropped (replace)",
+        choices=("keep", "replace"),
+    )
+    label_map: str = setting(
+        "", "fine-tuning: NEW=OLD,... starts each new label from a known one's weights (e.g. person=PER)"
+    )
     reset_head: bool = setting(False, "fine-tuning: start the output layer (and CRF) afresh")
     extend_vocab: bool = setting(True, "fine-tuning: add the new data's words and characters with fresh embedding rows")
-    new_vocab: bool = setting(False, "fine-tuning with subwords (translate; sentiment with --tokenizer subword): train a new "
-                              "SentencePiece model on the new data, whose pieces the model knows keep their embedding rows")
+    new_vocab: bool = setting(
+        False,
+        "fine-tuning with subwords (translate; sentiment with --tokenizer subword): train a new "
+        "SentencePiece model on the new data, whose pieces the model knows keep their embedding rows",
+    )
     freeze: str = setting("", "comma-separated parts whose weights stay fixed: embeddings, encoder")
-    lr_pretrained: float | None = setting(None, "fine-tuning: peak learning rate of the embeddings and encoder "
-                                          "(default: --lr for all); the output layer keeps --lr", above=0.0, high=100.0)
+    lr_pretrained: float | None = setting(
+        None,
+        "fine-tuning: peak learning rate of the embeddings and encoder "
+        "(default: --lr for all); the output layer keeps --lr",
+        above=0.0,
+        high=100.0,
+    )
     # model (shared encoder)
     cell: str = setting("lstm", "recurrent cell", choices=("rnn", "lstm", "gru"))
     layers: int = setting(1, "recurrent layers", low=1, high=MAX_LAYERS)
     hidden: int = setting(256, "hidden units per direction", low=1, high=MAX_WIDTH)
     bidirectional: bool = setting(True, "read the input in both directions")
     dropout: float = setting(0.5, "dropout probability", low=0.0, high=0.95)
-    cell_impl: str = setting("fused", "fused: PyTorch's kernels; reference: seqnlp.nn.cells, written from the equations",
-                             choices=("fused", "reference"))
+    cell_impl: str = setting(
+        "fused",
+        "fused: PyTorch's kernels; reference: seqnlp.nn.cells, written from the equations",
+        choices=("fused", "reference"),
+    )
     # training
     epochs: int = setting(30, "most epochs to train", low=1, high=100_000)
-    max_minutes: float | None = setting(None, "training time budget in minutes (the schedule anneals to its end)", above=0.0)
+    max_minutes: float | None = setting(
+        None, "training time budget in minutes (the schedule anneals to its end)", above=0.0
+    )
     batch_size: int = setting(32, "examples per training batch", low=1, high=1_000_000)
     batch_max_tokens: int = setting(0, "> 0: training batches hold at most this many padded tokens; 0: no limit", low=0)
     optimizer: str = setting("adam", "optimizer", choices=("sgd", "adam", "adamw"))
@@ -121,8 +147,9 @@ class RunConfig:
     weight_decay: float = setting(0.0, "weight decay (L2 for sgd/adam, decoupled for adamw)", low=0.0, high=1.0)
     clip_norm: float = setting(5.0, "clip the gradient's global norm to this; 0: no clipping", low=0.0)
     schedule: str = setting("linear", "learning-rate decay over the budget", choices=("constant", "linear", "cosine"))
-    average_decay: float = setting(0.0, "> 0: evaluate and save an exponential moving average of the weights (e.g. 0.999)",
-                                   low=0.0, high=0.999999)
+    average_decay: float = setting(
+        0.0, "> 0: evaluate and save an exponential moving average of the weights (e.g. 0.999)", low=0.0, high=0.999999
+    )
     warmup_steps: int = setting(0, "steps of linear learning-rate warm-up", low=0)
     patience: int = setting(10, "stop after this many epochs without a dev improvement; 0: never", low=0)
     log_every: int = setting(50, "steps between lines of train_log.jsonl", low=1)
@@ -131,10 +158,14 @@ class RunConfig:
     device: str = setting("auto", "auto (the GPU if torch sees one), cpu, cuda or cuda:N")
     threads: int = setting(0, "CPU threads for torch; 0: torch's default", low=0, high=1024)
     quiet: bool = setting(False, "no progress bar")
-    report_to: str = setting("none", "also write the scalars of train_log.jsonl to: tensorboard (OUTPUT_DIR/tensorboard/; "
-                             "pip install tensorboard)", choices=("none", "tensorboard"))
+    report_to: str = setting(
+        "none",
+        "also write the scalars of train_log.jsonl to: tensorboard (OUTPUT_DIR/tensorboard/; pip install tensorboard)",
+        choices=("none", "tensorboard"),
+    )
     divergence_factor: float = setting(
-        10.0, "stop when the mean training loss exceeds this many times the untrained model's (diverged)", above=1.0)
+        10.0, "stop when the mean training loss exceeds this many times the untrained model's (diverged)", above=1.0
+    )
 
     def validate(self) -> None:
         validate_ranges(self)
@@ -143,7 +174,6 @@ class RunConfig:
             raise ConfigError(f"invalid value for freeze: {unknown[0][:40]!r} (must be embeddings, encoder or both)")
         if self.train_file and self.dataset:
             raise ConfigError("give either --train-file or --dataset, not both")
-
 
     def frozen_parts(self) -> list[str]:
         return [part.strip() for part in self.freeze.split(",") if part.strip()]
@@ -258,13 +288,31 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         kind = _field_type(cls, field)
         help_text = _help(cls, field)
         if kind is bool:  # both spellings whatever the default, so a changed default breaks no command line
-            parser.add_argument(flag, dest=field.name, action="store_const", const=True, default=argparse.SUPPRESS,
-                                help=f"{help_text} (--no-{flag[2:]}: off)")
-            parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_const", const=False,
-                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action="store_const",
+                const=True,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (--no-{flag[2:]}: off)",
+            )
+            parser.add_argument(
+                "--no-" + field.name.replace("_", "-"),
+                dest=field.name,
+                action="store_const",
+                const=False,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
         else:
-            parser.add_argument(flag, dest=field.name, type=str, default=argparse.SUPPRESS, metavar=_metavar(cls, field, kind),
-                                help=help_text)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=str,
+                default=argparse.SUPPRESS,
+                metavar=_metavar(cls, field, kind),
+                help=help_text,
+            )
 
 
 def _metavar(cls, field, kind) -> str:

@@ -76,21 +76,37 @@ def run(cell: str, clip: float | None, length: int, steps: int, hidden: int, voc
     with torch.no_grad():
         accuracy = float((model(tokens).argmax(1) == labels).float().mean())
     norms = gradient_norms(model, cell, tokens, labels)
-    return {"grad_norms": norms, "accuracy": accuracy, "final_loss": sum(losses[-10:]) / min(10, len(losses)), "clip_norm": clip,
-            "clipped_steps": clipped_steps}
+    return {
+        "grad_norms": norms,
+        "accuracy": accuracy,
+        "final_loss": sum(losses[-10:]) / min(10, len(losses)),
+        "clip_norm": clip,
+        "clipped_steps": clipped_steps,
+    }
 
 
-def diagnose_gradients(output_dir, length: int = 50, steps: int = 150, hidden: int = 32, vocab: int = 8, seed: int = 0,
-                       clip: float = 1.0) -> dict:
+def diagnose_gradients(
+    output_dir, length: int = 50, steps: int = 150, hidden: int = 32, vocab: int = 8, seed: int = 0, clip: float = 1.0
+) -> dict:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for cell in ("rnn", "lstm", "gru"):
         results[cell] = run(cell, None, length, steps, hidden, vocab, seed)
         results[f"{cell}_clipped"] = run(cell, clip, length, steps, hidden, vocab, seed)
-    settings = {"length": length, "steps": steps, "hidden": hidden, "vocab": vocab, "seed": seed, "clip_norm": clip,
-                "optimizer": "SGD lr 0.5", "task": "label = first token"}
-    (output_dir / "gradients.json").write_text(json.dumps({**results, "settings": settings}, indent=2) + "\n", encoding="utf-8")
+    settings = {
+        "length": length,
+        "steps": steps,
+        "hidden": hidden,
+        "vocab": vocab,
+        "seed": seed,
+        "clip_norm": clip,
+        "optimizer": "SGD lr 0.5",
+        "task": "label = first token",
+    }
+    (output_dir / "gradients.json").write_text(
+        json.dumps({**results, "settings": settings}, indent=2) + "\n", encoding="utf-8"
+    )
     plot(results, output_dir / "gradients.png")
     write_report(results, settings, output_dir / "report.md")
     return results
@@ -108,7 +124,13 @@ def plot(results: dict, path) -> None:
         norms = result["grad_norms"]
         distance = list(range(len(norms) - 1, -1, -1))
         cell = name.split("_")[0]
-        ax.plot(distance, [max(n, 1e-30) for n in norms], color=colors[cell], linestyle="--" if "clipped" in name else "-", label=name)
+        ax.plot(
+            distance,
+            [max(n, 1e-30) for n in norms],
+            color=colors[cell],
+            linestyle="--" if "clipped" in name else "-",
+            label=name,
+        )
     ax.set_yscale("log")
     ax.set_xlabel("distance from the loss (time steps)")
     ax.set_ylabel("mean ||dL/dh_t||")
@@ -128,20 +150,37 @@ def write_report(results: dict, settings: dict, path) -> None:
         rows.append([name, f"{last:.3g}", f"{first:.3g}", f"{decay:.1f}", f"{r['accuracy']:.3f}"])
     lstm_over_rnn = results["lstm"]["grad_norms"][0] / max(results["rnn"]["grad_norms"][0], 1e-300)
     lines = [
-        "# Vanishing and exploding gradients", "",
-        f"Task: sequences of {settings['length']} random tokens (vocabulary {settings['vocab']}); the label is the first token, "
-        f"so only gradient that travels back all {settings['length']} steps can teach it. Chance accuracy is {1 / settings['vocab']:.3f}.",
+        "# Vanishing and exploding gradients",
+        "",
+        f"Task: sequences of {settings['length']} random tokens (vocabulary {settings['vocab']}); the label is the "
+        "first token, "
+        f"so only gradient that travels back all {settings['length']} steps can teach it. Chance accuracy is "
+        f"{1 / settings['vocab']:.3f}.",
         f"Each model: one layer, hidden {settings['hidden']}, {settings['steps']} steps of {settings['optimizer']}; "
-        f"'_clipped' runs clip the gradient norm at {settings['clip_norm']}.", "",
-        markdown_table(["model", "||dL/dh|| at the last step", "at the first step", "orders of magnitude lost", "accuracy"], rows), "",
+        f"'_clipped' runs clip the gradient norm at {settings['clip_norm']}.",
+        "",
+        markdown_table(
+            ["model", "||dL/dh|| at the last step", "at the first step", "orders of magnitude lost", "accuracy"], rows
+        ),
+        "",
         f"At the first step the LSTM's gradient is {lstm_over_rnn:.2e} times the vanilla RNN's. ",
-        "The vanilla RNN multiplies the gradient by its recurrent Jacobian at every step, so it shrinks geometrically and "
-        "the first token's signal vanishes; the LSTM's additive cell state (and the GRU's gated interpolation) let it survive. "
+        "The vanilla RNN multiplies the gradient by its recurrent Jacobian at every step, so it shrinks "
+        "geometrically and "
+        "the first token's signal vanishes; the LSTM's additive cell state (and the GRU's gated interpolation) let "
+        "it survive. "
         "Clipping bounds the size of each update, which guards against *exploding* gradients, but it cannot restore a "
-        "gradient that has vanished.", "",
-        "Clipping engaged on " + ", ".join(f"{results[n]['clipped_steps']} of {settings['steps']} steps for {n}" for n in results if n.endswith("_clipped"))
-        + " (where it never engaged, the clipped run equals the unclipped one).", "",
-        "![gradient norms](gradients.png)", "",
+        "gradient that has vanished.",
+        "",
+        "Clipping engaged on "
+        + ", ".join(
+            f"{results[n]['clipped_steps']} of {settings['steps']} steps for {n}"
+            for n in results
+            if n.endswith("_clipped")
+        )
+        + " (where it never engaged, the clipped run equals the unclipped one).",
+        "",
+        "![gradient norms](gradients.png)",
+        "",
     ]
     Path(path).write_text("\n".join(lines), encoding="utf-8")
 
@@ -158,5 +197,8 @@ def main(argv) -> None:
     if min(args.length, args.steps, args.hidden) < 1 or not 0 <= args.seed < 2**32:
         raise ConfigError("--length, --steps and --hidden must be >= 1 and --seed in [0, 2**32)")
     results = diagnose_gradients(args.output_dir, args.length, args.steps, args.hidden, seed=args.seed)
-    summary = {name: {"first_step": r["grad_norms"][0], "last_step": r["grad_norms"][-1], "accuracy": r["accuracy"]} for name, r in results.items()}
+    summary = {
+        name: {"first_step": r["grad_norms"][0], "last_step": r["grad_norms"][-1], "accuracy": r["accuracy"]}
+        for name, r in results.items()
+    }
     print(json.dumps(summary, indent=2))

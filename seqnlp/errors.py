@@ -30,7 +30,7 @@ class ConfigError(SeqNLPError):
     """Unknown or invalid configuration."""
 
 
-def unreadable(err: OSError, path, expected: str = "a file", kind: type = None) -> "SeqNLPError":
+def unreadable(err: OSError, path, expected: str = "a file", kind: type = None) -> SeqNLPError:
     """The one-line error for a file that cannot be opened: missing (or a dangling link), a folder, forbidden."""
     from pathlib import Path
 

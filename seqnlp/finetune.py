@@ -23,7 +23,7 @@ from seqnlp.vocab import Vocab
 @dataclass
 class Adaptation:
     maps: dict[str, list[int]] = field(default_factory=dict)  # vocabulary -> old id of each new id (-1: fresh)
-    notes: dict[str, str] = field(default_factory=dict)       # what was kept, added, dropped, reset: printed and reported
+    notes: dict[str, str] = field(default_factory=dict)  # what was kept, added, dropped, reset: printed and reported
 
 
 def parse_label_map(text: str) -> dict[str, str]:
@@ -37,7 +37,9 @@ def parse_label_map(text: str) -> dict[str, str]:
     return mapping
 
 
-def relabel(old: list[str], seen: Iterable[str], policy: str, label_map: dict[str, str]) -> tuple[list[str], dict[str, str | None], str]:
+def relabel(
+    old: list[str], seen: Iterable[str], policy: str, label_map: dict[str, str]
+) -> tuple[list[str], dict[str, str | None], str]:
     """The new run's labels, the old label each one starts from (None: fresh), and a one-line account.
 
     ``policy`` "keep" keeps the model's labels that the new data lacks; "replace" drops them.
@@ -51,13 +53,17 @@ def relabel(old: list[str], seen: Iterable[str], policy: str, label_map: dict[st
     source = {label: label for label in kept}
     source.update({label: label_map.get(label) for label in added})
     dropped = [label for label in old if label not in kept]
-    account = (f"kept {len(kept)} ({', '.join(kept) or '-'}); added {len(added)} "
-               f"({', '.join(f'{a} from {source[a]}' if source[a] else a for a in added) or '-'}); "
-               f"dropped {len(dropped)} ({', '.join(dropped) or '-'})")
+    account = (
+        f"kept {len(kept)} ({', '.join(kept) or '-'}); added {len(added)} "
+        f"({', '.join(f'{a} from {source[a]}' if source[a] else a for a in added) or '-'}); "
+        f"dropped {len(dropped)} ({', '.join(dropped) or '-'})"
+    )
     return kept + added, source, account
 
 
-def extend(old: Vocab, sequences: Iterable[Iterable[str]], min_freq: int = 1, source: str = "fine-tuning data") -> tuple[Vocab, int]:
+def extend(
+    old: Vocab, sequences: Iterable[Iterable[str]], min_freq: int = 1, source: str = "fine-tuning data"
+) -> tuple[Vocab, int]:
     """``old`` with the symbols of ``sequences`` it lacks appended (most frequent first); every old id stays.
 
     The new vocabulary's ``sources`` say how many entries ``source`` added.
@@ -88,15 +94,22 @@ def subword_adaptation(old, new, name: str, texts: Iterable[str]) -> tuple[list[
     if new is old:
         ids = [i for text in texts for i in old.encode(text)]
         unknown = sum(i == old.unk_id for i in ids) / max(1, len(ids))
-        return None, f"the model's SentencePiece model kept ({len(old)} pieces; {unknown:.2%} of the new {name} subwords unknown)"
+        return (
+            None,
+            f"the model's SentencePiece model kept ({len(old)} pieces; {unknown:.2%} of the new {name} subwords "
+            "unknown)",
+        )
     mapping = index_map(new.pieces.itos, old.pieces)
     known = sum(i >= 0 for i in mapping)
-    return mapping, (f"a new SentencePiece model of {len(new)} pieces (--new-vocab): {known} start from the model's "
-                     f"embedding rows, {len(new) - known} fresh")
+    return mapping, (
+        f"a new SentencePiece model of {len(new)} pieces (--new-vocab): {known} start from the model's "
+        f"embedding rows, {len(new) - known} fresh"
+    )
 
 
-def transfer_weights(old_state: dict, model: torch.nn.Module, axes: dict[str, tuple[str, tuple[int, ...]]],
-                     maps: dict[str, list[int]]) -> None:
+def transfer_weights(
+    old_state: dict, model: torch.nn.Module, axes: dict[str, tuple[str, tuple[int, ...]]], maps: dict[str, list[int]]
+) -> None:
     """Copy ``old_state`` into ``model``: rows of the tensors in ``axes`` through ``maps``, other tensors whole."""
     with torch.no_grad():
         for name, new in model.state_dict().items():
@@ -107,14 +120,18 @@ def transfer_weights(old_state: dict, model: torch.nn.Module, axes: dict[str, tu
             mapping = maps.get(vocabulary)
             if mapping is None:
                 if old.shape != new.shape:
-                    raise ConfigError(f"--init-from: tensor {name!r} has shape {list(old.shape)}, these settings make {list(new.shape)}")
+                    raise ConfigError(
+                        f"--init-from: tensor {name!r} has shape {list(old.shape)}, these settings make "
+                        f"{list(new.shape)}"
+                    )
                 new.copy_(old)
                 continue
             index = torch.tensor(mapping, dtype=torch.long)
             rows = (index >= 0).nonzero().squeeze(1)
             if len(dims) == 1:
                 new[rows] = old[index[rows]].to(new.dtype)
-            else:  # a square tag-to-tag matrix (CRF transitions): the known block is copied, new rows and columns stay fresh
+            # a square tag-to-tag matrix (CRF transitions): the known block is copied, new rows and columns stay fresh
+            else:
                 new[rows[:, None], rows[None, :]] = old[index[rows][:, None], index[rows][None, :]].to(new.dtype)
 
 
@@ -139,8 +156,10 @@ def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tup
 
     load_task_assets(task, base, assets)
     if task.config.new_vocab and not task.uses_subwords():
-        raise ConfigError("--new-vocab re-trains a SentencePiece model; this model reads words and characters, "
-                          "which --extend-vocab extends")
+        raise ConfigError(
+            "--new-vocab re-trains a SentencePiece model; this model reads words and characters, "
+            "which --extend-vocab extends"
+        )
     old_model = build_checked_model(task, base / "model.safetensors")
     adaptation = task.adapt(train)
     task.check_labels(train)
@@ -153,4 +172,9 @@ def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tup
     before = task.evaluate(model, dev)[task.metric]
     print(f"fine-tuning: the base model's dev {task.metric} before training: {before:.4f}", flush=True)
     config_sha256 = hashlib.sha256((base / "config.json").read_bytes()).hexdigest()
-    return model, {"base_model": str(base), "base_config_sha256": config_sha256, "dev_before": before, **adaptation.notes}
+    return model, {
+        "base_model": str(base),
+        "base_config_sha256": config_sha256,
+        "dev_before": before,
+        **adaptation.notes,
+    }

@@ -37,9 +37,9 @@ def configure_heap() -> None:
     By default glibc raises its mmap threshold to the size of any large block freed (up to 32 MB),
     so large activations end up on the heap, and it keeps up to twice that free on top of it; each
     thread also gets its own heap. With batches of ever-changing shapes the heaps fragment and a
-    30-minute CoNLL run's resident memory crept up epoch after epoch. Fixed thresholds (blocks of
-    8 MiB and more are mapped and unmapped on their own, at most 32 MiB kept free on top) and one
-    heap for all threads slow that down (to ~1.5 MiB per epoch); smaller thresholds cost speed (page faults).
+    long run's resident memory creeps up epoch after epoch. Fixed thresholds (blocks of 8 MiB and more
+    are mapped and unmapped on their own, at most 32 MiB kept free on top) and one heap for all threads
+    slow that down to a trickle (docs/experiments.md); smaller thresholds cost speed (page faults).
     """
     libc = _libc()
     if libc is not None:
@@ -53,5 +53,7 @@ def memory_mib() -> dict:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return {}
-    return {"rss_mib": round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    return {
+        "rss_mib": round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }

@@ -144,7 +144,8 @@ def existing_directory(target) -> Path | None:
 
 
 def write_text_atomic(path, text: str) -> None:
-    """Write a text file atomically (temporary file, flushed to disk, then renamed); a failed write leaves no temporary file."""
+    """Write a text file atomically (temporary file, flushed to disk, then renamed); a failed write leaves no temporary
+    file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -176,7 +177,9 @@ def read_json(path, expect: type = dict):
             raise SeqNLPError(f"too large for a JSON file ({path.stat().st_size} bytes)", str(path))
         data = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise SeqNLPError(f"not UTF-8 (invalid byte 0x{err.object[err.start]:02x} at offset {err.start})", str(path)) from None
+        raise SeqNLPError(
+            f"not UTF-8 (invalid byte 0x{err.object[err.start]:02x} at offset {err.start})", str(path)
+        ) from None
     except json.JSONDecodeError as err:
         raise SeqNLPError(f"invalid JSON: {err.msg} (line {err.lineno})", str(path)) from None
     except RecursionError:
@@ -184,7 +187,10 @@ def read_json(path, expect: type = dict):
     except OSError as err:
         raise unreadable(err, path, "a JSON file", SeqNLPError) from None
     if not isinstance(data, expect):
-        raise SeqNLPError(f"expected a JSON {expect.__name__ if expect is not dict else 'object'}, found {type(data).__name__}", str(path))
+        raise SeqNLPError(
+            f"expected a JSON {expect.__name__ if expect is not dict else 'object'}, found {type(data).__name__}",
+            str(path),
+        )
     return data
 
 
@@ -238,17 +244,23 @@ def check_weights(module: torch.nn.Module, path) -> None:
     state = module.state_dict()
     stored_aliases = {_alias(state[name]) for name in saved if name in state}
     unexpected = sorted(set(saved) - set(state))
-    missing = sorted(n for n in state if n not in saved and not (state[n].numel() and _alias(state[n]) in stored_aliases))
+    missing = sorted(
+        n for n in state if n not in saved and not (state[n].numel() and _alias(state[n]) in stored_aliases)
+    )
     if missing or unexpected:
-        raise SeqNLPError(f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}", str(path))
+        raise SeqNLPError(
+            f"weights do not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}", str(path)
+        )
     for name, shape in saved.items():
         # Extra state (a language model's carried hidden state) has a shape of its own; its module checks it.
         if tuple(state[name].shape) != shape and not name.endswith("_extra_state"):
-            raise SeqNLPError(f"tensor {name!r} has shape {list(shape)}, the config makes {list(state[name].shape)}", str(path))
+            raise SeqNLPError(
+                f"tensor {name!r} has shape {list(shape)}, the config makes {list(state[name].shape)}", str(path)
+            )
 
 
 def load_weights(module: torch.nn.Module, path) -> None:
-    """Load ``save_weights``' file after ``check_weights``; a name absent from it must be tied to one that is present."""
+    """Load ``save_weights``' file (checked first); a name absent from it must be tied to one that is present."""
     check_weights(module, path)
     try:
         saved = load_file(str(path))
@@ -261,7 +273,9 @@ def load_weights(module: torch.nn.Module, path) -> None:
 
 
 def write_model_config(directory, task: str, config: dict, extra: dict) -> None:
-    write_json(Path(directory) / "config.json", {"format_version": FORMAT_VERSION, "task": task, "config": config, **extra})
+    write_json(
+        Path(directory) / "config.json", {"format_version": FORMAT_VERSION, "task": task, "config": config, **extra}
+    )
 
 
 def read_model_config(directory) -> dict:
@@ -275,7 +289,10 @@ def read_model_config(directory) -> dict:
     data = read_json(path)
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise SeqNLPError(f"model format version {str(version)[:20]} is not supported (this seqnlp reads version {FORMAT_VERSION})", str(path))
+        raise SeqNLPError(
+            f"model format version {str(version)[:20]} is not supported (this seqnlp reads version {FORMAT_VERSION})",
+            str(path),
+        )
     for key, kind in (("task", str), ("config", dict), ("assets", dict)):
         if not isinstance(data.get(key), kind):
             raise SeqNLPError(f"{key!r} must be a JSON {'object' if kind is dict else 'string'}", str(path))
@@ -296,7 +313,7 @@ class OutputDirectory:
         self.path = Path(path)
         self._handle = None
 
-    def acquire(self) -> "OutputDirectory":
+    def acquire(self) -> OutputDirectory:
         import fcntl
 
         if self._handle is not None:
@@ -312,8 +329,10 @@ class OutputDirectory:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise SeqNLPError("another seqnlp run is using this output folder (wait for it to end, or choose another --output-dir)",
-                              str(self.path)) from None
+            raise SeqNLPError(
+                "another seqnlp run is using this output folder (wait for it to end, or choose another --output-dir)",
+                str(self.path),
+            ) from None
         self._handle = handle
         return self
 

@@ -13,11 +13,21 @@ def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
     report = classification_report(gold, predicted, output_dict=True, zero_division=0)
     micro = report.pop("micro avg")
     per_type = {
-        name: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]), "support": int(r["support"])}
+        name: {
+            "precision": float(r["precision"]),
+            "recall": float(r["recall"]),
+            "f1": float(r["f1-score"]),
+            "support": int(r["support"]),
+        }
         for name, r in sorted(report.items())
         if not name.endswith(" avg")
     }
-    return {"precision": float(micro["precision"]), "recall": float(micro["recall"]), "f1": float(micro["f1-score"]), "per_type": per_type}
+    return {
+        "precision": float(micro["precision"]),
+        "recall": float(micro["recall"]),
+        "f1": float(micro["f1-score"]),
+        "per_type": per_type,
+    }
 
 
 def entity_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:

@@ -25,8 +25,17 @@ class FusedOptimizer:
     included), as in ``torch.optim``.
     """
 
-    def __init__(self, params, kind: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, lr_scales: list[float] | None = None):
+    def __init__(
+        self,
+        params,
+        kind: str,
+        lr: float,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        lr_scales: list[float] | None = None,
+    ):
         if kind not in KINDS:
             raise ValueError(f"optimizer must be one of {', '.join(KINDS)}, not {kind!r}")
         self.kind = kind
@@ -35,7 +44,9 @@ class FusedOptimizer:
         self.lr_scales = list(lr_scales) if lr_scales is not None else [1.0] * len(self.params)
         self.param_groups = [{"lr": lr}]
         self.weight_decay, self.momentum, self.betas, self.eps = weight_decay, momentum, betas, eps
-        self.state: dict[str, list[torch.Tensor]] = {}  # buffer name -> one tensor per parameter, made at the first step
+        self.state: dict[
+            str, list[torch.Tensor]
+        ] = {}  # buffer name -> one tensor per parameter, made at the first step
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -63,21 +74,45 @@ class FusedOptimizer:
         if not live:
             return
         for scale in sorted({self.lr_scales[i] for i in live}):
-            self._update([i for i in live if self.lr_scales[i] == scale], state, self.param_groups[0]["lr"] * scale, first_step)
+            self._update(
+                [i for i in live if self.lr_scales[i] == scale], state, self.param_groups[0]["lr"] * scale, first_step
+            )
 
     def _update(self, indices: list[int], state: dict, lr: float, first_step: bool) -> None:
         params = [self.params[i] for i in indices]
         grads = [self.params[i].grad for i in indices]
         picked = {name: [tensors[i] for i in indices] for name, tensors in state.items()}
         if self.kind == "sgd":
-            torch._fused_sgd_(params, grads, picked.get("momentum", []), weight_decay=self.weight_decay,
-                              momentum=self.momentum, lr=lr, dampening=0.0, nesterov=False, maximize=False,
-                              is_first_step=first_step and bool(self.momentum))
+            torch._fused_sgd_(
+                params,
+                grads,
+                picked.get("momentum", []),
+                weight_decay=self.weight_decay,
+                momentum=self.momentum,
+                lr=lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=first_step and bool(self.momentum),
+            )
             return
         torch._foreach_add_(picked["step"], 1)
         update = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
-        update(params, grads, picked["exp_avg"], picked["exp_avg_sq"], [], picked["step"], amsgrad=False, lr=lr,
-               beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+        update(
+            params,
+            grads,
+            picked["exp_avg"],
+            picked["exp_avg_sq"],
+            [],
+            picked["step"],
+            amsgrad=False,
+            lr=lr,
+            beta1=self.betas[0],
+            beta2=self.betas[1],
+            weight_decay=self.weight_decay,
+            eps=self.eps,
+            maximize=False,
+        )
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "param_groups": [dict(g) for g in self.param_groups], "state": self.state}
@@ -86,14 +121,20 @@ class FusedOptimizer:
         if saved.get("kind") != self.kind:
             raise ValueError(f"the checkpoint's optimizer is {saved.get('kind')!r}, this run's is {self.kind!r}")
         for name, tensors in saved["state"].items():
-            if len(tensors) != len(self.params) or any(t.shape != p.shape for t, p in zip(tensors, self.params) if name != "step"):
+            if len(tensors) != len(self.params) or any(
+                t.shape != p.shape for t, p in zip(tensors, self.params) if name != "step"
+            ):
                 raise ValueError(f"the checkpoint's optimizer state {name!r} does not fit this model's parameters")
-        self.state = {name: [t.to(p.device) for t, p in zip(tensors, self.params)] for name, tensors in saved["state"].items()}
+        self.state = {
+            name: [t.to(p.device) for t, p in zip(tensors, self.params)] for name, tensors in saved["state"].items()
+        }
         self.param_groups = [dict(g) for g in saved["param_groups"]]
 
     def save(self, path: Path) -> None:
         """The state as safetensors (``buffer.index`` per parameter), kind and learning rate as metadata: no pickle."""
-        tensors = {f"{name}.{i}": t.detach().cpu().contiguous() for name, ts in self.state.items() for i, t in enumerate(ts)}
+        tensors = {
+            f"{name}.{i}": t.detach().cpu().contiguous() for name, ts in self.state.items() for i, t in enumerate(ts)
+        }
         save_file(tensors, str(path), metadata={"kind": self.kind, "param_groups": json.dumps(self.param_groups)})
 
     def load(self, path: Path) -> None:
@@ -104,4 +145,6 @@ class FusedOptimizer:
                 name, index = key.rsplit(".", 1)
                 buffers.setdefault(name, {})[int(index)] = saved.get_tensor(key)
         state = {name: [tensors[i] for i in sorted(tensors)] for name, tensors in buffers.items()}
-        self.load_state_dict({"kind": metadata["kind"], "param_groups": json.loads(metadata["param_groups"]), "state": state})
+        self.load_state_dict(
+            {"kind": metadata["kind"], "param_groups": json.loads(metadata["param_groups"]), "state": state}
+        )

@@ -18,12 +18,12 @@ class Prediction:
 
 @dataclass
 class Entity:
-    text: str          # input[start:end]
+    text: str  # input[start:end]
     type: str
-    start: int         # character offsets into the input string
+    start: int  # character offsets into the input string
     end: int
-    score: float       # the CRF's probability of exactly this entity (forward-backward marginal of the span)
-    token_start: int   # token span [token_start, token_end)
+    score: float  # the CRF's probability of exactly this entity (forward-backward marginal of the span)
+    token_start: int  # token span [token_start, token_end)
     token_end: int
 
 
@@ -32,7 +32,7 @@ class Token:
     text: str
     start: int
     end: int
-    tag: str           # IOB2
+    tag: str  # IOB2
 
 
 @dataclass
@@ -52,9 +52,9 @@ class Tagging(Prediction):
 class Classification(Prediction):
     text: str
     label: str
-    score: float                       # the label's probability
-    probabilities: dict[str, float]    # every class
-    truncated: bool = False            # longer than max_length: the label reads only its first max_length tokens
+    score: float  # the label's probability
+    probabilities: dict[str, float]  # every class
+    truncated: bool = False  # longer than max_length: the label reads only its first max_length tokens
 
     def to_text(self) -> str:
         return f"{self.label}\t{self.score:.4f}"
@@ -84,7 +84,8 @@ class Generation(Prediction):
 
 
 def _plain(value):
-    """Dataclasses as dicts, recursively; unlike ``dataclasses.asdict`` nothing is deep-copied (the fields are plain data)."""
+    """Dataclasses as dicts, recursively; unlike ``dataclasses.asdict`` nothing is deep-copied (the fields are plain
+    data)."""
     if dataclasses.is_dataclass(value):
         return {name: _plain(item) for name, item in vars(value).items()}
     if isinstance(value, list):

@@ -39,7 +39,9 @@ def plot_curves(log: list[dict], metric: str, path) -> None:
     epochs = [r for r in log if "dev" in r]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     left.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="tab:blue", label="per logged step")
-    left.plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", color="tab:orange", label="epoch mean")
+    left.plot(
+        [r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", color="tab:orange", label="epoch mean"
+    )
     left.set_xlabel("step")
     left.set_ylabel("training loss")
     left.legend()
@@ -69,15 +71,29 @@ def write_report(
         plot_curves(log, selection_metric, output_dir / "curves.png")
     train = metrics.get("train", {})
     lines = [f"# seqnlp {task} report", ""]
-    headline = [(split, k, v) for split in ("dev", "test") for k, v in metrics.get(split, {}).items() if isinstance(v, (int, float))]
+    headline = [
+        (split, k, v)
+        for split in ("dev", "test")
+        for k, v in metrics.get(split, {}).items()
+        if isinstance(v, (int, float))
+    ]
     lines += ["## Scores", "", markdown_table(["split", "metric", "value"], headline), ""]
     lines += sections
     lines += [
         "## Training",
         "",
-        markdown_table(["epochs", "steps", "seconds", "tokens/s", "best epoch"],
-                       [[train.get("epochs"), train.get("steps"), round(train.get("seconds", 0.0), 1),
-                         round(train.get("tokens_per_second", 0.0)), train.get("best_epoch")]]),
+        markdown_table(
+            ["epochs", "steps", "seconds", "tokens/s", "best epoch"],
+            [
+                [
+                    train.get("epochs"),
+                    train.get("steps"),
+                    round(train.get("seconds", 0.0), 1),
+                    round(train.get("tokens_per_second", 0.0)),
+                    train.get("best_epoch"),
+                ]
+            ],
+        ),
         "",
         f"The model in `model/` is the one with the best dev `{selection_metric}`.",
         "",

@@ -15,30 +15,57 @@ import torch
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError, DataError
 from seqnlp.finetune import adapted_model, freeze
+from seqnlp.heap import configure_heap, release_memory
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_report
 from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
-from seqnlp.heap import configure_heap, release_memory
 from seqnlp.trainer import Trainer, checkpoint_path, pick_device
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
 # takes these over from the model directory (which is untrusted input, and names another run's
 # data, budget and folder). Resuming continues the same run in its own folder and takes all of them.
 RUN_SETTINGS = {
-    "train_file", "dev_file", "test_file", "dataset", "dataset_config", "train_split", "dev_split", "test_split",
-    "output_dir", "init_from", "pretrained_vectors", "epochs", "max_minutes", "quiet", "device", "threads", "report_to",
-    "labels", "label_map", "reset_head", "extend_vocab", "new_vocab", "freeze", "lr_pretrained",
+    "train_file",
+    "dev_file",
+    "test_file",
+    "dataset",
+    "dataset_config",
+    "train_split",
+    "dev_split",
+    "test_split",
+    "output_dir",
+    "init_from",
+    "pretrained_vectors",
+    "epochs",
+    "max_minutes",
+    "quiet",
+    "device",
+    "threads",
+    "report_to",
+    "labels",
+    "label_map",
+    "reset_head",
+    "extend_vocab",
+    "new_vocab",
+    "freeze",
+    "lr_pretrained",
 }
 
 
 def build_parser(task_name: str, prog: str | None = None) -> argparse.ArgumentParser:
     cls = get_task(task_name)
-    parser = configs.ArgumentParser(prog=prog or f"seqnlp train {task_name}", usage="%(prog)s [options]",
-                                    description=f"Train, evaluate and report a {task_name} model.")
+    parser = configs.ArgumentParser(
+        prog=prog or f"seqnlp train {task_name}",
+        usage="%(prog)s [options]",
+        description=f"Train, evaluate and report a {task_name} model.",
+    )
     parser.add_argument("--config", help="YAML file of settings (flags override it)")
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/checkpoints/last")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="train afresh into a used output folder (its model stays until the new run saves one)")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train afresh into a used output folder (its model stays until the new run saves one)",
+    )
     configs.add_arguments(parser, cls.config_class)
     return parser
 
@@ -66,14 +93,18 @@ class Data:
     selected_on: str
 
 
-def train(task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None) -> dict:
+def train(
+    task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None
+) -> dict:
     """Run a whole recipe; returns the metrics written to ``metrics.json``."""
     configure_heap()
     cls = get_task(task_name)
     args = build_parser(task_name, prog).parse_args(argv)
     output = OutputDirectory(getattr(args, "output_dir", None) or f"runs/{task_name}")
     if args.resume and args.overwrite:
-        raise ConfigError("give either --resume (continue the run in OUTPUT_DIR) or --overwrite (start afresh), not both")
+        raise ConfigError(
+            "give either --resume (continue the run in OUTPUT_DIR) or --overwrite (start afresh), not both"
+        )
     if output.path.exists():  # a busy or used folder fails at once, before any data is read
         _claim(output, args)
     config, saved, device = resolve_config(cls, args, output.path, default_data)
@@ -104,7 +135,10 @@ def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
         current = {k: v for k, v in configs.to_dict(config).items() if k not in unchanged}
         changes = _config_differences(saved["config"], current)
         if changes:
-            print(("resuming" if args.resume else "fine-tuning") + " with changed settings: " + "; ".join(changes), flush=True)
+            print(
+                ("resuming" if args.resume else "fine-tuning") + " with changed settings: " + "; ".join(changes),
+                flush=True,
+            )
     return config, saved, device
 
 
@@ -127,8 +161,11 @@ def read_data(task) -> Data:
         if hf.is_single_split(config.dataset, config.dataset_config):
             print(f"{config.dataset} is a single split: it is the training data (no test set)", flush=True)
         else:
-            served = [f"train: {config.train_split}", f"dev: {config.dev_split if dev_set is not None else 'none (held out)'}",
-                      f"test: {config.test_split if test_set is not None else 'none'}"]
+            served = [
+                f"train: {config.train_split}",
+                f"dev: {config.dev_split if dev_set is not None else 'none (held out)'}",
+                f"test: {config.test_split if test_set is not None else 'none'}",
+            ]
             print(f"{config.dataset} splits: " + ", ".join(served), flush=True)
     if dev_set is not None:
         return Data(train_set, dev_set, test_set, "dev set")
@@ -162,7 +199,9 @@ def prepare_model(task, saved: dict | None, resume: bool, data: Data) -> tuple[t
 def fit(task, model, output_dir: Path, data: Data, resume: bool):
     """Train with the one Trainer; the best model by the dev metric is in ``output_dir/model``."""
     trainer = Trainer(
-        model, task.config, output_dir,
+        model,
+        task.config,
+        output_dir,
         train_batches=partial(task.batches, task.prepare(data.train), True),
         evaluate=lambda m: task.evaluate(m, data.dev, selection=True),
         write_model=partial(write_model_files, task, model),
@@ -177,7 +216,8 @@ def fit(task, model, output_dir: Path, data: Data, resume: bool):
 
 
 def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device, extras: dict) -> dict:
-    """Score the saved model as a user loads it (so ``seqnlp evaluate`` reproduces the numbers); write metrics and report."""
+    """Score the saved model as a user loads it (so ``seqnlp evaluate`` reproduces the numbers); write metrics and
+    report."""
     config = task.config
     summary = task.data_summary({"train": data.train, "dev": data.dev, "test": data.test})
     parameters = sum(p.numel() for p in model.parameters())
@@ -199,7 +239,11 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
             "best_epoch": state.best_epoch,
         },
         "config": configs.to_dict(config),
-        "protocol": {"selected_on": data.selected_on, "seed": config.seed, "data": file_checksums(config) or config.dataset},
+        "protocol": {
+            "selected_on": data.selected_on,
+            "seed": config.seed,
+            "data": file_checksums(config) or config.dataset,
+        },
     }
     vectors, fine_tuning = extras.get("vectors"), extras.get("fine_tuning")
     if fine_tuning:
@@ -222,20 +266,24 @@ def run_summary(metrics: dict, metric: str, output_dir: Path) -> str:
     scores = f"dev {metric} {metrics['dev'][metric]:.4f} (best epoch {train['best_epoch']} of {train['epochs']})"
     if "test" in metrics:
         scores += f", test {metric} {metrics['test'][metric]:.4f}"
-    return (f"done in {minutes}m{seconds:02d}s: {scores}\n"
-            f"model: {output_dir / 'model'}\nreport: {output_dir / 'report.md'}")
+    return (
+        f"done in {minutes}m{seconds:02d}s: {scores}\nmodel: {output_dir / 'model'}\nreport: {output_dir / 'report.md'}"
+    )
 
 
 def _claim(output: OutputDirectory, args) -> None:
     """Lock the output folder; a fresh run refuses a used one unless ``--overwrite`` (HF's ``overwrite_output_dir``)."""
     output.acquire()
     if not args.resume and not args.overwrite and output.used():
-        raise ConfigError(f"the output folder {output.path} is not empty: --resume continues its run, "
-                          "--overwrite starts afresh (the old model stays until the new run saves one)")
+        raise ConfigError(
+            f"the output folder {output.path} is not empty: --resume continues its run, "
+            "--overwrite starts afresh (the old model stays until the new run saves one)"
+        )
 
 
 def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
-    """The saved config a run starts from (its checkpoint when resuming, the model when fine-tuning) and the settings it supplies."""
+    """The saved config a run starts from (its checkpoint when resuming, the model when fine-tuning) and the settings it
+    supplies."""
     if args.resume:
         checkpoint = existing_directory(checkpoint_path(output_dir))
         if checkpoint is None:
@@ -246,7 +294,9 @@ def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
         directory = existing_directory(args.init_from) or Path(args.init_from)
         saved = read_model_config(directory)
         if saved["task"] != cls.name:
-            raise ConfigError(f"--init-from: this is a {str(saved['task'])[:40]} model, not a {cls.name} model", str(directory))
+            raise ConfigError(
+                f"--init-from: this is a {str(saved['task'])[:40]} model, not a {cls.name} model", str(directory)
+            )
         inherited = {k: v for k, v in saved["config"].items() if k not in RUN_SETTINGS}
         return {**saved, "directory": directory}, cls.settings_of(inherited)
     return None, {}
@@ -255,4 +305,3 @@ def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
 def _public(values: dict) -> dict:
     """Metrics for metrics.json: drop report-only extras (keys starting with an underscore)."""
     return {k: v for k, v in values.items() if not k.startswith("_")}
-

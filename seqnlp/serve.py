@@ -26,8 +26,12 @@ from seqnlp.errors import SeqNLPError
 class ServeConfig:
     host: str = setting("127.0.0.1", "address to bind (127.0.0.1: this machine only; 0.0.0.0: every interface)")
     port: int = setting(8080, "TCP port", low=0, high=65535)
-    max_batch_tokens: int = setting(8192, "a shared forward pass holds at most this many input tokens (whitespace-separated)", low=1)
-    max_wait_ms: float = setting(5.0, "how long the first request of a batch waits for others to join it", low=0.0, high=10_000.0)
+    max_batch_tokens: int = setting(
+        8192, "a shared forward pass holds at most this many input tokens (whitespace-separated)", low=1
+    )
+    max_wait_ms: float = setting(
+        5.0, "how long the first request of a batch waits for others to join it", low=0.0, high=10_000.0
+    )
     max_inputs: int = setting(256, "inputs per request, at most", low=1, high=1_000_000)
     max_body_bytes: int = setting(1_000_000, "request body size, at most", low=1)
 
@@ -124,7 +128,7 @@ class DynamicBatcher:
                 item.future.set_result(body)
 
     def _answers(self, batch: list[_Pending]) -> list[bytes]:
-        """In the worker thread: one shared ``predict`` call, and each request's JSON answer (serialising is work too)."""
+        """In the worker thread: one shared ``predict`` call, and each request's JSON answer (serialising is work)."""
         predictions = self.model.predict([x for item in batch for x in item.inputs], **batch[0].options)
         bodies, start = [], 0
         for item in batch:
@@ -193,7 +197,9 @@ def create_app(model, config: ServeConfig):
         return {**model.info(), "forward_passes": batcher.batches}
 
     @app.post("/predict")
-    async def predict(request: Request):  # (this module has no `from __future__ import annotations`: FastAPI reads this hint)
+    async def predict(
+        request: Request,
+    ):  # (this module has no `from __future__ import annotations`: FastAPI reads this hint)
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
             raise RequestError(413, f"the body is larger than {config.max_body_bytes} bytes")
@@ -212,8 +218,11 @@ def main(argv: list[str]) -> None:
     from seqnlp import api
     from seqnlp import config as configs
 
-    parser = configs.ArgumentParser(prog="seqnlp serve", usage="%(prog)s MODEL_DIR [options]",
-                                    description="Serve a trained model over HTTP: POST /predict, GET /health, GET /info.")
+    parser = configs.ArgumentParser(
+        prog="seqnlp serve",
+        usage="%(prog)s MODEL_DIR [options]",
+        description="Serve a trained model over HTTP: POST /predict, GET /health, GET /info.",
+    )
     parser.add_argument("model_dir")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     configs.add_arguments(parser, ServeConfig)

@@ -1,11 +1,11 @@
-"""One Trainer for every task: the model's ``forward(batch)`` returns the loss, the task supplies batches and evaluation."""
+"""One Trainer for every task: the model's ``forward(batch)`` returns the loss, the task supplies batches and
+evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import os
 import random
 import shutil
 import signal
@@ -23,7 +23,15 @@ from seqnlp.config import RunConfig
 from seqnlp.data.batching import to_device
 from seqnlp.errors import ConfigError, SeqNLPError
 from seqnlp.heap import memory_mib, release_memory
-from seqnlp.io import atomic_directory, existing_directory, load_weights, read_json, recover_directory, write_json, write_text_atomic
+from seqnlp.io import (
+    atomic_directory,
+    existing_directory,
+    load_weights,
+    read_json,
+    recover_directory,
+    write_json,
+    write_text_atomic,
+)
 from seqnlp.optim import FusedOptimizer
 
 
@@ -50,8 +58,12 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer
     scales = None
     if config.lr_pretrained is not None:  # fine-tuning: the body (embeddings, encoder) learns at its own rate
         body = {id(p) for name, module in model.named_children() if name in BODY for p in module.parameters()}
-        scales = [config.lr_pretrained / config.lr if id(p) in body else 1.0 for p in model.parameters() if p.requires_grad]
-    return FusedOptimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay, momentum, lr_scales=scales)
+        scales = [
+            config.lr_pretrained / config.lr if id(p) in body else 1.0 for p in model.parameters() if p.requires_grad
+        ]
+    return FusedOptimizer(
+        model.parameters(), config.optimizer, config.lr, config.weight_decay, momentum, lr_scales=scales
+    )
 
 
 BODY = ("embedding", "embed", "encoder", "rnn")  # the modules a fine-tuned model brings, as against its output layer
@@ -63,7 +75,8 @@ def checkpoint_path(output_dir) -> Path:
 
 
 def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> float:
-    """Learning-rate multiplier at ``progress`` in [0, 1] of the training budget (steps or minutes, whichever binds first)."""
+    """Learning-rate multiplier at ``progress`` in [0, 1] of the training budget (steps or minutes, whichever binds
+    first)."""
     warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
     progress = min(max(progress, 0.0), 1.0)
     if schedule == "linear":
@@ -115,15 +128,15 @@ class WeightAverage:
 class TrainState:
     """Everything besides tensors that a resumed run needs to continue exactly."""
 
-    epoch: int = 0            # current epoch (0-based)
-    step_in_epoch: int = 0    # batches of the current epoch already trained
-    step: int = 0             # optimizer steps in total
-    seconds: float = 0.0      # training wall-clock time so far
+    epoch: int = 0  # current epoch (0-based)
+    step_in_epoch: int = 0  # batches of the current epoch already trained
+    step: int = 0  # optimizer steps in total
+    seconds: float = 0.0  # training wall-clock time so far
     tokens: int = 0
     best_metric: float | None = None
     best_epoch: int | None = None
-    bad_epochs: int = 0       # epochs since the best dev metric (early stopping)
-    finished: bool = False    # stopped early: resuming has nothing left to do
+    bad_epochs: int = 0  # epochs since the best dev metric (early stopping)
+    finished: bool = False  # stopped early: resuming has nothing left to do
     first_loss: float | None = None  # the untrained model's loss, which the divergence check compares against
 
 
@@ -208,7 +221,9 @@ class Trainer:
             if (directory / "optimizer.safetensors").exists():
                 self.optimizer.load(directory / "optimizer.safetensors")
             else:  # checkpoints of seqnlp before 2026-11-26; weights_only: no code is unpickled
-                self.optimizer.load_state_dict(torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True))
+                self.optimizer.load_state_dict(
+                    torch.load(directory / "optimizer.pt", map_location=self.device, weights_only=True)
+                )
         except ValueError as err:
             raise TrainingError(f"--resume: {directory}: {err}") from None
         if self.average:
@@ -224,7 +239,9 @@ class Trainer:
                 torch.cuda.set_rng_state(rng_states["cuda"], self.device)
             random.setstate(_tupled(data["rng"]["python"]))
         except Exception as err:  # a checkpoint is files on disk: a damaged one is reported, not a traceback
-            raise TrainingError(f"--resume: damaged random-number state ({type(err).__name__}: {str(err)[:120]})", str(directory)) from None
+            raise TrainingError(
+                f"--resume: damaged random-number state ({type(err).__name__}: {str(err)[:120]})", str(directory)
+            ) from None
         return True
 
     # -- logging -----------------------------------------------------------------------
@@ -269,7 +286,9 @@ class Trainer:
             if not self.load_checkpoint():
                 raise TrainingError(f"--resume: no checkpoint in {self.checkpoint_dir}")
             self._forget_lost_steps()
-            print(f"resuming from {self.checkpoint_dir}: epoch {self.state.epoch + 1}, step {self.state.step}", flush=True)
+            print(
+                f"resuming from {self.checkpoint_dir}: epoch {self.state.epoch + 1}, step {self.state.step}", flush=True
+            )
         else:
             self.pending_log = []
         state = self.state
@@ -289,8 +308,11 @@ class Trainer:
             self._train_epochs(batches)
         self._close_progress_bar()
         if self.stop_requested:
-            print(f"interrupted at step {state.step} (epoch {state.epoch + 1}): --resume continues from {self.checkpoint_dir}",
-                  flush=True)
+            print(
+                f"interrupted at step {state.step} (epoch {state.epoch + 1}): --resume continues from "
+                f"{self.checkpoint_dir}",
+                flush=True,
+            )
             raise KeyboardInterrupt
         return state
 
@@ -343,15 +365,27 @@ class Trainer:
             if state.step % config.log_every == 0:
                 self._check_divergence(loss_sum / loss_count)
                 speed = window_tokens / max(1e-9, time.perf_counter() - window_start)
-                self.log({"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / loss_count, "lr": lr, "tokens_per_s": speed})
+                self.log(
+                    {
+                        "step": state.step,
+                        "epoch": state.epoch + 1,
+                        "loss": loss_sum / loss_count,
+                        "lr": lr,
+                        "tokens_per_s": speed,
+                    }
+                )
                 self._show(loss_sum / loss_count, speed)
                 window_tokens, window_start = 0, time.perf_counter()
             if self.progress_bar:
                 self.progress_bar.update(1)
             if self.budget and state.seconds >= self.budget:
                 self._close_progress_bar()
-                print(f"time budget of {config.max_minutes:g} minutes used up at step {state.step} (epoch {state.epoch + 1}): "
-                      "a last dev evaluation, then the end", flush=True)
+                print(
+                    f"time budget of {config.max_minutes:g} minutes used up at step {state.step} (epoch "
+                    f"{state.epoch + 1}): "
+                    "a last dev evaluation, then the end",
+                    flush=True,
+                )
                 return True, loss_sum / loss_count
             if self.stop_requested and index + 1 < len(batches):  # at an epoch's end, the epoch is finished first
                 return True, loss_sum / loss_count
@@ -370,19 +404,26 @@ class Trainer:
         return lr
 
     def _what_is_kept(self) -> str:
-        kept = [f"the best model so far is in {self.output_dir / 'model'}"] if existing_directory(self.output_dir / "model") else []
+        kept = (
+            [f"the best model so far is in {self.output_dir / 'model'}"]
+            if existing_directory(self.output_dir / "model")
+            else []
+        )
         if existing_directory(self.checkpoint_dir):
             kept.append(f"the last checkpoint is in {self.checkpoint_dir}")
         return "; ".join(kept) if kept else "no model or checkpoint was saved"
 
     def _check_divergence(self, mean_loss: float) -> None:
-        """Stop when the training loss has exploded: ``divergence_factor`` times the untrained model's (the first step's)."""
+        """Stop when the training loss has exploded: ``divergence_factor`` times the untrained model's (the first
+        step's)."""
         state = self.state
         if state.first_loss is not None and mean_loss > self.config.divergence_factor * max(state.first_loss, 1e-3):
             raise TrainingError(
-                f"training diverged: the mean loss reached {mean_loss:.4g} at step {state.step} (epoch {state.epoch + 1}), "
+                f"training diverged: the mean loss reached {mean_loss:.4g} at step {state.step} (epoch "
+                f"{state.epoch + 1}), "
                 f"over {self.config.divergence_factor:g} times its first value {state.first_loss:.4g}; "
-                f"try a lower --lr or --clip-norm ({self._what_is_kept()})")
+                f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
+            )
 
     def _step(self, batch: dict) -> float:
         loss = self.model(to_device(batch, self.device))
@@ -415,8 +456,16 @@ class Trainer:
             state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
         else:
             state.bad_epochs += 1
-        self.log({"epoch": state.epoch + 1, "step": state.step, "train_loss": epoch_loss,
-                  "dev": {k: v for k, v in dev.items() if isinstance(v, (int, float))}, "seconds": state.seconds, **memory_mib()})
+        self.log(
+            {
+                "epoch": state.epoch + 1,
+                "step": state.step,
+                "train_loss": epoch_loss,
+                "dev": {k: v for k, v in dev.items() if isinstance(v, (int, float))},
+                "seconds": state.seconds,
+                **memory_mib(),
+            }
+        )
         self._show(epoch_loss)
 
     def _show(self, loss: float, speed: float | None = None) -> None:
@@ -450,7 +499,7 @@ def stop_on_signals(trainer: Trainer):
 
 
 def open_tensorboard():
-    """torch's TensorBoard writer class (opened at the first log line: the folder is the run's only once it has saved)."""
+    """torch's TensorBoard writer class (opened at the first log line: the folder is the run's once it has saved)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -459,7 +508,7 @@ def open_tensorboard():
 
 
 def scalars(record: dict, prefix: str = ""):
-    """``(name, value)`` of every number in a log record, nested ones as ``dev/f1``; the step is the axis, not a scalar."""
+    """``(name, value)`` of every number in a log record, nested ones as ``dev/f1``; the step is the axis."""
     for key, value in record.items():
         if isinstance(value, dict):
             yield from scalars(value, f"{prefix}{key}/")
@@ -480,7 +529,10 @@ def _train_state(data: dict, path: Path) -> TrainState:
         optional = field.default is None
         kind = {"bool": bool, "int": int}.get(field.type.split(" ")[0], float)
         ok = (value is None and optional) or (
-            isinstance(value, bool) if kind is bool else isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool))
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+        )
         if not ok:
             raise TrainingError(f"--resume: {field.name} must be {kind.__name__}, not {str(value)[:40]!r}", str(path))
         setattr(state, field.name, value)

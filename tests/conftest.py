@@ -28,6 +28,7 @@ def write_tiny_conll(folder):
         [("The", "O"), ("German", "B-MISC"), ("team", "O"), ("won", "O"), ("in", "O"), ("Oslo", "B-LOC"), (".", "O")],
         [("Reuters", "B-ORG"), ("said", "O"), ("so", "O"), (".", "O")],
     ]
+
     def write(path, copies):
         with open(path, "w", encoding="utf-8") as out:
             out.write("-DOCSTART- O\n\n")
@@ -35,12 +36,27 @@ def write_tiny_conll(folder):
                 for sentence in sentences:
                     out.writelines(f"{tok} {tag}\n" for tok, tag in sentence)
                     out.write("\n")
+
     write(train, 6)
     write(dev, 1)
     return train, dev
 
 
-TINY_NER = ["--word-dim", "16", "--hidden", "16", "--char-dim", "8", "--char-out", "8", "--batch-size", "4", "--quiet", "--seed", "3"]
+TINY_NER = [
+    "--word-dim",
+    "16",
+    "--hidden",
+    "16",
+    "--char-dim",
+    "8",
+    "--char-out",
+    "8",
+    "--batch-size",
+    "4",
+    "--quiet",
+    "--seed",
+    "3",
+]
 
 
 def run_cli(*argv):

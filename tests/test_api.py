@@ -1,4 +1,5 @@
-"""The Python API: ``seqnlp.load(...).predict``, ``seqnlp.train``, ``seqnlp.evaluate``; CRF marginals; raw-text tokenization."""
+"""The Python API: ``seqnlp.load(...).predict``, ``seqnlp.train``, ``seqnlp.evaluate``; CRF marginals; raw-text
+tokenization."""
 
 import itertools
 import json
@@ -17,7 +18,11 @@ from tests.conftest import ROOT, run_cli
 SAMPLES = {
     "ner": ("data/ner/train.txt", "data/ner/dev.txt", {"hidden": 16, "word_dim": 16, "char_dim": 8, "char_out": 8}),
     "sentiment": ("data/sentiment/train.tsv", "data/sentiment/dev.tsv", {"hidden": 16, "word_dim": 16}),
-    "translate": ("data/translate/train", "data/translate/val", {"hidden": 16, "decoder_hidden": 16, "embed_dim": 16, "beam": 2}),
+    "translate": (
+        "data/translate/train",
+        "data/translate/val",
+        {"hidden": 16, "decoder_hidden": 16, "embed_dim": 16, "beam": 2},
+    ),
     "textgen": ("data/textgen/train.txt", "data/textgen/val.txt", {"hidden": 16, "sample_chars": 5}),
 }
 INPUTS = {
@@ -34,8 +39,9 @@ def trained(request, tmp_path_factory):
     task = request.param
     train, dev, sizes = SAMPLES[task]
     out = tmp_path_factory.mktemp(task)
-    metrics = seqnlp.train(task, train_file=str(ROOT / train), dev_file=str(ROOT / dev), output_dir=str(out), epochs=1,
-                           quiet=True, **sizes)
+    metrics = seqnlp.train(
+        task, train_file=str(ROOT / train), dev_file=str(ROOT / dev), output_dir=str(out), epochs=1, quiet=True, **sizes
+    )
     return task, out, metrics
 
 
@@ -72,13 +78,30 @@ def test_entity_offsets_slice_the_input_to_the_entity_text(tmp_path):
     from tests.conftest import TINY_NER, write_tiny_conll
 
     train, dev = write_tiny_conll(tmp_path)
-    assert run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "run", "--epochs", "10", "--lr", "0.01", *TINY_NER)[0] == 0
+    assert (
+        run_cli(
+            "train",
+            "ner",
+            "--train-file",
+            train,
+            "--dev-file",
+            dev,
+            "--output-dir",
+            tmp_path / "run",
+            "--epochs",
+            "10",
+            "--lr",
+            "0.01",
+            *TINY_NER,
+        )[0]
+        == 0
+    )
     text = "Anna Berg visited Berlin, and Acme Corp hired Tom."
     result = seqnlp.load(tmp_path / "run" / "model").predict(text)
     entities = result.to_dict()["entities"]
     assert entities, "the tagger found no entity"
     for entity in entities:
-        assert text[entity["start"]:entity["end"]] == entity["text"]
+        assert text[entity["start"] : entity["end"]] == entity["text"]
         assert 0 < entity["score"] <= 1
     assert [t.text for t in result.tokens][3:5] == ["Berlin", ","]
 
@@ -135,6 +158,7 @@ def test_the_package_shows_its_api():
 
 # -- CRF marginals ------------------------------------------------------------------------
 
+
 def random_crf(tags, allowed=None, seed=0):
     torch.manual_seed(seed)
     crf = CRF(len(tags), allowed)
@@ -186,21 +210,37 @@ def test_an_entitys_probability_is_that_of_the_sequences_holding_exactly_that_en
     got = [math.exp(x) for x in crf.span_log_probs(emissions, mask, spans, continues)]
     for (_, start, span_tags), probability in zip(spans, got):
         end = start + len(span_tags)
-        expected = sum(float(p) for s, p in zip(sequences, probabilities)
-                       if list(s[start:end]) == span_tags
-                       and not (start > 0 and continues[s[start - 1], span_tags[0]])
-                       and not (end < 5 and continues[span_tags[-1], s[end]]))
+        expected = sum(
+            float(p)
+            for s, p in zip(sequences, probabilities)
+            if list(s[start:end]) == span_tags
+            and not (start > 0 and continues[s[start - 1], span_tags[0]])
+            and not (end < 5 and continues[span_tags[-1], s[end]])
+        )
         assert probability == pytest.approx(expected, rel=1e-4)
 
 
 # -- raw text ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, tokens", [
-    ("Peter Blackburn visited Brussels.", ["Peter", "Blackburn", "visited", "Brussels", "."]),
-    ("John's team doesn't play in the U.S. (yet).", ["John", "'s", "team", "does", "n't", "play", "in", "the", "U.S.", "(", "yet", ")", "."]),
-    ("Shares rose 1,250.5 points at 10:30, said O'Neill.", ["Shares", "rose", "1,250.5", "points", "at", "10:30", ",", "said", "O'Neill", "."]),
-    ("Franco-German talks; AT&T says \"no\"...", ["Franco-German", "talks", ";", "AT&T", "says", '"', "no", '"', "..."]),
-])
+
+@pytest.mark.parametrize(
+    "text, tokens",
+    [
+        ("Peter Blackburn visited Brussels.", ["Peter", "Blackburn", "visited", "Brussels", "."]),
+        (
+            "John's team doesn't play in the U.S. (yet).",
+            ["John", "'s", "team", "does", "n't", "play", "in", "the", "U.S.", "(", "yet", ")", "."],
+        ),
+        (
+            "Shares rose 1,250.5 points at 10:30, said O'Neill.",
+            ["Shares", "rose", "1,250.5", "points", "at", "10:30", ",", "said", "O'Neill", "."],
+        ),
+        (
+            'Franco-German talks; AT&T says "no"...',
+            ["Franco-German", "talks", ";", "AT&T", "says", '"', "no", '"', "..."],
+        ),
+    ],
+)
 def test_raw_text_is_tokenized_as_conll_2003_is(text, tokens):
     found = tokenize(text)
     assert [t for t, _, _ in found] == tokens

@@ -47,7 +47,7 @@ def test_reference_encoder_matches_fused_encoder_with_padding(cell, bidirectiona
     lengths = torch.tensor([6, 2, 4])
     (out_f, final_f), (out_r, final_r) = fused(x, lengths), reference(x, lengths)
     assert torch.allclose(out_f, out_r, atol=1e-6) and torch.allclose(final_f, final_r, atol=1e-6)
-    grad_f, = torch.autograd.grad(out_f.sum() + final_f.sum(), x)
-    grad_r, = torch.autograd.grad(out_r.sum() + final_r.sum(), x)
+    (grad_f,) = torch.autograd.grad(out_f.sum() + final_f.sum(), x)
+    (grad_r,) = torch.autograd.grad(out_r.sum() + final_r.sum(), x)
     assert torch.allclose(grad_f, grad_r, atol=1e-5)
     assert grad_f[1, 2:].abs().sum() == 0  # padding gets no gradient

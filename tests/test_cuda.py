@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from seqnlp.tasks import load_model_dir
 from seqnlp.data.batching import to_device as move
+from seqnlp.tasks import load_model_dir
 from tests.conftest import ROOT
 from tests.test_recipes import SMALL
 
@@ -24,8 +24,23 @@ def cuda_run(request, tmp_path_factory):
     """A recipe trained for one epoch on the GPU: (task name, output directory)."""
     task = request.param
     out = tmp_path_factory.mktemp(task)
-    result = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{task}.py"), "--output-dir", str(out), "--epochs", "1",
-                             "--device", "cuda", "--quiet", *SMALL[task]], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / f"{task}.py"),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--device",
+            "cuda",
+            "--quiet",
+            *SMALL[task],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     return task, out
 
@@ -52,7 +67,12 @@ def test_a_gpu_trained_model_predicts_on_the_cpu(cuda_run):
     task_name, out = cuda_run
     task, model = load_model_dir(out / "model", device="cpu")
     assert all(p.device.type == "cpu" for p in model.parameters())
-    lines = {"ner": ["Anna visited Berlin ."], "sentiment": ["a fine film"], "translate": ["ein Hund läuft ."], "textgen": ["The "]}[task_name]
+    lines = {
+        "ner": ["Anna visited Berlin ."],
+        "sentiment": ["a fine film"],
+        "translate": ["ein Hund läuft ."],
+        "textgen": ["The "],
+    }[task_name]
     options = {"beam": 2, "max_chars": 10, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 0}
     predictions = task.predict_lines(model, lines, options)
     assert len(predictions) == len(lines) and all(isinstance(p, str) for p in predictions)
@@ -60,15 +80,20 @@ def test_a_gpu_trained_model_predicts_on_the_cpu(cuda_run):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_fused_teacher_forcing_without_input_feeding_trains_on_the_gpu_without_warnings(cell):
-    """cuDNN copies the decoder cells' separate weights into one buffer per call; the loss and gradients match the CPU's, silently."""
+    """cuDNN copies the decoder cells' separate weights into one buffer per call; the loss and gradients match the
+    CPU's, silently."""
     import warnings
 
     from tests.test_translate import seq2seq
 
     torch.manual_seed(0)
     model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=False)
-    batch = {"src": torch.tensor([[4, 6, 8], [6, 8, 0]]), "src_lengths": torch.tensor([3, 2]),
-             "tgt_in": torch.tensor([[2, 5, 7, 9], [2, 9, 5, 0]]), "tgt_out": torch.tensor([[5, 7, 9, 3], [9, 5, 3, 0]])}
+    batch = {
+        "src": torch.tensor([[4, 6, 8], [6, 8, 0]]),
+        "src_lengths": torch.tensor([3, 2]),
+        "tgt_in": torch.tensor([[2, 5, 7, 9], [2, 9, 5, 0]]),
+        "tgt_out": torch.tensor([[5, 7, 9, 3], [9, 5, 3, 0]]),
+    }
     results = {}
     for device in ("cpu", "cuda"):
         model.to(device).zero_grad()
@@ -77,6 +102,9 @@ def test_fused_teacher_forcing_without_input_feeding_trains_on_the_gpu_without_w
             loss = model(move(batch, torch.device(device)))
             loss.backward()
         assert not [w for w in caught if "contiguous chunk" in str(w.message)]
-        results[device] = loss.item(), model.cells[0].weight_hh.grad.cpu().clone()  # clone: .to() moves a CPU grad in place
+        results[device] = (
+            loss.item(),
+            model.cells[0].weight_hh.grad.cpu().clone(),
+        )  # clone: .to() moves a CPU grad in place
     assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-4)
     assert torch.allclose(results["cuda"][1], results["cpu"][1], atol=1e-5)

@@ -31,6 +31,7 @@ def assert_one_error_line(code, err, *fragments):
 
 # -- crashes inside a save, at every step, twice in a row ------------------------------------
 
+
 class Crash(BaseException):
     """The process died: nothing after this point runs, not even cleanup."""
 
@@ -57,6 +58,7 @@ def crash_at(step: int | None):
                 state["dead"] = True
                 raise Crash
             return originals[name](*args, **kwargs)
+
         return operation
 
     for name in MUTATIONS:
@@ -110,7 +112,12 @@ def test_a_save_survives_a_crash_at_every_step_twice_in_a_row(tmp_path):
 def test_a_crash_between_the_renames_of_model_still_evaluates(tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "run"
-    assert run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER)[0] == 0
+    assert (
+        run_cli(
+            "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER
+        )[0]
+        == 0
+    )
     os.replace(out / "model", out / "model.old")  # the first rename of the next save happened, the second did not
     code, stdout, err = run_cli("evaluate", out / "model", "--test-file", dev)
     assert code == 0, err
@@ -131,11 +138,15 @@ def test_json_writes_leave_no_temporary_file_when_the_disk_is_full(tmp_path, mon
 
 # -- a real disk that fills up -----------------------------------------------------------
 
+
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here")
     yield mount
     subprocess.run(["umount", str(mount)], capture_output=True)
@@ -145,12 +156,26 @@ def test_a_full_disk_is_one_error_line_and_keeps_the_earlier_model(small_disk, t
     train, dev = conll_files
     out = small_disk / "run"
     tiny = [a if a != "16" else "8" for a in TINY_NER]
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *tiny)
+    code, _, err = run_cli(
+        "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *tiny
+    )
     assert code == 0, err
     before = (out / "model" / "model.safetensors").read_bytes()
     fill(small_disk / "filler")
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--overwrite",
-                           "--epochs", "1", *[a if a != "8" else "40" for a in tiny])
+    code, _, err = run_cli(
+        "train",
+        "ner",
+        "--train-file",
+        train,
+        "--dev-file",
+        dev,
+        "--output-dir",
+        out,
+        "--overwrite",
+        "--epochs",
+        "1",
+        *[a if a != "8" else "40" for a in tiny],
+    )
     assert_one_error_line(code, err, "No space left on device")
     assert (out / "model" / "model.safetensors").read_bytes() == before
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]
@@ -171,11 +196,14 @@ def fill(path: Path) -> None:
 
 # -- the output folder ---------------------------------------------------------------------
 
+
 @pytest.fixture
 def trained(tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "2", *TINY_NER)
+    code, _, err = run_cli(
+        "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "2", *TINY_NER
+    )
     assert code == 0, err
     return out, train, dev
 
@@ -192,12 +220,28 @@ def test_overwrite_keeps_the_old_model_and_metrics_until_the_new_run_has_a_model
     out, train, dev = trained
     model_before = (out / "model" / "model.safetensors").read_bytes()
     metrics_before = (out / "metrics.json").read_bytes()
-    code, _, err = run_cli("train", "ner", "--train-file", "missing.txt", "--dev-file", dev, "--output-dir", out, "--overwrite", *TINY_NER)
+    code, _, err = run_cli(
+        "train", "ner", "--train-file", "missing.txt", "--dev-file", dev, "--output-dir", out, "--overwrite", *TINY_NER
+    )
     assert_one_error_line(code, err, "missing.txt: file not found")
     assert (out / "model" / "model.safetensors").read_bytes() == model_before
     assert (out / "metrics.json").read_bytes() == metrics_before
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--overwrite",
-                           "--epochs", "1", "--seed", "9", *TINY_NER[:-2])
+    code, _, err = run_cli(
+        "train",
+        "ner",
+        "--train-file",
+        train,
+        "--dev-file",
+        dev,
+        "--output-dir",
+        out,
+        "--overwrite",
+        "--epochs",
+        "1",
+        "--seed",
+        "9",
+        *TINY_NER[:-2],
+    )
     assert code == 0, err
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 9
     assert (out / "model" / "model.safetensors").read_bytes() != model_before
@@ -221,7 +265,9 @@ def test_a_trainer_killed_before_its_first_save_leaves_the_earlier_run_whole(tmp
 def test_an_output_folder_that_is_a_file_is_an_error(tmp_path, conll_files):
     train, dev = conll_files
     (tmp_path / "file").write_text("x")
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "file", *TINY_NER)
+    code, _, err = run_cli(
+        "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "file", *TINY_NER
+    )
     assert_one_error_line(code, err, "the output folder is a file")
 
 
@@ -229,21 +275,34 @@ def test_a_second_run_into_a_busy_folder_fails_at_once(tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, sys, time\n"
-        f"h = open({str(out / LOCK_FILE)!r}, 'a+'); fcntl.flock(h, fcntl.LOCK_EX)\n"
-        "print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, sys, time\n"
+                f"h = open({str(out / LOCK_FILE)!r}, 'a+'); fcntl.flock(h, fcntl.LOCK_EX)\n"
+                "print('locked', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.perf_counter()
-        code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--resume", *TINY_NER)
+        code, _, err = run_cli(
+            "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--resume", *TINY_NER
+        )
         assert_one_error_line(code, err, "another seqnlp run is using this output folder")
         assert time.perf_counter() - started < 5
     finally:
         holder.kill()
         holder.wait()
     # The kernel dropped the killed holder's lock: no stale lock stays behind.
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER)
+    code, _, err = run_cli(
+        "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER
+    )
     assert code == 0, err
 
 
@@ -261,6 +320,7 @@ def current_umask() -> int:
 
 # -- tampered model directories ------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     """A tiny trained NER model and translation model (which has a SentencePiece file), trained once."""
@@ -269,12 +329,38 @@ def model_dirs(tmp_path_factory):
     base = tmp_path_factory.mktemp("models")
     conll = base / "train.txt"
     conll.write_text("Anna B-PER\nvisited O\nOslo B-LOC\n\nTom B-PER\nsaw O\nBerlin B-LOC\n\n" * 5, encoding="utf-8")
-    assert run_cli("train", "ner", "--train-file", conll, "--dev-file", conll, "--output-dir", base / "ner", "--epochs", "1", *TINY_NER)[0] == 0
+    assert (
+        run_cli(
+            "train",
+            "ner",
+            "--train-file",
+            conll,
+            "--dev-file",
+            conll,
+            "--output-dir",
+            base / "ner",
+            "--epochs",
+            "1",
+            *TINY_NER,
+        )[0]
+        == 0
+    )
     de = "\n".join(["Ein Hund läuft.", "Eine Frau liest.", "Zwei Männer laufen."] * 6) + "\n"
     en = "\n".join(["A dog runs.", "A woman reads.", "Two men run."] * 6) + "\n"
     prefix = write_pair(base, "train", de, en)
-    code, _, err = run_cli("train", "translate", "--train-file", prefix, "--dev-file", prefix, "--output-dir", base / "translate",
-                           *TINY, "--epochs", "1")
+    code, _, err = run_cli(
+        "train",
+        "translate",
+        "--train-file",
+        prefix,
+        "--dev-file",
+        prefix,
+        "--output-dir",
+        base / "translate",
+        *TINY,
+        "--epochs",
+        "1",
+    )
     assert code == 0, err
     return {"ner": (base / "ner" / "model", conll), "translate": (base / "translate" / "model", prefix)}
 
@@ -285,6 +371,7 @@ def edit_config(change):
         data = json.loads(path.read_text())
         change(data)
         path.write_text(json.dumps(data))
+
     return tamper
 
 
@@ -300,6 +387,7 @@ def write_file(name, content: bytes):
         else:
             target.unlink(missing_ok=True)
         target.write_bytes(content)
+
     return tamper
 
 
@@ -307,6 +395,7 @@ def truncate(name, keep: float):
     def tamper(directory: Path):
         data = (directory / name).read_bytes()
         (directory / name).write_bytes(data[: int(len(data) * keep)])
+
     return tamper
 
 
@@ -314,6 +403,7 @@ def replace_with_directory(name):
     def tamper(directory: Path):
         (directory / name).unlink()
         (directory / name).mkdir()
+
     return tamper
 
 
@@ -321,6 +411,7 @@ def dangling_link(name):
     def tamper(directory: Path):
         (directory / name).unlink()
         (directory / name).symlink_to(directory / "nowhere")
+
     return tamper
 
 
@@ -335,6 +426,7 @@ def edit_weights(change):
         tensors = load_file(str(directory / "model.safetensors"))
         change(tensors)
         save_file(tensors, str(directory / "model.safetensors"))
+
     return tamper
 
 
@@ -350,9 +442,17 @@ def reshape_first_tensor(tensors):
 TAMPERED = {
     "weights empty": ("ner", write_file("model.safetensors", b""), "model.safetensors: not a valid safetensors file"),
     "weights truncated": ("ner", truncate("model.safetensors", 0.5), "model.safetensors: not a valid safetensors file"),
-    "weights garbage": ("ner", write_file("model.safetensors", b"\xff" * 64), "model.safetensors: not a valid safetensors file"),
+    "weights garbage": (
+        "ner",
+        write_file("model.safetensors", b"\xff" * 64),
+        "model.safetensors: not a valid safetensors file",
+    ),
     "weights missing": ("ner", remove("model.safetensors"), "model.safetensors: file not found"),
-    "weights dangling link": ("ner", dangling_link("model.safetensors"), "model.safetensors: file not found (a dangling link)"),
+    "weights dangling link": (
+        "ner",
+        dangling_link("model.safetensors"),
+        "model.safetensors: file not found (a dangling link)",
+    ),
     "weights a directory": ("ner", replace_with_directory("model.safetensors"), "model.safetensors: file not found"),
     "tensor missing": ("ner", edit_weights(drop_first_tensor), "weights do not match the model: missing"),
     "tensor extra": ("ner", edit_weights(lambda t: t.__setitem__("spare", torch.zeros(2))), "unexpected ['spare']"),
@@ -365,13 +465,25 @@ TAMPERED = {
     "config a directory": ("ner", replace_with_directory("config.json"), "config.json: is a directory"),
     "config not UTF-8": ("ner", write_file("config.json", b'{"task": "\xff"}'), "config.json: not UTF-8"),
     "config dangling link": ("ner", dangling_link("config.json"), "config.json: file not found (a dangling link)"),
-    "format version": ("ner", edit_config(lambda d: d.__setitem__("format_version", 99)), "model format version 99 is not supported"),
+    "format version": (
+        "ner",
+        edit_config(lambda d: d.__setitem__("format_version", 99)),
+        "model format version 99 is not supported",
+    ),
     "task missing": ("ner", edit_config(lambda d: d.pop("task")), "'task' must be a JSON string"),
     "task unknown": ("ner", edit_config(lambda d: d.__setitem__("task", "poetry")), "unknown task 'poetry'"),
     "settings missing": ("ner", edit_config(lambda d: d.pop("config")), "'config' must be a JSON object"),
     "assets missing": ("ner", edit_config(lambda d: d.pop("assets")), "'assets' must be a JSON object"),
-    "assets vocabulary not a list": ("ner", edit_config(lambda d: d["assets"]["words"].__setitem__("tokens", "abc")), "'tokens' is a list of strings"),
-    "assets tags missing": ("ner", edit_config(lambda d: d["assets"].pop("tags")), "invalid vocabulary or tokenizer assets (KeyError"),
+    "assets vocabulary not a list": (
+        "ner",
+        edit_config(lambda d: d["assets"]["words"].__setitem__("tokens", "abc")),
+        "'tokens' is a list of strings",
+    ),
+    "assets tags missing": (
+        "ner",
+        edit_config(lambda d: d["assets"].pop("tags")),
+        "invalid vocabulary or tokenizer assets (KeyError",
+    ),
     "hidden 30000": ("ner", set_setting("hidden", 30000), "invalid value for hidden: 30000"),
     "hidden 1e9": ("ner", set_setting("hidden", 1e9), "invalid value for hidden: 1000000000"),
     "hidden other size": ("ner", set_setting("hidden", 512), "has shape"),
@@ -401,7 +513,17 @@ def test_init_from_a_tampered_model_is_one_error_line(model_dirs, tmp_path):
     original, data = model_dirs["ner"]
     shutil.copytree(original, tmp_path / "model")
     set_setting("hidden", 30000)(tmp_path / "model")
-    code, _, err = run_cli("train", "ner", "--init-from", tmp_path / "model", "--train-file", data, "--output-dir", tmp_path / "out", "--quiet")
+    code, _, err = run_cli(
+        "train",
+        "ner",
+        "--init-from",
+        tmp_path / "model",
+        "--train-file",
+        data,
+        "--output-dir",
+        tmp_path / "out",
+        "--quiet",
+    )
     assert_one_error_line(code, err, "invalid value for hidden: 30000")
 
 
@@ -410,10 +532,29 @@ def test_init_from_never_reads_data_paths_from_the_model(model_dirs, tmp_path):
     shutil.copytree(original, tmp_path / "model")
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-LINE\n")
-    edit_config(lambda d: d["config"].update(dev_file=str(secret), test_file=str(secret), pretrained_vectors=str(secret),
-                                             dataset="x", output_dir="/", epochs=999))(tmp_path / "model")
-    code, out, err = run_cli("train", "ner", "--init-from", tmp_path / "model", "--train-file", data,
-                             "--output-dir", tmp_path / "out", "--epochs", "1", "--quiet")
+    edit_config(
+        lambda d: d["config"].update(
+            dev_file=str(secret),
+            test_file=str(secret),
+            pretrained_vectors=str(secret),
+            dataset="x",
+            output_dir="/",
+            epochs=999,
+        )
+    )(tmp_path / "model")
+    code, out, err = run_cli(
+        "train",
+        "ner",
+        "--init-from",
+        tmp_path / "model",
+        "--train-file",
+        data,
+        "--output-dir",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     assert "TOP-SECRET" not in out + err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -424,14 +565,21 @@ def test_init_from_a_model_of_another_task_names_it(model_dirs, tmp_path):
     original, _ = model_dirs["ner"]
     table = tmp_path / "train.tsv"
     table.write_text("sentence\tlabel\ngood\t1\nbad\t0\n" * 5)
-    code, _, err = run_cli("train", "sentiment", "--init-from", original, "--train-file", table, "--output-dir", tmp_path / "out")
+    code, _, err = run_cli(
+        "train", "sentiment", "--init-from", original, "--train-file", table, "--output-dir", tmp_path / "out"
+    )
     assert_one_error_line(code, err, str(original), "this is a ner model, not a sentiment model")
 
 
 def test_a_bad_checkpoint_state_is_one_error_line_on_resume(model_dirs, tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "run"
-    assert run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER)[0] == 0
+    assert (
+        run_cli(
+            "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, "--epochs", "1", *TINY_NER
+        )[0]
+        == 0
+    )
     (out / "checkpoints" / "last" / "trainer_state.json").write_text('{"state": {"epoch": "x"}}')
     code, _, err = run_cli("train", "ner", "--output-dir", out, "--resume", "--epochs", "2", "--quiet")
     assert_one_error_line(code, err, "trainer_state.json")
@@ -463,33 +611,53 @@ BAD_TRAIN_SETTINGS = {
 def test_a_harmful_training_setting_is_refused(flag, conll_files, tmp_path):
     value, expected = BAD_TRAIN_SETTINGS[flag]
     train, dev = conll_files
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "out", *TINY_NER, flag, value)
+    code, _, err = run_cli(
+        "train",
+        "ner",
+        "--train-file",
+        train,
+        "--dev-file",
+        dev,
+        "--output-dir",
+        tmp_path / "out",
+        *TINY_NER,
+        flag,
+        value,
+    )
     assert_one_error_line(code, err, expected)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("task, flag, value, expected", [
-    ("sentiment", "--max-length", "0", "invalid value for max_length: 0"),
-    ("sentiment", "--subword-vocab-size", "0", "invalid value for subword_vocab_size: 0"),
-    ("translate", "--vocab-size", "0", "invalid value for vocab_size: 0"),
-    ("translate", "--max-tokens", "0", "invalid value for max_tokens: 0"),
-    ("translate", "--max-len-ratio", "-1", "invalid value for max_len_ratio: -1.0"),
-    ("translate", "--n-best", "9", "n_best (9) must be at most beam (5)"),
-    ("textgen", "--seq-len", "1", "invalid value for seq_len: 1"),
-])
+@pytest.mark.parametrize(
+    "task, flag, value, expected",
+    [
+        ("sentiment", "--max-length", "0", "invalid value for max_length: 0"),
+        ("sentiment", "--subword-vocab-size", "0", "invalid value for subword_vocab_size: 0"),
+        ("translate", "--vocab-size", "0", "invalid value for vocab_size: 0"),
+        ("translate", "--max-tokens", "0", "invalid value for max_tokens: 0"),
+        ("translate", "--max-len-ratio", "-1", "invalid value for max_len_ratio: -1.0"),
+        ("translate", "--n-best", "9", "n_best (9) must be at most beam (5)"),
+        ("textgen", "--seq-len", "1", "invalid value for seq_len: 1"),
+    ],
+)
 def test_a_harmful_task_setting_is_refused(task, flag, value, expected, tmp_path):
-    code, _, err = run_cli("train", task, "--train-file", tmp_path / "any.txt", "--output-dir", tmp_path / "out", flag, value)
+    code, _, err = run_cli(
+        "train", task, "--train-file", tmp_path / "any.txt", "--output-dir", tmp_path / "out", flag, value
+    )
     assert_one_error_line(code, err, expected)
 
 
-@pytest.mark.parametrize("yaml_text, expected", [
-    ("layers: null\n", "layers must be given a value"),
-    ("layers: 1.7\n", "layers must be a whole number, not 1.7"),
-    ("cell: [lstm]\n", "cell must be of type str, not ['lstm']"),
-    ("cell: {a: 1}\n", "cell must be of type str"),
-    ("- 1\n- 2\n", "a config file must be a mapping"),
-    ("hidden: [1\n", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, expected",
+    [
+        ("layers: null\n", "layers must be given a value"),
+        ("layers: 1.7\n", "layers must be a whole number, not 1.7"),
+        ("cell: [lstm]\n", "cell must be of type str, not ['lstm']"),
+        ("cell: {a: 1}\n", "cell must be of type str"),
+        ("- 1\n- 2\n", "a config file must be a mapping"),
+        ("hidden: [1\n", "invalid YAML"),
+    ],
+)
 def test_a_bad_yaml_setting_is_refused(yaml_text, expected, tmp_path, conll_files):
     train, dev = conll_files
     path = tmp_path / "settings.yaml"
@@ -498,18 +666,31 @@ def test_a_bad_yaml_setting_is_refused(yaml_text, expected, tmp_path, conll_file
     assert_one_error_line(code, err, expected)
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda p: p.mkdir(), "is a directory, expected a YAML file"),
-    (lambda p: p.write_bytes(b"hidden: \xff\n"), "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p.mkdir(), "is a directory, expected a YAML file"),
+        (lambda p: p.write_bytes(b"hidden: \xff\n"), "not UTF-8"),
+    ],
+)
 def test_an_unreadable_yaml_file_is_refused(make, expected, tmp_path):
     make(tmp_path / "settings.yaml")
     code, _, err = run_cli("train", "ner", "--config", tmp_path / "settings.yaml", "--output-dir", tmp_path / "out")
     assert_one_error_line(code, err, "settings.yaml: " + expected)
 
 
-@pytest.mark.parametrize("flag, value", [("--temperature", "nan"), ("--temperature", "0"), ("--top-p", "-1"), ("--top-k", "-3"),
-                                         ("--beam", "-2"), ("--max-chars", "-1"), ("--seed", "-1")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--temperature", "nan"),
+        ("--temperature", "0"),
+        ("--top-p", "-1"),
+        ("--top-k", "-3"),
+        ("--beam", "-2"),
+        ("--max-chars", "-1"),
+        ("--seed", "-1"),
+    ],
+)
 def test_a_bad_decoding_option_is_refused(flag, value, model_dirs, tmp_path):
     original, _ = model_dirs["ner"]
     (tmp_path / "in.txt").write_text("Anna visited Oslo\n")
@@ -545,6 +726,7 @@ def test_help_lists_every_setting_with_its_default_and_range():
 
 # -- kill -9 at random moments, then --resume ------------------------------------------------
 
+
 def test_a_run_killed_at_random_moments_resumes_to_the_uninterrupted_result():
     from benchmarks.faults import main
 
@@ -559,7 +741,9 @@ def test_resume_drops_the_log_lines_of_steps_a_killed_run_lost(tmp_path):
 
     trainer, _ = make_trainer(tmp_path, config(epochs=2))
     trainer.fit()
-    checkpoint_step = json.loads((tmp_path / "checkpoints" / "last" / "trainer_state.json").read_text())["state"]["step"]
+    checkpoint_step = json.loads((tmp_path / "checkpoints" / "last" / "trainer_state.json").read_text())["state"][
+        "step"
+    ]
     with open(tmp_path / "train_log.jsonl", "a") as log:
         log.write(json.dumps({"step": checkpoint_step + 1, "loss": 1.0}) + "\n" + '{"step": 99, "lo')  # a kill mid-line
     trainer, _ = make_trainer(tmp_path, config(epochs=3))
@@ -571,6 +755,7 @@ def test_resume_drops_the_log_lines_of_steps_a_killed_run_lost(tmp_path):
 
 # -- divergence ------------------------------------------------------------------------------
 
+
 class Exploding(torch.nn.Module):
     """loss = w^2 with SGD at lr 10: w grows 19-fold a step, the loss 361-fold."""
 
@@ -579,7 +764,7 @@ class Exploding(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.ones(1))
 
     def forward(self, batch):
-        return (self.w ** 2).sum()
+        return (self.w**2).sum()
 
 
 def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
@@ -588,8 +773,13 @@ def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
 
     model = Exploding()
     config = RunConfig(epochs=1, lr=10.0, optimizer="sgd", momentum=0.0, clip_norm=0.0, quiet=True, log_every=1)
-    trainer = Trainer(model, config, tmp_path, lambda epoch: [{"num_tokens": 1}] * 8, lambda m: {"m": 0.0}, lambda d: None, "m")
-    with pytest.raises(TrainingError, match=r"training diverged: .* over 10 times its first value 1; .*no model or checkpoint was saved"):
+    trainer = Trainer(
+        model, config, tmp_path, lambda epoch: [{"num_tokens": 1}] * 8, lambda m: {"m": 0.0}, lambda d: None, "m"
+    )
+    with pytest.raises(
+        TrainingError,
+        match=r"training diverged: .* over 10 times its first value 1; .*no model or checkpoint was saved",
+    ):
         trainer.fit()
     assert not (tmp_path / "model").exists()
 
@@ -606,6 +796,7 @@ def test_a_non_finite_loss_does_not_claim_a_checkpoint_that_does_not_exist(tmp_p
 
 
 # -- data sources ----------------------------------------------------------------------------
+
 
 def test_a_single_data_file_is_the_training_split_only(tmp_path):
     from seqnlp.config import from_dict
@@ -630,9 +821,24 @@ def test_a_single_saved_dataset_is_the_training_split_only(tmp_path):
 
 def test_training_on_a_single_file_holds_out_its_dev_set_and_says_so(tmp_path):
     path = tmp_path / "all.jsonl"
-    path.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", 1), ("bad film", 0)] * 10))
-    code, out, err = run_cli("train", "sentiment", "--dataset", path, "--output-dir", tmp_path / "out", "--epochs", "1",
-                             "--word-dim", "8", "--hidden", "8", "--quiet")
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": label}) + "\n" for t, label in [("good film", 1), ("bad film", 0)] * 10)
+    )
+    code, out, err = run_cli(
+        "train",
+        "sentiment",
+        "--dataset",
+        path,
+        "--output-dir",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--word-dim",
+        "8",
+        "--hidden",
+        "8",
+        "--quiet",
+    )
     assert code == 0, err
     assert "is a single split: it is the training data (no test set)" in out
     assert "no dev set given: 2 of 20 training examples (10%) held out" in out
@@ -675,6 +881,7 @@ def test_a_known_entity_type_in_an_unseen_tag_form_is_accepted(tmp_path):
 
 # -- readers ---------------------------------------------------------------------------------
 
+
 def test_a_bare_carriage_return_in_a_header_is_one_error_line(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_bytes(b"sentence\r\tlabel\nfoo\t1\n")
@@ -689,12 +896,15 @@ def test_deeply_nested_json_is_one_error_line(tmp_path):
     assert_one_error_line(code, err, f"{path}:1: invalid JSON: nested too deeply")
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"sentence": "good", "label": float("nan")}, "a label must be a string or a whole number, not float nan"),
-    ({"sentence": "good", "label": True}, "a label must be a string or a whole number, not bool True"),
-    ({"sentence": ["good"], "label": 1}, "the text must be a string, not list"),
-    ({"sentence": {"a": 1}, "label": 1}, "the text must be a string, not dict"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"sentence": "good", "label": float("nan")}, "a label must be a string or a whole number, not float nan"),
+        ({"sentence": "good", "label": True}, "a label must be a string or a whole number, not bool True"),
+        ({"sentence": ["good"], "label": 1}, "the text must be a string, not list"),
+        ({"sentence": {"a": 1}, "label": 1}, "the text must be a string, not dict"),
+    ],
+)
 def test_json_values_that_are_not_text_or_labels_are_refused(row, expected, tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps({"sentence": "fine", "label": 0}) + "\n" + json.dumps(row) + "\n")
@@ -713,12 +923,18 @@ def test_a_huge_bad_token_is_cut_in_the_error_line(tmp_path):
 @pytest.mark.parametrize("make, expected", [(lambda p: p.mkdir(), "is a directory, expected a file")])
 def test_a_directory_as_data_file_is_named_as_such(make, expected, tmp_path):
     make(tmp_path / "train.tsv")
-    code, _, err = run_cli("train", "sentiment", "--train-file", tmp_path / "train.tsv", "--output-dir", tmp_path / "out")
+    code, _, err = run_cli(
+        "train", "sentiment", "--train-file", tmp_path / "train.tsv", "--output-dir", tmp_path / "out"
+    )
     assert_one_error_line(code, err, expected)
 
 
 # Root ignores file modes: these run the CLI with the permission-bypass capabilities dropped.
-WITHOUT_ROOT_BYPASS = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+WITHOUT_ROOT_BYPASS = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+]
 
 
 def run_without_root_bypass(*argv):
@@ -727,22 +943,30 @@ def run_without_root_bypass(*argv):
     probe.chmod(0)
     if subprocess.run([*WITHOUT_ROOT_BYPASS, "cat", str(probe)], capture_output=True).returncode == 0:
         pytest.skip("cannot drop the permission-bypass capabilities here")
-    result = subprocess.run([*WITHOUT_ROOT_BYPASS, sys.executable, "-m", "seqnlp.cli", *map(str, argv)],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [*WITHOUT_ROOT_BYPASS, sys.executable, "-m", "seqnlp.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     return result.returncode, result.stderr
 
 
 def test_an_unreadable_data_file_is_one_error_line_without_root_privileges(tmp_path, conll_files):
     train, dev = conll_files
     train.chmod(0)
-    code, err = run_without_root_bypass("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "out")
+    code, err = run_without_root_bypass(
+        "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", tmp_path / "out"
+    )
     assert_one_error_line(code, err, f"{train}: permission denied")
 
 
 def test_an_unreadable_yaml_file_is_one_error_line_without_root_privileges(tmp_path):
     (tmp_path / "settings.yaml").write_text("hidden: 8\n")
     (tmp_path / "settings.yaml").chmod(0)
-    code, err = run_without_root_bypass("train", "ner", "--config", tmp_path / "settings.yaml", "--output-dir", tmp_path / "out")
+    code, err = run_without_root_bypass(
+        "train", "ner", "--config", tmp_path / "settings.yaml", "--output-dir", tmp_path / "out"
+    )
     assert_one_error_line(code, err, "settings.yaml: permission denied")
 
 
@@ -751,8 +975,9 @@ def test_an_unwritable_output_folder_is_one_error_line_without_root_privileges(t
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
-    code, err = run_without_root_bypass("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", locked / "out",
-                                        *TINY_NER)
+    code, err = run_without_root_bypass(
+        "train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", locked / "out", *TINY_NER
+    )
     assert_one_error_line(code, err, f"{locked / 'out'}: cannot use as the output folder: Permission denied")
 
 
@@ -764,13 +989,47 @@ from hypothesis import strategies as st  # noqa: E402
 from seqnlp.errors import SeqNLPError  # noqa: E402
 
 # Bytes that have broken readers before: separators, line ends of every kind, quotes, brackets, a BOM, bad UTF-8.
-PIECES = st.sampled_from(["\t", ",", "\n", "\r", "\r\n", '"', "'", "[", "{", "}", "]", ":", "\ufeff", "\u2028", " ", "B-PER", "O",
-                          "sentence", "text", "label", "1", "-DOCSTART-", "\x00", "null", "true", "NaN"])
+PIECES = st.sampled_from(
+    [
+        "\t",
+        ",",
+        "\n",
+        "\r",
+        "\r\n",
+        '"',
+        "'",
+        "[",
+        "{",
+        "}",
+        "]",
+        ":",
+        "\ufeff",
+        "\u2028",
+        " ",
+        "B-PER",
+        "O",
+        "sentence",
+        "text",
+        "label",
+        "1",
+        "-DOCSTART-",
+        "\x00",
+        "null",
+        "true",
+        "NaN",
+    ]
+)
 CONTENT = st.one_of(
     st.binary(max_size=300),
-    st.lists(st.one_of(PIECES, st.text(max_size=8)), max_size=40).map(lambda parts: "".join(parts).encode("utf-8", "surrogatepass")),
+    st.lists(st.one_of(PIECES, st.text(max_size=8)), max_size=40).map(
+        lambda parts: "".join(parts).encode("utf-8", "surrogatepass")
+    ),
 )
-FUZZ = settings(max_examples=int(os.environ.get("SEQNLP_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("SEQNLP_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def only_project_errors(read) -> None:

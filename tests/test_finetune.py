@@ -13,7 +13,14 @@ from seqnlp.tasks.ner import NERConfig, NERTask
 from seqnlp.vocab import Vocab
 from tests.conftest import TINY_NER, run_cli
 
-NEW_DATA = [("Maria", "B-person"), ("bought", "O"), ("an", "O"), ("iPhone", "B-product"), ("in", "O"), ("Oslo", "B-LOC")]
+NEW_DATA = [
+    ("Maria", "B-person"),
+    ("bought", "O"),
+    ("an", "O"),
+    ("iPhone", "B-product"),
+    ("in", "O"),
+    ("Oslo", "B-LOC"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +30,19 @@ def base_ner(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("base")
     train, dev = write_tiny_conll(folder)
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", folder / "run", "--epochs", "1", *TINY_NER)
+    code, _, err = run_cli(
+        "train",
+        "ner",
+        "--train-file",
+        train,
+        "--dev-file",
+        dev,
+        "--output-dir",
+        folder / "run",
+        "--epochs",
+        "1",
+        *TINY_NER,
+    )
     assert code == 0, err
     return folder / "run" / "model"
 
@@ -82,9 +101,13 @@ def test_a_new_entity_type_keeps_the_known_tags_weights_bit_identical(base_ner, 
     for tag in ("B-LOC", "S-LOC", "O", "E-PER"):
         new_row, old_row = task.tags.stoi[tag], old_task.tags.stoi[tag]
         assert torch.equal(model.emit.weight[new_row], old.emit.weight[old_row])
-        assert torch.equal(model.crf.transitions[new_row, task.tags.stoi["O"]],
-                           old.crf.transitions[old_row, old_task.tags.stoi["O"]])
-    assert torch.equal(model.encoder.state_dict()["forward_layers.0.weight_hh_l0"], old.encoder.state_dict()["forward_layers.0.weight_hh_l0"])
+        assert torch.equal(
+            model.crf.transitions[new_row, task.tags.stoi["O"]], old.crf.transitions[old_row, old_task.tags.stoi["O"]]
+        )
+    assert torch.equal(
+        model.encoder.state_dict()["forward_layers.0.weight_hh_l0"],
+        old.encoder.state_dict()["forward_layers.0.weight_hh_l0"],
+    )
     fresh = task.tags.stoi["S-product"]
     assert torch.all(model.crf.transitions[fresh] == 0) and torch.all(model.crf.transitions[:, fresh] == 0)
     assert report["entity types"] == "kept 4 (LOC, MISC, ORG, PER); added 2 (person, product); dropped 0 (-)"
@@ -120,17 +143,41 @@ def test_vocabulary_extension_keeps_the_trained_rows_and_adds_new_words(base_ner
 def test_fine_tuning_on_new_types_trains_reports_and_loads(base_ner, tmp_path):
     data = new_conll(tmp_path)
     out = tmp_path / "out"
-    code, stdout, err = run_cli("train", "ner", "--init-from", base_ner, "--train-file", data, "--dev-file", data,
-                                "--output-dir", out, "--epochs", "1", "--quiet", "--freeze", "encoder")
+    code, stdout, err = run_cli(
+        "train",
+        "ner",
+        "--init-from",
+        base_ner,
+        "--train-file",
+        data,
+        "--dev-file",
+        data,
+        "--output-dir",
+        out,
+        "--epochs",
+        "1",
+        "--quiet",
+        "--freeze",
+        "encoder",
+    )
     assert code == 0, err
     assert "fine-tuning: entity types: kept 4 (LOC, MISC, ORG, PER); added 2 (person, product)" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["fine_tuning"]["base_model"] == str(base_ner) and len(metrics["fine_tuning"]["base_config_sha256"]) == 64
+    assert (
+        metrics["fine_tuning"]["base_model"] == str(base_ner)
+        and len(metrics["fine_tuning"]["base_config_sha256"]) == 64
+    )
     assert {"dev_before", "dev_after"} <= set(metrics["fine_tuning"])
-    assert "fine-tuning: dev before" in (out / "report.md").read_text() and "trainable parameters" in (out / "report.md").read_text()
+    assert (
+        "fine-tuning: dev before" in (out / "report.md").read_text()
+        and "trainable parameters" in (out / "report.md").read_text()
+    )
     _, model = load_model_dir(out / "model")
     _, base = load_model_dir(base_ner)
-    assert torch.equal(model.encoder.state_dict()["forward_layers.0.weight_hh_l0"], base.encoder.state_dict()["forward_layers.0.weight_hh_l0"])  # frozen
+    assert torch.equal(
+        model.encoder.state_dict()["forward_layers.0.weight_hh_l0"],
+        base.encoder.state_dict()["forward_layers.0.weight_hh_l0"],
+    )  # frozen
 
 
 def test_a_sentiment_model_fine_tunes_to_more_classes(tmp_path):
@@ -140,8 +187,21 @@ def test_a_sentiment_model_fine_tunes_to_more_classes(tmp_path):
     five.write_text("sentence\tlabel\n" + "".join(f"film number {i}\t{i}\n" for i in range(5)) * 4)
     tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]
     assert run_cli("train", "sentiment", "--train-file", two, "--output-dir", tmp_path / "base", *tiny)[0] == 0
-    code, stdout, err = run_cli("train", "sentiment", "--init-from", tmp_path / "base" / "model", "--train-file", five,
-                                "--dev-file", five, "--output-dir", tmp_path / "out", "--epochs", "1", "--quiet")
+    code, stdout, err = run_cli(
+        "train",
+        "sentiment",
+        "--init-from",
+        tmp_path / "base" / "model",
+        "--train-file",
+        five,
+        "--dev-file",
+        five,
+        "--output-dir",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     assert "fine-tuning: classes: kept 2 (0, 1); added 3 (2, 3, 4)" in stdout
     task, _ = load_model_dir(tmp_path / "out" / "model")
@@ -203,10 +263,24 @@ def test_lr_pretrained_moves_the_body_at_its_own_rate():
 def test_a_dataset_dict_run_says_which_split_served_as_what(tmp_path):
     datasets = pytest.importorskip("datasets")
     rows = {"text": ["good film", "bad film"] * 10, "label": [1, 0] * 10}
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}).save_to_disk(
-        str(tmp_path / "dd"))
-    code, stdout, err = run_cli("train", "sentiment", "--dataset", tmp_path / "dd", "--output-dir", tmp_path / "out", "--epochs", "1",
-                                "--word-dim", "8", "--hidden", "8", "--quiet")
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict(rows), "validation": datasets.Dataset.from_dict(rows)}
+    ).save_to_disk(str(tmp_path / "dd"))
+    code, stdout, err = run_cli(
+        "train",
+        "sentiment",
+        "--dataset",
+        tmp_path / "dd",
+        "--output-dir",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--word-dim",
+        "8",
+        "--hidden",
+        "8",
+        "--quiet",
+    )
     assert code == 0, err
     assert f"{tmp_path / 'dd'} splits: train: train, dev: validation, test: none" in stdout
 
@@ -216,8 +290,10 @@ def test_vocabularies_record_how_many_entries_each_source_added(base_ner, tmp_pa
     task, _, _ = adapt(base_ner, tmp_path)
     base_source = old_task.config.train_file
     added = len(task.words) - len(old_task.words)
-    assert task.words.sources == [{"source": base_source, "entries": len(old_task.words)},
-                                  {"source": str(tmp_path / "new.txt"), "entries": added}]
+    assert task.words.sources == [
+        {"source": base_source, "entries": len(old_task.words)},
+        {"source": str(tmp_path / "new.txt"), "entries": added},
+    ]
     assert Vocab.from_dict(task.words.to_dict()).sources == task.words.sources  # saved with the model
 
 
@@ -225,18 +301,49 @@ def test_a_vocabulary_whose_sources_do_not_add_up_is_refused():
     from seqnlp.errors import DataError
 
     with pytest.raises(DataError, match="entries add up to its tokens"):
-        Vocab.from_dict({"tokens": ["<pad>", "<unk>", "a"], "unk": "<unk>", "pad": "<pad>",
-                         "sources": [{"source": "train.txt", "entries": 2}]})
+        Vocab.from_dict(
+            {
+                "tokens": ["<pad>", "<unk>", "a"],
+                "unk": "<unk>",
+                "pad": "<pad>",
+                "sources": [{"source": "train.txt", "entries": 2}],
+            }
+        )
 
 
 def test_new_vocab_is_refused_for_a_model_of_words(base_ner, tmp_path):
-    code, _, err = run_cli("train", "ner", "--init-from", base_ner, "--train-file", new_conll(tmp_path), "--new-vocab",
-                           "--output-dir", tmp_path / "out", "--epochs", "1", "--quiet")
+    code, _, err = run_cli(
+        "train",
+        "ner",
+        "--init-from",
+        base_ner,
+        "--train-file",
+        new_conll(tmp_path),
+        "--new-vocab",
+        "--output-dir",
+        tmp_path / "out",
+        "--epochs",
+        "1",
+        "--quiet",
+    )
     assert code == 2 and "--new-vocab re-trains a SentencePiece model; this model reads words" in err
 
 
-TINY_TRANSLATE = ["--embed-dim", "16", "--hidden", "16", "--decoder-hidden", "16", "--vocab-size", "60", "--batch-size", "8",
-                  "--beam", "2", "--quiet"]
+TINY_TRANSLATE = [
+    "--embed-dim",
+    "16",
+    "--hidden",
+    "16",
+    "--decoder-hidden",
+    "16",
+    "--vocab-size",
+    "60",
+    "--batch-size",
+    "8",
+    "--beam",
+    "2",
+    "--quiet",
+]
 
 
 def write_parallel(folder, name, pairs):
@@ -249,9 +356,15 @@ def write_parallel(folder, name, pairs):
 @pytest.fixture(scope="module")
 def base_translate(tmp_path_factory):
     folder = tmp_path_factory.mktemp("translate")
-    pairs = [("Ein Hund läuft.", "A dog runs."), ("Eine Frau liest.", "A woman reads."), ("Zwei Männer laufen.", "Two men run.")] * 6
+    pairs = [
+        ("Ein Hund läuft.", "A dog runs."),
+        ("Eine Frau liest.", "A woman reads."),
+        ("Zwei Männer laufen.", "Two men run."),
+    ] * 6
     train = write_parallel(folder, "train", pairs)
-    code, _, err = run_cli("train", "translate", "--train-file", train, "--output-dir", folder / "run", "--epochs", "1", *TINY_TRANSLATE)
+    code, _, err = run_cli(
+        "train", "translate", "--train-file", train, "--output-dir", folder / "run", "--epochs", "1", *TINY_TRANSLATE
+    )
     assert code == 0, err
     return folder / "run" / "model"
 
@@ -271,20 +384,32 @@ def test_translation_fine_tuning_keeps_the_sentencepiece_model_and_every_weight(
 
 def test_new_vocab_trains_a_sentencepiece_model_whose_known_pieces_keep_their_rows(base_translate, tmp_path):
     old_task, old = load_model_dir(base_translate)
-    task, examples = task_for(base_translate, train_file=str(write_parallel(tmp_path, "new", NEW_PAIRS)), new_vocab=True)
+    task, examples = task_for(
+        base_translate, train_file=str(write_parallel(tmp_path, "new", NEW_PAIRS)), new_vocab=True
+    )
     model, report = adapted_model(task, base_translate, read_model_config(base_translate)["assets"], examples, examples)
     new_pieces, old_pieces = task.src_sp.pieces, old_task.src_sp.pieces
     shared = [p for p in new_pieces.itos if p in old_pieces.stoi]
     assert task.src_sp.model_proto != old_task.src_sp.model_proto and {"A", "en", "▁l"} <= set(shared)
     for piece in shared:
         assert torch.equal(model.src_embed.weight[new_pieces.stoi[piece]], old.src_embed.weight[old_pieces.stoi[piece]])
-    assert torch.equal(model.encoder.state_dict()["forward_layers.0.weight_hh_l0"], old.encoder.state_dict()["forward_layers.0.weight_hh_l0"])
-    assert report["subwords"] == (f"a new SentencePiece model of {len(new_pieces)} pieces (--new-vocab): {len(shared)} start "
-                                  f"from the model's embedding rows, {len(new_pieces) - len(shared)} fresh")
+    assert torch.equal(
+        model.encoder.state_dict()["forward_layers.0.weight_hh_l0"],
+        old.encoder.state_dict()["forward_layers.0.weight_hh_l0"],
+    )
+    assert report["subwords"] == (
+        f"a new SentencePiece model of {len(new_pieces)} pieces (--new-vocab): {len(shared)} start "
+        f"from the model's embedding rows, {len(new_pieces) - len(shared)} fresh"
+    )
 
 
 def sentiment_rows():
-    return [("a good film", "positive"), ("a bad film", "negative"), ("good acting", "positive"), ("dull and bad", "negative")] * 5
+    return [
+        ("a good film", "positive"),
+        ("a bad film", "negative"),
+        ("good acting", "positive"),
+        ("dull and bad", "negative"),
+    ] * 5
 
 
 def test_a_dataset_dict_and_the_same_plain_files_train_the_same_model(tmp_path):
@@ -294,12 +419,26 @@ def test_a_dataset_dict_and_the_same_plain_files_train_the_same_model(tmp_path):
         (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows))
     names = ["negative", "positive"]
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
-    split = datasets.Dataset.from_dict({"text": [t for t, _ in rows], "label": [names.index(y) for _, y in rows]}, features=features)
+    split = datasets.Dataset.from_dict(
+        {"text": [t for t, _ in rows], "label": [names.index(y) for _, y in rows]}, features=features
+    )
     datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "hf"))
     tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "2", "--quiet"]
     assert run_cli("train", "sentiment", "--dataset", tmp_path / "hf", "--output-dir", tmp_path / "a", *tiny)[0] == 0
-    assert run_cli("train", "sentiment", "--train-file", tmp_path / "train.tsv", "--dev-file", tmp_path / "dev.tsv",
-                   "--output-dir", tmp_path / "b", *tiny)[0] == 0
+    assert (
+        run_cli(
+            "train",
+            "sentiment",
+            "--train-file",
+            tmp_path / "train.tsv",
+            "--dev-file",
+            tmp_path / "dev.tsv",
+            "--output-dir",
+            tmp_path / "b",
+            *tiny,
+        )[0]
+        == 0
+    )
     from_hf, from_files = (json.loads((tmp_path / run / "metrics.json").read_text())["dev"] for run in ("a", "b"))
     assert from_hf == from_files
     _, a = load_model_dir(tmp_path / "a" / "model")

@@ -10,13 +10,19 @@ datasets = pytest.importorskip("datasets")
 
 
 def conll_like_dataset():
-    features = datasets.Features({
-        "tokens": datasets.Sequence(datasets.Value("string")),
-        "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])),
-    })
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])),
+        }
+    )
     rows = {"tokens": [["Anna", "Berg", "lives", "in", "Oslo"], ["Hi", "Tom"]], "ner_tags": [[1, 2, 0, 0, 3], [0, 1]]}
-    return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features),
-                                 "validation": datasets.Dataset.from_dict(rows, features=features)})
+    return datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict(rows, features=features),
+            "validation": datasets.Dataset.from_dict(rows, features=features),
+        }
+    )
 
 
 def task_for(**settings):
@@ -71,8 +77,13 @@ def hub_cache_entry(cache, repo_id: str, splits: dict) -> None:
         with open(files[split], "w", encoding="utf-8") as out:
             out.writelines(json.dumps(row) + "\n" for row in rows)
     staging = cache.parent / "staging"
-    Json(cache_dir=str(staging), dataset_name=name, config_id="default", hash="0123456789abcdef0123456789abcdef01234567",
-         data_files=files).download_and_prepare()
+    Json(
+        cache_dir=str(staging),
+        dataset_name=name,
+        config_id="default",
+        hash="0123456789abcdef0123456789abcdef01234567",
+        data_files=files,
+    ).download_and_prepare()
     shutil.move(str(staging / name), str(cache / f"{namespace}___{name}"))
 
 

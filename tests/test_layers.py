@@ -60,7 +60,8 @@ def test_char_cnn_ignores_padding_characters():
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_char_cnn_is_a_conv1d_with_max_pooling(kernel_size):
-    """Run as one matrix product over stacked windows, the CNN gives nn.Conv1d's result (its weights, so saved models load)."""
+    """Run as one matrix product over stacked windows, the CNN gives nn.Conv1d's result (its weights, so saved models
+    load)."""
     torch.manual_seed(0)
     chars = CharFeatures(10, 4, 6, "cnn", kernel_size=kernel_size)
     words = torch.tensor([[3, 4, 5, 6], [7, 8, 9, 2]])

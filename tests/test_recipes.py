@@ -20,8 +20,21 @@ METRIC = {"ner": "f1", "sentiment": "accuracy", "translate": "bleu", "textgen": 
 @pytest.mark.parametrize("task", sorted(SMALL))
 def test_recipe_runs_on_its_bundled_sample(tmp_path, task):
     out = tmp_path / task
-    result = subprocess.run([sys.executable, str(ROOT / "recipes" / f"{task}.py"), "--output-dir", str(out), "--epochs", "1",
-                             "--quiet", *SMALL[task]], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / f"{task}.py"),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--quiet",
+            *SMALL[task],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == task and METRIC[task] in metrics["dev"]
@@ -30,7 +43,23 @@ def test_recipe_runs_on_its_bundled_sample(tmp_path, task):
 
 
 def test_recipe_flag_runs_the_gradient_diagnosis(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "textgen.py"), "--diagnose-gradients", "--output-dir", str(tmp_path),
-                             "--length", "30", "--steps", "5", "--hidden", "8"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "textgen.py"),
+            "--diagnose-gradients",
+            "--output-dir",
+            str(tmp_path),
+            "--length",
+            "30",
+            "--steps",
+            "5",
+            "--hidden",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert set(json.loads((tmp_path / "gradients.json").read_text())) >= {"rnn", "lstm", "gru", "lstm_clipped"}

@@ -22,12 +22,15 @@ def sentiment_files(tmp_path):
         rows = [f"{t}\tpos" for t in POSITIVE] + [f"{t}\tneg" for t in NEGATIVE]
         path.write_text("sentence\tlabel\n" + "\n".join(rows * copies) + "\n", encoding="utf-8")
         return path
+
     return write("train.tsv", 8), write("dev.tsv", 1)
 
 
 def train(tmp_path, train, dev, *extra):
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "sentiment", "--train-file", train, "--dev-file", dev, "--output-dir", out, *TINY, *extra)
+    code, _, err = run_cli(
+        "train", "sentiment", "--train-file", train, "--dev-file", dev, "--output-dir", out, *TINY, *extra
+    )
     assert code == 0, err
     return out
 
@@ -78,8 +81,17 @@ def test_empty_text_names_file_and_line(tmp_path, sentiment_files):
 
 
 def test_missing_label_column_is_reported(tmp_path, sentiment_files):
-    code, _, err = run_cli("train", "sentiment", "--train-file", sentiment_files[0], "--label-column", "stars",
-                           "--output-dir", tmp_path / "o", *TINY)
+    code, _, err = run_cli(
+        "train",
+        "sentiment",
+        "--train-file",
+        sentiment_files[0],
+        "--label-column",
+        "stars",
+        "--output-dir",
+        tmp_path / "o",
+        *TINY,
+    )
     assert code == 2 and "no column 'stars' in the header (columns: sentence, label)" in err
 
 
@@ -110,7 +122,9 @@ def test_pooling_ignores_padding(kind):
     outputs = torch.randn(1, 4, 3)
     final = torch.randn(1, 3)
     short = pool(outputs[:, :2], final, torch.tensor([[True, True]]))
-    padded = pool(torch.cat([outputs[:, :2], torch.full((1, 2, 3), 100.0)], 1), final, torch.tensor([[True, True, False, False]]))
+    padded = pool(
+        torch.cat([outputs[:, :2], torch.full((1, 2, 3), 100.0)], 1), final, torch.tensor([[True, True, False, False]])
+    )
     assert torch.allclose(short, padded, atol=1e-6)
 
 
@@ -163,7 +177,9 @@ def test_predict_writes_each_buffer_of_outputs_before_reading_on(tmp_path, senti
     assert stdin.outputs_before_each_read == [0, 0, 2] and len(stdout.splitlines()) == 3
 
 
-def test_predict_names_the_line_of_a_non_utf8_byte_and_keeps_the_outputs_before_it(tmp_path, sentiment_files, monkeypatch):
+def test_predict_names_the_line_of_a_non_utf8_byte_and_keeps_the_outputs_before_it(
+    tmp_path, sentiment_files, monkeypatch
+):
     out = train(tmp_path, *sentiment_files)
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a joy to watch\ncaf\xe9 au lait\n")))
     code, stdout, err = run_cli("predict", out / "model", "-", "--buffer-lines", "1")
@@ -176,5 +192,7 @@ def test_balanced_class_weights_follow_label_frequencies(tmp_path):
     from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
 
     task = SentimentTask(from_dict(SentimentConfig, {"class_weights": "balanced"}))
-    task.build_vocabularies([TextExample("a", "x"), TextExample("b", "x"), TextExample("c", "x"), TextExample("d", "y")])
+    task.build_vocabularies(
+        [TextExample("a", "x"), TextExample("b", "x"), TextExample("c", "x"), TextExample("d", "y")]
+    )
     assert task.weights == pytest.approx([4 / 6, 2.0])

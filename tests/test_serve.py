@@ -24,7 +24,22 @@ def server(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("serve")
     train, dev = write_tiny_conll(folder)
-    assert run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", folder / "run", "--epochs", "2", *TINY_NER)[0] == 0
+    assert (
+        run_cli(
+            "train",
+            "ner",
+            "--train-file",
+            train,
+            "--dev-file",
+            dev,
+            "--output-dir",
+            folder / "run",
+            "--epochs",
+            "2",
+            *TINY_NER,
+        )[0]
+        == 0
+    )
     model = seqnlp.load(folder / "run" / "model")
     config = ServeConfig(max_inputs=8, max_body_bytes=2000, max_wait_ms=20)
     sock = socket.socket()
@@ -42,8 +57,12 @@ def server(tmp_path_factory):
 def call(url, path, body=None, method=None):
     """(status, decoded JSON body) of one request; ``body`` bytes are sent as they are."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method or ("POST" if data is not None else "GET"),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url + path,
+        data=data,
+        method=method or ("POST" if data is not None else "GET"),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -55,7 +74,9 @@ def test_health_and_info(server):
     url, model = server
     assert call(url, "/health") == (200, {"status": "ok"})
     status, info = call(url, "/info")
-    assert status == 200 and info["task"] == "ner" and info["labels"] == model.labels and len(info["config_sha256"]) == 64
+    assert (
+        status == 200 and info["task"] == "ner" and info["labels"] == model.labels and len(info["config_sha256"]) == 64
+    )
     assert info["version"] == seqnlp.__version__
 
 
@@ -71,19 +92,22 @@ def test_a_burst_of_concurrent_requests_is_answered_correctly_in_shared_batches(
     assert passes < len(texts)  # requests arriving together shared forward passes
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (b'{"inputs": ["a"', 400, "not valid JSON"),
-    (b"\xff\xfe", 400, "not valid JSON"),
-    ([1, 2], 422, "must be a JSON object"),
-    ({"inputs": []}, 422, "inputs must be a non-empty list"),
-    ({"inputs": "Anna"}, 422, "inputs must be a non-empty list"),
-    ({"inputs": [3]}, 422, "inputs[0] must be a string or a list of token strings, not int"),
-    ({"inputs": ["a"], "options": {"beam": 3}}, 422, "unknown option 'beam'"),
-    ({"inputs": ["a"], "options": []}, 422, "options must be a JSON object"),
-    ({"inputs": ["a"], "colour": 1}, 422, "unknown field 'colour'"),
-    ({"inputs": ["a"] * 9}, 413, "9 inputs: at most 8 per request"),
-    ({"inputs": ["a" * 3000]}, 413, "larger than 2000 bytes"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b'{"inputs": ["a"', 400, "not valid JSON"),
+        (b"\xff\xfe", 400, "not valid JSON"),
+        ([1, 2], 422, "must be a JSON object"),
+        ({"inputs": []}, 422, "inputs must be a non-empty list"),
+        ({"inputs": "Anna"}, 422, "inputs must be a non-empty list"),
+        ({"inputs": [3]}, 422, "inputs[0] must be a string or a list of token strings, not int"),
+        ({"inputs": ["a"], "options": {"beam": 3}}, 422, "unknown option 'beam'"),
+        ({"inputs": ["a"], "options": []}, 422, "options must be a JSON object"),
+        ({"inputs": ["a"], "colour": 1}, 422, "unknown field 'colour'"),
+        ({"inputs": ["a"] * 9}, 413, "9 inputs: at most 8 per request"),
+        ({"inputs": ["a" * 3000]}, 413, "larger than 2000 bytes"),
+    ],
+)
 def test_bad_requests_get_a_4xx_and_one_line_of_json(server, body, status, message):
     url, _ = server
     got, answer = call(url, "/predict", body)

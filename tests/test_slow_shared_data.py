@@ -20,24 +20,58 @@ def train(tmp_path, task, *args):
 
 
 def test_ner_on_conll2003_for_two_minutes(tmp_path):
-    dev = train(tmp_path, "ner", "--train-file", SHARED_DATA / "conll2003/train.txt", "--dev-file", SHARED_DATA / "conll2003/dev.txt",
-                "--max-minutes", "2")
+    dev = train(
+        tmp_path,
+        "ner",
+        "--train-file",
+        SHARED_DATA / "conll2003/train.txt",
+        "--dev-file",
+        SHARED_DATA / "conll2003/dev.txt",
+        "--max-minutes",
+        "2",
+    )
     assert dev["f1"] > 0.75
 
 
 def test_sentiment_on_sst2_for_two_minutes(tmp_path):
-    dev = train(tmp_path, "sentiment", "--train-file", SHARED_DATA / "sst2/train.tsv", "--dev-file", SHARED_DATA / "sst2/dev.tsv",
-                "--max-minutes", "2")
+    dev = train(
+        tmp_path,
+        "sentiment",
+        "--train-file",
+        SHARED_DATA / "sst2/train.tsv",
+        "--dev-file",
+        SHARED_DATA / "sst2/dev.tsv",
+        "--max-minutes",
+        "2",
+    )
     assert dev["accuracy"] > 0.85
 
 
 def test_textgen_on_tinyshakespeare_for_two_minutes(tmp_path):
-    dev = train(tmp_path, "textgen", "--train-file", SHARED_DATA / "tinyshakespeare/train.txt",
-                "--dev-file", SHARED_DATA / "tinyshakespeare/val.txt", "--max-minutes", "2")
+    dev = train(
+        tmp_path,
+        "textgen",
+        "--train-file",
+        SHARED_DATA / "tinyshakespeare/train.txt",
+        "--dev-file",
+        SHARED_DATA / "tinyshakespeare/val.txt",
+        "--max-minutes",
+        "2",
+    )
     assert dev["loss"] < 2.0
 
 
 def test_translate_on_multi30k_for_three_minutes(tmp_path):
-    dev = train(tmp_path, "translate", "--train-file", SHARED_DATA / "multi30k/train", "--dev-file", SHARED_DATA / "multi30k/val",
-                "--max-minutes", "3", "--beam", "2")
+    dev = train(
+        tmp_path,
+        "translate",
+        "--train-file",
+        SHARED_DATA / "multi30k/train",
+        "--dev-file",
+        SHARED_DATA / "multi30k/val",
+        "--max-minutes",
+        "3",
+        "--beam",
+        "2",
+    )
     assert dev["bleu"] > 10

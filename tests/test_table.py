@@ -12,8 +12,10 @@ def write(tmp_path, name, text):
 
 def test_tsv_keeps_bare_quotes_and_line_numbers(tmp_path):
     path = write(tmp_path, "d.tsv", 'sentence\tlabel\nit \'s a " quoted " film\t1\n\nbad\t0\n')
-    assert read_records(path, ["sentence", "label"]) == [(2, {"sentence": 'it \'s a " quoted " film', "label": "1"}),
-                                                          (4, {"sentence": "bad", "label": "0"})]
+    assert read_records(path, ["sentence", "label"]) == [
+        (2, {"sentence": 'it \'s a " quoted " film', "label": "1"}),
+        (4, {"sentence": "bad", "label": "0"}),
+    ]
 
 
 def test_csv_with_quoted_commas(tmp_path):
@@ -29,7 +31,10 @@ def test_jsonl_rows(tmp_path):
 def test_line_separator_characters_stay_inside_their_row(tmp_path):
     # JSON strings and TSV cells may hold U+2028 / U+0085 unescaped: only \n ends a row
     path = write(tmp_path, "d.jsonl", '{"text": "one\u2028two", "label": 3}\n{"text": "x\x85y", "label": 1}\n')
-    assert read_records(path, ["text", "label"]) == [(1, {"text": "one\u2028two", "label": 3}), (2, {"text": "x\x85y", "label": 1})]
+    assert read_records(path, ["text", "label"]) == [
+        (1, {"text": "one\u2028two", "label": 3}),
+        (2, {"text": "x\x85y", "label": 1}),
+    ]
     path = write(tmp_path, "d.tsv", "sentence\tlabel\none\u2028two\t1\n")
     assert read_records(path, ["sentence", "label"]) == [(2, {"sentence": "one\u2028two", "label": "1"})]
 

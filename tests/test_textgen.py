@@ -10,8 +10,23 @@ from seqnlp.models.charlm import CharLM, sample
 from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
 from tests.conftest import run_cli
 
-TINY = ["--hidden", "24", "--layers", "1", "--embed-dim", "8", "--seq-len", "16", "--batch-size", "4", "--epochs", "2",
-        "--quiet", "--sample-chars", "20"]
+TINY = [
+    "--hidden",
+    "24",
+    "--layers",
+    "1",
+    "--embed-dim",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "2",
+    "--quiet",
+    "--sample-chars",
+    "20",
+]
 
 
 def task_with(text, **settings):
@@ -46,7 +61,9 @@ def test_hidden_state_is_carried_across_segments_until_reset():
 
 def test_carried_state_survives_a_state_dict_round_trip():
     model = CharLM(5, 4, 6, 1, "gru", 0.0)
-    model({"inputs": torch.zeros(2, 3, dtype=torch.long), "targets": torch.zeros(2, 3, dtype=torch.long), "reset": True})
+    model(
+        {"inputs": torch.zeros(2, 3, dtype=torch.long), "targets": torch.zeros(2, 3, dtype=torch.long), "reset": True}
+    )
     clone = CharLM(5, 4, 6, 1, "gru", 0.0)
     clone.load_state_dict(model.state_dict())
     assert torch.equal(clone.carried, model.carried)
@@ -87,8 +104,19 @@ def test_recipe_trains_reports_and_predicts(tmp_path):
     (tmp_path / "train.txt").write_text(text, encoding="utf-8")
     (tmp_path / "val.txt").write_text(text[:400], encoding="utf-8")
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "textgen", "--train-file", tmp_path / "train.txt", "--dev-file", tmp_path / "val.txt",
-                           "--output-dir", out, "--sample-prompts", "the |a", *TINY)
+    code, _, err = run_cli(
+        "train",
+        "textgen",
+        "--train-file",
+        tmp_path / "train.txt",
+        "--dev-file",
+        tmp_path / "val.txt",
+        "--output-dir",
+        out,
+        "--sample-prompts",
+        "the |a",
+        *TINY,
+    )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["dev"]) >= {"loss", "bpc", "perplexity"}
@@ -105,12 +133,16 @@ def test_recipe_trains_reports_and_predicts(tmp_path):
 
 def test_empty_text_is_an_error(tmp_path):
     (tmp_path / "empty.txt").write_text("", encoding="utf-8")
-    code, _, err = run_cli("train", "textgen", "--train-file", tmp_path / "empty.txt", "--output-dir", tmp_path / "o", *TINY)
+    code, _, err = run_cli(
+        "train", "textgen", "--train-file", tmp_path / "empty.txt", "--output-dir", tmp_path / "o", *TINY
+    )
     assert code == 2 and err.startswith(f"error: {tmp_path / 'empty.txt'}: the text is empty")
 
 
 def test_bidirectional_language_model_is_refused(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("bidirectional: true\n", encoding="utf-8")
-    code, _, err = run_cli("train", "textgen", "--config", config, "--train-file", "x.txt", "--output-dir", tmp_path / "out")
+    code, _, err = run_cli(
+        "train", "textgen", "--config", config, "--train-file", "x.txt", "--output-dir", tmp_path / "out"
+    )
     assert code == 2 and "reads left to right" in err

@@ -1,13 +1,11 @@
 import json
-
-import pytest
 import signal
 
+import pytest
 import torch
 
-from seqnlp.errors import SeqNLPError
-
 from seqnlp.config import RunConfig
+from seqnlp.errors import SeqNLPError
 from seqnlp.trainer import Trainer, TrainingError, lr_factor
 
 
@@ -48,11 +46,12 @@ def batches_for(x, y, seed, interrupt_at=None):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         epoch_batches = [{"x": x[i], "y": y[i], "num_tokens": len(i)} for i in order.split(8)]
         return CtrlCAt(epoch_batches, epoch * len(epoch_batches), interrupt_at) if interrupt_at else epoch_batches
+
     return batches
 
 
 def interrupted_run(tmp_path, config, step):
-    """A run stopped by Ctrl-C during ``step``: it finishes that step, writes a checkpoint and raises KeyboardInterrupt."""
+    """A run stopped by Ctrl-C during ``step``: it ends that step, writes a checkpoint, raises KeyboardInterrupt."""
     trainer, _ = make_trainer(tmp_path, config, interrupt_at=step)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
@@ -75,12 +74,16 @@ def make_trainer(tmp_path, config, interrupt_at=None):
 
         save_weights(model, directory / "model.safetensors")
 
-    trainer = Trainer(model, config, tmp_path, batches_for(x, y, config.seed, interrupt_at), evaluate, write_model, "neg_mse")
+    trainer = Trainer(
+        model, config, tmp_path, batches_for(x, y, config.seed, interrupt_at), evaluate, write_model, "neg_mse"
+    )
     return trainer, model
 
 
 def config(**kw):
-    return RunConfig(**{"epochs": 4, "lr": 0.05, "optimizer": "adam", "quiet": True, "patience": 0, "log_every": 1, **kw})
+    return RunConfig(
+        **{"epochs": 4, "lr": 0.05, "optimizer": "adam", "quiet": True, "patience": 0, "log_every": 1, **kw}
+    )
 
 
 def test_interrupted_then_resumed_run_equals_uninterrupted_run(tmp_path):
@@ -123,7 +126,7 @@ def test_best_model_and_checkpoint_are_written_and_log_has_every_epoch(tmp_path)
     trainer.fit()
     assert (tmp_path / "model" / "model.safetensors").exists()
     assert (tmp_path / "checkpoints" / "last" / "optimizer.safetensors").exists()
-    epochs = [json.loads(l) for l in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"dev"' in l]
+    epochs = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines() if '"dev"' in line]
     assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]
 
 
@@ -189,7 +192,9 @@ def test_averaged_weights_are_evaluated_and_saved_and_resume_exactly(tmp_path):
     full.fit()
     best = Regression()
     load_weights(best, tmp_path / "full" / "model" / "model.safetensors")
-    assert not torch.equal(best.layer.weight, full_model.layer.weight.cpu())  # the saved model is the average, not the last step
+    assert not torch.equal(
+        best.layer.weight, full_model.layer.weight.cpu()
+    )  # the saved model is the average, not the last step
     interrupted_run(tmp_path / "split", config(average_decay=0.9), step=13)
     resumed, _ = make_trainer(tmp_path / "split", config(average_decay=0.9))
     resumed.fit(resume=True)
@@ -203,7 +208,9 @@ def test_weights_in_one_flat_buffer_and_tied_weights_save_and_load(tmp_path):
 
     def tied_model(seed):
         torch.manual_seed(seed)
-        m = torch.nn.ModuleDict({"rnn": torch.nn.LSTM(3, 2), "embed": torch.nn.Embedding(5, 2), "out": torch.nn.Linear(2, 5)})
+        m = torch.nn.ModuleDict(
+            {"rnn": torch.nn.LSTM(3, 2), "embed": torch.nn.Embedding(5, 2), "out": torch.nn.Linear(2, 5)}
+        )
         m["out"].weight = m["embed"].weight
         return m
 
@@ -234,8 +241,15 @@ def test_an_unknown_or_absent_device_is_a_clear_error():
             pick_device("cuda")
 
 
-@pytest.mark.parametrize("argv, expected", [([], True), (["--no-bidirectional"], False), (["--bidirectional"], True),
-                                            (["--no-bidirectional", "--bidirectional"], True)])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], True),
+        (["--no-bidirectional"], False),
+        (["--bidirectional"], True),
+        (["--no-bidirectional", "--bidirectional"], True),
+    ],
+)
 def test_every_switch_has_both_spellings_whatever_its_default(argv, expected):
     import argparse
 

@@ -16,9 +16,22 @@ from tests.conftest import run_cli
 
 BOS, EOS, PAD = 2, 3, 0
 # A small translator; the switches are those of the full model (input feeding, separate embeddings).
-SMALL_SEQ2SEQ = dict(embed_dim=8, hidden=8, decoder_hidden=8, layers=1, decoder_layers=1, cell="lstm", bidirectional=True,
-                     attention="general", input_feed=True, dropout=0.0, label_smoothing=0.1, tie_embeddings=False,
-                     shared_vocab=False, cell_impl="fused")
+SMALL_SEQ2SEQ = dict(
+    embed_dim=8,
+    hidden=8,
+    decoder_hidden=8,
+    layers=1,
+    decoder_layers=1,
+    cell="lstm",
+    bidirectional=True,
+    attention="general",
+    input_feed=True,
+    dropout=0.0,
+    label_smoothing=0.1,
+    tie_embeddings=False,
+    shared_vocab=False,
+    cell_impl="fused",
+)
 
 
 def seq2seq(src_vocab, tgt_vocab, **settings):
@@ -46,16 +59,25 @@ def test_parallel_files_are_read_line_by_line(tmp_path):
 
 def test_parallel_lines_end_only_at_newlines(tmp_path):
     # U+2028, U+0085 and form feeds occur inside lines of crawled corpora: splitting at them would misalign the sides
-    prefix = write_pair(tmp_path, "train", "Ein\u2028Hund.\r\nZwei\x85Katzen\x0c sind da.\n", "A dog.\r\nTwo cats are there.\n")
+    prefix = write_pair(
+        tmp_path, "train", "Ein\u2028Hund.\r\nZwei\x85Katzen\x0c sind da.\n", "A dog.\r\nTwo cats are there.\n"
+    )
     pairs = read_parallel(prefix, "de", "en", "de", "en")
-    assert [(p.src, p.tgt) for p in pairs] == [("Ein\u2028Hund.", "A dog."), ("Zwei\x85Katzen\x0c sind da.", "Two cats are there.")]
+    assert [(p.src, p.tgt) for p in pairs] == [
+        ("Ein\u2028Hund.", "A dog."),
+        ("Zwei\x85Katzen\x0c sind da.", "Two cats are there."),
+    ]
 
 
 def test_line_count_mismatch_names_both_files(tmp_path):
     prefix = write_pair(tmp_path, "train", "Ein Hund.\nZwei Katzen.\nDrei.\n", "A dog.\nTwo cats.\n")
     with pytest.raises(DataError) as err:
         read_parallel(prefix, "de", "en", "de", "en")
-    assert str(err.value) == f"{prefix}.de:3: {prefix}.en ends after 2 lines but {prefix}.de goes on (parallel files must have the same number of lines)"
+    assert (
+        str(err.value)
+        == f"{prefix}.de:3: {prefix}.en ends after 2 lines but {prefix}.de goes on (parallel files must have the "
+        "same number of lines)"
+    )
 
 
 def test_empty_line_is_reported_with_file_and_line(tmp_path):
@@ -129,16 +151,31 @@ def exhaustive_best(table, max_len, alpha):
 def test_wide_beam_finds_the_exhaustive_optimum(seed):
     """Exact without a length penalty: a sentence stops once its best raw score is a finished hypothesis."""
     table = bigram_table(seed)
-    hyps = search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=60,
-                       max_lengths=torch.tensor([4]), bos=BOS, eos=EOS, alpha=0.0)
+    hyps = search(
+        BigramModel(table),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.tensor([1]),
+        beam=60,
+        max_lengths=torch.tensor([4]),
+        bos=BOS,
+        eos=EOS,
+        alpha=0.0,
+    )
     best, score = exhaustive_best(table, 4, 0.0)
     assert hyps[0][0][0] == best and hyps[0][0][1] == pytest.approx(score, abs=1e-5)
 
 
 def test_beam_one_is_greedy_and_n_best_is_sorted():
     table = bigram_table(3)
-    greedy = search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=1,
-                         max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
+    greedy = search(
+        BigramModel(table),
+        torch.zeros(2, 1, dtype=torch.long),
+        torch.tensor([1, 1]),
+        beam=1,
+        max_lengths=torch.tensor([6, 6]),
+        bos=BOS,
+        eos=EOS,
+    )
     token, expected = BOS, []
     for _ in range(5):
         token = int(table[token].argmax())
@@ -146,8 +183,16 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
             break
         expected.append(token)
     assert greedy[0][0][0] == expected == greedy[1][0][0]
-    nbest = search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
-                        max_lengths=torch.tensor([6]), bos=BOS, eos=EOS, n_best=3)[0]
+    nbest = search(
+        BigramModel(table),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.tensor([1]),
+        beam=4,
+        max_lengths=torch.tensor([6]),
+        bos=BOS,
+        eos=EOS,
+        n_best=3,
+    )[0]
     assert len(nbest) == 3 and [s for _, s in nbest] == sorted((s for _, s in nbest), reverse=True)
 
 
@@ -155,8 +200,17 @@ def test_beam_one_is_greedy_and_n_best_is_sorted():
 def test_each_hypothesis_score_is_its_log_probability_over_the_length_penalty_of_its_length(alpha):
     """Length: the hypothesis's tokens and its EOS; hypotheses of one sentence finish at different steps."""
     table = bigram_table(5)
-    nbest = search(BigramModel(table), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1]), beam=4,
-                        max_lengths=torch.tensor([7]), bos=BOS, eos=EOS, alpha=alpha, n_best=4)[0]
+    nbest = search(
+        BigramModel(table),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.tensor([1]),
+        beam=4,
+        max_lengths=torch.tensor([7]),
+        bos=BOS,
+        eos=EOS,
+        alpha=alpha,
+        n_best=4,
+    )[0]
     assert len({len(ids) for ids, _ in nbest}) > 1
     for ids, score in nbest:
         tokens = [BOS, *ids, EOS]
@@ -168,8 +222,15 @@ def test_search_normalises_the_models_logits():
     """``next_logits`` may return unnormalised scores: shifting each row by a constant changes nothing."""
     table = bigram_table(4)
     shifted = table + torch.randn(table.size(0), 1) * 5
-    args = dict(src=torch.zeros(1, 1, dtype=torch.long), src_lengths=torch.tensor([1]), beam=3, max_lengths=torch.tensor([6]),
-                bos=BOS, eos=EOS, n_best=3)
+    args = dict(
+        src=torch.zeros(1, 1, dtype=torch.long),
+        src_lengths=torch.tensor([1]),
+        beam=3,
+        max_lengths=torch.tensor([6]),
+        bos=BOS,
+        eos=EOS,
+        n_best=3,
+    )
     expected = search(BigramModel(table), **args)[0]
     got = search(BigramModel(shifted), **args)[0]
     assert [ids for ids, _ in got] == [ids for ids, _ in expected]
@@ -207,10 +268,20 @@ def test_sentences_leaving_the_batch_early_do_not_change_any_result():
     model = PerSentenceBigramModel(tables)
     src = torch.tensor([[0], [1], [2], [3]])
     max_lengths = torch.tensor([3, 7, 5, 6])
-    together = search(model, src, torch.ones(4, dtype=torch.long), beam=3, max_lengths=max_lengths, bos=BOS, eos=EOS, n_best=2)
+    together = search(
+        model, src, torch.ones(4, dtype=torch.long), beam=3, max_lengths=max_lengths, bos=BOS, eos=EOS, n_best=2
+    )
     for i in range(4):
-        alone = search(model, src[i : i + 1], torch.ones(1, dtype=torch.long), beam=3, max_lengths=max_lengths[i : i + 1],
-                            bos=BOS, eos=EOS, n_best=2)
+        alone = search(
+            model,
+            src[i : i + 1],
+            torch.ones(1, dtype=torch.long),
+            beam=3,
+            max_lengths=max_lengths[i : i + 1],
+            bos=BOS,
+            eos=EOS,
+            n_best=2,
+        )
         assert together[i] == alone[0]
 
 
@@ -218,8 +289,15 @@ def test_maximum_length_is_enforced_per_sentence():
     table = torch.full((6, 6), -10.0)
     table[:, 4] = 0.0  # token 4 forever: only the length limit ends it
     table = table.log_softmax(1)
-    hyps = search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
-                       max_lengths=torch.tensor([3, 5]), bos=BOS, eos=EOS)
+    hyps = search(
+        BigramModel(table),
+        torch.zeros(2, 1, dtype=torch.long),
+        torch.tensor([1, 1]),
+        beam=2,
+        max_lengths=torch.tensor([3, 5]),
+        bos=BOS,
+        eos=EOS,
+    )
     assert hyps[0][0][0] == [4, 4] and hyps[1][0][0] == [4, 4, 4, 4]
 
 
@@ -243,7 +321,11 @@ def test_checkpoints_are_selected_by_the_bleu_of_the_decoding_beam(monkeypatch):
 
     task = TranslateTask(TranslateConfig(beam=4))
     beams = []
-    monkeypatch.setattr(task, "translate", lambda model, sentences, beam: beams.append(beam) or [[("A dog runs.", 0.0)]] * len(sentences))
+    monkeypatch.setattr(
+        task,
+        "translate",
+        lambda model, sentences, beam: beams.append(beam) or [[("A dog runs.", 0.0)]] * len(sentences),
+    )
     pairs = [SentencePair("Ein Hund läuft.", "A dog runs.", "val:1")]
     assert task.evaluate(None, pairs, selection=True)["bleu"] == pytest.approx(100.0)
     task.config.selection_beam = 1  # greedy selection, for large dev sets
@@ -274,8 +356,16 @@ def test_coverage_penalty_prefers_the_hypothesis_that_attends_to_every_source_po
     table[1, [1, EOS]] = torch.tensor([0.99, 0.01]).log()  # [1, 1, ...] stays open to the length limit
     table[EOS, EOS] = 0.0
     focus = torch.tensor([0, 0, 0, 1, 1, 0])  # position attended to when each token is fed (BOS -> 0)
-    args = dict(src=torch.zeros(1, 2, dtype=torch.long), src_lengths=torch.tensor([2]), beam=3, max_lengths=torch.tensor([4]),
-                bos=BOS, eos=EOS, alpha=0.0, n_best=3)
+    args = dict(
+        src=torch.zeros(1, 2, dtype=torch.long),
+        src_lengths=torch.tensor([2]),
+        beam=3,
+        max_lengths=torch.tensor([4]),
+        bos=BOS,
+        eos=EOS,
+        alpha=0.0,
+        n_best=3,
+    )
     plain = search(AttendingBigramModel(table, focus), **args)[0]
     assert [ids for ids, _ in plain[:2]] == [[5], [4]]
     covered = search(AttendingBigramModel(table, focus), **args, beta=0.1)[0]
@@ -284,15 +374,32 @@ def test_coverage_penalty_prefers_the_hypothesis_that_attends_to_every_source_po
     assert covered[1][1] == pytest.approx(math.log(0.5) + 0.1 * math.log(1e-6))  # position 1 never attended
 
 
-TINY = ["--embed-dim", "16", "--hidden", "16", "--decoder-hidden", "16", "--vocab-size", "60", "--batch-size", "8",
-        "--epochs", "2", "--beam", "3", "--quiet"]
+TINY = [
+    "--embed-dim",
+    "16",
+    "--hidden",
+    "16",
+    "--decoder-hidden",
+    "16",
+    "--vocab-size",
+    "60",
+    "--batch-size",
+    "8",
+    "--epochs",
+    "2",
+    "--beam",
+    "3",
+    "--quiet",
+]
 
 
 @pytest.fixture
 def parallel(tmp_path):
     de = ["Ein Hund läuft.", "Eine Frau liest.", "Zwei Männer laufen.", "Ein Kind spielt."] * 6
     en = ["A dog runs.", "A woman reads.", "Two men run.", "A child plays."] * 6
-    return write_pair(tmp_path, "train", "\n".join(de) + "\n", "\n".join(en) + "\n"), write_pair(tmp_path, "val", "\n".join(de[:4]) + "\n", "\n".join(en[:4]) + "\n")
+    return write_pair(tmp_path, "train", "\n".join(de) + "\n", "\n".join(en) + "\n"), write_pair(
+        tmp_path, "val", "\n".join(de[:4]) + "\n", "\n".join(en[:4]) + "\n"
+    )
 
 
 def test_recipe_trains_scores_with_sacrebleu_and_translates(tmp_path, parallel):
@@ -312,7 +419,9 @@ def test_recipe_trains_scores_with_sacrebleu_and_translates(tmp_path, parallel):
     code, stdout, err = run_cli("predict", out / "model", inputs, "--beam", "2")
     assert code == 0, err
     assert len(stdout.splitlines()) == 2 and "▁" not in stdout
-    code, stdout, err = run_cli("predict", out / "model", inputs, "--beam", "3", "--set", "n_best=2", "--set", "coverage_penalty=0")
+    code, stdout, err = run_cli(
+        "predict", out / "model", inputs, "--beam", "3", "--set", "n_best=2", "--set", "coverage_penalty=0"
+    )
     assert code == 0, err
     assert [line.count(" ||| ") for line in stdout.splitlines()] == [2, 2]  # two scored translations per input
 
@@ -322,7 +431,22 @@ def test_models_saved_before_the_coverage_penalty_decode_without_it(tmp_path, pa
 
     train, _ = parallel
     out = tmp_path / "run"
-    assert run_cli("train", "translate", "--train-file", train, "--output-dir", out, *TINY, "--epochs", "1", "--coverage-penalty", "0.15")[0] == 0
+    assert (
+        run_cli(
+            "train",
+            "translate",
+            "--train-file",
+            train,
+            "--output-dir",
+            out,
+            *TINY,
+            "--epochs",
+            "1",
+            "--coverage-penalty",
+            "0.15",
+        )[0]
+        == 0
+    )
     assert load_model_dir(out / "model")[0].config.coverage_penalty == 0.15
     config_file = out / "model" / "config.json"
     saved = json.loads(config_file.read_text())
@@ -333,13 +457,32 @@ def test_models_saved_before_the_coverage_penalty_decode_without_it(tmp_path, pa
 
 def test_hf_translation_dict_column(tmp_path):
     datasets = pytest.importorskip("datasets")
-    rows = {"translation": [{"de": "Ein Hund läuft.", "en": "A dog runs."}, {"de": "Eine Frau liest.", "en": "A woman reads."}] * 8}
+    rows = {
+        "translation": [
+            {"de": "Ein Hund läuft.", "en": "A dog runs."},
+            {"de": "Eine Frau liest.", "en": "A woman reads."},
+        ]
+        * 8
+    }
     split = datasets.Dataset.from_dict(rows)
     datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(tmp_path / "wmt-like"))
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--output-dir", out, *TINY, "--epochs", "1")
+    code, _, err = run_cli(
+        "train", "translate", "--dataset", tmp_path / "wmt-like", "--output-dir", out, *TINY, "--epochs", "1"
+    )
     assert code == 0, err
-    code, _, err = run_cli("train", "translate", "--dataset", tmp_path / "wmt-like", "--src-lang", "fr", "--output-dir", out, "--overwrite", *TINY)
+    code, _, err = run_cli(
+        "train",
+        "translate",
+        "--dataset",
+        tmp_path / "wmt-like",
+        "--src-lang",
+        "fr",
+        "--output-dir",
+        out,
+        "--overwrite",
+        *TINY,
+    )
     assert code == 2 and "has no language 'fr' (has: de, en)" in err
 
 
@@ -347,8 +490,16 @@ def test_minimum_length_keeps_hypotheses_open():
     table = torch.full((6, 6), -10.0)
     table[:, EOS] = 0.0  # EOS at once, unless forbidden
     table = table.log_softmax(1)
-    hyps = search(BigramModel(table), torch.zeros(2, 1, dtype=torch.long), torch.tensor([1, 1]), beam=2,
-                       max_lengths=torch.tensor([9, 9]), bos=BOS, eos=EOS, min_lengths=torch.tensor([1, 4]))
+    hyps = search(
+        BigramModel(table),
+        torch.zeros(2, 1, dtype=torch.long),
+        torch.tensor([1, 1]),
+        beam=2,
+        max_lengths=torch.tensor([9, 9]),
+        bos=BOS,
+        eos=EOS,
+        min_lengths=torch.tensor([1, 4]),
+    )
     assert hyps[0][0][0] == [] and len(hyps[1][0][0]) == 3
 
 
@@ -357,23 +508,31 @@ def test_output_layer_scores_only_the_target_side_subwords():
     allowed = [EOS, 5, 7, 9]
     model = seq2seq(12, 12, embed_dim=8, hidden=8, decoder_hidden=8, dropout=0.0, output_ids=allowed, unk_id=1)
     src = torch.tensor([[4, 6, 8], [6, 8, PAD]])
-    batch = {"src": src, "src_lengths": torch.tensor([3, 2]), "tgt_in": torch.tensor([[BOS, 5, 7], [BOS, 9, PAD]]),
-             "tgt_out": torch.tensor([[5, 7, EOS], [9, EOS, PAD]])}
+    batch = {
+        "src": src,
+        "src_lengths": torch.tensor([3, 2]),
+        "tgt_in": torch.tensor([[BOS, 5, 7], [BOS, 9, PAD]]),
+        "tgt_out": torch.tensor([[5, 7, EOS], [9, EOS, PAD]]),
+    }
     model(batch).backward()
     touched = (model.out.bias.grad != 0).nonzero().squeeze(1).tolist()
     assert touched == sorted([1, *allowed])  # the unknown subword stays an output: unseen targets map to it
     model.eval()
-    hyps = search(model.decoder(), src, batch["src_lengths"], beam=3, max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS)
+    hyps = search(
+        model.decoder(), src, batch["src_lengths"], beam=3, max_lengths=torch.tensor([6, 6]), bos=BOS, eos=EOS
+    )
     assert all(set(ids) <= {1, *allowed} for nbest in hyps for ids, _ in nbest)
 
 
 @pytest.mark.parametrize("shared_vocab", [True, False])
 def test_embeddings_start_at_the_scale_of_their_dimension_with_zero_padding(shared_vocab):
     torch.manual_seed(0)
-    model = seq2seq(400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, shared_vocab=shared_vocab, pad_id=PAD)
+    model = seq2seq(
+        400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, shared_vocab=shared_vocab, pad_id=PAD
+    )
     for embedding in (model.src_embed, model.tgt_embed):
         assert embedding.weight[PAD].abs().sum() == 0
-        assert embedding.weight[PAD + 1 :].std().item() == pytest.approx(64 ** -0.5, rel=0.05)  # PyTorch's default: 1
+        assert embedding.weight[PAD + 1 :].std().item() == pytest.approx(64**-0.5, rel=0.05)  # PyTorch's default: 1
     assert model.out.weight is model.tgt_embed.weight
 
 
@@ -383,7 +542,9 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
     """The step loop feeds precomputed embedding gates to the functional cell and mixes precomputed attention
     values; the result is the plain nn cell's, and Luong's ``tanh(W_c [h; context])`` over the encoder states."""
     torch.manual_seed(0)
-    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
+    model = seq2seq(
+        12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0
+    ).eval()
     src, lengths = torch.tensor([[4, 6, 8]]), torch.tensor([3])
     enc = model.encode(src, lengths, model.step_weights())
     tokens = torch.tensor([5])
@@ -407,8 +568,7 @@ def test_decoder_step_equals_the_torch_cell_it_is_built_from(cell, input_feed):
 @pytest.mark.parametrize("per_row_gates", [False, True])
 def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_gates):
     """LSTM and Elman steps take ``[x; h] @ [W_ih | W_hh]^T`` in one product; per-row gates replace the summed bias."""
-    from seqnlp.nn.cells import cell_step
-    from seqnlp.nn.cells import CELL_CLASSES
+    from seqnlp.nn.cells import CELL_CLASSES, cell_step
     from seqnlp.nn.products import DenseProduct
 
     torch.manual_seed(0)
@@ -416,7 +576,9 @@ def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_ga
     size = CELL_CLASSES[cell].gates * hidden
     x, h, c = torch.randn(rows, 5), torch.randn(rows, hidden), torch.randn(rows, hidden)
     weight_ih, weight_hh, bias_hh = torch.randn(size, 5), torch.randn(size, hidden), torch.randn(size)
-    bias_ih = torch.randn(rows, size) if per_row_gates else torch.randn(size)  # PyTorch's CPU cells add a [N, G] bias row by row
+    bias_ih = (
+        torch.randn(rows, size) if per_row_gates else torch.randn(size)
+    )  # PyTorch's CPU cells add a [N, G] bias row by row
     state = (h, c) if cell == "lstm" else (h,)
     joint = DenseProduct(torch.cat([weight_ih, weight_hh], dim=1), None if per_row_gates else bias_ih + bias_hh)
     stepped = cell_step(cell, x, state, (joint,), bias_ih + bias_hh if per_row_gates else None)
@@ -430,14 +592,20 @@ def test_joint_product_cell_step_equals_the_torch_cell_function(cell, per_row_ga
 
 @pytest.mark.parametrize("step_input", [5, 0])
 def test_gru_cell_step_equals_the_torch_cell_function(step_input):
-    """A GRU step keeps its input and recurrent products apart; per-row gates replace the input bias; no step input, no input product."""
+    """A GRU step keeps its input and recurrent products apart; per-row gates replace the input bias; no step input, no
+    input product."""
     from seqnlp.nn.cells import cell_step
     from seqnlp.nn.products import DenseProduct
 
     torch.manual_seed(0)
     hidden, rows = 4, 3
     x, h = torch.randn(rows, step_input), torch.randn(rows, hidden)
-    weight_ih, weight_hh, gates, bias_hh = torch.randn(3 * hidden, step_input), torch.randn(3 * hidden, hidden), torch.randn(rows, 3 * hidden), torch.randn(3 * hidden)
+    weight_ih, weight_hh, gates, bias_hh = (
+        torch.randn(3 * hidden, step_input),
+        torch.randn(3 * hidden, hidden),
+        torch.randn(rows, 3 * hidden),
+        torch.randn(3 * hidden),
+    )
     input_product = DenseProduct(weight_ih) if step_input else None
     (stepped,) = cell_step("gru", x, (h,), (input_product, DenseProduct(weight_hh, bias_hh)), gates)
     assert torch.allclose(stepped, torch.gru_cell(x, h, weight_ih, weight_hh, gates, bias_hh), atol=1e-6)
@@ -462,7 +630,17 @@ def test_int8_decoding_scores_next_subwords_like_float_decoding(cell, input_feed
     from seqnlp.nn.products import Int8Product
 
     torch.manual_seed(0)
-    model = seq2seq(12, 12, embed_dim=16, hidden=16, decoder_hidden=16, decoder_layers=2, cell=cell, input_feed=input_feed, dropout=0.0).eval()
+    model = seq2seq(
+        12,
+        12,
+        embed_dim=16,
+        hidden=16,
+        decoder_hidden=16,
+        decoder_layers=2,
+        cell=cell,
+        input_feed=input_feed,
+        dropout=0.0,
+    ).eval()
     src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
     decoder = model.decoder()
     exact, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
@@ -505,8 +683,18 @@ def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_q
 @pytest.mark.parametrize("attention", ["general", "additive"])
 def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, attention):
     torch.manual_seed(0)
-    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, decoder_layers=2, cell=cell, attention=attention,
-                    input_feed=False, dropout=0.0).eval()
+    model = seq2seq(
+        12,
+        12,
+        embed_dim=6,
+        hidden=5,
+        decoder_hidden=4,
+        decoder_layers=2,
+        cell=cell,
+        attention=attention,
+        input_feed=False,
+        dropout=0.0,
+    ).eval()
     src, lengths = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2])
     tgt_in = torch.tensor([[BOS, 5, 7, 9], [BOS, 9, 5, PAD]])
     fused = model.teacher_forced(tgt_in, model.encode(src, lengths, model.step_weights()))
@@ -537,8 +725,10 @@ def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
     from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 
     words = ["Hund", "Katze", "Kinder", "spielen", "laufen", "schnell", "langsam", "Garten", "Straße", "Wasser"]
-    pairs = [SentencePair(f"Die {a} {b} im {c}.", f"The {a} {b} in the {c}.", f"train:{i}")
-             for i, (a, b, c) in enumerate(itertools.product(words, words[3:7], words[7:]))]
+    pairs = [
+        SentencePair(f"Die {a} {b} im {c}.", f"The {a} {b} in the {c}.", f"train:{i}")
+        for i, (a, b, c) in enumerate(itertools.product(words, words[3:7], words[7:]))
+    ]
     task = TranslateTask(TranslateConfig(vocab_size=60, subword_sampling=0.1))
     task.build_vocabularies(pairs)
     items = task.prepare(pairs)
@@ -555,13 +745,21 @@ def test_long_inputs_are_translated_whole(monkeypatch):
     from seqnlp.data.parallel import SentencePair
     from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 
-    pairs = [SentencePair("Ein Hund läuft.", "A dog runs.", "train:1"), SentencePair("Eine Frau liest.", "A woman reads.", "train:2")] * 4
+    pairs = [
+        SentencePair("Ein Hund läuft.", "A dog runs.", "train:1"),
+        SentencePair("Eine Frau liest.", "A woman reads.", "train:2"),
+    ] * 4
     task = TranslateTask(TranslateConfig(vocab_size=40, max_tokens=4, embed_dim=8, hidden=8, decoder_hidden=8))
     task.build_vocabularies(pairs)
     source = " ".join(["Ein Hund läuft."] * 10)  # far beyond twice the training cut of 4 subwords
     searched = []
-    monkeypatch.setattr(translate_module, "beam_search", lambda model, src, lengths, **options: searched.append(
-        (lengths.tolist(), options["max_lengths"].tolist())) or [[([], 0.0)]] * len(src))
+    monkeypatch.setattr(
+        translate_module,
+        "beam_search",
+        lambda model, src, lengths, **options: (
+            searched.append((lengths.tolist(), options["max_lengths"].tolist())) or [[([], 0.0)]] * len(src)
+        ),
+    )
     task.translate(task.build_model(), [source])
     length = len(task.src_sp.encode(source))
     assert searched == [([length], [int(length * task.config.max_len_ratio) + 5])]

@@ -13,7 +13,7 @@ from seqnlp.errors import DataError, shorten
 class TaggedSentence:
     tokens: list[str]
     tags: list[str]
-    source: str = ""   # "FILE:LINE" of the sentence's first token, for error messages
+    source: str = ""  # "FILE:LINE" of the sentence's first token, for error messages
 
 
 def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = "iob2") -> list[TaggedSentence]:
@@ -43,7 +43,11 @@ def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = 
             flush()
             continue
         if len(columns) < 2:
-            raise DataError(f"expected a token and a tag separated by whitespace, found one column {shorten(line.strip())!r}", path, number)
+            raise DataError(
+                f"expected a token and a tag separated by whitespace, found one column {shorten(line.strip())!r}",
+                path,
+                number,
+            )
         if width is None:
             width = len(columns)
         elif len(columns) != width:
@@ -51,7 +55,9 @@ def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = 
         try:
             token, tag = columns[token_column], columns[tag_column]
         except IndexError:
-            raise DataError(f"no column {max(token_column, tag_column)} (the line has {len(columns)})", path, number) from None
+            raise DataError(
+                f"no column {max(token_column, tag_column)} (the line has {len(columns)})", path, number
+            ) from None
         try:
             tagging.split_tag(tag)
         except ValueError as err:

@@ -6,7 +6,14 @@ import os
 
 from seqnlp.errors import DataError
 
-_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".txt": "text"}
+_FILE_BUILDERS = {
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".txt": "text",
+}
 
 
 def load(name_or_path: str, config: str | None = None):
@@ -24,13 +31,18 @@ def load(name_or_path: str, config: str | None = None):
     source = name_or_path
     try:
         if os.path.isdir(source) and (
-            os.path.exists(os.path.join(source, "dataset_dict.json")) or os.path.exists(os.path.join(source, "state.json"))
+            os.path.exists(os.path.join(source, "dataset_dict.json"))
+            or os.path.exists(os.path.join(source, "state.json"))
         ):
             return datasets.load_from_disk(source)
         if os.path.isfile(source):
             extension = os.path.splitext(source)[1].lower()
             if extension not in _FILE_BUILDERS:
-                raise DataError(f"cannot load a dataset from a {extension or 'extensionless'} file (use json, jsonl, csv, tsv, parquet or txt)", source)
+                raise DataError(
+                    f"cannot load a dataset from a {extension or 'extensionless'} file (use json, jsonl, csv, tsv, "
+                    "parquet or txt)",
+                    source,
+                )
             kwargs = {"delimiter": "\t"} if extension == ".tsv" else {}
             return datasets.load_dataset(_FILE_BUILDERS[extension], data_files=source, split="train", **kwargs)
         return datasets.load_dataset(source, config)

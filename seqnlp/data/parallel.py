@@ -14,7 +14,7 @@ from seqnlp.errors import DataError
 class SentencePair:
     src: str
     tgt: str
-    source: str = ""   # "FILE:LINE" of the source side
+    source: str = ""  # "FILE:LINE" of the source side
 
 
 def read_parallel_files(prefix: str, src_lang: str, tgt_lang: str) -> list[SentencePair]:
@@ -23,8 +23,12 @@ def read_parallel_files(prefix: str, src_lang: str, tgt_lang: str) -> list[Sente
     src_lines, tgt_lines = read_text_lines(src_path), read_text_lines(tgt_path)
     if len(src_lines) != len(tgt_lines):
         shorter, longer = (src_path, tgt_path) if len(src_lines) < len(tgt_lines) else (tgt_path, src_path)
-        raise DataError(f"{shorter} ends after {min(len(src_lines), len(tgt_lines))} lines but {longer} goes on "
-                        f"(parallel files must have the same number of lines)", longer, min(len(src_lines), len(tgt_lines)) + 1)
+        raise DataError(
+            f"{shorter} ends after {min(len(src_lines), len(tgt_lines))} lines but {longer} goes on "
+            f"(parallel files must have the same number of lines)",
+            longer,
+            min(len(src_lines), len(tgt_lines)) + 1,
+        )
     pairs = []
     for number, (src, tgt) in enumerate(zip(src_lines, tgt_lines), start=1):
         for path, text in ((src_path, src), (tgt_path, tgt)):
@@ -53,5 +57,7 @@ def read_parallel(path: str, src_lang: str, tgt_lang: str, src_column: str, tgt_
         table_format(path)  # raises for anything that is not a table
         return read_parallel_table(path, src_column, tgt_column)
     if not os.path.exists(f"{path}.{src_lang}"):
-        raise DataError(f"no file {path}.{src_lang} (give a prefix with --src-lang/--tgt-lang, or a .tsv/.jsonl table)", path)
+        raise DataError(
+            f"no file {path}.{src_lang} (give a prefix with --src-lang/--tgt-lang, or a .tsv/.jsonl table)", path
+        )
     return read_parallel_files(path, src_lang, tgt_lang)

@@ -43,7 +43,11 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
         return records
     # The TSV reader does not treat quotes specially: tokenized corpora (SST-2) contain bare quotes.
     text = read_text(path)
-    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE) if kind == "tsv" else csv.reader(io.StringIO(text))
+    reader = (
+        csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
+        if kind == "tsv"
+        else csv.reader(io.StringIO(text))
+    )
     try:
         header = next(reader)
     except StopIteration:
@@ -53,7 +57,9 @@ def read_records(path, columns: Sequence[str]) -> list[tuple[int, dict]]:
     header = [h.strip() for h in header]
     missing = [c for c in columns if c not in header]
     if missing:
-        raise DataError(f"no column {shorten(repr(missing[0]))} in the header (columns: {shorten(', '.join(header))})", path, 1)
+        raise DataError(
+            f"no column {shorten(repr(missing[0]))} in the header (columns: {shorten(', '.join(header))})", path, 1
+        )
     positions = [header.index(c) for c in columns]
     try:
         for row in reader:
@@ -90,10 +96,14 @@ def pick_column(path: str, candidates: Sequence[str]) -> str:
         names = [str(n) for n in first_row] if isinstance(first_row, dict) else []
     else:
         try:
-            names = [h.strip() for h in next(csv.reader([first], delimiter="\t" if table_format(path) == "tsv" else ","), [])]
+            names = [
+                h.strip() for h in next(csv.reader([first], delimiter="\t" if table_format(path) == "tsv" else ","), [])
+            ]
         except csv.Error:
             names = []
     for name in candidates:
         if name in names:
             return name
-    raise DataError(f"no column named {' or '.join(map(repr, candidates))} (columns: {shorten(', '.join(names))})", path, 1)
+    raise DataError(
+        f"no column named {' or '.join(map(repr, candidates))} (columns: {shorten(', '.join(names))})", path, 1
+    )

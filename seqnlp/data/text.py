@@ -37,7 +37,9 @@ def _decoded_lines(handle, name: str) -> Iterator[str]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise DataError(f"invalid UTF-8 byte 0x{raw[err.start]:02x} (the file must be UTF-8)", name, number) from None
+            raise DataError(
+                f"invalid UTF-8 byte 0x{raw[err.start]:02x} (the file must be UTF-8)", name, number
+            ) from None
         if number == 1:
             line = line.removeprefix("\ufeff")
         yield line.removesuffix("\n").removesuffix("\r")

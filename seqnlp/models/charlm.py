@@ -18,12 +18,21 @@ class CharLM(nn.Module):
     The carried state is part of the module's extra state, so a checkpoint resumes exactly.
     """
 
-    def __init__(self, num_chars: int, embed_dim: int = 64, hidden: int = 512, layers: int = 2, cell: str = "lstm",
-                 dropout: float = 0.2):
+    def __init__(
+        self,
+        num_chars: int,
+        embed_dim: int = 64,
+        hidden: int = 512,
+        layers: int = 2,
+        cell: str = "lstm",
+        dropout: float = 0.2,
+    ):
         super().__init__()
         self.cell = cell
         self.embed = nn.Embedding(num_chars, embed_dim)
-        self.rnn = CELLS[cell](embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        self.rnn = CELLS[cell](
+            embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
+        )
         self.drop = LockedDropout(dropout)
         self.out = nn.Linear(hidden, num_chars)
         self.carried = None
@@ -49,8 +58,15 @@ class CharLM(nn.Module):
             self.carried = None
             return
         states = 2 if self.cell == "lstm" else 1
-        if value.dim() != 4 or value.shape[0] != states or value.shape[1] != self.rnn.num_layers or value.shape[3] != self.rnn.hidden_size:
-            raise ValueError(f"carried state of shape {list(value.shape)} does not fit a {self.rnn.num_layers}-layer {self.cell}")
+        if (
+            value.dim() != 4
+            or value.shape[0] != states
+            or value.shape[1] != self.rnn.num_layers
+            or value.shape[3] != self.rnn.hidden_size
+        ):
+            raise ValueError(
+                f"carried state of shape {list(value.shape)} does not fit a {self.rnn.num_layers}-layer {self.cell}"
+            )
         if self.cell == "lstm":
             self.carried = (value[0].contiguous(), value[1].contiguous())
         else:
@@ -70,9 +86,18 @@ class CharLM(nn.Module):
         return total, count
 
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]], length: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, banned: tuple[int, ...] = (0, 1)) -> list[list[int]]:
-        """Sample ``length`` characters after each prompt, all prompts in one batch; ``banned`` ids (padding, unknown) are never drawn."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        length: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        banned: tuple[int, ...] = (0, 1),
+    ) -> list[list[int]]:
+        """Sample ``length`` characters after each prompt, all prompts in one batch; ``banned`` ids (padding, unknown)
+        are never drawn."""
         device = self.out.weight.device
         state = None
         last = torch.empty(len(prompts), self.out.out_features, device=device)
@@ -88,9 +113,9 @@ class CharLM(nn.Module):
         out = []
         banned = torch.tensor(banned, dtype=torch.long, device=device)
         for _ in range(length):
-            nxt = sample(last.index_fill(1, banned, float("-inf")), temperature, top_k, top_p, generator)
-            out.append(nxt)
-            logits, state = self.step(nxt.unsqueeze(1), state)
+            next_chars = sample(last.index_fill(1, banned, float("-inf")), temperature, top_k, top_p, generator)
+            out.append(next_chars)
+            logits, state = self.step(next_chars.unsqueeze(1), state)
             last = logits[:, 0]
         return torch.stack(out, dim=1).tolist() if out else [[] for _ in prompts]
 
@@ -103,8 +128,11 @@ def _where_state(active, new, old):
     return torch.where(active.unsqueeze(0), new, old)
 
 
-def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None) -> torch.Tensor:
-    """One id per row from ``logits[B, V]`` with temperature, top-k and nucleus (top-p) filtering; temperature 0 is greedy."""
+def sample(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None
+) -> torch.Tensor:
+    """One id per row from ``logits[B, V]`` with temperature, top-k and nucleus (top-p) filtering; temperature 0 is
+    greedy."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature

@@ -79,7 +79,7 @@ class StepWeights:
 class Hypotheses:
     """What a search carries from step to step: the sentences' memory, the hypotheses' states, the step weights.
 
-    It offers what ``seqnlp.nn.beam.beam_search`` asks of a state: ``expand``, ``select``, ``reorder`` and ``attention``.
+    It offers what ``seqnlp.nn.beam.beam_search`` asks of a state: ``expand``, ``select``, ``reorder``, ``attention``.
     """
 
     memory: SourceMemory
@@ -113,7 +113,9 @@ class Hypotheses:
 FUSED_LAYERS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
 
 
-def fused_layers(cell: str, x: torch.Tensor, hx, weights: list[torch.Tensor], dropout: float, training: bool) -> torch.Tensor:
+def fused_layers(
+    cell: str, x: torch.Tensor, hx, weights: list[torch.Tensor], dropout: float, training: bool
+) -> torch.Tensor:
     """Outputs ``[B, T, H]`` of the stacked cells over every step of ``x`` ``[B, T, E]`` in one fused kernel.
 
     cuDNN wants an RNN's weights in one flat buffer: given the cells' own tensors, it copies them into
@@ -192,7 +194,9 @@ class Seq2Seq(nn.Module):
     def step_weights(self) -> StepWeights:
         """The current weights in step form, differentiable (training and plain evaluation)."""
         hidden = self.cells[0].hidden_size
-        return StepWeights(self._layer_products(DenseProduct), self.combine.weight[:, :hidden], self._projection(DenseProduct))
+        return StepWeights(
+            self._layer_products(DenseProduct), self.combine.weight[:, :hidden], self._projection(DenseProduct)
+        )
 
     @torch.no_grad()
     def decoding_weights(self, int8: bool = False) -> StepWeights:
@@ -201,13 +205,17 @@ class Seq2Seq(nn.Module):
         ``int8``: on CPU, the decoder cells' and output layer's products multiply in int8
         (``seqnlp.nn.products``): those products are most of a step there.
         """
-        make = partial(decoding_product, int8=int8)
+        make_product = partial(decoding_product, int8=int8)
         hidden = self.cells[0].hidden_size
-        return StepWeights(self._layer_products(make), self.combine.weight[:, :hidden], self._projection(make),
-                           gate_table=self.input_gates(self.tgt_embed.weight))
+        return StepWeights(
+            self._layer_products(make_product),
+            self.combine.weight[:, :hidden],
+            self._projection(make_product),
+            gate_table=self.input_gates(self.tgt_embed.weight),
+        )
 
-    def _layer_products(self, make: Callable[..., Product]) -> list[tuple[Product | None, ...]]:
-        """Each decoder layer's products in ``cell_step``'s form, each ``make(weight, bias)``.
+    def _layer_products(self, make_product: Callable[..., Product]) -> list[tuple[Product | None, ...]]:
+        """Each decoder layer's products in ``cell_step``'s form, each ``make_product(weight, bias)``.
 
         The first layer's step input is the input-feeding vector (or nothing): its embedding share and
         biases come with the embedding gates (``input_gates``).
@@ -218,15 +226,15 @@ class Seq2Seq(nn.Module):
             weight_ih = cell.weight_ih[:, self.embed_dim :] if first else cell.weight_ih
             if self.cell in JOINT_PRODUCT_CELLS:
                 joint_bias = None if first else cell.bias_ih + cell.bias_hh
-                layers.append((make(torch.cat([weight_ih, cell.weight_hh], dim=1), joint_bias),))
+                layers.append((make_product(torch.cat([weight_ih, cell.weight_hh], dim=1), joint_bias),))
             else:
-                input_product = make(weight_ih, None if first else cell.bias_ih) if weight_ih.size(1) else None
-                layers.append((input_product, make(cell.weight_hh, cell.bias_hh)))
+                input_product = make_product(weight_ih, None if first else cell.bias_ih) if weight_ih.size(1) else None
+                layers.append((input_product, make_product(cell.weight_hh, cell.bias_hh)))
         return layers
 
-    def _projection(self, make: Callable[..., Product]) -> Product:
+    def _projection(self, make_product: Callable[..., Product]) -> Product:
         """The output layer over the target subwords (``output_ids``), ``[N, D] -> [N, V_out]``."""
-        return make(self.out.weight[self.output_ids], self.out.bias[self.output_ids])
+        return make_product(self.out.weight[self.output_ids], self.out.bias[self.output_ids])
 
     def embedding_gates(self, tokens: torch.Tensor) -> torch.Tensor:
         """The target embeddings' share of the first decoder layer's input gates, for any shape of ``tokens``.
@@ -262,11 +270,15 @@ class Seq2Seq(nn.Module):
         weights, state = hyps.weights, hyps.state
         new_layers: State = [cell_step(self.cell, state.feed, state.layers[0], weights.layers[0], gates)]
         for layer in range(1, len(self.cells)):
-            new_layers.append(cell_step(self.cell, self.drop(new_layers[-1][0]), state.layers[layer], weights.layers[layer]))
+            new_layers.append(
+                cell_step(self.cell, self.drop(new_layers[-1][0]), state.layers[layer], weights.layers[layer])
+            )
         h = new_layers[-1][0]
         memory = hyps.memory
         # A sentence's hypotheses query its memory together.
-        context, attention = self.attention(h.view(-1, hyps.beam, h.size(1)), memory.values, memory.mask_bias, memory.keys)
+        context, attention = self.attention(
+            h.view(-1, hyps.beam, h.size(1)), memory.values, memory.mask_bias, memory.keys
+        )
         attentional = torch.tanh(F.linear(h, weights.combine) + context.view(h.size(0), -1))
         feed = attentional if self.input_feed else state.feed
         return attentional, DecoderState(new_layers, feed, attention.view(h.size(0), -1))
@@ -277,7 +289,9 @@ class Seq2Seq(nn.Module):
             return self._teacher_forced_fused(tgt_in, hyps)
         gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
         outputs = []
-        for step_gates in gates.unbind(1):  # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
+        for step_gates in gates.unbind(
+            1
+        ):  # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
             attentional, state = self.decode_step(step_gates, hyps)
             hyps = replace(hyps, state=state)
             outputs.append(attentional)
@@ -297,9 +311,9 @@ class Seq2Seq(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         hyps = self.encode(batch["src"], batch["src_lengths"], self.step_weights())
         tgt_out = batch["tgt_out"]
-        real = tgt_out != self.pad_id  # padding positions never reach the (expensive) output layer
-        logits = hyps.weights.projection(self.drop(self.teacher_forced(batch["tgt_in"], hyps)[real]))
-        return F.cross_entropy(logits, self.output_position[tgt_out[real]], label_smoothing=self.label_smoothing)
+        targets = tgt_out != self.pad_id  # padding positions never reach the (expensive) output layer
+        logits = hyps.weights.projection(self.drop(self.teacher_forced(batch["tgt_in"], hyps)[targets]))
+        return F.cross_entropy(logits, self.output_position[tgt_out[targets]], label_smoothing=self.label_smoothing)
 
     def next_logits(self, tokens: torch.Tensor, hyps: Hypotheses) -> tuple[torch.Tensor, Hypotheses]:
         """Unnormalised scores ``[N, len(output_ids)]`` of the next subword, and the advanced hypotheses."""
@@ -320,7 +334,8 @@ class Seq2Seq(nn.Module):
 
 @dataclass(frozen=True)
 class Decoder:
-    """The ``encode`` / ``next_logits`` / ``output_ids`` that ``seqnlp.nn.beam.beam_search`` drives, with fixed step weights."""
+    """The ``encode`` / ``next_logits`` / ``output_ids`` that ``seqnlp.nn.beam.beam_search`` drives, with fixed step
+    weights."""
 
     model: Seq2Seq
     weights: StepWeights

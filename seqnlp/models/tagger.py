@@ -39,15 +39,29 @@ class Tagger(nn.Module):
         cell_impl: str = "fused",
     ):
         super().__init__()
-        self.embedding = WordCharEmbedding(num_words, word_dim, num_chars, char_dim, char_out, char_encoder, dropout, word_dropout,
-                                           rare_word_dropout, rare_from, num_casings=num_casings, casing_dim=casing_dim)
+        self.embedding = WordCharEmbedding(
+            num_words,
+            word_dim,
+            num_chars,
+            char_dim,
+            char_out,
+            char_encoder,
+            dropout,
+            word_dropout,
+            rare_word_dropout,
+            rare_from,
+            num_casings=num_casings,
+            casing_dim=casing_dim,
+        )
         self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.dropout = LockedDropout(dropout)
         self.emit = nn.Linear(self.encoder.out_dim, num_tags)
         self.crf = CRF(num_tags, allowed) if crf else None
 
     def emissions(self, batch: dict) -> torch.Tensor:
-        x = self.embedding(batch["words"], batch.get("chars"), batch.get("char_lengths"), batch.get("char_index"), batch.get("casing"))
+        x = self.embedding(
+            batch["words"], batch.get("chars"), batch.get("char_lengths"), batch.get("char_index"), batch.get("casing")
+        )
         h, _ = self.encoder(x, batch["lengths"])
         return self.emit(self.dropout(h))
 

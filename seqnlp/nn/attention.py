@@ -23,7 +23,9 @@ class Attention(nn.Module):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_KINDS)}, not {kind!r}")
         if kind == "dot" and query_dim != memory_dim:
-            raise ValueError(f"dot attention needs equal query and memory sizes ({query_dim} != {memory_dim}); use general")
+            raise ValueError(
+                f"dot attention needs equal query and memory sizes ({query_dim} != {memory_dim}); use general"
+            )
         self.kind = kind
         if kind == "general":
             self.key_proj = nn.Linear(memory_dim, query_dim, bias=False)
@@ -38,7 +40,8 @@ class Attention(nn.Module):
 
     @staticmethod
     def mask_bias(mask: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, S]``: 0 at real positions, -inf at padding; added to the scores (a decoder computes it once per sentence)."""
+        """``[B, 1, S]``: 0 at real positions, -inf at padding; added to the scores (a decoder computes it once per
+        sentence)."""
         return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf")).unsqueeze(1)
 
     def forward(self, query, memory, mask, keys=None):

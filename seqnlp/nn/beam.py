@@ -17,12 +17,13 @@ NEG_INF = float("-inf")
 
 
 def length_penalty(lengths: torch.Tensor, alpha: float) -> torch.Tensor:
-    """GNMT length penalty ``((5 + len) / 6) ** alpha``; ``alpha = 0`` leaves scores unnormalised, 1 is close to per-token averaging."""
+    """GNMT length penalty ``((5 + len) / 6) ** alpha``; ``alpha = 0`` leaves scores unnormalised, 1 is close to
+    per-token averaging."""
     return ((5.0 + lengths.float()) / 6.0) ** alpha
 
 
 def coverage_penalty(coverage: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """GNMT coverage penalty (before its weight): ``sum_i log min(attention paid to source i, 1)`` over real positions, <= 0.
+    """GNMT coverage penalty (unweighted): ``sum_i log min(attention paid to source i, 1)`` over real positions.
 
     ``coverage`` ``[A, beam, S]``, ``real`` ``[A, S]``.
     """
@@ -31,7 +32,7 @@ def coverage_penalty(coverage: torch.Tensor, real: torch.Tensor) -> torch.Tensor
 
 @dataclass(frozen=True)
 class GNMTScorer:
-    """Ranks finished hypotheses by ``log P / length_penalty(len) + coverage_penalty * coverage(attention)`` (Wu et al. 2016).
+    """Ranks finished hypotheses by ``log P / length_penalty(len) + coverage_penalty * coverage`` (Wu et al. 2016).
 
     ``length_penalty`` is GNMT's alpha, ``coverage_penalty`` its beta; both 0 rank by log-probability.
     """
@@ -109,7 +110,8 @@ class _Finished:
 
 
 def _forbid_early_ends(log_probs: torch.Tensor, step: int, bounds: _ActiveBounds, eos_column: int) -> torch.Tensor:
-    """EOS's log-probability ``[A, beam]`` before masking; EOS becomes impossible for sentences still below their minimum length."""
+    """EOS's log-probability ``[A, beam]`` before masking; EOS becomes impossible for sentences still below their
+    minimum length."""
     end_log_prob = log_probs[:, :, eos_column]
     if step < bounds.latest_first_end:
         end_log_prob = end_log_prob.clone()
@@ -118,7 +120,7 @@ def _forbid_early_ends(log_probs: torch.Tensor, step: int, bounds: _ActiveBounds
 
 
 def _candidates(log_probs, end_log_prob, finished, step: int, bounds: _ActiveBounds, eos_column: int):
-    """Each hypothesis's ``beam`` best next tokens ``[A, beam, k]`` (scores and columns): no other token can reach the beam.
+    """Each hypothesis's ``beam`` best next tokens ``[A, beam, k]`` (scores, columns): no other can reach the beam.
 
     A finished hypothesis extends only with EOS at no cost, so finished and open ones compete in one
     ``topk``; one at its length limit extends only with EOS, at EOS's log-probability.
@@ -133,7 +135,8 @@ def _candidates(log_probs, end_log_prob, finished, step: int, bounds: _ActiveBou
 
 
 def _pick(scores, candidates, candidate_columns, finished, eos_column: int):
-    """The ``beam`` best extensions of each sentence: their scores, origins (hypotheses extended), columns and finished flags."""
+    """The ``beam`` best extensions of each sentence: their scores, origins (hypotheses extended), columns and finished
+    flags."""
     beam, k = candidates.shape[1:]
     scores, top = (scores.unsqueeze(2) + candidates).view(-1, beam * k).topk(beam, dim=1)
     origins = torch.div(top, k, rounding_mode="floor")
@@ -188,7 +191,9 @@ def beam_search(
     final = _Finished(batch, beam, device)
     for step in range(history.columns.size(0)):
         logits, state = model.next_logits(tokens, state)
-        if step == 0 and beam > 1:  # every hypothesis takes the same first step: computed once per sentence, then copied
+        if (
+            step == 0 and beam > 1
+        ):  # every hypothesis takes the same first step: computed once per sentence, then copied
             logits, state = logits.repeat_interleave(beam, dim=0), state.expand(beam)
         if scorer.uses_attention:
             attention = (state.attention * (~finished).view(-1, 1)).view(len(active), beam, -1)
@@ -202,8 +207,12 @@ def beam_search(
             coverage = coverage.gather(1, origins.unsqueeze(2).expand(-1, -1, coverage.size(2)))
         done = (finished | scores.isneginf()).all(dim=1)  # -inf: dead slots (beam wider than the candidates)
         if bool(done.any()):
-            final.record(active[done], scores[done], finished[done], scorer.coverage_scores(
-                coverage[done] if coverage is not None else None, real_source[active[done]]))
+            final.record(
+                active[done],
+                scores[done],
+                finished[done],
+                scorer.coverage_scores(coverage[done] if coverage is not None else None, real_source[active[done]]),
+            )
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break

@@ -93,10 +93,10 @@ class LSTMCell(_Cell):
 class GRUCell(_Cell):
     """Gated recurrent unit (gate order r, z, n as in PyTorch)::
 
-        r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)      reset gate
-        z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)      update gate
-        n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn)) candidate state
-        h_t = (1 - z_t) * n_t + z_t * h_{t-1}
+    r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)      reset gate
+    z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)      update gate
+    n_t = tanh(W_in x_t + b_in + r_t * (W_hn h_{t-1} + b_hn)) candidate state
+    h_t = (1 - z_t) * n_t + z_t * h_{t-1}
     """
 
     gates = 3

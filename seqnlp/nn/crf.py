@@ -24,7 +24,11 @@ class CRF(nn.Module):
         self.start = nn.Parameter(torch.zeros(num_tags))
         self.end = nn.Parameter(torch.zeros(num_tags))
         if allowed is None:
-            allowed = (torch.ones(num_tags, dtype=torch.bool), torch.ones(num_tags, num_tags, dtype=torch.bool), torch.ones(num_tags, dtype=torch.bool))
+            allowed = (
+                torch.ones(num_tags, dtype=torch.bool),
+                torch.ones(num_tags, num_tags, dtype=torch.bool),
+                torch.ones(num_tags, dtype=torch.bool),
+            )
         for name, mask in zip(("start_penalty", "transition_penalty", "end_penalty"), allowed):
             self.register_buffer(name, (~mask).float() * _FORBIDDEN, persistent=False)
 
@@ -37,11 +41,11 @@ class CRF(nn.Module):
 
     def score(self, emissions, tags, mask):
         start, trans, end = self._scores()
-        maskf = mask.to(emissions.dtype)
+        mask_weights = mask.to(emissions.dtype)
         emit = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)
         moves = trans[tags[:, :-1], tags[:, 1:]]
         last = tags.gather(1, (mask.sum(1) - 1).unsqueeze(1)).squeeze(1)
-        return start[tags[:, 0]] + (emit * maskf).sum(1) + (moves * maskf[:, 1:]).sum(1) + end[last]
+        return start[tags[:, 0]] + (emit * mask_weights).sum(1) + (moves * mask_weights[:, 1:]).sum(1) + end[last]
 
     def log_partition(self, emissions, mask):
         """log Z by the forward algorithm, in probability space as one ``[B, K] @ [K, K]`` product per step.
@@ -78,7 +82,9 @@ class CRF(nn.Module):
         lengths = mask.sum(1).tolist()
         return [row[:n] for row, n in zip(path.tolist(), lengths)]
 
-    def forward_backward(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward_backward(
+        self, emissions: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space (inference: clarity over speed).
 
         ``alpha[b, t, k]`` sums the scores of every prefix ending in tag ``k`` at ``t`` (its emission
@@ -105,8 +111,13 @@ class CRF(nn.Module):
         alpha, beta, log_z = self.forward_backward(emissions, mask)
         return (alpha + beta - log_z[:, None, None]).exp() * mask.unsqueeze(2)
 
-    def span_log_probs(self, emissions: torch.Tensor, mask: torch.Tensor, spans: list[tuple[int, int, list[int]]],
-                       continues: torch.Tensor) -> list[float]:
+    def span_log_probs(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        spans: list[tuple[int, int, list[int]]],
+        continues: torch.Tensor,
+    ) -> list[float]:
         """log P(tokens ``start ..`` of sentence ``row`` carry exactly ``tags`` as one whole entity), for each
         ``(row, start, tags)`` of ``spans``.
 
@@ -126,7 +137,10 @@ class CRF(nn.Module):
             last = first + len(tags) - 1
             ids = torch.tensor(tags, device=emissions.device)
             head = start[ids[0]] if first == 0 else torch.logsumexp(alpha[row, first - 1] + into[:, ids[0]], dim=0)
-            body = emissions[row, torch.arange(first, last + 1, device=emissions.device), ids].sum() + trans[ids[:-1], ids[1:]].sum()
+            body = (
+                emissions[row, torch.arange(first, last + 1, device=emissions.device), ids].sum()
+                + trans[ids[:-1], ids[1:]].sum()
+            )
             if last == lengths[row] - 1:
                 tail = end[ids[-1]]
             else:

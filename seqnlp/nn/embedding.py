@@ -22,7 +22,7 @@ def scaled_embedding(num_embeddings: int, dim: int, padding_idx: int) -> nn.Embe
     same decoding settings).
     """
     embedding = nn.Embedding(num_embeddings, dim, padding_idx=padding_idx)
-    nn.init.normal_(embedding.weight, std=dim ** -0.5)
+    nn.init.normal_(embedding.weight, std=dim**-0.5)
     with torch.no_grad():
         embedding.weight[padding_idx].zero_()
     return embedding
@@ -33,8 +33,7 @@ class CharFeatures(nn.Module):
 
     Works on the *distinct* words of a batch (``chars[U, L]``), so frequent words cost one pass.
     The CNN keeps ``nn.Conv1d``'s weights but runs as one matrix product over the stacked windows
-    (im2col): for a few dozen channels that is 2.6x faster, forward and backward, than the oneDNN
-    convolution on CPU (2.0 vs 5.2-5.9 ms for 180 words of 12 characters).
+    (im2col): for a few dozen channels that is faster on CPU than the oneDNN convolution (docs/experiments.md).
     """
 
     def __init__(self, num_chars: int, char_dim: int = 30, out_dim: int = 50, kind: str = "cnn", kernel_size: int = 3):
@@ -42,7 +41,9 @@ class CharFeatures(nn.Module):
         if kind not in ("cnn", "lstm"):
             raise ValueError(f"char encoder must be 'cnn' or 'lstm', not {kind!r}")
         if kernel_size % 2 == 0:
-            raise ValueError(f"the character CNN's kernel size must be odd (one window centred on each character), not {kernel_size}")
+            raise ValueError(
+                f"the character CNN's kernel size must be odd (one window centred on each character), not {kernel_size}"
+            )
         self.kind = kind
         self.embed = nn.Embedding(num_chars, char_dim, padding_idx=0)
         if kind == "cnn":
@@ -56,8 +57,12 @@ class CharFeatures(nn.Module):
         if self.kind == "cnn":
             k, length = self.conv.kernel_size[0], x.size(1)
             padded = F.pad(x, (0, 0, k // 2, k // 2))
-            windows = torch.cat([padded[:, i : i + length] for i in range(k)], dim=2)  # U, L, k*C: each character's window
-            h = F.linear(windows, self.conv.weight.transpose(1, 2).reshape(self.conv.out_channels, -1), self.conv.bias)  # U, L, F
+            windows = torch.cat(
+                [padded[:, i : i + length] for i in range(k)], dim=2
+            )  # U, L, k*C: each character's window
+            h = F.linear(
+                windows, self.conv.weight.transpose(1, 2).reshape(self.conv.out_channels, -1), self.conv.bias
+            )  # U, L, F
             return h.masked_fill((chars == 0).unsqueeze(2), float("-inf")).amax(dim=1)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.rnn(packed)
@@ -102,10 +107,18 @@ class WordCharEmbedding(nn.Module):
         self.unk_id = unk_id
         self.out_dim = word_dim + (self.chars.out_dim if self.chars else 0) + casing_dim
 
-    def forward(self, words: torch.Tensor, chars: torch.Tensor | None = None, char_lengths=None, char_index=None,
-                casing: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        words: torch.Tensor,
+        chars: torch.Tensor | None = None,
+        char_lengths=None,
+        char_index=None,
+        casing: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.training and (self.word_dropout > 0 or self.rare_word_dropout > 0):
-            rate = torch.where(words >= self.rare_from, max(self.word_dropout, self.rare_word_dropout), self.word_dropout)
+            rate = torch.where(
+                words >= self.rare_from, max(self.word_dropout, self.rare_word_dropout), self.word_dropout
+            )
             drop = torch.rand(words.shape, device=words.device) < rate
             words = words.masked_fill(drop & (words != 0), self.unk_id)
         x = self.words(words)
@@ -132,7 +145,11 @@ def load_vectors(path, vocab, dim: int, lowercase_fallback: bool = True) -> tupl
         if len(parts) < 2:
             continue
         if len(parts) - 1 != dim:
-            raise DataError(f"vector has {len(parts) - 1} dimensions, expected {dim} (set word_dim to the file's size)", path, number)
+            raise DataError(
+                f"vector has {len(parts) - 1} dimensions, expected {dim} (set word_dim to the file's size)",
+                path,
+                number,
+            )
         try:
             vectors[parts[0]] = [float(v) for v in parts[1:]]
         except ValueError:
@@ -148,5 +165,11 @@ def load_vectors(path, vocab, dim: int, lowercase_fallback: bool = True) -> tupl
             weight[i] = torch.tensor(vectors[word.lower()])
             lowered += 1
     found = exact + lowered
-    report = {"file": path, "vocab_size": len(vocab), "found": found, "found_lowercase": lowered, "coverage": found / max(1, len(vocab))}
+    report = {
+        "file": path,
+        "vocab_size": len(vocab),
+        "found": found,
+        "found_lowercase": lowered,
+        "coverage": found / max(1, len(vocab)),
+    }
     return weight, report

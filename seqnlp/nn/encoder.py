@@ -68,9 +68,14 @@ class RNNEncoder(nn.Module):
         self.forward_layers = nn.ModuleList(
             make_rnn(cell, input_size if i == 0 else self.out_dim, hidden_size, cell_impl) for i in range(num_layers)
         )
-        self.backward_layers = nn.ModuleList(
-            make_rnn(cell, input_size if i == 0 else self.out_dim, hidden_size, cell_impl) for i in range(num_layers)
-        ) if bidirectional else None
+        self.backward_layers = (
+            nn.ModuleList(
+                make_rnn(cell, input_size if i == 0 else self.out_dim, hidden_size, cell_impl)
+                for i in range(num_layers)
+            )
+            if bidirectional
+            else None
+        )
         self.between = LockedDropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor):

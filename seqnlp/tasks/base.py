@@ -14,15 +14,23 @@ import torch
 from seqnlp import config as configs
 from seqnlp.data.batching import Batches, bucket_batches, to_device
 from seqnlp.errors import DataError, SeqNLPError
-from seqnlp.io import (atomic_directory, check_weights, existing_directory, load_weights, read_model_config, save_weights,
-                       write_model_config)
+from seqnlp.io import (
+    atomic_directory,
+    check_weights,
+    existing_directory,
+    load_weights,
+    read_model_config,
+    save_weights,
+    write_model_config,
+)
 
 
 class Task:
     name: str = ""
     config_class: type = configs.RunConfig
-    metric: str = ""              # dev metric that selects the model
-    settings_added_later: dict = {}  # settings newer than some saved models: the value that reproduces those models' behaviour
+    metric: str = ""  # dev metric that selects the model
+    # settings newer than some saved models: the value that reproduces those models' behaviour
+    settings_added_later: dict = {}
     higher_is_better: bool = True
     length_key: str = "words"  # the field of a prepared item whose length groups items into batches
     predict_options: dict[str, type] = {}  # ``predict``'s options besides the config's settings, with their types
@@ -35,12 +43,14 @@ class Task:
 
     @classmethod
     def settings_of(cls, saved: dict) -> dict:
-        """The settings a saved config stands for: its own, and for settings added since it was saved, the old behaviour."""
+        """The settings a saved config stands for: its own, and for settings added since it was saved, the old
+        behaviour."""
         return {**cls.settings_added_later, **saved}
 
     # -- data --------------------------------------------------------------------------
     def read(self, split: str, path: str | None = None) -> list | None:
-        """Examples of ``split`` ("train" / "dev" / "test") from ``path``, the config's files, or its HF dataset; None if not given."""
+        """Examples of ``split`` ("train" / "dev" / "test") from ``path``, the config's files, or its HF dataset; None
+        if not given."""
         config = self.config
         if path is None:
             path = {"train": config.train_file, "dev": config.dev_file, "test": config.test_file}[split]
@@ -70,8 +80,8 @@ class Task:
 
     def data_source(self) -> str:
         """Where the training data comes from, as vocabularies record it."""
-        c = self.config
-        return c.train_file or (f"{c.dataset}[{c.train_split}]" if c.dataset else "training data")
+        config = self.config
+        return config.train_file or (f"{config.dataset}[{config.train_split}]" if config.dataset else "training data")
 
     def hold_out(self, train: list) -> tuple[list, list, str]:
         """(train, dev, how) when no dev set is given: 10% of the training examples, drawn with the seed."""
@@ -79,7 +89,9 @@ class Task:
         random.Random(self.config.seed).shuffle(order)
         cut = max(1, len(order) // 10)
         if len(order) - cut < 1:
-            raise DataError(f"the training data holds {len(train)} example(s): too few to hold out a dev set; give a dev set")
+            raise DataError(
+                f"the training data holds {len(train)} example(s): too few to hold out a dev set; give a dev set"
+            )
         dev = [train[i] for i in sorted(order[:cut])]
         kept = [train[i] for i in sorted(order[cut:])]
         return kept, dev, f"{len(dev)} of {len(train)} training examples (10%) held out"
@@ -137,10 +149,17 @@ class Task:
         raise NotImplementedError
 
     def batches(self, items: list, shuffle: bool, epoch: int = 0) -> Batches:
-        """Batches of prepared ``items`` of similar length (``length_key``); the training order is a pure function of ``(seed, epoch)``."""
+        """Batches of prepared ``items`` of similar length (``length_key``); the training order is a pure function of
+        ``(seed, epoch)``."""
         config = self.config
-        size, max_tokens = (config.batch_size, config.batch_max_tokens or None) if shuffle else (config.eval_batch_size, config.eval_max_tokens)
-        groups = bucket_batches([len(it[self.length_key]) for it in items], size, shuffle, config.seed, epoch, max_tokens=max_tokens)
+        size, max_tokens = (
+            (config.batch_size, config.batch_max_tokens or None)
+            if shuffle
+            else (config.eval_batch_size, config.eval_max_tokens)
+        )
+        groups = bucket_batches(
+            [len(item[self.length_key]) for item in items], size, shuffle, config.seed, epoch, max_tokens=max_tokens
+        )
         return Batches(groups, items, self.collate)
 
     def inference_batches(self, model, items: list):
@@ -150,8 +169,10 @@ class Task:
         """
         model.eval()
         device = next(model.parameters()).device
-        lengths = [len(it[self.length_key]) for it in items]
-        for group in bucket_batches(lengths, self.config.eval_batch_size, shuffle=False, max_tokens=self.config.eval_max_tokens):
+        lengths = [len(item[self.length_key]) for item in items]
+        for group in bucket_batches(
+            lengths, self.config.eval_batch_size, shuffle=False, max_tokens=self.config.eval_max_tokens
+        ):
             yield group, to_device(self.collate([items[i] for i in group]), device)
 
     def collate(self, items: list) -> dict:
@@ -162,7 +183,8 @@ class Task:
         """Raise DataError for labels the model does not know (evaluation / fine-tuning data)."""
 
     def evaluate(self, model, examples: list, selection: bool = False) -> dict:
-        """Metrics of ``model`` on ``examples``; ``selection=True`` during training, where only the selection metric must be exact."""
+        """Metrics of ``model`` on ``examples``; ``selection=True`` during training, where only the selection metric
+        must be exact."""
         raise NotImplementedError
 
     def predict(self, model, inputs: list, options: dict) -> list:
@@ -243,7 +265,9 @@ def load_task_assets(task: Task, directory: Path, assets: dict) -> None:
         raise type(err)(err.message, err.path or str(directory), err.line) from None
     except Exception as err:
         detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise SeqNLPError(f"invalid vocabulary or tokenizer assets ({type(err).__name__}: {detail})", str(directory)) from None
+        raise SeqNLPError(
+            f"invalid vocabulary or tokenizer assets ({type(err).__name__}: {detail})", str(directory)
+        ) from None
 
 
 def build_checked_model(task: Task, weights: Path) -> torch.nn.Module:

@@ -11,7 +11,7 @@ import torch
 
 from seqnlp.config import MAX_WIDTH, RunConfig, setting
 from seqnlp.data import tags as tagging
-from seqnlp.data.batching import Batches, bucket_batches, pad
+from seqnlp.data.batching import pad
 from seqnlp.data.conll import TaggedSentence, read_conll
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.errors import DataError
@@ -55,7 +55,9 @@ class NERConfig(RunConfig):
     tag_column: int = setting(-1, "CoNLL column of the tag (negative: from the end)", low=-64, high=64)
     tokens_field: str = setting("tokens", "HF datasets: the column of token lists")
     tags_field: str = setting("ner_tags", "HF datasets: the column of tag lists (ClassLabel ids or strings)")
-    tag_scheme: str = setting("bioes", "the scheme the model predicts; scores always use IOB2", choices=("iob2", "bioes"))
+    tag_scheme: str = setting(
+        "bioes", "the scheme the model predicts; scores always use IOB2", choices=("iob2", "bioes")
+    )
     # model
     word_dim: int = setting(100, "word embedding size", low=1, high=MAX_WIDTH)
     min_freq: int = setting(1, "training words seen fewer times become <unk>", low=1)
@@ -63,18 +65,21 @@ class NERConfig(RunConfig):
     char_dim: int = setting(30, "character embedding size; 0 turns character features off", low=0, high=MAX_WIDTH)
     char_out: int = setting(50, "size of each word's character feature", low=1, high=MAX_WIDTH)
     char_encoder: str = setting("cnn", "how characters make a word feature", choices=("cnn", "lstm"))
-    casing_dim: int = setting(8, "embedding of each token's casing class (the word embeddings are lowercased); 0: none",
-                              low=0, high=MAX_WIDTH)
+    casing_dim: int = setting(
+        8, "embedding of each token's casing class (the word embeddings are lowercased); 0: none", low=0, high=MAX_WIDTH
+    )
     word_dropout: float = setting(0.05, "probability that a training word becomes <unk>", low=0.0, high=0.95)
-    rare_word_dropout: float = setting(0.0, "training words seen once become <unk> with this probability", low=0.0, high=1.0)
+    rare_word_dropout: float = setting(
+        0.0, "training words seen once become <unk> with this probability", low=0.0, high=1.0
+    )
     crf: bool = setting(True, "a CRF output layer (else independent softmax per token)")
     constrained: bool = setting(True, "forbid invalid tag transitions in the CRF")
     pretrained_vectors: str | None = setting(None, "word vectors file (word2vec / GloVe text format) to start from")
     eval_batch_size: int = setting(256, "sentences per inference batch", low=1, high=1_000_000)
-    batch_size: int = 16              # CoNLL dev F1 0.9101 in 30 minutes against 0.9087 at batch 32 (same code), and less memory
-    batch_max_tokens: int = 800       # 16 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
+    batch_size: int = 16  # better than 32 in the same budget, and less memory: docs/experiments.md
+    batch_max_tokens: int = 800  # 16 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
     epochs: int = 70
-    patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
+    patience: int = 0  # no early stopping: the schedule anneals to the end of the budget
 
 
 @register
@@ -89,16 +94,16 @@ class NERTask(Task):
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):
-        c = self.config
-        return read_conll(path, c.token_column, c.tag_column, scheme=c.tag_scheme)
+        config = self.config
+        return read_conll(path, config.token_column, config.tag_column, scheme=config.tag_scheme)
 
     def read_hf(self, dataset, source):
-        c = self.config
-        require_columns(dataset, [c.tokens_field, c.tags_field], source)
-        names = label_names(dataset, c.tags_field)
+        config = self.config
+        require_columns(dataset, [config.tokens_field, config.tags_field], source)
+        names = label_names(dataset, config.tags_field)
         sentences = []
         for row_number, row in enumerate(dataset):
-            tokens, raw_tags = row[c.tokens_field], row[c.tags_field]
+            tokens, raw_tags = row[config.tokens_field], row[config.tags_field]
             where = f"{source}:row {row_number}"
             if len(tokens) != len(raw_tags):
                 raise DataError(f"{where}: {len(tokens)} tokens but {len(raw_tags)} tags")
@@ -106,7 +111,7 @@ class NERTask(Task):
                 continue
             tag_strings = [names[t] if names is not None and isinstance(t, int) else str(t) for t in raw_tags]
             try:
-                converted = tagging.convert(tag_strings, c.tag_scheme)
+                converted = tagging.convert(tag_strings, config.tag_scheme)
             except ValueError as err:
                 raise DataError(f"{where}: {err}") from None
             sentences.append(TaggedSentence(list(tokens), converted, where))
@@ -120,59 +125,89 @@ class NERTask(Task):
         return _DIGITS.sub("0", token.lower()) if self.config.lowercase else token
 
     def build_vocabularies(self, train):
-        c = self.config
+        config = self.config
         normalized = [[self.normalize(t) for t in s.tokens] for s in train]
-        self.words = Vocab.build(normalized, min_freq=c.min_freq, source=self.data_source())
+        self.words = Vocab.build(normalized, min_freq=config.min_freq, source=self.data_source())
         counts = Counter(t for tokens in normalized for t in tokens)
         self.rare_from = next((i for i, w in enumerate(self.words.itos) if counts[w] == 1), len(self.words))
-        self.chars = Vocab.build(("".join(s.tokens) for s in train), source=self.data_source()) if c.char_dim else None  # characters, not tokens
+        self.chars = (
+            Vocab.build(("".join(s.tokens) for s in train), source=self.data_source()) if config.char_dim else None
+        )  # characters, not tokens
         self.spellings = {}
         types = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
-        self.tags = label_vocab(tagging.scheme_tags(types, c.tag_scheme))
+        self.tags = label_vocab(tagging.scheme_tags(types, config.tag_scheme))
 
     def adapt(self, train):
         """New entity types get fresh rows (and zero CRF transitions); known ones keep theirs; new words are added."""
         from seqnlp import finetune
 
-        c = self.config
+        config = self.config
         old_tags, old_words, old_chars = self.tags, self.words, self.chars
         old_types = sorted({tagging.split_tag(t)[1] for t in old_tags.itos} - {None})
         seen = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
-        types, source, account = finetune.relabel(old_types, seen, c.labels, finetune.parse_label_map(c.label_map))
-        self.tags = label_vocab(tagging.scheme_tags(types, c.tag_scheme))
+        types, source, account = finetune.relabel(
+            old_types, seen, config.labels, finetune.parse_label_map(config.label_map)
+        )
+        self.tags = label_vocab(tagging.scheme_tags(types, config.tag_scheme))
         tag_source = {}
         for tag in self.tags.itos:
             prefix, entity = tagging.split_tag(tag)
             tag_source[tag] = "O" if entity is None else (f"{prefix}-{source[entity]}" if source.get(entity) else None)
         adaptation = finetune.Adaptation(notes={"entity types": account})
-        adaptation.maps["tags"] = [-1] * len(self.tags) if c.reset_head else finetune.index_map(self.tags.itos, old_tags, tag_source)
-        if c.reset_head:
+        adaptation.maps["tags"] = (
+            [-1] * len(self.tags) if config.reset_head else finetune.index_map(self.tags.itos, old_tags, tag_source)
+        )
+        if config.reset_head:
             adaptation.notes["output layer"] = "reset (--reset-head)"
-        if c.extend_vocab:
-            self.words, added = finetune.extend(old_words, ([self.normalize(t) for t in s.tokens] for s in train), c.min_freq,
-                                                self.data_source())
+        if config.extend_vocab:
+            self.words, added = finetune.extend(
+                old_words, ([self.normalize(t) for t in s.tokens] for s in train), config.min_freq, self.data_source()
+            )
             adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
             adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
             if old_chars is not None:
-                self.chars, added = finetune.extend(old_chars, ("".join(s.tokens) for s in train), source=self.data_source())
+                self.chars, added = finetune.extend(
+                    old_chars, ("".join(s.tokens) for s in train), source=self.data_source()
+                )
                 adaptation.maps["chars"] = finetune.index_map(self.chars.itos, old_chars)
                 adaptation.notes["characters"] = f"{len(old_chars)} from the model, {added} added"
         return adaptation
 
     def weight_axes(self):
-        return {"embedding.words.weight": ("words", (0,)), "embedding.chars.embed.weight": ("chars", (0,)),
-                "emit.weight": ("tags", (0,)), "emit.bias": ("tags", (0,)), "crf.transitions": ("tags", (0, 1)),
-                "crf.start": ("tags", (0,)), "crf.end": ("tags", (0,))}
+        return {
+            "embedding.words.weight": ("words", (0,)),
+            "embedding.chars.embed.weight": ("chars", (0,)),
+            "emit.weight": ("tags", (0,)),
+            "emit.bias": ("tags", (0,)),
+            "crf.transitions": ("tags", (0, 1)),
+            "crf.start": ("tags", (0,)),
+            "crf.end": ("tags", (0,)),
+        }
 
     def build_model(self):
-        c = self.config
-        allowed = tagging.allowed_transitions(self.tags.itos, c.tag_scheme) if c.constrained else None
+        config = self.config
+        allowed = tagging.allowed_transitions(self.tags.itos, config.tag_scheme) if config.constrained else None
         model = Tagger(
-            len(self.words), len(self.chars) if self.chars else 0, len(self.tags),
-            word_dim=c.word_dim, char_dim=c.char_dim, char_out=c.char_out, char_encoder=c.char_encoder,
-            hidden=c.hidden, layers=c.layers, cell=c.cell, bidirectional=c.bidirectional,
-            dropout=c.dropout, word_dropout=c.word_dropout, rare_word_dropout=c.rare_word_dropout, rare_from=self.rare_from,
-            crf=c.crf, allowed=allowed, cell_impl=c.cell_impl, num_casings=len(CASINGS) + 1, casing_dim=c.casing_dim,
+            len(self.words),
+            len(self.chars) if self.chars else 0,
+            len(self.tags),
+            word_dim=config.word_dim,
+            char_dim=config.char_dim,
+            char_out=config.char_out,
+            char_encoder=config.char_encoder,
+            hidden=config.hidden,
+            layers=config.layers,
+            cell=config.cell,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            word_dropout=config.word_dropout,
+            rare_word_dropout=config.rare_word_dropout,
+            rare_from=self.rare_from,
+            crf=config.crf,
+            allowed=allowed,
+            cell_impl=config.cell_impl,
+            num_casings=len(CASINGS) + 1,
+            casing_dim=config.casing_dim,
         )
         return model
 
@@ -213,28 +248,39 @@ class NERTask(Task):
                 entity = tagging.split_tag(tag)[1]
                 if entity is not None and entity not in known:
                     where = _token_location(sentence.source, offset)
-                    raise DataError(f"{where}: entity type {entity!r} was not seen in training (known types: {', '.join(sorted(known))})")
+                    raise DataError(
+                        f"{where}: entity type {entity!r} was not seen in training (known types: "
+                        f"{', '.join(sorted(known))})"
+                    )
                 if tag not in self.tags:  # models saved before every tag form of a type was kept
                     where = _token_location(sentence.source, offset)
-                    raise DataError(f"{where}: tag {tag!r} is not among this model's tags ({', '.join(self.tags.itos)})")
+                    raise DataError(
+                        f"{where}: tag {tag!r} is not among this model's tags ({', '.join(self.tags.itos)})"
+                    )
 
     def encode(self, sentences: list[list[str]], tags: list[list[str]] | None = None) -> list[dict]:
-        return [{"tokens": tokens, "words": self.words.encode(self.normalize(t) for t in tokens),
-                 "casing": [casing(t) for t in tokens] if self.config.casing_dim else None,
-                 "tags": self.tags.encode(tags[i]) if tags is not None else None} for i, tokens in enumerate(sentences)]
+        return [
+            {
+                "tokens": tokens,
+                "words": self.words.encode(self.normalize(t) for t in tokens),
+                "casing": [casing(t) for t in tokens] if self.config.casing_dim else None,
+                "tags": self.tags.encode(tags[i]) if tags is not None else None,
+            }
+            for i, tokens in enumerate(sentences)
+        ]
 
     def collate(self, items: list[dict]) -> dict:
-        lengths = torch.tensor([len(it["words"]) for it in items])
-        words = pad([it["words"] for it in items])
+        lengths = torch.tensor([len(item["words"]) for item in items])
+        words = pad([item["words"] for item in items])
         mask = torch.arange(words.size(1)).unsqueeze(0) < lengths.unsqueeze(1)
         batch = {"words": words, "lengths": lengths, "mask": mask, "num_tokens": int(lengths.sum())}
         if items[0]["tags"] is not None:
-            batch["tags"] = pad([it["tags"] for it in items])
+            batch["tags"] = pad([item["tags"] for item in items])
         if items[0]["casing"] is not None:
-            batch["casing"] = pad([it["casing"] for it in items])
+            batch["casing"] = pad([item["casing"] for item in items])
         if self.chars is not None:
             distinct: dict[str, int] = {}
-            index = [[distinct.setdefault(tok, len(distinct)) for tok in it["tokens"]] for it in items]
+            index = [[distinct.setdefault(tok, len(distinct)) for tok in item["tokens"]] for item in items]
             spelled = [self.spell(tok) for tok in distinct]
             batch["chars"] = pad(spelled)
             batch["char_lengths"] = torch.tensor([len(s) for s in spelled])
@@ -268,11 +314,15 @@ class NERTask(Task):
         gold = [tagging.convert(s.tags, "iob2") for s in examples]
         scores = entity_f1(gold, predicted) if selection else entity_scores(gold, predicted)
         scores["token_accuracy"] = token_accuracy(gold, predicted)
-        unknown = sum(w == self.words.unk_id for s in examples for w in self.words.encode(self.normalize(t) for t in s.tokens))
+        unknown = sum(
+            w == self.words.unk_id for s in examples for w in self.words.encode(self.normalize(t) for t in s.tokens)
+        )
         scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
         return scores
 
-    def tag_entities(self, model, sentences: list[list[str]]) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
+    def tag_entities(
+        self, model, sentences: list[list[str]]
+    ) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
         """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence.
 
         The probability of an entity is the CRF's marginal probability of exactly that span and
@@ -291,13 +341,20 @@ class NERTask(Task):
                     probabilities = emissions.softmax(-1)
                     paths = [row[:n] for row, n in zip(probabilities.argmax(-1).tolist(), mask.sum(1).tolist())]
                 tags = [self.tags.decode(path) for path in paths]
-                spans = [(row, start, end, entity) for row, row_tags in enumerate(tags)
-                         for entity, start, end in tagging.to_spans(row_tags)]
+                spans = [
+                    (row, start, end, entity)
+                    for row, row_tags in enumerate(tags)
+                    for entity, start, end in tagging.to_spans(row_tags)
+                ]
                 if model.crf is not None:
-                    log_probs = model.crf.span_log_probs(emissions, mask, [(r, s, paths[r][s:e]) for r, s, e, _ in spans], continues)
+                    log_probs = model.crf.span_log_probs(
+                        emissions, mask, [(r, s, paths[r][s:e]) for r, s, e, _ in spans], continues
+                    )
                     scores = [math.exp(x) for x in log_probs]
                 else:
-                    scores = [float(torch.prod(probabilities[r, torch.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans]
+                    scores = [
+                        float(torch.prod(probabilities[r, torch.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans
+                    ]
             entities: list[list] = [[] for _ in paths]
             for (row, start, end, entity), score in zip(spans, scores):
                 entities[row].append((entity, start, end, score))
@@ -306,7 +363,8 @@ class NERTask(Task):
         return results
 
     def predict(self, model, inputs, options):
-        """Each input is a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of tokens."""
+        """Each input is a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of
+        tokens."""
         from seqnlp.data.tokenize import from_tokens, tokenize, whitespace_tokens
 
         split = whitespace_tokens if options.get("pretokenized") else tokenize
@@ -321,17 +379,43 @@ class NERTask(Task):
         for i, (tags, entities) in zip(nonempty, tagged):
             tokens = tokenized[i]
             results[i].tokens = [Token(t, start, end, tag) for (t, start, end), tag in zip(tokens, tags)]
-            results[i].entities = [Entity(texts[i][tokens[s][1]:tokens[e - 1][2]], entity, tokens[s][1], tokens[e - 1][2],
-                                          round(score, 6), s, e) for entity, s, e, score in entities]
+            results[i].entities = [
+                Entity(
+                    texts[i][tokens[s][1] : tokens[e - 1][2]],
+                    entity,
+                    tokens[s][1],
+                    tokens[e - 1][2],
+                    round(score, 6),
+                    s,
+                    e,
+                )
+                for entity, s, e, score in entities
+            ]
         return results
 
     def report_sections(self, results, output_dir=None):
         sections = []
         for split, scores in results.items():
-            rows = [[name, r["precision"], r["recall"], r["f1"], r["support"]] for name, r in scores["per_type"].items()]
-            rows.append(["**all (micro)**", scores["precision"], scores["recall"], scores["f1"], sum(r["support"] for r in scores["per_type"].values())])
-            sections += [f"## {split}: entities by type", "", markdown_table(["type", "precision", "recall", "F1", "support"], rows), "",
-                         f"Token accuracy {scores['token_accuracy']:.4f}; unknown-word rate {scores['unknown_word_rate']:.2%}.", ""]
+            rows = [
+                [name, r["precision"], r["recall"], r["f1"], r["support"]] for name, r in scores["per_type"].items()
+            ]
+            rows.append(
+                [
+                    "**all (micro)**",
+                    scores["precision"],
+                    scores["recall"],
+                    scores["f1"],
+                    sum(r["support"] for r in scores["per_type"].values()),
+                ]
+            )
+            sections += [
+                f"## {split}: entities by type",
+                "",
+                markdown_table(["type", "precision", "recall", "F1", "support"], rows),
+                "",
+                f"Token accuracy {scores['token_accuracy']:.4f}; unknown-word rate {scores['unknown_word_rate']:.2%}.",
+                "",
+            ]
         return sections
 
 

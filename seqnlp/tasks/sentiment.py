@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, setting
-from seqnlp.data.batching import Batches, bucket_batches, pad
+from seqnlp.data.batching import pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
 from seqnlp.errors import DataError, shorten
@@ -30,24 +30,30 @@ SUBWORD_FILE = "subwords.model"
 class TextExample:
     text: str
     label: str | None
-    source: str = ""   # "FILE:LINE" or "dataset[split]:row N"
+    source: str = ""  # "FILE:LINE" or "dataset[split]:row N"
 
 
 @dataclass
 class SentimentConfig(RunConfig):
     text_column: str = setting("auto", "column of the texts; auto: `sentence` or `text`")
     label_column: str = setting("label", "column of the labels")
-    tokenizer: str = setting("word", "word, or subword (SentencePiece trained on the training texts)", choices=("word", "subword"))
+    tokenizer: str = setting(
+        "word", "word, or subword (SentencePiece trained on the training texts)", choices=("word", "subword")
+    )
     subword_vocab_size: int = setting(8000, "SentencePiece vocabulary size (tokenizer: subword)", low=8, high=MAX_VOCAB)
     lowercase: bool = setting(True, "lowercase the texts")
     min_freq: int = setting(1, "training words seen fewer times become <unk>", low=1)
-    max_length: int = setting(400, "tokens kept per text (long texts are truncated, with a warning at prediction)", low=1)
+    max_length: int = setting(
+        400, "tokens kept per text (long texts are truncated, with a warning at prediction)", low=1
+    )
     word_dim: int = setting(300, "word embedding size", low=1, high=MAX_WIDTH)
     word_dropout: float = setting(0.05, "probability that a training word becomes <unk>", low=0.0, high=0.95)
     pooling: str = setting("max", "how the encoder's states become one vector", choices=POOLINGS)
-    class_weights: str = setting("none", "balanced: weight each class's loss by its inverse frequency", choices=("none", "balanced"))
+    class_weights: str = setting(
+        "none", "balanced: weight each class's loss by its inverse frequency", choices=("none", "balanced")
+    )
     eval_batch_size: int = setting(256, "texts per inference batch", low=1, high=1_000_000)
-    dropout: float = 0.3              # 0.5 underfit SST-2: dev accuracy 0.926 against 0.933 at 0.3 (15-minute runs)
+    dropout: float = 0.3  # 0.5 underfits SST-2: docs/experiments.md
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
@@ -61,24 +67,24 @@ class SentimentTask(Task):
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):
-        c = self.config
-        text_column = pick_column(path, ["sentence", "text"]) if c.text_column == "auto" else c.text_column
+        config = self.config
+        text_column = pick_column(path, ["sentence", "text"]) if config.text_column == "auto" else config.text_column
         examples = []
-        for line, row in read_records(path, [text_column, c.label_column]):
-            examples.append(self._example(row[text_column], row[c.label_column], f"{path}:{line}"))
+        for line, row in read_records(path, [text_column, config.label_column]):
+            examples.append(self._example(row[text_column], row[config.label_column], f"{path}:{line}"))
         return examples
 
     def read_hf(self, dataset, source):
-        c = self.config
-        if c.text_column == "auto":
+        config = self.config
+        if config.text_column == "auto":
             text_column = next((n for n in ("sentence", "text") if n in dataset.column_names), "sentence")
         else:
-            text_column = c.text_column
-        require_columns(dataset, [text_column, c.label_column], source)
-        names = label_names(dataset, c.label_column)
+            text_column = config.text_column
+        require_columns(dataset, [text_column, config.label_column], source)
+        names = label_names(dataset, config.label_column)
         examples = []
         for number, row in enumerate(dataset):
-            label = row[c.label_column]
+            label = row[config.label_column]
             if names is not None and isinstance(label, int) and label >= 0:
                 label = names[label]
             examples.append(self._example(row[text_column], label, f"{source}:row {number}"))
@@ -93,7 +99,10 @@ class SentimentTask(Task):
         if isinstance(label, float) and label.is_integer():
             label = int(label)
         if label is not None and (isinstance(label, bool) or not isinstance(label, (str, int))):
-            raise DataError(f"{where}: a label must be a string or a whole number, not {type(label).__name__} {shorten(repr(label))}")
+            raise DataError(
+                f"{where}: a label must be a string or a whole number, not {type(label).__name__} "
+                f"{shorten(repr(label))}"
+            )
         if label is None or str(label).strip() == "" or label == -1:
             raise DataError(f"{where}: missing label")
         return TextExample(text, str(label).strip(), where)
@@ -113,18 +122,22 @@ class SentimentTask(Task):
         return _WORDS.findall(text)
 
     def build_vocabularies(self, train):
-        c = self.config
-        if c.tokenizer == "subword":
+        config = self.config
+        if config.tokenizer == "subword":
             self.subwords = self.train_subwords(train)
             self.words = None
         else:
-            self.words = Vocab.build((self.tokenize(e.text) for e in train), min_freq=c.min_freq, source=self.data_source())
+            self.words = Vocab.build(
+                (self.tokenize(e.text) for e in train), min_freq=config.min_freq, source=self.data_source()
+            )
         self.labels = label_vocab(e.label for e in train)
         if len(self.labels) < 2:
-            raise DataError(f"the training data has only one label ({self.labels.itos[0]!r}): a classifier needs at least two")
+            raise DataError(
+                f"the training data has only one label ({self.labels.itos[0]!r}): a classifier needs at least two"
+            )
         counts = Counter(e.label for e in train)
         self.weights = None
-        if c.class_weights == "balanced":
+        if config.class_weights == "balanced":
             self.weights = [len(train) / (len(self.labels) * counts[label]) for label in self.labels.itos]
 
     def subword_texts(self, examples) -> list[str]:
@@ -141,29 +154,35 @@ class SentimentTask(Task):
         """New classes get fresh output rows, known ones keep theirs; new words are added (word tokenizer)."""
         from seqnlp import finetune
 
-        c = self.config
+        config = self.config
         old_labels, old_words = self.labels, self.words
-        names, source, account = finetune.relabel(old_labels.itos, (e.label for e in train), c.labels,
-                                                  finetune.parse_label_map(c.label_map))
+        names, source, account = finetune.relabel(
+            old_labels.itos, (e.label for e in train), config.labels, finetune.parse_label_map(config.label_map)
+        )
         self.labels = label_vocab(names)
         adaptation = finetune.Adaptation(notes={"classes": account})
-        adaptation.maps["labels"] = [-1] * len(self.labels) if c.reset_head else finetune.index_map(self.labels.itos, old_labels, source)
-        if c.reset_head:
+        adaptation.maps["labels"] = (
+            [-1] * len(self.labels) if config.reset_head else finetune.index_map(self.labels.itos, old_labels, source)
+        )
+        if config.reset_head:
             adaptation.notes["output layer"] = "reset (--reset-head)"
-        if c.extend_vocab and c.tokenizer == "word":
-            self.words, added = finetune.extend(old_words, (self.tokenize(e.text) for e in train), c.min_freq, self.data_source())
+        if config.extend_vocab and config.tokenizer == "word":
+            self.words, added = finetune.extend(
+                old_words, (self.tokenize(e.text) for e in train), config.min_freq, self.data_source()
+            )
             adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
             adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
-        elif c.tokenizer == "subword":
+        elif config.tokenizer == "subword":
             old_subwords = self.subwords
-            if c.new_vocab:
+            if config.new_vocab:
                 self.subwords = self.train_subwords(train)
-            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_subwords, self.subwords, "training",
-                                                                                self.subword_texts(train))
+            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(
+                old_subwords, self.subwords, "training", self.subword_texts(train)
+            )
             if mapping is not None:
                 adaptation.maps["words"] = mapping
         counts = Counter(e.label for e in train)
-        if c.class_weights == "balanced":
+        if config.class_weights == "balanced":
             self.weights = [len(train) / (len(self.labels) * max(1, counts[label])) for label in self.labels.itos]
         elif self.weights is not None and len(self.weights) != len(self.labels):
             self.weights = None
@@ -176,10 +195,21 @@ class SentimentTask(Task):
         return len(self.subwords) if self.config.tokenizer == "subword" else len(self.words)
 
     def build_model(self):
-        c = self.config
-        return Classifier(self.vocab_size(), len(self.labels), word_dim=c.word_dim, hidden=c.hidden, layers=c.layers,
-                          cell=c.cell, bidirectional=c.bidirectional, dropout=c.dropout, word_dropout=c.word_dropout,
-                          pooling=c.pooling, class_weights=self.weights, cell_impl=c.cell_impl)
+        config = self.config
+        return Classifier(
+            self.vocab_size(),
+            len(self.labels),
+            word_dim=config.word_dim,
+            hidden=config.hidden,
+            layers=config.layers,
+            cell=config.cell,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+            word_dropout=config.word_dropout,
+            pooling=config.pooling,
+            class_weights=self.weights,
+            cell_impl=config.cell_impl,
+        )
 
     def label_names(self):
         return list(self.labels.itos)
@@ -187,7 +217,11 @@ class SentimentTask(Task):
     def save_assets(self, directory):
         if self.config.tokenizer == "subword":
             self.subwords.save(Path(directory) / SUBWORD_FILE)
-        return {"words": self.words.to_dict() if self.words else None, "labels": self.labels.to_dict(), "class_weights": self.weights}
+        return {
+            "words": self.words.to_dict() if self.words else None,
+            "labels": self.labels.to_dict(),
+            "class_weights": self.weights,
+        }
 
     def load_assets(self, directory, assets):
         self.words = Vocab.from_dict(assets["words"]) if assets["words"] else None
@@ -200,7 +234,10 @@ class SentimentTask(Task):
     def check_labels(self, examples):
         for example in examples:
             if example.label not in self.labels:
-                raise DataError(f"{example.source}: label {example.label!r} was not seen in training (labels: {', '.join(self.labels.itos)})")
+                raise DataError(
+                    f"{example.source}: label {example.label!r} was not seen in training (labels: "
+                    f"{', '.join(self.labels.itos)})"
+                )
 
     def encode(self, text: str) -> list[int]:
         return self.ids(self.tokenize(text))
@@ -210,15 +247,22 @@ class SentimentTask(Task):
         return ids or [1]  # a text of only unknown characters still gets one (unknown) token
 
     def prepare(self, examples):
-        return [{"words": self.encode(e.text), "label": self.labels[e.label] if e.label is not None else None} for e in examples]
+        return [
+            {"words": self.encode(e.text), "label": self.labels[e.label] if e.label is not None else None}
+            for e in examples
+        ]
 
     def collate(self, items):
-        lengths = torch.tensor([len(it["words"]) for it in items])
-        words = pad([it["words"] for it in items])
-        batch = {"words": words, "lengths": lengths, "num_tokens": int(lengths.sum()),
-                 "mask": torch.arange(words.size(1)).unsqueeze(0) < lengths.unsqueeze(1)}
+        lengths = torch.tensor([len(item["words"]) for item in items])
+        words = pad([item["words"] for item in items])
+        batch = {
+            "words": words,
+            "lengths": lengths,
+            "num_tokens": int(lengths.sum()),
+            "mask": torch.arange(words.size(1)).unsqueeze(0) < lengths.unsqueeze(1),
+        }
         if items[0]["label"] is not None:
-            batch["labels"] = torch.tensor([it["label"] for it in items])
+            batch["labels"] = torch.tensor([item["label"] for item in items])
         return batch
 
     # -- evaluation and prediction -----------------------------------------------------
@@ -239,8 +283,16 @@ class SentimentTask(Task):
         gold = [e.label for e in examples]
         scores = classification_scores(gold, predicted, self.labels.itos)
         errors = sorted((i for i in range(len(gold)) if gold[i] != predicted[i]), key=lambda i: -float(confidence[i]))
-        scores["_errors"] = [{"text": examples[i].text, "gold": gold[i], "predicted": predicted[i],
-                              "probability": round(float(confidence[i]), 4), "source": examples[i].source} for i in errors[:10]]
+        scores["_errors"] = [
+            {
+                "text": examples[i].text,
+                "gold": gold[i],
+                "predicted": predicted[i],
+                "probability": round(float(confidence[i]), 4),
+                "source": examples[i].source,
+            }
+            for i in errors[:10]
+        ]
         if self.words is not None:
             ids = [w for text_ids in encoded for w in text_ids]
             scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
@@ -255,8 +307,15 @@ class SentimentTask(Task):
         results = []
         for text, row, whole in zip(inputs, probs.tolist(), tokens):
             best = max(range(len(row)), key=row.__getitem__)
-            results.append(Classification(text, self.labels.itos[best], round(row[best], 6),
-                                          {label: round(p, 6) for label, p in zip(self.labels.itos, row)}, len(whole) > limit))
+            results.append(
+                Classification(
+                    text,
+                    self.labels.itos[best],
+                    round(row[best], 6),
+                    {label: round(p, 6) for label, p in zip(self.labels.itos, row)},
+                    len(whole) > limit,
+                )
+            )
         return results
 
     def report_sections(self, results, output_dir=None):
@@ -264,18 +323,33 @@ class SentimentTask(Task):
         for split, scores in results.items():
             labels = scores["confusion_matrix"]["labels"]
             matrix = scores["confusion_matrix"]["matrix"]
-            rows = [[label, r["precision"], r["recall"], r["f1"], r["support"]] for label, r in scores["per_class"].items()]
-            sections += [f"## {split}: per class", "", markdown_table(["label", "precision", "recall", "F1", "support"], rows), "",
-                         f"## {split}: confusion matrix (rows: gold, columns: predicted)", "",
-                         markdown_table(["gold \\ predicted", *labels], [[g, *row] for g, row in zip(labels, matrix)]), ""]
+            rows = [
+                [label, r["precision"], r["recall"], r["f1"], r["support"]] for label, r in scores["per_class"].items()
+            ]
+            sections += [
+                f"## {split}: per class",
+                "",
+                markdown_table(["label", "precision", "recall", "F1", "support"], rows),
+                "",
+                f"## {split}: confusion matrix (rows: gold, columns: predicted)",
+                "",
+                markdown_table(["gold \\ predicted", *labels], [[g, *row] for g, row in zip(labels, matrix)]),
+                "",
+            ]
             if output_dir is not None:
                 picture = f"confusion_{split}.png"
                 plot_confusion(labels, matrix, Path(output_dir) / picture)
                 sections += [f"![{split} confusion matrix]({picture})", ""]
             if scores.get("_errors"):
-                sections += [f"## {split}: most confident errors", "",
-                             markdown_table(["text", "gold", "predicted", "probability"],
-                                            [[e["text"][:200], e["gold"], e["predicted"], e["probability"]] for e in scores["_errors"]]), ""]
+                sections += [
+                    f"## {split}: most confident errors",
+                    "",
+                    markdown_table(
+                        ["text", "gold", "predicted", "probability"],
+                        [[e["text"][:200], e["gold"], e["predicted"], e["probability"]] for e in scores["_errors"]],
+                    ),
+                    "",
+                ]
         return sections
 
 

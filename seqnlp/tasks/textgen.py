@@ -37,7 +37,7 @@ class TextgenConfig(RunConfig):
     hidden: int = 384
     layers: int = 2
     dropout: float = 0.2
-    batch_size: int = 64              # parallel streams
+    batch_size: int = 64  # parallel streams
     epochs: int = 15
     lr: float = 3e-3
     clip_norm: float = 1.0
@@ -54,8 +54,14 @@ class TextgenTask(Task):
     name = "textgen"
     config_class = TextgenConfig
     metric = "loss"
-    predict_options = {"max_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int,
-                       "generator": torch.Generator}
+    predict_options = {
+        "max_chars": int,
+        "temperature": float,
+        "top_k": int,
+        "top_p": float,
+        "seed": int,
+        "generator": torch.Generator,
+    }
     # Every input's characters come from one random stream: a served request shares it with no other, so
     # its continuation depends on its seed alone.
     shares_batches = False
@@ -82,8 +88,11 @@ class TextgenTask(Task):
         if cut < 2:
             raise DataError("the training text is too short to hold out a dev part; give --dev-file")
         source = train[0].source if len(train) == 1 else "training text"
-        return ([Document(text[:cut], source)], [Document(text[cut:], source)],
-                f"the last {len(text) - cut} of {len(text)} training characters (10%) held out")
+        return (
+            [Document(text[:cut], source)],
+            [Document(text[cut:], source)],
+            f"the last {len(text) - cut} of {len(text)} training characters (10%) held out",
+        )
 
     def num_tokens(self, example):
         return len(example.text)
@@ -100,15 +109,17 @@ class TextgenTask(Task):
             return finetune.Adaptation()
         old = self.chars
         self.chars, added = finetune.extend(old, (d.text for d in train), source=self.data_source())
-        return finetune.Adaptation(maps={"chars": finetune.index_map(self.chars.itos, old)},
-                                   notes={"characters": f"{len(old)} from the model, {added} added from the new training text"})
+        return finetune.Adaptation(
+            maps={"chars": finetune.index_map(self.chars.itos, old)},
+            notes={"characters": f"{len(old)} from the model, {added} added from the new training text"},
+        )
 
     def weight_axes(self):
         return {"embed.weight": ("chars", (0,)), "out.weight": ("chars", (0,)), "out.bias": ("chars", (0,))}
 
     def build_model(self):
-        c = self.config
-        return CharLM(len(self.chars), c.embed_dim, c.hidden, c.layers, c.cell, c.dropout)
+        config = self.config
+        return CharLM(len(self.chars), config.embed_dim, config.hidden, config.layers, config.cell, config.dropout)
 
     def save_assets(self, directory):
         return {"chars": self.chars.to_dict()}
@@ -128,16 +139,23 @@ class TextgenTask(Task):
 
         The start offset moves with the epoch so segment borders fall in new places.
         """
-        c = self.config
-        offset = random.Random(c.seed * 1_000_003 + epoch).randrange(c.seq_len) if shuffle else 0
-        per_stream = (len(ids) - offset - 1) // c.batch_size
+        config = self.config
+        offset = random.Random(config.seed * 1_000_003 + epoch).randrange(config.seq_len) if shuffle else 0
+        per_stream = (len(ids) - offset - 1) // config.batch_size
         if per_stream < 2:
-            raise DataError(f"the training text is too short for {c.batch_size} streams; lower --batch-size")
-        span = per_stream * c.batch_size
-        inputs = ids[offset : offset + span].view(c.batch_size, per_stream)
-        targets = ids[offset + 1 : offset + 1 + span].view(c.batch_size, per_stream)
-        return [{"inputs": inputs[:, i : i + c.seq_len], "targets": targets[:, i : i + c.seq_len], "reset": i == 0,
-                 "num_tokens": inputs[:, i : i + c.seq_len].numel()} for i in range(0, per_stream, c.seq_len)]
+            raise DataError(f"the training text is too short for {config.batch_size} streams; lower --batch-size")
+        span = per_stream * config.batch_size
+        inputs = ids[offset : offset + span].view(config.batch_size, per_stream)
+        targets = ids[offset + 1 : offset + 1 + span].view(config.batch_size, per_stream)
+        return [
+            {
+                "inputs": inputs[:, i : i + config.seq_len],
+                "targets": targets[:, i : i + config.seq_len],
+                "reset": i == 0,
+                "num_tokens": inputs[:, i : i + config.seq_len].numel(),
+            }
+            for i in range(0, per_stream, config.seq_len)
+        ]
 
     # -- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model, examples, selection=False):
@@ -154,8 +172,16 @@ class TextgenTask(Task):
             scores["_samples"] = dict(zip(prompts, self.generate(model, prompts, self.config.sample_chars, seed=0)))
         return scores
 
-    def generate(self, model, prompts: list[str], length: int, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | torch.Generator = 0) -> list[str]:
+    def generate(
+        self,
+        model,
+        prompts: list[str],
+        length: int,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | torch.Generator = 0,
+    ) -> list[str]:
         """``seed``: a seed, or a generator whose random stream goes on from call to call."""
         model.eval()
         generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
@@ -168,16 +194,29 @@ class TextgenTask(Task):
         return line.replace("\\n", "\n")
 
     def predict(self, model, inputs, options):
-        """A continuation of each prompt (``max_chars``, ``temperature``, ``top_k``, ``top_p``, ``seed`` or ``generator``)."""
-        texts = self.generate(model, list(inputs), options.get("max_chars", 200), options.get("temperature", 1.0),
-                              options.get("top_k", 0), options.get("top_p", 1.0), options.get("generator", options.get("seed", 0)))
+        """A continuation of each prompt (``max_chars``, ``temperature``, ``top_k``, ``top_p``, ``seed`` or
+        ``generator``)."""
+        texts = self.generate(
+            model,
+            list(inputs),
+            options.get("max_chars", 200),
+            options.get("temperature", 1.0),
+            options.get("top_k", 0),
+            options.get("top_p", 1.0),
+            options.get("generator", options.get("seed", 0)),
+        )
         return [Generation(prompt, text) for prompt, text in zip(inputs, texts)]
 
     def report_sections(self, results, output_dir=None):
         sections = []
         for split, scores in results.items():
             rows = [[scores["loss"], scores["bpc"], scores["perplexity"], f"{scores['unknown_char_rate']:.3%}"]]
-            sections += [f"## {split}", "", markdown_table(["nats/char", "bits/char", "perplexity", "unknown chars"], rows), ""]
+            sections += [
+                f"## {split}",
+                "",
+                markdown_table(["nats/char", "bits/char", "perplexity", "unknown chars"], rows),
+                "",
+            ]
             if scores.get("_samples"):
                 sections += [f"## {split}: samples (temperature 0.8, seed 0)", ""]
                 for prompt, text in scores["_samples"].items():

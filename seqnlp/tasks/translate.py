@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from seqnlp.config import MAX_LAYERS, MAX_VOCAB, MAX_WIDTH, ConfigError, RunConfig, setting
-from seqnlp.data.batching import Batches, bucket_batches, pad
+from seqnlp.data.batching import pad
 from seqnlp.data.hf import require_columns
 from seqnlp.data.parallel import SentencePair, read_parallel
 from seqnlp.errors import DataError
@@ -29,20 +29,30 @@ LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
 class TranslateConfig(RunConfig):
     src_lang: str = setting("de", "source language code (file suffixes, HF translation dicts)")
     tgt_lang: str = setting("en", "target language code")
-    src_column: str = setting("auto", "tables / plain HF columns: the source column; auto: the language code, then source / src")
+    src_column: str = setting(
+        "auto", "tables / plain HF columns: the source column; auto: the language code, then source / src"
+    )
     tgt_column: str = setting("auto", "the target column; auto: the language code, then target / tgt")
     translation_field: str = setting("translation", "HF column holding {lang: text} dicts (wmt16 / iwslt schema)")
     vocab_size: int = setting(4000, "SentencePiece vocabulary size", low=8, high=MAX_VOCAB)
     joint_vocab: bool = setting(True, "one SentencePiece model (and embedding) for both languages")
     max_tokens: int = setting(100, "training sentences are cut to this many subwords", low=1)
-    subword_sampling: float = setting(0.0, "> 0: every epoch segments the training sentences anew at random, with this alpha "
-                                      "(subword regularization)", low=0.0, high=1.0)
+    subword_sampling: float = setting(
+        0.0,
+        "> 0: every epoch segments the training sentences anew at random, with this alpha (subword regularization)",
+        low=0.0,
+        high=1.0,
+    )
     embed_dim: int = setting(256, "subword embedding size", low=1, high=MAX_WIDTH)
     decoder_hidden: int = setting(256, "decoder hidden units", low=1, high=MAX_WIDTH)
     decoder_layers: int = setting(1, "decoder layers", low=1, high=MAX_LAYERS)
     attention: str = setting("general", "attention score", choices=ATTENTION_KINDS)
-    input_feed: bool = setting(False, "feed the previous attentional state to the decoder (Luong et al.); off: fused kernels, faster")
-    tie_embeddings: bool = setting(True, "output layer shares the target embedding (with joint_vocab: one matrix for all three)")
+    input_feed: bool = setting(
+        False, "feed the previous attentional state to the decoder (Luong et al.); off: fused kernels, faster"
+    )
+    tie_embeddings: bool = setting(
+        True, "output layer shares the target embedding (with joint_vocab: one matrix for all three)"
+    )
     label_smoothing: float = setting(0.1, "label smoothing of the training loss", low=0.0, high=0.99)
     beam: int = setting(5, "beam width (1: greedy)", low=1, high=1000)
     selection_beam: int = setting(0, "beam width of the dev BLEU that picks checkpoints; 0: `beam`", low=0, high=1000)
@@ -51,12 +61,14 @@ class TranslateConfig(RunConfig):
     max_len_ratio: float = setting(1.5, "hypotheses end by ratio * source length + 5 subwords", above=0.0, high=100.0)
     n_best: int = setting(1, "translations returned per input (at most beam)", low=1, high=1000)
     eval_batch_size: int = setting(128, "sentences per inference batch", low=1, high=1_000_000)
-    int8_decoding: bool = setting(True, "on CPU, the decoder cells' and output layer's products run in int8 (seqnlp/nn/products.py)")
-    dropout: float = 0.3              # docs/experiments.md: the dropout runs behind this default
+    int8_decoding: bool = setting(
+        True, "on CPU, the decoder cells' and output layer's products run in int8 (seqnlp/nn/products.py)"
+    )
+    dropout: float = 0.3  # docs/experiments.md: the dropout runs behind this default
     batch_size: int = 64
     lr: float = 2e-3
     epochs: int = 40
-    patience: int = 0                 # no early stopping: the schedule anneals to the end of the budget
+    patience: int = 0  # no early stopping: the schedule anneals to the end of the budget
     average_decay: float = 0.999
 
     def validate(self) -> None:
@@ -76,29 +88,35 @@ class TranslateTask(Task):
 
     # -- data --------------------------------------------------------------------------
     def columns(self) -> tuple[str, str]:
-        c = self.config
-        return (c.src_lang if c.src_column == "auto" else c.src_column, c.tgt_lang if c.tgt_column == "auto" else c.tgt_column)
+        config = self.config
+        return (
+            config.src_lang if config.src_column == "auto" else config.src_column,
+            config.tgt_lang if config.tgt_column == "auto" else config.tgt_column,
+        )
 
     def read_file(self, path):
-        c = self.config
+        config = self.config
         src_column, tgt_column = self.columns()
-        if Path(path).is_file() and c.src_column == "auto":
+        if Path(path).is_file() and config.src_column == "auto":
             from seqnlp.data.table import pick_column
 
-            src_column = pick_column(path, [c.src_lang, "source", "src"])
-            tgt_column = pick_column(path, [c.tgt_lang, "target", "tgt"])
-        return read_parallel(path, c.src_lang, c.tgt_lang, src_column, tgt_column)
+            src_column = pick_column(path, [config.src_lang, "source", "src"])
+            tgt_column = pick_column(path, [config.tgt_lang, "target", "tgt"])
+        return read_parallel(path, config.src_lang, config.tgt_lang, src_column, tgt_column)
 
     def read_hf(self, dataset, source):
-        c = self.config
+        config = self.config
         pairs = []
-        if c.translation_field in dataset.column_names:
+        if config.translation_field in dataset.column_names:
             for number, row in enumerate(dataset):
-                pair = row[c.translation_field]
-                missing = [lang for lang in (c.src_lang, c.tgt_lang) if lang not in pair]
+                pair = row[config.translation_field]
+                missing = [lang for lang in (config.src_lang, config.tgt_lang) if lang not in pair]
                 if missing:
-                    raise DataError(f"{source}:row {number}: {c.translation_field!r} has no language {missing[0]!r} (has: {', '.join(pair)})")
-                pairs.append(self._pair(pair[c.src_lang], pair[c.tgt_lang], f"{source}:row {number}"))
+                    raise DataError(
+                        f"{source}:row {number}: {config.translation_field!r} has no language {missing[0]!r} (has: "
+                        f"{', '.join(pair)})"
+                    )
+                pairs.append(self._pair(pair[config.src_lang], pair[config.tgt_lang], f"{source}:row {number}"))
             return pairs
         src_column, tgt_column = self.columns()
         require_columns(dataset, [src_column, tgt_column], source)
@@ -119,13 +137,17 @@ class TranslateTask(Task):
 
     # -- subwords and model --------------------------------------------------------------
     def build_vocabularies(self, train):
-        c = self.config
-        if c.joint_vocab:
-            self.src_sp = self.tgt_sp = SubwordTokenizer.train([p.src for p in train] + [p.tgt for p in train], c.vocab_size)
+        config = self.config
+        if config.joint_vocab:
+            self.src_sp = self.tgt_sp = SubwordTokenizer.train(
+                [p.src for p in train] + [p.tgt for p in train], config.vocab_size
+            )
         else:
-            self.src_sp = SubwordTokenizer.train([p.src for p in train], c.vocab_size)
-            self.tgt_sp = SubwordTokenizer.train([p.tgt for p in train], c.vocab_size)
-        self.output_ids = sorted({t for p in train for t in self.tgt_sp.encode(p.tgt)} | {self.tgt_sp.eos_id, self.tgt_sp.unk_id})
+            self.src_sp = SubwordTokenizer.train([p.src for p in train], config.vocab_size)
+            self.tgt_sp = SubwordTokenizer.train([p.tgt for p in train], config.vocab_size)
+        self.output_ids = sorted(
+            {t for p in train for t in self.tgt_sp.encode(p.tgt)} | {self.tgt_sp.eos_id, self.tgt_sp.unk_id}
+        )
 
     def uses_subwords(self):
         return True
@@ -148,19 +170,31 @@ class TranslateTask(Task):
         else:
             maps = {}
             maps["source"], adaptation.notes["source subwords"] = finetune.subword_adaptation(
-                old_src, self.src_sp, "source", [p.src for p in train])
+                old_src, self.src_sp, "source", [p.src for p in train]
+            )
             maps["target"], adaptation.notes["target subwords"] = finetune.subword_adaptation(
-                old_tgt, self.tgt_sp, "target", [p.tgt for p in train])
+                old_tgt, self.tgt_sp, "target", [p.tgt for p in train]
+            )
         adaptation.maps.update({name: mapping for name, mapping in maps.items() if mapping is not None})
         return adaptation
 
     def weight_axes(self):
-        return {"src_embed.weight": ("source", (0,)), "tgt_embed.weight": ("target", (0,)),
-                "out.weight": ("target", (0,)), "out.bias": ("target", (0,))}
+        return {
+            "src_embed.weight": ("source", (0,)),
+            "tgt_embed.weight": ("target", (0,)),
+            "out.weight": ("target", (0,)),
+            "out.bias": ("target", (0,)),
+        }
 
     def build_model(self):
-        return translator(self.config, len(self.src_sp), len(self.tgt_sp), pad_id=self.tgt_sp.pad_id,
-                          unk_id=self.tgt_sp.unk_id, output_ids=self.output_ids)
+        return translator(
+            self.config,
+            len(self.src_sp),
+            len(self.tgt_sp),
+            pad_id=self.tgt_sp.pad_id,
+            unk_id=self.tgt_sp.unk_id,
+            output_ids=self.output_ids,
+        )
 
     def save_assets(self, directory):
         self.src_sp.save(Path(directory) / "source.model")
@@ -176,7 +210,9 @@ class TranslateTask(Task):
     # -- batches -----------------------------------------------------------------------
     def prepare(self, examples):
         n = self.config.max_tokens
-        return [{"src": self.src_sp.encode(p.src)[:n], "tgt": self.tgt_sp.encode(p.tgt)[:n], "pair": p} for p in examples]
+        return [
+            {"src": self.src_sp.encode(p.src)[:n], "tgt": self.tgt_sp.encode(p.tgt)[:n], "pair": p} for p in examples
+        ]
 
     def resegment(self, items, epoch):
         """``items`` with both sides segmented at random (Kudo 2018), a pure function of ``(seed, epoch)``.
@@ -185,22 +221,24 @@ class TranslateTask(Task):
         small corpora. A sampled target that uses a subword the output layer does not score keeps its
         usual segmentation.
         """
-        c, n = self.config, self.config.max_tokens
-        seed = (c.seed * 1_000_003 + epoch) % 2**31
-        sources = self.src_sp.sample([it["pair"].src for it in items], c.subword_sampling, seed)
-        targets = self.tgt_sp.sample([it["pair"].tgt for it in items], c.subword_sampling, seed + 1)
+        config, n = self.config, self.config.max_tokens
+        seed = (config.seed * 1_000_003 + epoch) % 2**31
+        sources = self.src_sp.sample([item["pair"].src for item in items], config.subword_sampling, seed)
+        targets = self.tgt_sp.sample([item["pair"].tgt for item in items], config.subword_sampling, seed + 1)
         scored = set(self.output_ids)
-        return [{"src": src[:n], "tgt": tgt[:n] if scored.issuperset(tgt) else it["tgt"], "pair": it["pair"]}
-                for it, src, tgt in zip(items, sources, targets)]
+        return [
+            {"src": src[:n], "tgt": tgt[:n] if scored.issuperset(tgt) else it["tgt"], "pair": it["pair"]}
+            for it, src, tgt in zip(items, sources, targets)
+        ]
 
     def collate(self, items):
         bos, eos = self.tgt_sp.bos_id, self.tgt_sp.eos_id
-        src_lengths = torch.tensor([len(it["src"]) for it in items])
-        batch = {"src": pad([it["src"] for it in items]), "src_lengths": src_lengths}
+        src_lengths = torch.tensor([len(item["src"]) for item in items])
+        batch = {"src": pad([item["src"] for item in items]), "src_lengths": src_lengths}
         if "tgt" in items[0]:
-            batch["tgt_in"] = pad([[bos] + it["tgt"] for it in items])
-            batch["tgt_out"] = pad([it["tgt"] + [eos] for it in items])
-            batch["num_tokens"] = int(src_lengths.sum()) + sum(len(it["tgt"]) + 1 for it in items)
+            batch["tgt_in"] = pad([[bos] + item["tgt"] for item in items])
+            batch["tgt_out"] = pad([item["tgt"] + [eos] for item in items])
+            batch["num_tokens"] = int(src_lengths.sum()) + sum(len(item["tgt"]) + 1 for item in items)
         return batch
 
     def batches(self, items, shuffle, epoch=0):
@@ -209,7 +247,9 @@ class TranslateTask(Task):
         return super().batches(items, shuffle, epoch)
 
     # -- decoding, evaluation, prediction ----------------------------------------------
-    def translate(self, model, sentences: list[str], beam: int | None = None, n_best: int = 1) -> list[list[tuple[str, float]]]:
+    def translate(
+        self, model, sentences: list[str], beam: int | None = None, n_best: int = 1
+    ) -> list[list[tuple[str, float]]]:
         """``n_best`` detokenized translations with their scores for each sentence, in input order."""
         config = self.config
         beam = beam or config.beam
@@ -222,15 +262,27 @@ class TranslateTask(Task):
         results: list = [None] * len(sentences)
         for group, batch in self.inference_batches(model, items):
             max_lengths, min_lengths = self.length_bounds(group, batch["src_lengths"])
-            hyps = beam_search(decoder, batch["src"], batch["src_lengths"], beam=beam,
-                               max_lengths=max_lengths, min_lengths=min_lengths, bos=self.tgt_sp.bos_id,
-                               eos=self.tgt_sp.eos_id, scorer=scorer, n_best=n_best)
+            hyps = beam_search(
+                decoder,
+                batch["src"],
+                batch["src_lengths"],
+                beam=beam,
+                max_lengths=max_lengths,
+                min_lengths=min_lengths,
+                bos=self.tgt_sp.bos_id,
+                eos=self.tgt_sp.eos_id,
+                scorer=scorer,
+                n_best=n_best,
+            )
             for i, nbest in zip(group, hyps):
                 results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
         return results
 
-    def length_bounds(self, sentences: list[int], src_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The most subwords (EOS included) each of these input ``sentences`` may translate to, and the fewest (None: 1)."""
+    def length_bounds(
+        self, sentences: list[int], src_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The most subwords (EOS included) each of these input ``sentences`` may translate to, and the fewest (None:
+        1)."""
         return (src_lengths.float() * self.config.max_len_ratio).long() + 5, None
 
     def evaluate(self, model, examples, selection=False):
@@ -243,15 +295,26 @@ class TranslateTask(Task):
             return scores
         buckets = {}
         for low, high in LENGTH_BUCKETS:
-            chosen = [i for i, p in enumerate(examples) if low <= len(p.src.split()) and (high is None or len(p.src.split()) <= high)]
+            chosen = [
+                i
+                for i, p in enumerate(examples)
+                if low <= len(p.src.split()) and (high is None or len(p.src.split()) <= high)
+            ]
             if chosen:
                 name = f"{low}-{high}" if high else f"{low}+"
-                buckets[name] = {"sentences": len(chosen), "bleu": translation_scores([hypotheses[i] for i in chosen], [references[i] for i in chosen])["bleu"]}
+                buckets[name] = {
+                    "sentences": len(chosen),
+                    "bleu": translation_scores([hypotheses[i] for i in chosen], [references[i] for i in chosen])[
+                        "bleu"
+                    ],
+                }
         scores["bleu_by_source_length"] = buckets
         src_ids = [t for p in examples for t in self.src_sp.encode(p.src)]
         scores["unknown_subword_rate"] = sum(t == self.src_sp.unk_id for t in src_ids) / max(1, len(src_ids))
-        scores["_samples"] = [{"source": examples[i].src, "reference": references[i], "translation": hypotheses[i]}
-                              for i in range(min(10, len(examples)))]
+        scores["_samples"] = [
+            {"source": examples[i].src, "reference": references[i], "translation": hypotheses[i]}
+            for i in range(min(10, len(examples)))
+        ]
         return scores
 
     def predict(self, model, inputs, options):
@@ -273,25 +336,71 @@ class TranslateTask(Task):
     def report_sections(self, results, output_dir=None):
         sections = []
         for split, scores in results.items():
-            sections += [f"## {split}: scores (beam {scores['beam']})", "",
-                         markdown_table(["metric", "value", "signature"],
-                                        [["BLEU", scores["bleu"], scores["signature"]["bleu"]], ["chrF", scores["chrf"], scores["signature"]["chrf"]]]),
-                         "", f"Unknown subwords in the source: {scores.get('unknown_subword_rate', 0):.3%}.", ""]
+            sections += [
+                f"## {split}: scores (beam {scores['beam']})",
+                "",
+                markdown_table(
+                    ["metric", "value", "signature"],
+                    [
+                        ["BLEU", scores["bleu"], scores["signature"]["bleu"]],
+                        ["chrF", scores["chrf"], scores["signature"]["chrf"]],
+                    ],
+                ),
+                "",
+                f"Unknown subwords in the source: {scores.get('unknown_subword_rate', 0):.3%}.",
+                "",
+            ]
             if scores.get("bleu_by_source_length"):
-                sections += [f"## {split}: BLEU by source length (words)", "",
-                             markdown_table(["length", "sentences", "BLEU"], [[k, v["sentences"], v["bleu"]] for k, v in scores["bleu_by_source_length"].items()]), ""]
+                sections += [
+                    f"## {split}: BLEU by source length (words)",
+                    "",
+                    markdown_table(
+                        ["length", "sentences", "BLEU"],
+                        [[k, v["sentences"], v["bleu"]] for k, v in scores["bleu_by_source_length"].items()],
+                    ),
+                    "",
+                ]
             if scores.get("_samples"):
-                sections += [f"## {split}: sample translations", "",
-                             markdown_table(["source", "reference", "translation"], [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]]), ""]
+                sections += [
+                    f"## {split}: sample translations",
+                    "",
+                    markdown_table(
+                        ["source", "reference", "translation"],
+                        [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]],
+                    ),
+                    "",
+                ]
         return sections
 
 
-def translator(config: TranslateConfig, src_vocab: int, tgt_vocab: int, *, pad_id: int = 0, unk_id: int = 1,
-               output_ids: list[int] | None = None) -> Seq2Seq:
+def translator(
+    config: TranslateConfig,
+    src_vocab: int,
+    tgt_vocab: int,
+    *,
+    pad_id: int = 0,
+    unk_id: int = 1,
+    output_ids: list[int] | None = None,
+) -> Seq2Seq:
     """The ``Seq2Seq`` that ``config`` describes, over vocabularies of the given sizes."""
-    return Seq2Seq(src_vocab, tgt_vocab, embed_dim=config.embed_dim, hidden=config.hidden, decoder_hidden=config.decoder_hidden,
-                   layers=config.layers, decoder_layers=config.decoder_layers, cell=config.cell,
-                   bidirectional=config.bidirectional, attention=config.attention, input_feed=config.input_feed,
-                   dropout=config.dropout, label_smoothing=config.label_smoothing, tie_embeddings=config.tie_embeddings,
-                   shared_vocab=config.joint_vocab, cell_impl=config.cell_impl, pad_id=pad_id, unk_id=unk_id,
-                   output_ids=output_ids)
+    return Seq2Seq(
+        src_vocab,
+        tgt_vocab,
+        embed_dim=config.embed_dim,
+        hidden=config.hidden,
+        decoder_hidden=config.decoder_hidden,
+        layers=config.layers,
+        decoder_layers=config.decoder_layers,
+        cell=config.cell,
+        bidirectional=config.bidirectional,
+        attention=config.attention,
+        input_feed=config.input_feed,
+        dropout=config.dropout,
+        label_smoothing=config.label_smoothing,
+        tie_embeddings=config.tie_embeddings,
+        shared_vocab=config.joint_vocab,
+        cell_impl=config.cell_impl,
+        pad_id=pad_id,
+        unk_id=unk_id,
+        output_ids=output_ids,
+    )
