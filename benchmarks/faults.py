@@ -119,6 +119,16 @@ def checkpoint_step(out: Path) -> int | None:
         return -1
 
 
+def reference_run(train, dev, out: Path, epochs: int) -> tuple[float, float]:
+    """Train uninterrupted into ``out``; returns its seconds and those of a bare ``import seqnlp.run``."""
+    started = time.perf_counter()
+    subprocess.run(command(train, dev, out, epochs, False), check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    startup = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import seqnlp.run"], check=True)
+    return seconds, time.perf_counter() - startup
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
@@ -130,11 +140,7 @@ def main(argv=None) -> dict:
     train, dev = write_data(work, copies=6)
 
     started = time.perf_counter()
-    subprocess.run(command(train, dev, work / "reference", args.epochs, False), check=True, capture_output=True)
-    reference_seconds = time.perf_counter() - started
-    startup = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import seqnlp.run"], check=True)
-    startup = time.perf_counter() - startup
+    reference_seconds, startup = reference_run(train, dev, work / "reference", args.epochs)
 
     kills = resumes_ok = corrupt = lost = 0
     out = work / "interrupted"

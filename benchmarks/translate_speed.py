@@ -108,6 +108,25 @@ def decoding_speeds(task, model, sources: list[str], rounds: int) -> dict[str, l
     return speeds
 
 
+def decoding_fields(speeds: dict[str, list[float]]) -> dict:
+    """Median speeds of the decoding passes and the ratios taken side by side (beam 5 / greedy, int8 / float32)."""
+    beam_ratio, beam_ratio_range = median_ratio(zip(speeds["beam5"], speeds["beam1"]))
+    fields = {
+        "beam1_sents_per_s": round(statistics.median(speeds["beam1"]), 1),
+        "beam5_sents_per_s": round(statistics.median(speeds["beam5"]), 1),
+        "beam5_over_beam1": round(beam_ratio, 3),
+        "beam5_over_beam1_range": beam_ratio_range,
+    }
+    if "beam5_float32" in speeds:
+        int8_speedup, int8_speedup_range = median_ratio(zip(speeds["beam5"], speeds["beam5_float32"]))
+        fields.update(
+            beam5_float32_sents_per_s=round(statistics.median(speeds["beam5_float32"]), 1),
+            int8_speedup=round(int8_speedup, 3),
+            int8_speedup_range=int8_speedup_range,
+        )
+    return fields
+
+
 def main():
     args = parse_args()
     torch.manual_seed(0)
@@ -130,24 +149,11 @@ def main():
         force_lengths(task, [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val])
     int8 = task.config.int8_decoding
     speeds = decoding_speeds(task, model, sources, args.decode_rounds)
-    beam_ratio, beam_ratio_range = median_ratio(zip(speeds["beam5"], speeds["beam1"]))
-    int8_fields = {}
-    if int8:
-        int8_speedup, int8_speedup_range = median_ratio(zip(speeds["beam5"], speeds["beam5_float32"]))
-        int8_fields = {
-            "beam5_float32_sents_per_s": round(statistics.median(speeds["beam5_float32"]), 1),
-            "int8_speedup": round(int8_speedup, 3),
-            "int8_speedup_range": int8_speedup_range,
-        }
     print(
         json.dumps(
             {
                 **comparison_fields("train", train),
-                "beam1_sents_per_s": round(statistics.median(speeds["beam1"]), 1),
-                "beam5_sents_per_s": round(statistics.median(speeds["beam5"]), 1),
-                "beam5_over_beam1": round(beam_ratio, 3),
-                "beam5_over_beam1_range": beam_ratio_range,
-                **int8_fields,
+                **decoding_fields(speeds),
                 "decode": {
                     "sentences": len(sources),
                     "rounds": args.decode_rounds,

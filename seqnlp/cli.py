@@ -66,7 +66,7 @@ def _parse_override(item: str):
         raise ConfigError(f"--set {key}: invalid value {value[:60]!r} ({str(err).splitlines()[0]})") from None
 
 
-def _predict(argv):
+def predict_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="seqnlp predict", description="One input per line in, one output per line out.")
     parser.add_argument("model_dir")
     parser.add_argument("input", nargs="?", default="-", help="file of inputs, one per line ('-' or nothing: stdin)")
@@ -112,7 +112,11 @@ def _predict(argv):
         help="ner: the input is already tokenized (tokens between spaces); default: raw text, tokenized as "
         "CoNLL-2003 is",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _predict(argv):
+    args = predict_parser().parse_args(argv)
     import torch
 
     from seqnlp.data.text import iter_text_lines
@@ -136,9 +140,8 @@ def _predict(argv):
         for k, v in vars(args).items()
         if k not in ("model_dir", "input", "device", "set", "buffer_lines", "format")
     }
-    options["generator"] = torch.Generator().manual_seed(
-        args.seed
-    )  # textgen: one random stream for the whole input, however it is buffered
+    # textgen: one random stream for the whole input, however it is buffered
+    options["generator"] = torch.Generator().manual_seed(args.seed)
     lines = iter_text_lines(args.input)
     while chunk := list(itertools.islice(lines, buffer_lines)):
         predictions = task.predict(model, [task.input_from_line(line) for line in chunk], options)

@@ -197,9 +197,8 @@ def create_app(model, config: ServeConfig):
         return {**model.info(), "forward_passes": batcher.batches}
 
     @app.post("/predict")
-    async def predict(
-        request: Request,
-    ):  # (this module has no `from __future__ import annotations`: FastAPI reads this hint)
+    # This module has no `from __future__ import annotations`: FastAPI reads the hint below.
+    async def predict(request: Request):
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > config.max_body_bytes):
             raise RequestError(413, f"the body is larger than {config.max_body_bytes} bytes")

@@ -289,9 +289,8 @@ class Seq2Seq(nn.Module):
             return self._teacher_forced_fused(tgt_in, hyps)
         gates = self.embedding_gates(tgt_in)  # [B, T, G]: one product for every step
         outputs = []
-        for step_gates in gates.unbind(
-            1
-        ):  # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
+        # unbind, not gates[:, t]: its backward is one stack, not T zero-filled copies
+        for step_gates in gates.unbind(1):
             attentional, state = self.decode_step(step_gates, hyps)
             hyps = replace(hyps, state=state)
             outputs.append(attentional)

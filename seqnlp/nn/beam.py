@@ -2,9 +2,16 @@
 
 A search step is four named moves, as in OpenNMT-py's ``BeamSearch``: forbid endings that come too
 early (``_forbid_early_ends``), list each hypothesis's candidate next tokens (``_candidates``), keep
-the ``beam`` best of every sentence (``_pick``), and retire the sentences whose hypotheses have all
+the ``beam`` best of every sentence (``_Open.advance``), and retire the sentences whose hypotheses have all
 finished (``_Finished.record``); at the end ``_History.backtrack`` reads the hypotheses back and
 ``GNMTScorer`` ranks them.
+
+The model searched offers ``encode(src, lengths) -> state`` and ``next_logits(tokens, state) -> (logits[N, V],
+state)`` (unnormalised scores of the next token; log-probabilities work too), and optionally ``output_ids``: the
+token id of each of the V columns (default: column = token id). The state offers ``expand(beam)`` (``beam`` rows
+per sentence), ``select(sentences, rows)`` (drop finished sentences, keeping the given rows) and ``reorder(rows)``
+(follow beams within a sentence); with a coverage penalty, also ``attention`` (``[N, S]``, the weights of the step
+just taken), which counts toward a hypothesis's coverage up to the step that emits its EOS.
 """
 
 from __future__ import annotations
@@ -44,10 +51,6 @@ class GNMTScorer:
     def uses_attention(self) -> bool:
         """Whether the search must track how much attention each hypothesis paid to each source position."""
         return self.coverage_penalty > 0
-
-    def coverage_scores(self, coverage: torch.Tensor | None, real: torch.Tensor) -> torch.Tensor | None:
-        """The unweighted coverage term of hypotheses ``[A, beam]`` (None when the scorer ignores attention)."""
-        return coverage_penalty(coverage, real) if self.uses_attention else None
 
     def final_scores(self, log_probs: torch.Tensor, lengths: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
         """Scores of finished hypotheses ``[B, beam]`` from their log-probabilities, lengths and coverage terms."""
@@ -94,19 +97,68 @@ class _History:
         return sequences, lengths
 
 
+@dataclass
+class _Open:
+    """The sentences still searched: their rows in the batch, and their hypotheses' scores, finished flags and
+    coverage (``[A, beam, S]``: the attention each has paid to each source position; None without a coverage penalty).
+    """
+
+    sentences: torch.Tensor
+    scores: torch.Tensor
+    finished: torch.Tensor
+    coverage: torch.Tensor | None = None
+
+    @staticmethod
+    def start(batch: int, beam: int, device) -> _Open:
+        """Every sentence, each with one live hypothesis: all beams start identical, so one is kept."""
+        scores = torch.zeros(batch, beam, device=device)
+        scores[:, 1:] = NEG_INF
+        return _Open(
+            torch.arange(batch, device=device), scores, torch.zeros(batch, beam, dtype=torch.bool, device=device)
+        )
+
+    def add_attention(self, attention: torch.Tensor) -> None:
+        """Count a step's attention ``[A * beam, S]`` toward the coverage of the hypotheses still open."""
+        attention = (attention * (~self.finished).view(-1, 1)).view(*self.finished.shape, -1)
+        self.coverage = attention if self.coverage is None else self.coverage + attention
+
+    def advance(self, candidates, candidate_columns, eos_column: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep the ``beam`` best extensions of each sentence; returns their origins (hypotheses extended), columns."""
+        beam, k = candidates.shape[1:]
+        self.scores, top = (self.scores.unsqueeze(2) + candidates).view(-1, beam * k).topk(beam, dim=1)
+        origins = torch.div(top, k, rounding_mode="floor")
+        columns = candidate_columns.view(-1, beam * k).gather(1, top)
+        self.finished = self.finished.gather(1, origins) | (columns == eos_column)
+        if self.coverage is not None:
+            self.coverage = self.coverage.gather(1, origins.unsqueeze(2).expand(-1, -1, self.coverage.size(2)))
+        return origins, columns
+
+    def done(self) -> torch.Tensor:
+        """Sentences whose hypotheses have all finished (-inf scores: dead slots, a beam wider than the candidates)."""
+        return (self.finished | self.scores.isneginf()).all(dim=1)
+
+    def keep(self, rows: torch.Tensor) -> _Open:
+        coverage = None if self.coverage is None else self.coverage[rows]
+        return _Open(self.sentences[rows], self.scores[rows], self.finished[rows], coverage)
+
+
 class _Finished:
     """The final scores of each sentence's hypotheses, recorded when the sentence leaves the search."""
 
-    def __init__(self, batch: int, beam: int, device):
+    def __init__(self, src: torch.Tensor, src_lengths: torch.Tensor, beam: int):
+        batch, device = src.size(0), src.device
         self.scores = torch.full((batch, beam), NEG_INF, device=device)
         self.finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
         self.coverage = torch.zeros(batch, beam, device=device)
+        self.real_source = torch.arange(src.size(1), device=device) < src_lengths.to(device).unsqueeze(1)  # [batch, S]
 
-    def record(self, sentences, scores, finished, coverage) -> None:
-        self.scores[sentences] = scores
-        self.finished[sentences] = finished
-        if coverage is not None:
-            self.coverage[sentences] = coverage
+    def record(self, leaving: _Open, scorer: GNMTScorer) -> None:
+        """The scores of the sentences ``leaving`` the search."""
+        sentences = leaving.sentences
+        self.scores[sentences] = leaving.scores
+        self.finished[sentences] = leaving.finished
+        if scorer.uses_attention:
+            self.coverage[sentences] = coverage_penalty(leaving.coverage, self.real_source[sentences])
 
 
 def _forbid_early_ends(log_probs: torch.Tensor, step: int, bounds: _ActiveBounds, eos_column: int) -> torch.Tensor:
@@ -134,16 +186,6 @@ def _candidates(log_probs, end_log_prob, finished, step: int, bounds: _ActiveBou
     return candidates, columns
 
 
-def _pick(scores, candidates, candidate_columns, finished, eos_column: int):
-    """The ``beam`` best extensions of each sentence: their scores, origins (hypotheses extended), columns and finished
-    flags."""
-    beam, k = candidates.shape[1:]
-    scores, top = (scores.unsqueeze(2) + candidates).view(-1, beam * k).topk(beam, dim=1)
-    origins = torch.div(top, k, rounding_mode="floor")
-    columns = candidate_columns.view(-1, beam * k).gather(1, top)
-    return scores, origins, columns, finished.gather(1, origins) | (columns == eos_column)
-
-
 @torch.inference_mode()
 def beam_search(
     model,
@@ -160,71 +202,48 @@ def beam_search(
 ) -> list[list[tuple[list[int], float]]]:
     """The ``n_best`` hypotheses ``(token ids without BOS/EOS, scorer's score)`` of every sentence, best first.
 
-    ``model`` offers ``encode(src, lengths) -> state`` and ``next_logits(tokens, state) -> (logits[N, V], state)``
-    (unnormalised scores of the next token; log-probabilities work too), and optionally ``output_ids``: the
-    token id of each of the V columns (default: column = token id). The state offers ``expand(beam)``
-    (``beam`` rows per sentence), ``select(sentences, rows)`` (drop finished sentences, keeping the given
-    rows) and ``reorder(rows)`` (follow beams within a sentence); with a coverage penalty, also
-    ``attention`` (``[N, S]``, the weights of the step just taken), which counts toward a hypothesis's
-    coverage up to the step that emits its EOS.
-
-    A sentence is done once all its ``beam`` hypotheses are finished (stopping as soon as the best raw
-    score is finished favours short translations under a length penalty: docs/experiments.md) and leaves
-    the batch, so the remaining steps only pay for sentences still searched. Sentence ``b`` must end by
-    ``max_lengths[b]`` tokens (EOS included) and, given ``min_lengths``, cannot end before ``min_lengths[b]``.
+    ``model``: see the module's docstring. A sentence is done once all its ``beam`` hypotheses are finished
+    (stopping as soon as the best raw score is finished favours short translations under a length penalty:
+    docs/experiments.md) and leaves the batch, so the remaining steps only pay for sentences still searched.
+    Sentence ``b`` must end by ``max_lengths[b]`` tokens (EOS included) and, given ``min_lengths``, cannot end
+    before ``min_lengths[b]``.
     """
     batch, device = src.size(0), src.device
     output_ids = getattr(model, "output_ids", None)
     eos_column = int((output_ids == eos).nonzero()[0, 0]) if output_ids is not None else eos
     state = model.encode(src, src_lengths)  # one row per sentence until the first step is taken
     tokens = torch.full((batch,), bos, dtype=torch.long, device=device)
-    scores = torch.zeros(batch, beam, device=device)
-    scores[:, 1:] = NEG_INF  # all beams start identical: keep one
-    finished = torch.zeros(batch, beam, dtype=torch.bool, device=device)
+    open_ = _Open.start(batch, beam, device)
     last_steps = max_lengths.to(device) - 1
     first_end_steps = min_lengths.to(device) - 1 if min_lengths is not None else None
-    active = torch.arange(batch, device=device)  # sentences still searched, as rows of the full batch
-    bounds = _ActiveBounds(active, last_steps, first_end_steps, beam)
-    real_source = torch.arange(src.size(1), device=device) < src_lengths.to(device).unsqueeze(1)  # [batch, S]
-    coverage = None  # [A, beam, S]: attention each open hypothesis has paid to each source position
+    bounds = _ActiveBounds(open_.sentences, last_steps, first_end_steps, beam)
     history = _History(int(last_steps.max()) + 1, batch, beam, eos_column, device)
-    final = _Finished(batch, beam, device)
+    final = _Finished(src, src_lengths, beam)
     for step in range(history.columns.size(0)):
         logits, state = model.next_logits(tokens, state)
-        if (
-            step == 0 and beam > 1
-        ):  # every hypothesis takes the same first step: computed once per sentence, then copied
+        if step == 0 and beam > 1:  # every hypothesis takes the same first step: computed once, then copied
             logits, state = logits.repeat_interleave(beam, dim=0), state.expand(beam)
         if scorer.uses_attention:
-            attention = (state.attention * (~finished).view(-1, 1)).view(len(active), beam, -1)
-            coverage = attention if coverage is None else coverage + attention
-        log_probs = logits.log_softmax(dim=1).view(len(active), beam, -1)
+            open_.add_attention(state.attention)
+        log_probs = logits.log_softmax(dim=1).view(len(open_.sentences), beam, -1)
         end_log_prob = _forbid_early_ends(log_probs, step, bounds, eos_column)
-        candidates, candidate_columns = _candidates(log_probs, end_log_prob, finished, step, bounds, eos_column)
-        scores, origins, columns, finished = _pick(scores, candidates, candidate_columns, finished, eos_column)
-        history.record(step, active, columns, origins)
-        if coverage is not None:
-            coverage = coverage.gather(1, origins.unsqueeze(2).expand(-1, -1, coverage.size(2)))
-        done = (finished | scores.isneginf()).all(dim=1)  # -inf: dead slots (beam wider than the candidates)
+        candidates, columns = _candidates(log_probs, end_log_prob, open_.finished, step, bounds, eos_column)
+        origins, columns = open_.advance(candidates, columns, eos_column)
+        history.record(step, open_.sentences, columns, origins)
+        done = open_.done()
         if bool(done.any()):
-            final.record(
-                active[done],
-                scores[done],
-                finished[done],
-                scorer.coverage_scores(coverage[done] if coverage is not None else None, real_source[active[done]]),
-            )
+            final.record(open_.keep(done), scorer)
             keep = (~done).nonzero().squeeze(1)
             if keep.numel() == 0:
                 break
-            active, scores, finished, origins, columns = (t[keep] for t in (active, scores, finished, origins, columns))
-            coverage = coverage[keep] if coverage is not None else None
+            open_, origins, columns = open_.keep(keep), origins[keep], columns[keep]
             state = state.select(keep, (keep.unsqueeze(1) * beam + origins).view(-1))
-            bounds = _ActiveBounds(active, last_steps, first_end_steps, beam)
+            bounds = _ActiveBounds(open_.sentences, last_steps, first_end_steps, beam)
         else:
             state = state.reorder((bounds.first_rows + origins).view(-1))
         tokens = output_ids.index_select(0, columns.view(-1)) if output_ids is not None else columns.view(-1)
     else:  # the last step ended every hypothesis; record sentences whose dead slots kept them in the loop
-        final.record(active, scores, finished, scorer.coverage_scores(coverage, real_source[active]))
+        final.record(open_, scorer)
     sequences, lengths = history.backtrack(step + 1)
     ranked = scorer.final_scores(final.scores, lengths, final.coverage).masked_fill(~final.finished, NEG_INF)
     return _best_hypotheses(sequences, ranked, n_best, output_ids, eos)

@@ -36,9 +36,8 @@ class Int8Product:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         weight = weight.detach().float().contiguous()
         scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
-        with (
-            warnings.catch_warnings()
-        ):  # PyTorch marks quantized tensors deprecated; fbgemm's kernels take nothing else yet
+        # PyTorch marks quantized tensors deprecated; fbgemm's kernels take nothing else yet.
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             quantized = torch.quantize_per_channel(
                 weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8
