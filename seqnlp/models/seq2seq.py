@@ -249,13 +249,17 @@ class Seq2Seq(nn.Module):
         return F.linear(embedded, first.weight_ih[:, : self.embed_dim], bias)
 
     # -- encoder -----------------------------------------------------------------------
-    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, weights: StepWeights) -> Hypotheses:
-        """The memory of each sentence and the decoder's first state (one row per sentence) from the bridge."""
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, weights: StepWeights | None = None) -> Hypotheses:
+        """The memory of each sentence and the decoder's first state (one row per sentence) from the bridge.
+
+        ``weights``: the step weights the decoder will use; None: ``step_weights()``, the current ones.
+        """
         memory, final = self.encoder(self.embed_drop(self.src_embed(src)), src_lengths)
         layers, hidden = len(self.cells), self.cells[0].hidden_size
         h0 = torch.tanh(self.bridge(final)).view(-1, layers, hidden).transpose(0, 1)  # [layers, N, H]
         state = [(h, torch.zeros_like(h)) if self.cell == "lstm" else (h,) for h in h0]
         feed = memory.new_zeros(src.size(0), self.combine.out_features if self.input_feed else 0)
+        weights = self.step_weights() if weights is None else weights
         values = F.linear(memory, self.combine.weight[:, hidden:])
         source = SourceMemory(self.attention.precompute(memory), values, Attention.mask_bias(src != self.pad_id))
         return Hypotheses(source, DecoderState(state, feed), weights)
@@ -308,7 +312,7 @@ class Seq2Seq(nn.Module):
         return torch.tanh(F.linear(h, hyps.weights.combine) + context)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        hyps = self.encode(batch["src"], batch["src_lengths"], self.step_weights())
+        hyps = self.encode(batch["src"], batch["src_lengths"])
         tgt_out = batch["tgt_out"]
         targets = tgt_out != self.pad_id  # padding positions never reach the (expensive) output layer
         logits = hyps.weights.projection(self.drop(self.teacher_forced(batch["tgt_in"], hyps)[targets]))
