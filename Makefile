@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) recipes/sentiment.py --overwrite --output-dir runs/sentiment
 	$(PY) recipes/translate.py --overwrite --output-dir runs/translate
 	$(PY) recipes/textgen.py --overwrite --output-dir runs/textgen
-	$(PY) recipes/textgen.py --diagnose-gradients --output-dir runs/gradients
+	$(PY) recipes/textgen.py --diagnose-gradients --quick --output-dir runs/gradients
 	@echo "reports: runs/*/report.md"
 
 ## The test suite (fast; SEQNLP_SLOW=1 adds the opt-in runs on ../shared/data).

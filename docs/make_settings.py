@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 def settings_markdown() -> str:
     from seqnlp.config import RunConfig, describe_range, spec
+    from seqnlp.diagnose import DiagnosisConfig
     from seqnlp.serve import ServeConfig
     from seqnlp.tasks import TASKS
 
@@ -62,13 +63,14 @@ def settings_markdown() -> str:
                 f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(cls, field.name)} | "
                 f"{describe_range(meta) or '—'} |"
             )
-    lines += ["", "## seqnlp serve", "", "| setting | meaning | default | valid |", "| --- | --- | --- | --- |"]
-    for field in dataclasses.fields(ServeConfig):
-        meta = spec(ServeConfig, field.name)
-        lines.append(
-            f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(ServeConfig, field.name)} | "
-            f"{describe_range(meta) or '—'} |"
-        )
+    for title, cls in (("seqnlp serve", ServeConfig), ("seqnlp diagnose gradients", DiagnosisConfig)):
+        lines += ["", f"## {title}", "", "| setting | meaning | default | valid |", "| --- | --- | --- | --- |"]
+        for field in dataclasses.fields(cls):
+            meta = spec(cls, field.name)
+            lines.append(
+                f"| `{field.name}` | {cell(meta.get('help', ''))} | {default_of(cls, field.name)} | "
+                f"{describe_range(meta) or '—'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
