@@ -88,11 +88,12 @@ def load(path, device: str = "auto", **settings) -> Model:
 
     ``settings`` override saved decoding and data settings, as ``--set`` does on the command line.
     """
+    from seqnlp.hub import model_directory
     from seqnlp.io import existing_directory
     from seqnlp.tasks.base import load_model_dir
     from seqnlp.trainer import pick_device
 
-    path = Path(path)
+    path = model_directory(path)
     task, module = load_model_dir(path, device=pick_device(device), overrides=settings or None)
     return Model(task, module, existing_directory(path) or path)
 

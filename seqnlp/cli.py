@@ -202,7 +202,31 @@ def _serve(argv):
     serve(argv)
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "serve": _serve, "diagnose": _diagnose}
+def _push(argv):
+    parser = ArgumentParser(prog="seqnlp push", description="Upload a model folder to the HuggingFace Hub.")
+    parser.add_argument("model_dir")
+    parser.add_argument("repo_id", help="ORG/NAME (created if it does not exist; HF_TOKEN or `hf auth login`)")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--revision", help="the branch to commit to (created if needed; default: main)")
+    parser.add_argument("--message", help="the commit message")
+    args = parser.parse_args(argv)
+    from seqnlp.hub import push
+    from seqnlp.io import existing_directory
+    from seqnlp.tasks import load_model_dir
+
+    load_model_dir(args.model_dir)  # what a user will download must load: every file is checked first
+    folder = existing_directory(Path(args.model_dir)) or Path(args.model_dir)
+    print(push(folder, args.repo_id, args.private, args.revision, args.message))
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "serve": _serve,
+    "push": _push,
+    "diagnose": _diagnose,
+}
 
 
 def run_cli(function, argv) -> int:
@@ -235,13 +259,16 @@ def main(argv=None) -> int:
         from seqnlp.tasks import TASKS
 
         print(
-            "usage: seqnlp {train,evaluate,predict,serve,diagnose} ... | seqnlp --version\n"
+            "usage: seqnlp {train,evaluate,predict,serve,push,diagnose} ... | seqnlp --version\n"
             f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
             "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll]\n"
             "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, "
             "GET /info\n"
-            "  seqnlp diagnose gradients [--output-dir DIR]",
+            "  seqnlp push MODEL_DIR ORG/NAME [--private] [--revision BRANCH]   upload to the HuggingFace Hub\n"
+            "  seqnlp diagnose gradients [--output-dir DIR] [--quick]\n"
+            "MODEL_DIR may be hf://ORG/NAME[@REVISION]: downloaded into the HuggingFace cache (HF_HUB_OFFLINE=1: "
+            "the cache only)",
             file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout,
         )
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -258,8 +258,16 @@ def write_report(results: dict, config: DiagnosisConfig, path) -> None:
         "## Exploding",
         "",
         markdown_table(
-            ["run", "largest norm", "median norm", "clipped steps", "first non-finite step", "largest loss",
-             "weight norm", "accuracy"],
+            [
+                "run",
+                "largest norm",
+                "median norm",
+                "clipped steps",
+                "first non-finite step",
+                "largest loss",
+                "weight norm",
+                "accuracy",
+            ],
             [exploding_row(name, r, config) for name, r in exploding.items()],
         ),
         "",

@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from seqnlp import config as configs
+from seqnlp.card import write_model_card
 from seqnlp.errors import ConfigError, DataError
 from seqnlp.finetune import adapted_model, freeze
 from seqnlp.heap import configure_heap, release_memory
+from seqnlp.hub import model_directory
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_report
 from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
@@ -256,6 +258,7 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
     if fine_tuning:
         summary.update({f"fine-tuning: {k.replace('_', ' ')}": v for k, v in metrics["fine_tuning"].items()})
     write_report(output_dir, task.name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
+    write_model_card(existing_directory(output_dir / "model"), task, parameters, metrics, summary)
     return metrics
 
 
@@ -291,7 +294,8 @@ def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
         saved = read_model_config(checkpoint)
         return {**saved, "directory": checkpoint}, cls.settings_of(saved["config"])
     if getattr(args, "init_from", None):
-        directory = existing_directory(args.init_from) or Path(args.init_from)
+        source = model_directory(args.init_from)  # hf://ORG/NAME: from the HuggingFace cache
+        directory = existing_directory(source) or source
         saved = read_model_config(directory)
         if saved["task"] != cls.name:
             raise ConfigError(

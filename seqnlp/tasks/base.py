@@ -229,9 +229,15 @@ def get_task(name: str) -> type[Task]:
 
 
 def write_model_files(task: Task, model: torch.nn.Module, directory) -> None:
-    """Write ``config.json``, ``model.safetensors`` and the task's assets into ``directory``."""
+    """Write ``config.json``, ``model.safetensors``, the task's assets and a model card into ``directory``.
+
+    The card has no scores yet: the run's end rewrites it with them (``seqnlp.card``).
+    """
+    from seqnlp.card import write_model_card
+
     directory = Path(directory)
     save_weights(model, directory / "model.safetensors")
+    write_model_card(directory, task, sum(p.numel() for p in model.parameters()))
     write_model_config(directory, task.name, configs.to_dict(task.config), {"assets": task.save_assets(directory)})
 
 
@@ -287,7 +293,9 @@ def build_checked_model(task: Task, weights: Path) -> torch.nn.Module:
 
 def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None) -> tuple[Task, torch.nn.Module]:
     """Rebuild a task and its model from a model directory (no pickle involved; every file is checked)."""
-    directory = Path(directory)
+    from seqnlp.hub import model_directory
+
+    directory = model_directory(directory)  # hf://ORG/NAME: from the HuggingFace cache
     directory = existing_directory(directory) or directory  # a crash between a save's renames leaves DIR.old
     saved = read_model_config(directory)
     task = task_from_model_config(directory, saved, overrides)
