@@ -188,6 +188,7 @@ def test_fine_tune_from_a_model_keeps_its_vocabulary(trained, tmp_path):
 def test_model_directory_holds_no_pickles(trained):
     out, _, _ = trained
     assert sorted(p.name for p in (out / "model").iterdir() if p.name != COMPLETE_MARKER) == [
+        "README.md",  # the model card
         "config.json",
         "model.safetensors",
     ]
