@@ -2,13 +2,14 @@
 
     python benchmarks/serve_load.py --tagger runs/ner/model --translator runs/translate/model
 
-For each model: the throughput of ``seqnlp.load(model).predict(inputs)`` in this process (one call,
-batched), then a ``seqnlp serve`` subprocess, loaded by N = 1, 8, 32 client threads that each send
-requests of ``--inputs-per-request`` inputs over kept-alive connections: with ``wrk`` (a C load
-generator; Debian's package) when it is installed, for ``--seconds`` per client count, else with Python
-threads until ``--requests`` requests are answered. Prints one JSON object. The clients run on the same
-machine as the server and take some of its CPU: on a 2-core machine that is part of what the ratio
-measures, and why wrk, which needs far less CPU than Python clients, is preferred.
+For each model: a ``seqnlp serve`` subprocess (``--workers`` processes) loaded by N = 1, 8, 32 client
+threads that each send requests of ``--inputs-per-request`` inputs over kept-alive connections: with ``wrk``
+(a C load generator; Debian's package) when it is installed, for ``--seconds`` per client count, else with
+Python threads until ``--requests`` requests are answered; and the throughput of
+``seqnlp.load(model).predict(inputs)`` in this process (one batched call), two passes right before and two
+right after the 32-client window, which the served rate is divided by. Prints one JSON object. The clients
+run on the same machine as the server and take some of its CPU: on a 2-core machine that is part of what
+the ratio measures, and why wrk, which needs far less CPU than Python clients, is preferred.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, port: int, threads: int) -> subprocess.Popen:
+def start_server(model: str, port: int, threads: int, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "seqnlp.cli", "serve", model, "--port", str(port)],
+        [sys.executable, "-m", "seqnlp.cli", "serve", model, "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -175,6 +176,12 @@ def load_with_wrk(port: int, clients: int, seconds: int, batches: list[list[str]
     }
 
 
+def in_process_rate(model, inputs: list[str]) -> float:
+    started = time.perf_counter()
+    model.predict(inputs)
+    return len(inputs) / (time.perf_counter() - started)
+
+
 def measure(model_dir: str, task: str, args) -> dict:
     import torch
 
@@ -186,27 +193,30 @@ def measure(model_dir: str, task: str, args) -> dict:
     batches = [inputs[i : i + k] for i in range(0, len(inputs) - k + 1, k)]
     model = seqnlp.load(model_dir, device="cpu")
     model.predict(inputs[:64])  # warm-up
-    started = time.perf_counter()
-    model.predict(inputs)
-    in_process = len(inputs) / (time.perf_counter() - started)
-    del model
     port = free_port()
-    server = start_server(model_dir, port, args.threads)
+    server = start_server(model_dir, port, args.threads, args.workers)
     try:
         load(port, 4, 16, batches)  # warm-up
-        result = {"inputs_per_request": k, "in_process_inputs_per_s": round(in_process, 1)}
+        result = {"inputs_per_request": k, "workers": args.workers}
         use_wrk = shutil.which("wrk") is not None and not args.python_clients
         result["load_generator"] = "wrk" if use_wrk else "python threads"
         for clients in (1, 8, 32):
+            # This machine's speed drifts by tens of percent within minutes: the in-process passes that the
+            # 32-client rate is compared with run right before and right after its window.
+            before = [in_process_rate(model, inputs) for _ in range(2)] if clients == 32 else []
             passes = forward_passes(port)
             if use_wrk:
                 answered = result[f"clients_{clients}"] = load_with_wrk(port, clients, args.seconds, batches)
             else:
                 answered = result[f"clients_{clients}"] = load(port, clients, args.requests, batches)
             count = answered.pop("requests", args.requests)
-            answered["requests_per_forward_pass"] = round(count / max(1, forward_passes(port) - passes), 2)
-        best = result["clients_32"]["inputs_per_s"]
-        result["served_32_vs_in_process"] = round(best / in_process, 3)
+            if args.workers == 1:  # /info answers for the one worker that takes the request
+                answered["requests_per_forward_pass"] = round(count / max(1, forward_passes(port) - passes), 2)
+        after = [in_process_rate(model, inputs) for _ in range(2)]
+        in_process = statistics.mean(before + after)
+        result["in_process_inputs_per_s"] = round(in_process, 1)
+        result["in_process_passes"] = [round(rate, 1) for rate in before + after]
+        result["served_32_vs_in_process"] = round(result["clients_32"]["inputs_per_s"] / in_process, 3)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -224,6 +234,7 @@ def main() -> None:
         "--python-clients", action="store_true", help="load with Python threads even where wrk is installed"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the server and the in-process run")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (seqnlp serve --workers)")
     args = parser.parse_args()
     out = {}
     if args.tagger:

@@ -44,6 +44,14 @@ class Tagging(Prediction):
     def to_text(self) -> str:
         return " ".join(f"{t.text}/{t.tag}" for t in self.tokens)
 
+    def to_dict(self) -> dict:
+        # Spelled out: a served tagger answers with every token, and the generic walk (``_plain``) costs twice this.
+        return {
+            "text": self.text,
+            "tokens": [{"text": t.text, "start": t.start, "end": t.end, "tag": t.tag} for t in self.tokens],
+            "entities": [dataclasses.asdict(e) for e in self.entities],
+        }
+
     def to_conll(self) -> str:
         return "".join(f"{t.text}\t{t.tag}\n" for t in self.tokens)
 

@@ -13,7 +13,9 @@ Bad requests get a 4xx status and one line of JSON, ``{"error": "..."}``.
 """
 
 import asyncio
+import dataclasses
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -34,6 +36,9 @@ class ServeConfig:
     )
     max_inputs: int = setting(256, "inputs per request, at most", low=1, high=1_000_000)
     max_body_bytes: int = setting(1_000_000, "request body size, at most", low=1)
+    workers: int = setting(
+        1, "server processes, each with its own model and its share of the CPU threads (one port)", low=1, high=64
+    )
 
     def validate(self) -> None:
         from seqnlp.config import validate_ranges
@@ -231,6 +236,28 @@ def main(argv: list[str]) -> None:
         import uvicorn
     except ImportError:
         raise SeqNLPError("seqnlp serve needs FastAPI and uvicorn: pip install 'seqnlp[serve]'") from None
-    model = api.load(args.model_dir, device=args.device)
+    model = api.load(args.model_dir, device=args.device)  # a bad model fails here, before any worker starts
     print(f"serving {model.task_name} model {model.path} on http://{config.host}:{config.port}", flush=True)
-    uvicorn.run(create_app(model, config), host=config.host, port=config.port, log_level="warning")
+    if config.workers == 1:
+        uvicorn.run(create_app(model, config), host=config.host, port=config.port, log_level="warning")
+        return
+    del model
+    os.environ[WORKER_SETTINGS] = json.dumps({"model_dir": str(args.model_dir), "device": args.device,
+                                              "config": dataclasses.asdict(config)})  # fmt: skip
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=config.workers, host=config.host, port=config.port,
+                log_level="warning")  # fmt: skip
+
+
+WORKER_SETTINGS = "SEQNLP_SERVE_WORKER"  # how `seqnlp serve --workers N` hands its settings to each worker process
+
+
+def worker_app():
+    """The application of one of ``--workers`` processes: the model loaded again, the CPU threads shared out."""
+    import torch
+
+    from seqnlp import api
+
+    settings = json.loads(os.environ[WORKER_SETTINGS])
+    config = ServeConfig(**settings["config"])
+    torch.set_num_threads(max(1, torch.get_num_threads() // config.workers))
+    return create_app(api.load(settings["model_dir"], device=settings["device"]), config)

@@ -118,3 +118,35 @@ def test_the_server_binds_to_this_machine_unless_told_otherwise():
     from seqnlp.serve import ServeConfig
 
     assert ServeConfig().host == "127.0.0.1"
+
+
+def test_several_worker_processes_serve_one_port(server, tmp_path):
+    """``--workers 2``: two processes, each with its own copy of the model, answer on one port."""
+    import os
+    import subprocess
+    import sys
+
+    url, model = server
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    command = [sys.executable, "-m", "seqnlp.cli", "serve", str(model.path), "--port", str(port), "--workers", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        served = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if call(served, "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        sentences = [f"Anna visited Berlin on day {i} ." for i in range(12)]
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda s: call(served, "/predict", {"inputs": [s]}), sentences))
+        expected = [p.to_dict() for p in model.predict(sentences)]
+        assert [answer for answer in answers] == [(200, {"predictions": [e]}) for e in expected]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
