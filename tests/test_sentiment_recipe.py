@@ -44,6 +44,7 @@ def test_trains_reports_and_reproduces_its_dev_score(tmp_path, sentiment_files, 
     assert set(metrics["dev"]["per_class"]) == {"pos", "neg"}
     report = (out / "report.md").read_text()
     assert "confusion matrix" in report and (out / "confusion_dev.png").exists()
+    assert "## dev: accuracy by length" in report and "accuracy_by_length" in metrics["dev"]
     code, stdout, _ = run_cli("evaluate", out / "model", "--test-file", dev_file)
     assert code == 0 and json.loads(stdout)["test"] == metrics["dev"]
 
@@ -196,3 +197,17 @@ def test_balanced_class_weights_follow_label_frequencies(tmp_path):
         [TextExample("a", "x"), TextExample("b", "x"), TextExample("c", "x"), TextExample("d", "y")]
     )
     assert task.weights == pytest.approx([4 / 6, 2.0])
+
+
+def test_accuracy_is_reported_by_input_length():
+    from seqnlp.tasks.sentiment import accuracy_by_length
+
+    lengths = [1, 5, 6, 12, 30, 3]
+    gold = ["pos", "neg", "pos", "pos", "neg", "neg"]
+    predicted = ["pos", "pos", "pos", "neg", "neg", "neg"]
+    assert accuracy_by_length(lengths, gold, predicted) == {
+        "1-5": {"examples": 3, "accuracy": 2 / 3},
+        "6-10": {"examples": 1, "accuracy": 1.0},
+        "11-20": {"examples": 1, "accuracy": 0.0},
+        "21+": {"examples": 1, "accuracy": 1.0},
+    }

@@ -296,6 +296,8 @@ class SentimentTask(Task):
         if self.words is not None:
             ids = [w for text_ids in encoded for w in text_ids]
             scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
+        if not selection:
+            scores["accuracy_by_length"] = accuracy_by_length([len(e.text.split()) for e in examples], gold, predicted)
         return scores
 
     def predict(self, model, inputs, options):
@@ -340,6 +342,14 @@ class SentimentTask(Task):
                 picture = f"confusion_{split}.png"
                 plot_confusion(labels, matrix, Path(output_dir) / picture)
                 sections += [f"![{split} confusion matrix]({picture})", ""]
+            if scores.get("accuracy_by_length"):
+                rows = [[name, b["examples"], b["accuracy"]] for name, b in scores["accuracy_by_length"].items()]
+                sections += [
+                    f"## {split}: accuracy by length (whitespace tokens)",
+                    "",
+                    markdown_table(["tokens", "examples", "accuracy"], rows),
+                    "",
+                ]
             if scores.get("_errors"):
                 sections += [
                     f"## {split}: most confident errors",
@@ -373,3 +383,20 @@ def plot_confusion(labels, matrix, path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, None))  # phrases sit in the first buckets, whole sentences later
+
+
+def accuracy_by_length(lengths: list[int], gold: list[str], predicted: list[str]) -> dict:
+    """``{"1-5": {"examples", "accuracy"}, ...}`` over the buckets that hold examples."""
+    buckets = {}
+    for low, high in LENGTH_BUCKETS:
+        chosen = [i for i, n in enumerate(lengths) if low <= n and (high is None or n <= high)]
+        if chosen:
+            correct = sum(gold[i] == predicted[i] for i in chosen)
+            buckets[f"{low}-{high}" if high else f"{low}+"] = {
+                "examples": len(chosen),
+                "accuracy": correct / len(chosen),
+            }
+    return buckets
