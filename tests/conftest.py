@@ -72,4 +72,11 @@ def run_cli(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
+def train_cli(task, train_file, dev_file, output_dir, *flags):
+    """``seqnlp train TASK`` on training and dev data into ``output_dir``, in-process (``run_cli``'s result)."""
+    return run_cli(
+        "train", task, "--train-file", train_file, "--dev-file", dev_file, "--output-dir", output_dir, *flags
+    )
+
+
 slow = pytest.mark.skipif(os.environ.get("SEQNLP_SLOW") != "1", reason="slow: set SEQNLP_SLOW=1")

@@ -13,7 +13,7 @@ from seqnlp.data.tags import allowed_transitions, continuation_mask
 from seqnlp.data.tokenize import tokenize
 from seqnlp.errors import ConfigError
 from seqnlp.nn.crf import CRF
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, train_cli
 
 SAMPLES = {
     "ner": ("data/ner/train.txt", "data/ner/dev.txt", {"hidden": 16, "word_dim": 16, "char_dim": 8, "char_out": 8}),
@@ -79,14 +79,10 @@ def test_entity_offsets_slice_the_input_to_the_entity_text(tmp_path):
 
     train, dev = write_tiny_conll(tmp_path)
     assert (
-        run_cli(
-            "train",
+        train_cli(
             "ner",
-            "--train-file",
             train,
-            "--dev-file",
             dev,
-            "--output-dir",
             tmp_path / "run",
             "--epochs",
             "10",

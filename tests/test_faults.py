@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from seqnlp.io import LOCK_FILE, atomic_directory, existing_directory, write_json
-from tests.conftest import ROOT, TINY_NER, run_cli
+from tests.conftest import ROOT, TINY_NER, run_cli, train_cli
 
 
 def assert_one_error_line(code, err, *fragments):
@@ -162,14 +162,10 @@ def test_a_full_disk_is_one_error_line_and_keeps_the_earlier_model(small_disk, t
     assert code == 0, err
     before = (out / "model" / "model.safetensors").read_bytes()
     fill(small_disk / "filler")
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         out,
         "--overwrite",
         "--epochs",
@@ -211,7 +207,7 @@ def trained(tmp_path, conll_files):
 def test_a_fresh_run_refuses_a_used_output_folder(trained):
     out, train, dev = trained
     before = (out / "metrics.json").read_bytes()
-    code, _, err = run_cli("train", "ner", "--train-file", train, "--dev-file", dev, "--output-dir", out, *TINY_NER)
+    code, _, err = train_cli("ner", train, dev, out, *TINY_NER)
     assert_one_error_line(code, err, "is not empty", "--overwrite")
     assert (out / "metrics.json").read_bytes() == before
 
@@ -226,14 +222,10 @@ def test_overwrite_keeps_the_old_model_and_metrics_until_the_new_run_has_a_model
     assert_one_error_line(code, err, "missing.txt: file not found")
     assert (out / "model" / "model.safetensors").read_bytes() == model_before
     assert (out / "metrics.json").read_bytes() == metrics_before
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         out,
         "--overwrite",
         "--epochs",
@@ -330,14 +322,10 @@ def model_dirs(tmp_path_factory):
     conll = base / "train.txt"
     conll.write_text("Anna B-PER\nvisited O\nOslo B-LOC\n\nTom B-PER\nsaw O\nBerlin B-LOC\n\n" * 5, encoding="utf-8")
     assert (
-        run_cli(
-            "train",
+        train_cli(
             "ner",
-            "--train-file",
             conll,
-            "--dev-file",
             conll,
-            "--output-dir",
             base / "ner",
             "--epochs",
             "1",
@@ -348,14 +336,10 @@ def model_dirs(tmp_path_factory):
     de = "\n".join(["Ein Hund läuft.", "Eine Frau liest.", "Zwei Männer laufen."] * 6) + "\n"
     en = "\n".join(["A dog runs.", "A woman reads.", "Two men run."] * 6) + "\n"
     prefix = write_pair(base, "train", de, en)
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "translate",
-        "--train-file",
         prefix,
-        "--dev-file",
         prefix,
-        "--output-dir",
         base / "translate",
         *TINY,
         "--epochs",
@@ -611,14 +595,10 @@ BAD_TRAIN_SETTINGS = {
 def test_a_harmful_training_setting_is_refused(flag, conll_files, tmp_path):
     value, expected = BAD_TRAIN_SETTINGS[flag]
     train, dev = conll_files
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         tmp_path / "out",
         *TINY_NER,
         flag,

@@ -11,7 +11,7 @@ from seqnlp.io import read_model_config
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.ner import NERConfig, NERTask
 from seqnlp.vocab import Vocab
-from tests.conftest import TINY_NER, run_cli
+from tests.conftest import TINY_NER, run_cli, train_cli
 
 NEW_DATA = [
     ("Maria", "B-person"),
@@ -30,14 +30,10 @@ def base_ner(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("base")
     train, dev = write_tiny_conll(folder)
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         folder / "run",
         "--epochs",
         "1",
@@ -426,14 +422,10 @@ def test_a_dataset_dict_and_the_same_plain_files_train_the_same_model(tmp_path):
     tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "2", "--quiet"]
     assert run_cli("train", "sentiment", "--dataset", tmp_path / "hf", "--output-dir", tmp_path / "a", *tiny)[0] == 0
     assert (
-        run_cli(
-            "train",
+        train_cli(
             "sentiment",
-            "--train-file",
             tmp_path / "train.tsv",
-            "--dev-file",
             tmp_path / "dev.tsv",
-            "--output-dir",
             tmp_path / "b",
             *tiny,
         )[0]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from seqnlp.io import COMPLETE_MARKER
-from tests.conftest import TINY_NER, run_cli
+from tests.conftest import TINY_NER, run_cli, train_cli
 
 
 @pytest.fixture
@@ -142,14 +142,10 @@ def test_yaml_config_is_used_and_flags_override_it(tmp_path, conll_files):
 
 def test_resume_continues_to_more_epochs(trained):
     out, train, dev = trained
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         out,
         *TINY_NER,
         "--resume",
@@ -197,14 +193,10 @@ def test_model_directory_holds_no_pickles(trained):
 def test_reference_cells_train_through_the_recipe(tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "ref"
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         out,
         "--epochs",
         "1",
@@ -221,14 +213,10 @@ def test_reference_cells_train_through_the_recipe(tmp_path, conll_files):
 def test_models_saved_before_casing_features_still_load(tmp_path, conll_files):
     train, dev = conll_files
     out = tmp_path / "old"
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         out,
         "--epochs",
         "1",
@@ -270,14 +258,10 @@ def test_pretrained_vectors_are_loaded_and_reported(tmp_path, conll_files):
         "anna " + " ".join(["0.5"] * 16) + "\nberlin " + " ".join(["-0.5"] * 16) + "\n", encoding="utf-8"
     )
     out = tmp_path / "vec"
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "ner",
-        "--train-file",
         train,
-        "--dev-file",
         dev,
-        "--output-dir",
         out,
         "--epochs",
         "1",

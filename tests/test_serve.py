@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import seqnlp
-from tests.conftest import TINY_NER, run_cli, write_tiny_conll
+from tests.conftest import TINY_NER, train_cli, write_tiny_conll
 
 uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
@@ -25,14 +25,10 @@ def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
     train, dev = write_tiny_conll(folder)
     assert (
-        run_cli(
-            "train",
+        train_cli(
             "ner",
-            "--train-file",
             train,
-            "--dev-file",
             dev,
-            "--output-dir",
             folder / "run",
             "--epochs",
             "2",

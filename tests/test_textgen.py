@@ -8,7 +8,7 @@ import torch
 from seqnlp.config import from_dict
 from seqnlp.models.charlm import CharLM, sample
 from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
-from tests.conftest import run_cli
+from tests.conftest import run_cli, train_cli
 
 TINY = [
     "--hidden",
@@ -104,14 +104,10 @@ def test_recipe_trains_reports_and_predicts(tmp_path):
     (tmp_path / "train.txt").write_text(text, encoding="utf-8")
     (tmp_path / "val.txt").write_text(text[:400], encoding="utf-8")
     out = tmp_path / "run"
-    code, _, err = run_cli(
-        "train",
+    code, _, err = train_cli(
         "textgen",
-        "--train-file",
         tmp_path / "train.txt",
-        "--dev-file",
         tmp_path / "val.txt",
-        "--output-dir",
         out,
         "--sample-prompts",
         "the |a",

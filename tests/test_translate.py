@@ -12,7 +12,7 @@ from seqnlp.data.parallel import read_parallel
 from seqnlp.errors import DataError
 from seqnlp.nn.attention import Attention
 from seqnlp.nn.beam import GNMTScorer, beam_search, coverage_penalty, length_penalty
-from tests.conftest import run_cli
+from tests.conftest import run_cli, train_cli
 
 BOS, EOS, PAD = 2, 3, 0
 # A small translator; the switches are those of the full model (input feeding, separate embeddings).
@@ -405,7 +405,7 @@ def parallel(tmp_path):
 def test_recipe_trains_scores_with_sacrebleu_and_translates(tmp_path, parallel):
     train, val = parallel
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "translate", "--train-file", train, "--dev-file", val, "--output-dir", out, *TINY)
+    code, _, err = train_cli("translate", train, val, out, *TINY)
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["dev"]) >= {"bleu", "chrf", "signature", "bleu_by_source_length"}
