@@ -13,11 +13,13 @@ import hashlib
 import math
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the ONNX runtime never imports it
+    import torch
 
 # What a valid value of each option is (the command line's `seqnlp predict` checks its flags with these too).
 OPTION_CHECKS = {
@@ -86,14 +88,20 @@ class Model:
 def load(path, device: str = "auto", **settings) -> Model:
     """The model in ``path`` (a model directory), on ``device`` ("auto": the GPU if torch sees one).
 
+    A folder of ``seqnlp export`` loads as an ``OnnxModel`` (the same ``predict``), run by onnxruntime on the CPU.
+
     ``settings`` override saved decoding and data settings, as ``--set`` does on the command line.
     """
+    from seqnlp.deploy.runtime import OnnxModel, is_export, load_runner
     from seqnlp.hub import model_directory
     from seqnlp.io import existing_directory
+
+    path = model_directory(path)
+    if is_export(path):  # a folder of ``seqnlp export``: onnxruntime, no torch
+        return OnnxModel(load_runner(path, settings or None), Path(path))
     from seqnlp.tasks.base import load_model_dir
     from seqnlp.trainer import pick_device
 
-    path = model_directory(path)
     task, module = load_model_dir(path, device=pick_device(device), overrides=settings or None)
     return Model(task, module, existing_directory(path) or path)
 
@@ -195,10 +203,13 @@ def with_settings(task, settings: dict):
     return clone
 
 
-def split_options(task, options: dict) -> tuple[dict, dict]:
-    """``predict``'s keyword options as (the task's decoding options, config settings); anything else is an error."""
+def split_options(task, options: dict, names: set[str] | None = None) -> tuple[dict, dict]:
+    """``predict``'s keyword options as (the task's decoding options, config settings); anything else is an error.
+
+    ``names``: the settings there are (default: the fields of the task's config dataclass).
+    """
     allowed = task.predict_options
-    names = {f.name for f in dataclasses.fields(task.config)}
+    names = {f.name for f in dataclasses.fields(task.config)} if names is None else names
     task_options, settings = {}, {}
     for key, value in options.items():
         if key in allowed:

@@ -71,6 +71,12 @@ def predict_parser() -> ArgumentParser:
     parser.add_argument("model_dir")
     parser.add_argument("input", nargs="?", default="-", help="file of inputs, one per line ('-' or nothing: stdin)")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "onnx"),
+        default="auto",
+        help="auto (default): onnx for a folder of `seqnlp export` (onnxruntime on the CPU, no torch), else torch",
+    )
     parser.add_argument("--beam", type=int, help="translate: beam width (>= 1; default: the model's)")
     parser.add_argument(
         "--max-chars", type=int, default=200, help="textgen: characters to generate (>= 0; default: 200)"
@@ -117,12 +123,8 @@ def predict_parser() -> ArgumentParser:
 
 def _predict(argv):
     args = predict_parser().parse_args(argv)
-    import torch
-
     from seqnlp.data.text import iter_text_lines
     from seqnlp.errors import ConfigError
-    from seqnlp.tasks import load_model_dir
-    from seqnlp.trainer import pick_device
 
     interactive = args.input == "-" and sys.stdin.isatty()
     buffer_lines = args.buffer_lines if args.buffer_lines is not None else 1 if interactive else 1000
@@ -130,7 +132,7 @@ def _predict(argv):
         raise ConfigError(f"--buffer-lines must be >= 1, not {args.buffer_lines}")
     check_decoding_options(args)
     overrides = dict(_parse_override(item) for item in args.set)
-    task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
+    task, predict, generator = _predictor(args, overrides)
     if args.format not in task.output_formats:
         raise ConfigError(
             f"--format {args.format} is not for {task.name} models (use {' or '.join(task.output_formats)})"
@@ -138,13 +140,12 @@ def _predict(argv):
     options = {
         k: v
         for k, v in vars(args).items()
-        if k not in ("model_dir", "input", "device", "set", "buffer_lines", "format")
+        if k not in ("model_dir", "input", "device", "runtime", "set", "buffer_lines", "format")
     }
-    # textgen: one random stream for the whole input, however it is buffered
-    options["generator"] = torch.Generator().manual_seed(args.seed)
+    options["generator"] = generator  # textgen: one random stream for the whole input, however it is buffered
     lines = iter_text_lines(args.input)
     while chunk := list(itertools.islice(lines, buffer_lines)):
-        predictions = task.predict(model, [task.input_from_line(line) for line in chunk], options)
+        predictions = predict([task.input_from_line(line) for line in chunk], options)
         for prediction in predictions:
             print(format_prediction(prediction, args.format), end="" if args.format == "conll" else "\n")
         truncated = sum(getattr(p, "truncated", False) for p in predictions)
@@ -157,6 +158,51 @@ def _predict(argv):
                 file=sys.stderr,
             )
         sys.stdout.flush()
+
+
+def _predictor(args, overrides: dict):
+    """``(task, predict(inputs, options), random stream)`` for ``--runtime``: the task (or the ONNX runner, which
+    offers the same ``name``, ``output_formats``, ``input_from_line`` and ``config``) and how it predicts."""
+    from seqnlp.deploy.runtime import is_export, load_runner
+    from seqnlp.hub import model_directory
+
+    exported = is_export(model_directory(args.model_dir))
+    runtime = args.runtime if args.runtime != "auto" else "onnx" if exported else "torch"
+    if runtime == "onnx":
+        if not exported:
+            raise ConfigError(
+                "--runtime onnx: not a folder of `seqnlp export` (no onnx.json); "
+                "`seqnlp export MODEL_DIR OUT_DIR` makes one",
+                args.model_dir,
+            )
+        runner = load_runner(args.model_dir, overrides)
+        return runner, runner.predict, runner.random_stream(args.seed)
+    if exported:
+        raise ConfigError("an ONNX export runs with --runtime onnx (or auto), not torch", args.model_dir)
+    import torch
+
+    from seqnlp.tasks import load_model_dir
+    from seqnlp.trainer import pick_device
+
+    task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
+    return task, lambda inputs, options: task.predict(model, inputs, options), torch.Generator().manual_seed(args.seed)
+
+
+def _export(argv):
+    parser = ArgumentParser(
+        prog="seqnlp export",
+        description="Write a model as ONNX graphs for onnxruntime; `seqnlp predict OUT_DIR` and `seqnlp.load(OUT_DIR)` "
+        "run them without torch.",
+    )
+    parser.add_argument("model_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only one so far)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds files")
+    args = parser.parse_args(argv)
+    from seqnlp.deploy.export import export
+
+    manifest = export(args.model_dir, args.out_dir, overwrite=args.overwrite)
+    print(json.dumps({"out_dir": args.out_dir, "task": manifest["task"], "graphs": sorted(manifest["graphs"])}))
 
 
 FORMATS = ("text", "json", "conll")
@@ -225,6 +271,7 @@ COMMANDS = {
     "predict": _predict,
     "serve": _serve,
     "push": _push,
+    "export": _export,
     "diagnose": _diagnose,
 }
 
@@ -259,13 +306,14 @@ def main(argv=None) -> int:
         from seqnlp.tasks import TASKS
 
         print(
-            "usage: seqnlp {train,evaluate,predict,serve,push,diagnose} ... | seqnlp --version\n"
+            "usage: seqnlp {train,evaluate,predict,serve,push,export,diagnose} ... | seqnlp --version\n"
             f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
-            "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll]\n"
+            "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll] [--runtime auto|torch|onnx]\n"
             "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, "
             "GET /info\n"
             "  seqnlp push MODEL_DIR ORG/NAME [--private] [--revision BRANCH]   upload to the HuggingFace Hub\n"
+            "  seqnlp export MODEL_DIR OUT_DIR [--format onnx]   ONNX graphs that onnxruntime runs without torch\n"
             "  seqnlp diagnose gradients [--output-dir DIR] [--quick]\n"
             "MODEL_DIR may be hf://ORG/NAME[@REVISION]: downloaded into the HuggingFace cache (HF_HUB_OFFLINE=1: "
             "the cache only)",

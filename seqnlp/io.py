@@ -8,11 +8,12 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from seqnlp.errors import SeqNLPError, unreadable
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: the ONNX runtime never imports it
+    import torch
 
 FORMAT_VERSION = 1
 
@@ -205,6 +206,8 @@ def save_weights(module: torch.nn.Module, path) -> None:
     Each tensor is copied on its own: on a GPU, cuDNN keeps an RNN's weights as views into one
     flat buffer, which safetensors' own ``save_model`` refuses to write.
     """
+    from safetensors.torch import save_file
+
     tensors, stored = {}, set()
     for name, t in module.state_dict().items():
         alias = _alias(t)
@@ -261,6 +264,8 @@ def check_weights(module: torch.nn.Module, path) -> None:
 
 def load_weights(module: torch.nn.Module, path) -> None:
     """Load ``save_weights``' file (checked first); a name absent from it must be tied to one that is present."""
+    from safetensors.torch import load_file
+
     check_weights(module, path)
     try:
         saved = load_file(str(path))

@@ -1,5 +1,6 @@
 """What ``predict`` returns, for every task: dataclasses with ``to_dict()`` (the JSON of ``--format json`` and
-of ``seqnlp serve``) and ``to_text()`` (the line ``seqnlp predict`` writes by default)."""
+of ``seqnlp serve``) and ``to_text()`` (the line ``seqnlp predict`` writes by default), and the functions that build
+them from a model's outputs. No torch here: the PyTorch tasks and the ONNX runtime build their answers alike."""
 
 from __future__ import annotations
 
@@ -89,6 +90,66 @@ class Generation(Prediction):
     def to_text(self) -> str:
         """One line per record: a backslash is written ``\\\\`` and a newline ``\\n``."""
         return self.continuation.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def taggings(inputs: list, pretokenized: bool, tag_entities) -> list[Tagging]:
+    """Each input tagged: a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of
+    tokens.
+
+    ``tag_entities(token lists)`` returns, per list, its IOB2 tags and its entities ``(type, token start, token end
+    exclusive, probability)``; empty inputs never reach it.
+    """
+    from seqnlp.data.tokenize import from_tokens, tokenize, whitespace_tokens
+
+    split = whitespace_tokens if pretokenized else tokenize
+    texts, tokenized = [], []
+    for item in inputs:
+        text, tokens = (item, split(item)) if isinstance(item, str) else from_tokens(item)
+        texts.append(text)
+        tokenized.append(tokens)
+    nonempty = [i for i, tokens in enumerate(tokenized) if tokens]
+    tagged = tag_entities([[t for t, _, _ in tokenized[i]] for i in nonempty])
+    results = [Tagging(text) for text in texts]
+    for i, (tags, entities) in zip(nonempty, tagged):
+        tokens, text = tokenized[i], texts[i]
+        results[i].tokens = [Token(t, start, end, tag) for (t, start, end), tag in zip(tokens, tags)]
+        results[i].entities = [
+            Entity(text[tokens[s][1] : tokens[e - 1][2]], entity, tokens[s][1], tokens[e - 1][2], round(score, 6), s, e)
+            for entity, s, e, score in entities
+        ]
+    return results
+
+
+def classifications(inputs: list[str], lengths: list[int], probabilities: list[list[float]], labels, limit: int):
+    """A ``Classification`` per text from its class ``probabilities`` (in ``labels`` order); ``lengths``: its
+    tokens, of which the model read the first ``limit``."""
+    results = []
+    for text, row, length in zip(inputs, probabilities, lengths):
+        best = max(range(len(row)), key=row.__getitem__)
+        results.append(
+            Classification(
+                text,
+                labels[best],
+                round(row[best], 6),
+                {label: round(p, 6) for label, p in zip(labels, row)},
+                length > limit,
+            )
+        )
+    return results
+
+
+def translations(inputs: list[str], translate, n_best: int) -> list[Translation]:
+    """A ``Translation`` per input from ``translate(sentences) -> [[(translation, score)] * n_best]``; a blank input
+    translates to nothing."""
+    results = translate([text if text.strip() else "." for text in inputs])
+    out = []
+    for text, nbest in zip(inputs, results):
+        if not text.strip():
+            out.append(Translation(text, "", 0.0))
+            continue
+        hypotheses = [{"translation": t, "score": round(score, 6)} for t, score in nbest] if n_best > 1 else []
+        out.append(Translation(text, nbest[0][0], round(nbest[0][1], 6), hypotheses))
+    return out
 
 
 def _plain(value):

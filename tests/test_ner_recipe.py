@@ -234,7 +234,7 @@ def test_models_saved_before_casing_features_still_load(tmp_path, conll_files):
 
 
 def test_casing_classes():
-    from seqnlp.tasks.ner import CASINGS, casing
+    from seqnlp.data.tokenize import CASINGS, casing
 
     names = {
         token: CASINGS[casing(token) - 1] for token in ["the", "EU", "Germany", "1996", "12-3", "G7", "-", "iPhone"]

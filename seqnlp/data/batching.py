@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where tensors are made: the ONNX runtime never imports it
+    import torch
 
 
 def bucket_batches(
@@ -42,6 +44,8 @@ def bucket_batches(
 
 def to_device(batch: dict, device: torch.device) -> dict:
     """A batch's tensors on ``device``; its other values as they are."""
+    import torch
+
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 

@@ -1,4 +1,5 @@
-"""Raw text to tokens the way CoNLL-2003 is tokenized, keeping each token's character offsets.
+"""Raw text to tokens the way CoNLL-2003 is tokenized, keeping each token's character offsets; the word features
+the models read (casing classes, normalized spellings). No torch here: the ONNX runtime tokenizes with these too.
 
 CoNLL-2003 (Reuters) splits punctuation from words (``Berlin .``), splits the clitics ``'s``,
 ``n't``, ``'re``... (``John 's``, ``do n't``), and keeps abbreviations (``U.S.``), numbers
@@ -49,3 +50,41 @@ def from_tokens(tokens) -> tuple[str, list[tuple[str, int, int]]]:
         spans.append((token, position, position + len(token)))
         position += len(token) + 1
     return " ".join(tokens), [s for s in spans if s[0]]
+
+
+_WORDS = re.compile(r"\w+|[^\w\s]")
+
+
+def word_tokens(text: str) -> list[str]:
+    """Runs of word characters and single punctuation marks: how the word-level classifier splits a text."""
+    return _WORDS.findall(text)
+
+
+MAX_WORD_CHARS = 30  # a word's character features read its first 30 characters
+_DIGITS = re.compile(r"\d")
+CASINGS = ("lower", "upper", "initial_upper", "numeric", "mainly_numeric", "has_digit", "other")
+
+
+def normalize_word(token: str, lowercase: bool) -> str:
+    """The spelling the word embedding looks up: lowercased with every digit 0, or the token as it is."""
+    return _DIGITS.sub("0", token.lower()) if lowercase else token
+
+
+def casing(token: str) -> int:
+    """Casing class of ``token`` as an id from 1 (0 is padding), after Reimers & Gurevych (2017)."""
+    digits = sum(ch.isdigit() for ch in token)
+    if token.isdigit():
+        kind = "numeric"
+    elif digits / max(1, len(token)) > 0.5:
+        kind = "mainly_numeric"
+    elif token.islower():
+        kind = "lower"
+    elif token.isupper():
+        kind = "upper"
+    elif token[:1].isupper():
+        kind = "initial_upper"
+    elif digits:
+        kind = "has_digit"
+    else:
+        kind = "other"
+    return CASINGS.index(kind) + 1

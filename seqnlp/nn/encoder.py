@@ -18,7 +18,7 @@ CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 def reverse_within_length(lengths: torch.Tensor, steps: int) -> torch.Tensor:
     """Index ``[B, T]`` that reverses each row's first ``length`` positions and keeps the rest (an involution)."""
-    positions = torch.arange(steps, device=lengths.device).expand(len(lengths), steps)
+    positions = torch.arange(steps, device=lengths.device).expand(lengths.size(0), steps)
     lengths = lengths.to(positions.device).unsqueeze(1)
     return torch.where(positions < lengths, lengths - 1 - positions, positions)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass
 
@@ -14,38 +13,16 @@ from seqnlp.data import tags as tagging
 from seqnlp.data.batching import pad
 from seqnlp.data.conll import TaggedSentence, read_conll
 from seqnlp.data.hf import label_names, require_columns
+from seqnlp.data.tokenize import CASINGS, MAX_WORD_CHARS, casing, normalize_word
 from seqnlp.errors import DataError
 from seqnlp.metrics import entity_f1, entity_scores, token_accuracy
 from seqnlp.models.tagger import Tagger
-from seqnlp.predictions import Entity, Tagging, Token
+from seqnlp.predictions import taggings
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
 
-MAX_WORD_CHARS = 30
 MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
-_DIGITS = re.compile(r"\d")
-CASINGS = ("lower", "upper", "initial_upper", "numeric", "mainly_numeric", "has_digit", "other")
-
-
-def casing(token: str) -> int:
-    """Casing class of ``token`` as an id from 1 (0 is padding), after Reimers & Gurevych (2017)."""
-    digits = sum(ch.isdigit() for ch in token)
-    if token.isdigit():
-        kind = "numeric"
-    elif digits / max(1, len(token)) > 0.5:
-        kind = "mainly_numeric"
-    elif token.islower():
-        kind = "lower"
-    elif token.isupper():
-        kind = "upper"
-    elif token[:1].isupper():
-        kind = "initial_upper"
-    elif digits:
-        kind = "has_digit"
-    else:
-        kind = "other"
-    return CASINGS.index(kind) + 1
 
 
 @dataclass
@@ -122,7 +99,7 @@ class NERTask(Task):
 
     # -- vocabularies and model --------------------------------------------------------
     def normalize(self, token: str) -> str:
-        return _DIGITS.sub("0", token.lower()) if self.config.lowercase else token
+        return normalize_word(token, self.config.lowercase)
 
     def build_vocabularies(self, train):
         config = self.config
@@ -365,33 +342,8 @@ class NERTask(Task):
     def predict(self, model, inputs, options):
         """Each input is a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of
         tokens."""
-        from seqnlp.data.tokenize import from_tokens, tokenize, whitespace_tokens
-
-        split = whitespace_tokens if options.get("pretokenized") else tokenize
-        texts, tokenized = [], []
-        for item in inputs:
-            text, tokens = (item, split(item)) if isinstance(item, str) else from_tokens(item)
-            texts.append(text)
-            tokenized.append(tokens)
-        nonempty = [i for i, tokens in enumerate(tokenized) if tokens]
-        tagged = self.tag_entities(model, [[t for t, _, _ in tokenized[i]] for i in nonempty])
-        results = [Tagging(text) for text in texts]
-        for i, (tags, entities) in zip(nonempty, tagged):
-            tokens = tokenized[i]
-            results[i].tokens = [Token(t, start, end, tag) for (t, start, end), tag in zip(tokens, tags)]
-            results[i].entities = [
-                Entity(
-                    texts[i][tokens[s][1] : tokens[e - 1][2]],
-                    entity,
-                    tokens[s][1],
-                    tokens[e - 1][2],
-                    round(score, 6),
-                    s,
-                    e,
-                )
-                for entity, s, e, score in entities
-            ]
-        return results
+        pretokenized = options.get("pretokenized", False)
+        return taggings(inputs, pretokenized, lambda sentences: self.tag_entities(model, sentences))
 
     def report_sections(self, results, output_dir=None):
         sections = []

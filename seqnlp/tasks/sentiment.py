@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,16 +12,16 @@ from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, setting
 from seqnlp.data.batching import pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
+from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import DataError, shorten
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import Classifier
 from seqnlp.nn.pooling import POOLINGS
-from seqnlp.predictions import Classification
+from seqnlp.predictions import classifications
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
 
-_WORDS = re.compile(r"\w+|[^\w\s]")
 SUBWORD_FILE = "subwords.model"
 
 
@@ -119,7 +118,7 @@ class SentimentTask(Task):
         text = text.lower() if self.config.lowercase else text
         if self.config.tokenizer == "subword":
             return self.subwords.encode(text)
-        return _WORDS.findall(text)
+        return word_tokens(text)
 
     def build_vocabularies(self, train):
         config = self.config
@@ -306,19 +305,7 @@ class SentimentTask(Task):
         limit = self.config.max_length
         tokens = [self.whole_tokens(text) if text.strip() else [] for text in inputs]
         probs = self.probabilities(model, [self.ids(t[:limit]) for t in tokens])
-        results = []
-        for text, row, whole in zip(inputs, probs.tolist(), tokens):
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                Classification(
-                    text,
-                    self.labels.itos[best],
-                    round(row[best], 6),
-                    {label: round(p, 6) for label, p in zip(self.labels.itos, row)},
-                    len(whole) > limit,
-                )
-            )
-        return results
+        return classifications(inputs, [len(t) for t in tokens], probs.tolist(), self.labels.itos, limit)
 
     def report_sections(self, results, output_dir=None):
         sections = []

@@ -17,7 +17,7 @@ from seqnlp.metrics import translation_scores
 from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.nn.attention import ATTENTION_KINDS
 from seqnlp.nn.beam import GNMTScorer, beam_search
-from seqnlp.predictions import Translation
+from seqnlp.predictions import translations
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import SubwordTokenizer
@@ -323,15 +323,7 @@ class TranslateTask(Task):
         beam = options.get("beam") or self.config.beam
         if n_best > beam:
             raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
-        results = self.translate(model, [text if text.strip() else "." for text in inputs], beam, n_best)
-        out = []
-        for text, nbest in zip(inputs, results):
-            if not text.strip():
-                out.append(Translation(text, "", 0.0))
-                continue
-            hypotheses = [{"translation": t, "score": round(score, 6)} for t, score in nbest] if n_best > 1 else []
-            out.append(Translation(text, nbest[0][0], round(nbest[0][1], 6), hypotheses))
-        return out
+        return translations(inputs, lambda sentences: self.translate(model, sentences, beam, n_best), n_best)
 
     def report_sections(self, results, output_dir=None):
         sections = []

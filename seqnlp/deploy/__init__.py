@@ -1,0 +1,7 @@
+"""Deployment without the training stack: ``export`` turns a model directory into ONNX graphs (torch side);
+``runtime`` predicts with them through onnxruntime and NumPy, never importing torch; ``decoding`` holds the NumPy
+searches (CRF Viterbi and marginals, beam search) that run over the graphs' outputs."""
+
+MANIFEST = "onnx.json"  # what marks an exported folder, beside the model's config.json
+FORMAT = "seqnlp-onnx"
+FORMAT_VERSION = 1

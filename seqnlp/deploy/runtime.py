@@ -1,0 +1,469 @@
+"""Predict with an exported model (``seqnlp export``) through onnxruntime and NumPy; torch is never imported.
+
+``seqnlp.load(OUT_DIR)`` and ``seqnlp predict OUT_DIR FILE`` come here when the folder holds ``onnx.json``. The
+answers are the PyTorch model's (``seqnlp.predictions`` builds both): the same tokenization, vocabularies, label
+names and decoding settings, read from the folder's ``config.json``. Text generation samples from NumPy's random
+stream, so a seed gives another continuation than under PyTorch (greedy, ``top_k=1``, gives the same).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from seqnlp.data import tags as tagging
+from seqnlp.data.batching import bucket_batches
+from seqnlp.data.tokenize import MAX_WORD_CHARS, casing, normalize_word, word_tokens
+from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST, decoding
+from seqnlp.errors import ConfigError, SeqNLPError
+from seqnlp.io import read_json, read_model_config
+from seqnlp.predictions import Generation, classifications, taggings, translations
+from seqnlp.vocab import SubwordTokenizer, Vocab
+
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit for one ONNX file
+
+
+def is_export(path) -> bool:
+    """Whether ``path`` is a folder that ``seqnlp export`` wrote."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def _pad(rows: list[list[int]], value: int = 0) -> np.ndarray:
+    longest = max((len(r) for r in rows), default=0)
+    return np.array([list(r) + [value] * (longest - len(r)) for r in rows], dtype=np.int64).reshape(len(rows), longest)
+
+
+class Graphs:
+    """The folder's ONNX graphs as onnxruntime sessions, checked against ``onnx.json``."""
+
+    def __init__(self, directory: Path, manifest: dict, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("an ONNX export runs with onnxruntime: pip install onnxruntime") from None
+
+        where = str(directory / MANIFEST)
+        graphs = manifest.get("graphs")
+        if not isinstance(graphs, dict) or not graphs:
+            raise SeqNLPError("'graphs' must be a non-empty JSON object", where)
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.sessions, self.inputs, self.outputs = {}, {}, {}
+        for name, spec in graphs.items():
+            if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
+                raise SeqNLPError(f"graph {str(name)[:40]!r} must name its file", where)
+            path = _member(directory, spec["file"], where)
+            if path.stat().st_size > MAX_GRAPH_BYTES:
+                raise SeqNLPError(f"too large for an ONNX graph ({path.stat().st_size} bytes)", str(path))
+            try:
+                session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            except Exception as err:  # onnxruntime reports a garbled or foreign file with its own error types
+                detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+                raise SeqNLPError(f"not a valid ONNX graph ({detail})", str(path)) from None
+            self.inputs[name] = [i.name for i in session.get_inputs()]
+            self.outputs[name] = [o.name for o in session.get_outputs()]
+            if self.inputs[name] != spec.get("inputs") or self.outputs[name] != spec.get("outputs"):
+                raise SeqNLPError(f"the graph's inputs or outputs are not those {MANIFEST} names", str(path))
+            self.sessions[name] = session
+
+    def run(self, name: str, feeds: dict) -> dict:
+        session = self.sessions[name]
+        values = session.run(None, {k: feeds[k] for k in self.inputs[name]})
+        return dict(zip(self.outputs[name], values))
+
+
+def _member(directory: Path, name: str, where: str) -> Path:
+    """A file of the folder named by the (untrusted) manifest: a plain name, no path."""
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise SeqNLPError(f"file name {name[:60]!r} must be a plain name inside the folder", where)
+    path = directory / name
+    if not path.is_file():
+        raise SeqNLPError("file not found", str(path))
+    return path
+
+
+def _arrays(directory: Path, manifest: dict) -> dict[str, np.ndarray]:
+    if not manifest.get("arrays"):
+        return {}
+    from safetensors.numpy import load_file
+
+    path = _member(directory, manifest["arrays"], str(directory / MANIFEST))
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise SeqNLPError(f"not a valid safetensors file ({str(err)[:200]})", str(path)) from None
+
+
+class Runner:
+    """What a task needs to predict from its graphs; ``config`` holds the saved settings (a namespace)."""
+
+    name = ""
+    predict_options: dict[str, type] = {}
+    token_list_inputs = False
+    output_formats = ("text", "json")
+    length_key = "words"
+
+    def __init__(self, directory: Path, settings: dict, assets: dict, graphs: Graphs, arrays: dict):
+        self.directory = directory
+        self.config = SimpleNamespace(**settings)
+        self.graphs = graphs
+        self.arrays = arrays
+        self.load_assets(assets)
+
+    def load_assets(self, assets: dict) -> None:
+        raise NotImplementedError
+
+    def label_names(self) -> list[str] | None:
+        return None
+
+    def input_from_line(self, line: str) -> str:
+        return line
+
+    def predict(self, inputs: list, options: dict) -> list:
+        raise NotImplementedError
+
+    def random_stream(self, seed: int) -> np.random.Generator:
+        """The random numbers that sampling draws (text generation), from ``seed``."""
+        return np.random.default_rng(seed)
+
+    def batches(self, items: list[dict]):
+        """Index groups of similar length, longest first, bounded as the PyTorch task bounds them."""
+        lengths = [len(item[self.length_key]) for item in items]
+        return bucket_batches(
+            lengths, self.config.eval_batch_size, shuffle=False, max_tokens=self.config.eval_max_tokens
+        )
+
+
+class TaggerRunner(Runner):
+    name = "ner"
+    predict_options = {"pretokenized": bool}
+    token_list_inputs = True
+    output_formats = ("text", "json", "conll")
+
+    def load_assets(self, assets):
+        self.words = Vocab.from_dict(assets["words"])
+        self.chars = Vocab.from_dict(assets["chars"]) if assets.get("chars") else None
+        self.tags = Vocab.from_dict(assets["tags"])
+
+    def label_names(self):
+        return sorted({tag.split("-", 1)[1] for tag in self.tags.itos if tag != "O"})
+
+    def emissions(self, sentences: list[list[str]]) -> np.ndarray:
+        config = self.config
+        feeds = {
+            "words": _pad([self.words.encode(normalize_word(t, config.lowercase) for t in s) for s in sentences]),
+            "lengths": np.array([len(s) for s in sentences], dtype=np.int64),
+        }
+        if self.chars is not None:
+            distinct: dict[str, int] = {}
+            feeds["char_index"] = _pad([[distinct.setdefault(t, len(distinct)) for t in s] for s in sentences])
+            feeds["chars"] = _pad([self.chars.encode(t[:MAX_WORD_CHARS]) for t in distinct])
+        if config.casing_dim:
+            feeds["casing"] = _pad([[casing(t) for t in s] for s in sentences])
+        return self.graphs.run("emissions", feeds)["emissions"].astype(np.float32), feeds["lengths"]
+
+    def tag_entities(self, sentences: list[list[str]]) -> list:
+        """IOB2 tags and entities ``(type, start, end, probability)``, as ``NERTask.tag_entities``."""
+        results: list = [None] * len(sentences)
+        crf = bool(self.arrays)
+        if crf:
+            start, transitions, end = (self.arrays[k] for k in ("crf_start", "crf_transitions", "crf_end"))
+            continues = self.arrays["continues"].astype(bool)
+        for group in self.batches([{"words": s} for s in sentences]):
+            emissions, lengths = self.emissions([sentences[i] for i in group])
+            if crf:
+                paths = decoding.viterbi(emissions, lengths, start, transitions, end)
+            else:
+                probabilities = np.exp(decoding.log_softmax(emissions))
+                paths = [row[:n].tolist() for row, n in zip(probabilities.argmax(-1), lengths)]
+            tags = [self.tags.decode(path) for path in paths]
+            spans = [
+                (row, s, e, entity) for row, row_tags in enumerate(tags) for entity, s, e in tagging.to_spans(row_tags)
+            ]
+            if crf:
+                log_probs = decoding.span_log_probs(
+                    emissions,
+                    lengths,
+                    [(r, s, paths[r][s:e]) for r, s, e, _ in spans],
+                    start,
+                    transitions,
+                    end,
+                    continues,
+                )
+                scores = [math.exp(x) for x in log_probs]
+            else:
+                scores = [float(np.prod(probabilities[r, np.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans]
+            entities: list[list] = [[] for _ in paths]
+            for (row, s, e, entity), score in zip(spans, scores):
+                entities[row].append((entity, s, e, score))
+            for row, i in enumerate(group):
+                results[i] = (tagging.convert(tags[row], "iob2"), entities[row])
+        return results
+
+    def predict(self, inputs, options):
+        return taggings(inputs, options.get("pretokenized", False), self.tag_entities)
+
+
+class ClassifierRunner(Runner):
+    name = "sentiment"
+
+    def load_assets(self, assets):
+        self.words = Vocab.from_dict(assets["words"]) if assets.get("words") else None
+        self.subwords = (
+            SubwordTokenizer.load(_member(self.directory, "subwords.model", str(self.directory)))
+            if self.config.tokenizer == "subword"
+            else None
+        )
+        self.labels = Vocab.from_dict(assets["labels"])
+
+    def label_names(self):
+        return list(self.labels.itos)
+
+    def whole_tokens(self, text: str) -> list:
+        text = text.lower() if self.config.lowercase else text
+        return self.subwords.encode(text) if self.subwords is not None else word_tokens(text)
+
+    def probabilities(self, encoded: list[list[int]]) -> np.ndarray:
+        out = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
+        for group in self.batches([{"words": ids} for ids in encoded]):
+            rows = [encoded[i] for i in group]
+            feeds = {"words": _pad(rows), "lengths": np.array([len(r) for r in rows], dtype=np.int64)}
+            out[group] = self.graphs.run("probabilities", feeds)["probabilities"]
+        return out
+
+    def predict(self, inputs, options):
+        limit = self.config.max_length
+        tokens = [self.whole_tokens(text) if text.strip() else [] for text in inputs]
+        ids = [(t[:limit] if self.subwords is not None else self.words.encode(t[:limit])) or [1] for t in tokens]
+        return classifications(
+            inputs, [len(t) for t in tokens], self.probabilities(ids).tolist(), self.labels.itos, limit
+        )
+
+
+class TranslatorRunner(Runner):
+    name = "translate"
+    predict_options = {"beam": int, "n_best": int}
+    length_key = "src"
+
+    def load_assets(self, assets):
+        where = str(self.directory)
+        self.src_sp = SubwordTokenizer.load(_member(self.directory, "source.model", where))
+        joint = assets.get("joint_vocab", True)
+        self.tgt_sp = self.src_sp if joint else SubwordTokenizer.load(_member(self.directory, "target.model", where))
+        self.output_ids = self.arrays["output_ids"].astype(np.int64)
+
+    def encode(self, src, src_lengths):
+        out = self.graphs.run("encode", {"src": src, "src_lengths": src_lengths})
+        memory = {name: out[name] for name in ("keys", "values", "mask_bias")}
+        hidden = out["hidden"]
+        state = {"hidden": hidden}
+        if "cell" in self.graphs.inputs["step"]:
+            state["cell"] = np.zeros_like(hidden)
+        if "feed" in self.graphs.inputs["step"]:
+            width = memory["values"].shape[2]
+            state["feed"] = np.zeros((hidden.shape[1], width), dtype=hidden.dtype)
+        return memory, state
+
+    def step(self, tokens, memory, state):
+        out = self.graphs.run("step", {"tokens": tokens, **memory, **state})
+        next_state = {name: out[f"next_{name}"] for name in state}
+        return out["logits"], next_state, out["attention"]
+
+    def translate(self, sentences: list[str], beam: int, n_best: int) -> list[list[tuple[str, float]]]:
+        config = self.config
+        items = [{"src": self.src_sp.encode(s) or [self.src_sp.unk_id]} for s in sentences]
+        results: list = [None] * len(sentences)
+        for group in self.batches(items):
+            rows = [items[i]["src"] for i in group]
+            src_lengths = np.array([len(r) for r in rows], dtype=np.int64)
+            hyps = decoding.beam_search(
+                self.encode,
+                self.step,
+                _pad(rows),
+                src_lengths,
+                beam=beam,
+                max_lengths=(src_lengths.astype(np.float32) * np.float32(config.max_len_ratio)).astype(np.int64) + 5,
+                bos=self.tgt_sp.bos_id,
+                eos=self.tgt_sp.eos_id,
+                output_ids=self.output_ids,
+                length_penalty=config.length_penalty,
+                coverage_penalty=config.coverage_penalty,
+                n_best=n_best,
+            )
+            for i, nbest in zip(group, hyps):
+                results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
+        return results
+
+    def predict(self, inputs, options):
+        n_best = options.get("n_best") or self.config.n_best
+        beam = options.get("beam") or self.config.beam
+        if n_best > beam:
+            raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
+        return translations(inputs, lambda sentences: self.translate(sentences, beam, n_best), n_best)
+
+
+class CharLMRunner(Runner):
+    name = "textgen"
+    predict_options = {
+        "max_chars": int,
+        "temperature": float,
+        "top_k": int,
+        "top_p": float,
+        "seed": int,
+        "generator": np.random.Generator,
+    }
+
+    def load_assets(self, assets):
+        self.chars = Vocab.from_dict(assets["chars"])
+
+    def input_from_line(self, line):
+        return line.replace("\\n", "\n")
+
+    def step(self, inputs: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+        out = self.graphs.run("step", {"inputs": inputs, **state})
+        return out["logits"], {name: out[f"next_{name}"] for name in state}
+
+    def generate(self, prompts: list[list[int]], length: int, temperature, top_k, top_p, rng) -> list[list[int]]:
+        """``CharLM.generate``: prompts fed one position at a time, each row keeping its own last logits."""
+        config = self.config
+        zeros = np.zeros((config.layers, len(prompts), config.hidden), dtype=np.float32)
+        state = {"hidden": zeros, **({"cell": zeros} if "cell" in self.graphs.inputs["step"] else {})}
+        lengths = np.array([len(p) for p in prompts])
+        padded = _pad([[p[min(t, len(p) - 1)] for t in range(lengths.max())] for p in prompts])
+        last = np.zeros((len(prompts), len(self.chars)), dtype=np.float32)
+        for t in range(padded.shape[1]):
+            logits, new_state = self.step(padded[:, t : t + 1], state)
+            active = t < lengths
+            last = np.where(active[:, None], logits[:, 0], last)
+            state = {name: np.where(active[None, :, None], new_state[name], state[name]) for name in state}
+        out = []
+        for _ in range(length):
+            masked = last.copy()
+            masked[:, [0, 1]] = -np.inf  # padding and unknown are never drawn
+            next_chars = decoding.sample(masked, temperature, top_k, top_p, rng)
+            out.append(next_chars)
+            logits, state = self.step(next_chars[:, None], state)
+            last = logits[:, 0]
+        return np.stack(out, axis=1).tolist() if out else [[] for _ in prompts]
+
+    def predict(self, inputs, options):
+        rng = options.get("generator") or np.random.default_rng(options.get("seed", 0))
+        encoded = [self.chars.encode(p) or [self.chars.unk_id] for p in inputs]
+        ids = self.generate(
+            encoded,
+            options.get("max_chars", 200),
+            options.get("temperature", 1.0),
+            options.get("top_k", 0),
+            options.get("top_p", 1.0),
+            rng,
+        )
+        return [Generation(prompt, "".join(self.chars.decode(row))) for prompt, row in zip(inputs, ids)]
+
+
+RUNNERS = {r.name: r for r in (TaggerRunner, ClassifierRunner, TranslatorRunner, CharLMRunner)}
+
+
+def load_runner(path, overrides: dict | None = None, threads: int | None = None) -> Runner:
+    """The runner of an exported folder; ``overrides`` change saved decoding settings (``--set``)."""
+    from seqnlp.hub import model_directory
+
+    directory = Path(model_directory(path))
+    manifest = read_json(directory / MANIFEST)
+    where = str(directory / MANIFEST)
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise SeqNLPError(f"not a {FORMAT} folder of version {FORMAT_VERSION} (re-export the model)", where)
+    saved = read_model_config(directory)
+    runner_class = RUNNERS.get(saved["task"])
+    if runner_class is None or manifest.get("task") != saved["task"]:
+        raise SeqNLPError(f"unknown or inconsistent task {str(saved['task'])[:40]!r}", where)
+    settings = with_settings(saved["config"], overrides or {}, saved["task"])
+    try:
+        return runner_class(
+            directory, settings, saved["assets"], Graphs(directory, manifest, threads), _arrays(directory, manifest)
+        )
+    except SeqNLPError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise SeqNLPError(
+            f"invalid vocabulary or tokenizer assets ({type(err).__name__}: {str(err)[:200]})", str(directory)
+        ) from None
+
+
+# The settings a runner reads that would break it out of range (the PyTorch path checks every setting's range).
+SETTING_CHECKS = {
+    "eval_batch_size": lambda v: v >= 1,
+    "eval_max_tokens": lambda v: v >= 1,
+    "max_length": lambda v: v >= 1,
+    "beam": lambda v: v >= 1,
+    "n_best": lambda v: v >= 1,
+    "max_len_ratio": lambda v: math.isfinite(v) and v > 0,
+    "length_penalty": math.isfinite,
+    "coverage_penalty": lambda v: math.isfinite(v) and v >= 0,
+}
+
+
+def with_settings(settings: dict, overrides: dict, task: str) -> dict:
+    """``settings`` with ``overrides``, each of a known setting and of its type (an int where a float goes)."""
+    merged = dict(settings)
+    for key, value in overrides.items():
+        if key not in merged:
+            raise ConfigError(f"unknown setting {key!r} for a {task} model")
+        saved = merged[key]
+        if saved is not None and type(value) is not type(saved) and not (type(saved) is float and type(value) is int):
+            raise ConfigError(f"{key} must be of type {type(saved).__name__}, not {type(value).__name__}")
+        if key in SETTING_CHECKS and not SETTING_CHECKS[key](value):
+            raise ConfigError(f"invalid value for {key}: {value!r}")
+        merged[key] = value
+    return merged
+
+
+class OnnxModel:
+    """An exported model, ready to predict: what ``seqnlp.load`` returns for a folder of ``seqnlp export``."""
+
+    def __init__(self, runner: Runner, path: Path):
+        self.runner = runner
+        self.path = path
+
+    @property
+    def task_name(self) -> str:
+        return self.runner.name
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.runner.label_names()
+
+    def info(self) -> dict:
+        from seqnlp import __version__
+
+        config_file = self.path / "config.json"
+        return {
+            "task": self.runner.name,
+            "labels": self.labels,
+            "path": str(self.path),
+            "version": __version__,
+            "runtime": "onnx",
+            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
+        }
+
+    def predict(self, inputs, batch_size: int | None = None, **options):
+        """As ``seqnlp.Model.predict``."""
+        from seqnlp.api import check_inputs, split_options
+
+        single = isinstance(inputs, str)
+        items = [inputs] if single else list(inputs)
+        check_inputs(self.runner, items)
+        task_options, settings = split_options(self.runner, options, set(vars(self.runner.config)))
+        runner = self.runner
+        if batch_size is not None:
+            settings["eval_batch_size"] = batch_size
+        if settings:  # a copy with other decoding settings; the sessions are shared
+            runner = copy.copy(self.runner)
+            runner.config = SimpleNamespace(**with_settings(vars(self.runner.config), settings, runner.name))
+        predictions = runner.predict(items, task_options)
+        return predictions[0] if single else predictions
