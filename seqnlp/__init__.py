@@ -1,6 +1,7 @@
 """seqnlp: fast, honest recurrent sequence models for NLP.
 
-``seqnlp.load(path).predict(texts)``, ``seqnlp.train(task, **settings)``, ``seqnlp.evaluate(model, data)``:
+``seqnlp.load(path).predict(texts)``, ``seqnlp.train(task, **settings)``, ``seqnlp.evaluate(model, data)``,
+``seqnlp.export(model_dir, out_dir)``:
 see ``seqnlp/api.py`` and the README.
 """
 
@@ -13,7 +14,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
 
 __version__ = "0.1.0"
 
-from seqnlp.api import Model, evaluate, load, train  # noqa: E402  (after the environment is set)
+from seqnlp.api import Model, evaluate, export, load, train  # noqa: E402  (after the environment is set)
 from seqnlp.predictions import Classification, Entity, Generation, Tagging, Translation  # noqa: E402
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Translation",
     "__version__",
     "evaluate",
+    "export",
     "load",
     "train",
 ]

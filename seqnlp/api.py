@@ -92,18 +92,28 @@ def load(path, device: str = "auto", **settings) -> Model:
 
     ``settings`` override saved decoding and data settings, as ``--set`` does on the command line.
     """
-    from seqnlp.deploy.runtime import OnnxModel, is_export, load_runner
+    from seqnlp.deploy import is_export
     from seqnlp.hub import model_directory
     from seqnlp.io import existing_directory
 
     path = model_directory(path)
     if is_export(path):  # a folder of ``seqnlp export``: onnxruntime, no torch
+        from seqnlp.deploy.runtime import OnnxModel, load_runner
+
         return OnnxModel(load_runner(path, settings or None), Path(path))
     from seqnlp.tasks.base import load_model_dir
     from seqnlp.trainer import pick_device
 
     task, module = load_model_dir(path, device=pick_device(device), overrides=settings or None)
     return Model(task, module, existing_directory(path) or path)
+
+
+def export(model, out_dir, overwrite: bool = False) -> dict:
+    """``seqnlp export MODEL_DIR OUT_DIR``: the model as ONNX graphs that ``load(out_dir)`` runs without torch;
+    returns the export's manifest (``onnx.json``)."""
+    from seqnlp.deploy.export import export as write_export
+
+    return write_export(model, out_dir, overwrite=overwrite)
 
 
 def train(task: str, config: str | os.PathLike | None = None, **settings) -> dict:

@@ -163,7 +163,7 @@ def _predict(argv):
 def _predictor(args, overrides: dict):
     """``(task, predict(inputs, options), random stream)`` for ``--runtime``: the task (or the ONNX runner, which
     offers the same ``name``, ``output_formats``, ``input_from_line`` and ``config``) and how it predicts."""
-    from seqnlp.deploy.runtime import is_export, load_runner
+    from seqnlp.deploy import is_export
     from seqnlp.hub import model_directory
 
     exported = is_export(model_directory(args.model_dir))
@@ -175,6 +175,8 @@ def _predictor(args, overrides: dict):
                 "`seqnlp export MODEL_DIR OUT_DIR` makes one",
                 args.model_dir,
             )
+        from seqnlp.deploy.runtime import load_runner
+
         runner = load_runner(args.model_dir, overrides)
         return runner, runner.predict, runner.random_stream(args.seed)
     if exported:

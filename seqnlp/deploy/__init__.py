@@ -5,3 +5,10 @@ searches (CRF Viterbi and marginals, beam search) that run over the graphs' outp
 MANIFEST = "onnx.json"  # what marks an exported folder, beside the model's config.json
 FORMAT = "seqnlp-onnx"
 FORMAT_VERSION = 1
+
+
+def is_export(path) -> bool:
+    """Whether ``path`` is a folder that ``seqnlp export`` wrote."""
+    from pathlib import Path
+
+    return (Path(path) / MANIFEST).is_file()

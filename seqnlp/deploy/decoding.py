@@ -89,7 +89,7 @@ def span_log_probs(emissions, lengths, spans, start, transitions, end, continues
 def _top(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest values along the last axis, best first, and their indices (``torch.topk``)."""
     if k < values.shape[-1]:
-        index = np.argpartition(-values, k - 1, axis=-1)[..., :k]
+        index = np.argpartition(values, -k, axis=-1)[..., -k:]
     else:
         index = np.broadcast_to(np.arange(values.shape[-1]), values.shape).copy()
     picked = np.take_along_axis(values, index, axis=-1)
@@ -114,8 +114,8 @@ def beam_search(
 ) -> list[list[tuple[list[int], float]]]:
     """The ``n_best`` hypotheses ``(token ids without BOS/EOS, score)`` of every sentence, best first.
 
-    ``encode(src, src_lengths) -> (memory, state)``; ``step(tokens, memory, state) -> (logits [N, V], state,
-    attention [N, S])``, where ``memory`` is a dict of per-sentence arrays (axis 0) and ``state`` a dict of
+    ``encode(src, src_lengths) -> (memory, state)``; ``step(tokens, memory, state) -> (log-probabilities [N, V],
+    state, attention [N, S])``, where ``memory`` is a dict of per-sentence arrays (axis 0) and ``state`` a dict of
     per-hypothesis arrays (hypothesis axis ``STATE_AXES[name]``). The moves are ``seqnlp.nn.beam``'s.
     """
     batch = src.shape[0]
@@ -145,16 +145,16 @@ def beam_search(
             final_coverage[sentences[rows]] = attended.sum(axis=2)
 
     for t in range(steps):
-        logits, state, attention = step(tokens, memory, state)
+        log_probs, state, attention = step(tokens, memory, state)
         if t == 0 and beam > 1:  # every hypothesis takes the same first step: computed once, then copied
-            rows = np.repeat(np.arange(logits.shape[0]), beam)
-            logits, attention = logits[rows], attention[rows]
+            rows = np.repeat(np.arange(log_probs.shape[0]), beam)
+            log_probs, attention = log_probs[rows], attention[rows]
             state = take_state(state, rows)
         active = len(sentences)
         if coverage_penalty > 0:
             paid = (attention * (~finished).reshape(-1, 1)).reshape(active, beam, -1)
             coverage = paid if coverage is None else coverage + paid
-        log_probs = log_softmax(logits.astype(np.float32), axis=1).reshape(active, beam, -1)
+        log_probs = log_probs.reshape(active, beam, -1)
         end_log_prob = log_probs[:, :, eos_column]
         candidates, columns = _top(log_probs, min(beam, log_probs.shape[2]))
         closing = finished | (t >= last_steps[sentences])[:, None]

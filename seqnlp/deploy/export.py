@@ -8,7 +8,7 @@ search (the CRF's Viterbi and span marginals, beam search, sampling) runs in Num
   it in ``arrays.safetensors``.
 - sentiment: ``probabilities`` (words, lengths -> [B, C]).
 - translate: ``encode`` (src, src_lengths -> attention keys, values, mask bias, first decoder state) and
-  ``step`` (tokens, memory, state -> next-subword logits, next state, attention).
+  ``step`` (tokens, memory, state -> next-subword log-probabilities, next state, attention).
 - textgen: ``step`` (characters [B, T], state -> logits [B, T, V], next state).
 
 The folder also holds the model's ``config.json`` (settings resolved, vocabularies), its tokenizer files and its
@@ -134,7 +134,8 @@ def _step(model, batch):
     hyps = Hypotheses(memory, DecoderState(layers, feed), model.step_weights())
     logits, hyps = model.next_logits(batch["tokens"], hyps)
     state = hyps.state
-    outputs = [logits, torch.stack([layer[0] for layer in state.layers])]
+    # the search's log-softmax in the graph: onnxruntime's kernel is several times NumPy's
+    outputs = [logits.log_softmax(dim=1), torch.stack([layer[0] for layer in state.layers])]
     if cell is not None:
         outputs.append(torch.stack([layer[1] for layer in state.layers]))
     if "feed" in batch:
@@ -170,7 +171,7 @@ def _translator_graphs(task, model) -> tuple[list[Graph], dict]:
         "mask_bias": {0: "sentences", 2: "source_steps"},
         "hidden": {1: "hypotheses"},
     }
-    outputs = ["logits", "next_hidden"]
+    outputs = ["log_probs", "next_hidden"]
     if task.config.cell == "lstm":
         step_inputs["cell"] = torch.randn_like(step_inputs["hidden"])
         axes["cell"] = {1: "hypotheses"}

@@ -13,6 +13,7 @@ import torch
 
 from seqnlp import config as configs
 from seqnlp.data.batching import Batches, bucket_batches, to_device
+from seqnlp.deploy import is_export
 from seqnlp.errors import DataError, SeqNLPError
 from seqnlp.io import (
     atomic_directory,
@@ -297,6 +298,11 @@ def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None
 
     directory = model_directory(directory)  # hf://ORG/NAME: from the HuggingFace cache
     directory = existing_directory(directory) or directory  # a crash between a save's renames leaves DIR.old
+    if is_export(directory):
+        raise SeqNLPError(
+            "an ONNX export (seqnlp export) runs with `seqnlp predict` and `seqnlp.load`; give its model folder here",
+            str(directory),
+        )
     saved = read_model_config(directory)
     task = task_from_model_config(directory, saved, overrides)
     model = build_checked_model(task, directory / "model.safetensors")
