@@ -326,13 +326,20 @@ class Seq2Seq(nn.Module):
         return hyps.weights.projection(attentional), replace(hyps, state=state)
 
     def decoder(self, int8: bool = False) -> Decoder:
-        """What a search drives: this evaluation-mode model with ``decoding_weights(int8)`` made now.
+        """What a search drives: this evaluation-mode model with ``decoding_weights(int8)``.
 
-        The weights are read once: a model that changes afterwards needs a new decoder.
+        Preparing the weights costs more than translating one short sentence (int8 packing, the gate table), so
+        the decoder is kept and given again while no parameter has changed: an optimizer step, a load or a copy
+        into a parameter bumps its version, and a move to another device makes new tensors.
         """
         if self.training:
             raise ValueError("decoder() needs an evaluation-mode model (call .eval() first)")
-        return Decoder(self, self.decoding_weights(int8))
+        key = (int8, tuple((p.data_ptr(), p._version) for p in self.parameters()))
+        cached = self.__dict__.get("_decoder")
+        if cached is None or cached[0] != key:
+            cached = (key, Decoder(self, self.decoding_weights(int8)))
+            self.__dict__["_decoder"] = cached
+        return cached[1]
 
 
 @dataclass(frozen=True)
