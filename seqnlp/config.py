@@ -78,6 +78,9 @@ def validate_ranges(config) -> None:
         check_range(type(config), f.name, getattr(config, f.name))
 
 
+UNBOUNDED_EPOCHS = 100_000  # the epoch cap of a run that its time budget ends
+
+
 @dataclass
 class RunConfig:
     """Data sources, output and training settings that every task shares."""
@@ -135,7 +138,12 @@ class RunConfig:
         choices=("fused", "reference"),
     )
     # training
-    epochs: int = setting(30, "most epochs to train", low=1, high=100_000)
+    epochs: int = setting(
+        30,
+        "most epochs to train; with max_minutes and no epochs given, the time budget alone ends the run",
+        low=1,
+        high=UNBOUNDED_EPOCHS,
+    )
     max_minutes: float | None = setting(
         None, "training time budget in minutes (the schedule anneals to its end)", above=0.0
     )

@@ -83,7 +83,7 @@ def write_report(
         "## Training",
         "",
         markdown_table(
-            ["epochs", "steps", "seconds", "tokens/s", "best epoch"],
+            ["epochs", "steps", "seconds", "tokens/s", "best epoch", "ended by"],
             [
                 [
                     train.get("epochs"),
@@ -91,6 +91,7 @@ def write_report(
                     round(train.get("seconds", 0.0), 1),
                     round(train.get("tokens_per_second", 0.0)),
                     train.get("best_epoch"),
+                    train.get("ended_by") or "-",
                 ]
             ],
         ),

@@ -131,6 +131,12 @@ def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
         # The bundled sample: its settings sit below the YAML file and the flags, which still win.
         config = configs.resolve(cls.config_class, args, args.config, base={**base, **default_data})
     config.output_dir = str(output_dir)
+    if config.max_minutes and not args.resume and "epochs" not in _given_settings(args):
+        # "20 minutes" means 20 minutes: no epoch cap ends the run first (the schedule follows the budget alone).
+        config.epochs = configs.UNBOUNDED_EPOCHS
+        print(
+            f"the time budget ends the run: {config.max_minutes:g} minutes (--epochs N would also cap it)", flush=True
+        )
     device = pick_device(config.device)  # an unknown or absent device fails here, before any data is read
     if saved is not None:
         unchanged = {"output_dir", "init_from", "quiet"} if args.resume else RUN_SETTINGS
@@ -142,6 +148,14 @@ def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
                 flush=True,
             )
     return config, saved, device
+
+
+def _given_settings(args) -> set[str]:
+    """The settings the user gave: flags and the YAML file (not the defaults, a saved model's or the sample's)."""
+    given = set(vars(args))
+    if args.config:
+        given |= set(configs.load_yaml(args.config))
+    return given
 
 
 def seeded_task(cls, config):
@@ -239,6 +253,7 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
             "seconds": state.seconds,
             "tokens_per_second": state.tokens / max(1e-9, state.seconds),
             "best_epoch": state.best_epoch,
+            "ended_by": state.ended_by,
         },
         "config": configs.to_dict(config),
         "protocol": {
@@ -266,7 +281,10 @@ def run_summary(metrics: dict, metric: str, output_dir: Path) -> str:
     """The lines a finished run ends with: its scores, where the model and report are, how long it took."""
     train = metrics["train"]
     minutes, seconds = divmod(round(train["seconds"]), 60)
-    scores = f"dev {metric} {metrics['dev'][metric]:.4f} (best epoch {train['best_epoch']} of {train['epochs']})"
+    scores = (
+        f"dev {metric} {metrics['dev'][metric]:.4f} (best epoch {train['best_epoch']} of {train['epochs']}; "
+        f"ended by {train.get('ended_by') or 'epochs'})"
+    )
     if "test" in metrics:
         scores += f", test {metric} {metrics['test'][metric]:.4f}"
     return (

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from seqnlp.config import RunConfig
+from seqnlp.config import UNBOUNDED_EPOCHS, RunConfig
 from seqnlp.data.batching import to_device
 from seqnlp.errors import ConfigError, SeqNLPError
 from seqnlp.heap import memory_mib, release_memory
@@ -138,6 +138,11 @@ class TrainState:
     bad_epochs: int = 0  # epochs since the best dev metric (early stopping)
     finished: bool = False  # stopped early: resuming has nothing left to do
     first_loss: float | None = None  # the untrained model's loss, which the divergence check compares against
+    ended_by: str | None = None  # what ended training: ENDINGS
+
+
+# What can end a run's training, as metrics.json and the report name it.
+ENDINGS = ("epochs", "time budget", "early stopping", "interrupted")
 
 
 class Trainer:
@@ -303,7 +308,9 @@ class Trainer:
         if not config.quiet:
             from tqdm import tqdm
 
-            self.progress_bar = tqdm(total=self.total_steps, initial=state.step, dynamic_ncols=True, mininterval=1.0)
+            # A run that its budget ends has no step count to show progress against: steps and their rate only.
+            total = None if self.budget and config.epochs >= UNBOUNDED_EPOCHS else self.total_steps
+            self.progress_bar = tqdm(total=total, initial=state.step, dynamic_ncols=True, mininterval=1.0)
         with stop_on_signals(self):
             self._train_epochs(batches)
         self._close_progress_bar()
@@ -334,7 +341,14 @@ class Trainer:
             if config.patience and state.bad_epochs >= config.patience:
                 print(f"early stopping: no dev {self.metric} improvement for {state.bad_epochs} epochs", flush=True)
                 state.finished = True
+                state.ended_by = "early stopping"
             stop = interrupted or state.finished or self.stop_requested
+            if out_of_time:
+                state.ended_by = "time budget"
+            elif self.stop_requested:
+                state.ended_by = "interrupted"
+            elif state.epoch >= config.epochs:
+                state.ended_by = "epochs"
             self.save_checkpoint()
             release_memory()
 
@@ -527,10 +541,12 @@ def _train_state(data: dict, path: Path) -> TrainState:
             continue
         value = saved[field.name]
         optional = field.default is None
-        kind = {"bool": bool, "int": int}.get(field.type.split(" ")[0], float)
+        kind = {"bool": bool, "int": int, "str": str}.get(field.type.split(" ")[0], float)
         ok = (value is None and optional) or (
             isinstance(value, bool)
             if kind is bool
+            else value in ENDINGS
+            if kind is str
             else isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
         )
         if not ok:
