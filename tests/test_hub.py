@@ -182,6 +182,38 @@ def test_push_uploads_the_model_folder_through_the_hub_client(tagger, monkeypatc
     assert base64.b64decode(files["config.json"]["value"]["content"]) == (out / "model" / "config.json").read_bytes()
 
 
+def test_a_pushed_model_pulled_back_through_the_cache_predicts_like_the_folder(tagger, monkeypatch, tmp_path):
+    """The round trip: what ``seqnlp push`` sent (to ``FakeHub``) laid out as the cache holds a download."""
+    import httpx2
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    out, _ = tagger
+    hub = FakeHub()
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+    try:
+        code, _, err = run_cli("push", out / "model", "org/tagger")
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+    assert code == 0, err
+    received = tmp_path / "received"
+    received.mkdir()
+    for entry in hub.commit:
+        value = entry["value"]
+        if entry["key"] == "file":
+            (received / value["path"]).write_bytes(base64.b64decode(value["content"]))
+        elif entry["key"] == "lfsFile":
+            (received / value["path"]).write_bytes(hub.uploaded[value["oid"]])
+    cache = tmp_path / "hub"
+    hub_cache(cache, "org/tagger", received)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    local = [p.to_dict() for p in seqnlp.load(out / "model").predict(INPUTS)]
+    assert [p.to_dict() for p in seqnlp.load("hf://org/tagger").predict(INPUTS)] == local
+
+
 def test_push_refuses_a_folder_that_would_not_load(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     code, _, err = run_cli("push", tmp_path, "org/broken")

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from seqnlp.config import UNBOUNDED_EPOCHS
 from tests.conftest import ROOT
 
 SMALL = {
@@ -66,3 +67,33 @@ def test_recipe_flag_runs_the_gradient_diagnosis(tmp_path):
     assert result.returncode == 0, result.stderr
     saved = json.loads((tmp_path / "gradients.json").read_text())
     assert set(saved["vanishing"]) == {"rnn", "lstm", "gru"} and "lstm_clipped" in saved["exploding"]
+
+
+def _train(tmp_path, *flags):
+    from tests.conftest import train_cli
+
+    out = tmp_path / "run"
+    code, printed, err = train_cli(
+        "textgen", ROOT / "data/textgen/train.txt", ROOT / "data/textgen/val.txt", out, "--quiet", *SMALL["textgen"],
+        "--sample-chars", "0", *flags,
+    )  # fmt: skip
+    assert code == 0, err
+    return json.loads((out / "metrics.json").read_text()), printed, (out / "report.md").read_text()
+
+
+def test_a_time_budget_without_epochs_ends_the_run_not_the_epoch_cap(tmp_path):
+    metrics, printed, report = _train(tmp_path, "--max-minutes", "0.1", "--log-every", "5")
+    train = metrics["train"]
+    assert train["ended_by"] == "time budget" and metrics["config"]["epochs"] == UNBOUNDED_EPOCHS
+    assert 6.0 <= train["seconds"] < 12.0
+    # the linear schedule anneals to the end of the budget, not of an epoch count: the last rates near 1% of the peak
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").open()) if "lr" in r]
+    assert rates == sorted(rates, reverse=True) and rates[-1] < 0.25 * metrics["config"]["lr"]
+    assert "the time budget ends the run: 0.1 minutes" in printed and "ended by time budget" in printed
+    assert "| time budget |" in report
+
+
+def test_given_epochs_cap_a_budgeted_run_and_the_report_says_so(tmp_path):
+    metrics, printed, report = _train(tmp_path, "--max-minutes", "5", "--epochs", "2")
+    assert metrics["train"]["ended_by"] == "epochs" and metrics["train"]["epochs"] == 2
+    assert "the time budget ends the run" not in printed and "| epochs |" in report
