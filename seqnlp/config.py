@@ -162,6 +162,11 @@ class RunConfig:
     patience: int = setting(10, "stop after this many epochs without a dev improvement; 0: never", low=0)
     log_every: int = setting(50, "steps between lines of train_log.jsonl", low=1)
     eval_max_tokens: int = setting(4096, "inference batches hold at most this many padded tokens", low=1)
+    ddp_backend: str = setting(
+        "auto",
+        "data-parallel runs (torchrun): auto is nccl on CUDA, gloo on CPUs",
+        choices=("auto", "gloo", "nccl"),
+    )
     seed: int = setting(1, "random seed (initialisation, batch order, dropout)", low=0, high=2**32 - 1)
     device: str = setting("auto", "auto (the GPU if torch sees one), cpu, cuda or cuda:N")
     threads: int = setting(0, "CPU threads for torch; 0: torch's default", low=0, high=1024)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
+import dataclasses
 import hashlib
+import io
 import os
 import random
 from dataclasses import dataclass
@@ -13,6 +17,7 @@ from pathlib import Path
 import torch
 
 from seqnlp import config as configs
+from seqnlp import distributed
 from seqnlp.card import write_model_card
 from seqnlp.errors import ConfigError, DataError
 from seqnlp.finetune import adapted_model, freeze
@@ -43,6 +48,7 @@ RUN_SETTINGS = {
     "quiet",
     "device",
     "threads",
+    "ddp_backend",
     "report_to",
     "labels",
     "label_map",
@@ -107,15 +113,24 @@ def train(
         raise ConfigError(
             "give either --resume (continue the run in OUTPUT_DIR) or --overwrite (start afresh), not both"
         )
-    if output.path.exists():  # a busy or used folder fails at once, before any data is read
+    writer = int(os.environ.get("RANK", "0")) == 0  # of a data-parallel run, rank 0 alone touches the folder
+    if writer and output.path.exists():  # a busy or used folder fails at once, before any data is read
         _claim(output, args)
-    config, saved, device = resolve_config(cls, args, output.path, default_data)
-    task = seeded_task(cls, config)
-    data = read_data(task)  # all of it read and checked before anything in the output folder is touched
-    model, extras = prepare_model(task, saved, args.resume, data)
-    _claim(output, args)
-    state = fit(task, model, output.path, data, args.resume)
-    metrics = evaluate_and_report(task, model, state, data, output.path, device, extras)
+    with contextlib.nullcontext() if writer else contextlib.redirect_stdout(io.StringIO()):  # rank 0 speaks
+        config, saved, device = resolve_config(cls, args, output.path, default_data)
+        group = distributed.start(config.ddp_backend, device)
+        try:
+            task = seeded_task(cls, config)
+            data = read_data(task)  # all of it read and checked before anything in the output folder is touched
+            model, extras = prepare_model(task, saved, args.resume, data)
+            if writer:
+                _claim(output, args)
+            state = fit(task, model, output.path, data, args.resume, group)
+            if not writer:
+                return {}
+            metrics = evaluate_and_report(task, model, state, data, output.path, device, extras)
+        finally:
+            distributed.stop()
     output.release()
     print(run_summary(metrics, task.metric, output.path), flush=True)
     return metrics
@@ -212,20 +227,47 @@ def prepare_model(task, saved: dict | None, resume: bool, data: Data) -> tuple[t
     return model, extras
 
 
-def fit(task, model, output_dir: Path, data: Data, resume: bool):
-    """Train with the one Trainer; the best model by the dev metric is in ``output_dir/model``."""
+def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None):
+    """Train with the one Trainer; the best model by the dev metric is in ``output_dir/model``.
+
+    ``group``: this process's place in a data-parallel run (``seqnlp.distributed``), which deals each global
+    batch, ``batch_size`` x processes examples, out to the processes.
+    """
+    if group is None:
+        train_batches = partial(task.batches, task.prepare(data.train), True)
+    else:
+        config = task.config
+        batching = copy.copy(task)
+        batching.config = dataclasses.replace(
+            config, batch_size=config.batch_size * group.world, batch_max_tokens=config.batch_max_tokens * group.world
+        )
+        items = task.prepare(data.train)
+
+        def train_batches(epoch):
+            return distributed.Shard(batching.batches(items, True, epoch), group.rank, group.world)
+
+        print(
+            f"data-parallel: {group.world} processes ({group.backend}), batch {config.batch_size} per process, "
+            f"{config.batch_size * group.world} per step",
+            flush=True,
+        )
+        torch.manual_seed(config.seed + 1_000_003 * group.rank)  # each process its own dropout (the weights are set)
     trainer = Trainer(
         model,
         task.config,
         output_dir,
-        train_batches=partial(task.batches, task.prepare(data.train), True),
+        train_batches=train_batches,
         evaluate=lambda m: task.evaluate(m, data.dev, selection=True),
         write_model=partial(write_model_files, task, model),
         metric=task.metric,
         higher_is_better=task.higher_is_better,
         on_first_save=partial(remove_run_files, output_dir),
+        group=group,
+        loss_units=task.loss_units,
     )
     state = trainer.fit(resume=resume)
+    if group is not None and not group.is_writer:
+        return state
     if existing_directory(output_dir / "model") is None:
         raise DataError("training produced no model (it stopped before the first evaluation)")
     return state

@@ -166,8 +166,13 @@ class Trainer:
         metric: str,
         higher_is_better: bool = True,
         on_first_save: Callable[[], None] | None = None,
+        group=None,
+        loss_units: Callable[[dict], float] | None = None,
     ):
         self.model = model
+        self.group = group  # seqnlp.distributed.Group of a data-parallel run; None: one process
+        self.loss_units = loss_units  # what a batch's loss averages over: weights each process's share of a step
+        self.is_writer = group is None or group.is_writer
         self.config = config
         self.output_dir = Path(output_dir)
         self.train_batches = train_batches
@@ -175,13 +180,25 @@ class Trainer:
         self.write_model = write_model
         self.metric = metric
         self.higher_is_better = higher_is_better
-        self.stop_requested = False  # set by Ctrl-C / SIGTERM: the step ends, a checkpoint is written, the run stops
+        self.signalled = False  # set by Ctrl-C / SIGTERM: the step ends, a checkpoint is written, the run stops
+        self.stop_agreed = False  # data-parallel: some process was signalled, as all agreed after the last step
         # A fresh run into a used folder leaves the earlier run's files (model, metrics, log) alone until
         # it has a model or checkpoint of its own to put in their place; its log lines wait until then.
         self.on_first_save = on_first_save
         self.pending_log: list[dict] | None = None
-        self.device = pick_device(config.device)
+        from seqnlp import distributed
+
+        self.device = distributed.device_of(group, pick_device(config.device))
         self.model.to(self.device)
+        self.parallel = None
+        if group is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Buffers (CRF masks, output ids) never change: nothing to broadcast at each forward.
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.parallel = distributed.collective(
+                lambda: DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+            )
         self.optimizer = build_optimizer(model, config)
         self.average = WeightAverage(model, config.average_decay) if config.average_decay else None
         self.state = TrainState()
@@ -189,6 +206,12 @@ class Trainer:
         self.log_path = self.output_dir / "train_log.jsonl"
         self.board_writer = open_tensorboard() if config.report_to == "tensorboard" else None
         self.board = None
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether to stop: signalled, or in a data-parallel run, agreed at the last step (a signal that arrives
+        between steps on one process must not stop it alone)."""
+        return self.stop_agreed if self.group is not None else self.signalled
 
     # -- checkpoints -------------------------------------------------------------------
     def _take_over_folder(self) -> None:
@@ -203,22 +226,47 @@ class Trainer:
         for record in pending:
             self.log(record)
 
+    def _rng_states(self) -> dict:
+        states = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def _own_states(self) -> dict:
+        """What differs between the processes of a data-parallel run besides the random state: a language model's
+        carried hidden state, which is that of the process's own streams."""
+        if type(self.model).get_extra_state is not torch.nn.Module.get_extra_state:
+            return {**self._rng_states(), "extra_state": self.model.get_extra_state().detach().cpu().contiguous()}
+        return self._rng_states()
+
     def save_checkpoint(self) -> None:
+        rank_states = None
+        if self.group is not None:  # every rank's random state, so that each resumes its own stream
+            from seqnlp import distributed
+
+            rank_states = distributed.gather_to_writer((self._own_states(), _jsonable(random.getstate())))
+        if not self.is_writer:
+            return
         self._take_over_folder()
         with atomic_directory(self.checkpoint_dir) as tmp:
             self.write_model(tmp)
             self.optimizer.save(tmp / "optimizer.safetensors")
             if self.average:
                 self.average.save(tmp / "average.safetensors")
-            rng_states = {"torch": torch.get_rng_state()}
-            if self.device.type == "cuda":  # dropout on the GPU draws from the device's generator
-                rng_states["cuda"] = torch.cuda.get_rng_state(self.device)
-            save_file(rng_states, str(tmp / "rng.safetensors"))
+            save_file(self._rng_states(), str(tmp / "rng.safetensors"))
             rng = {"python": _jsonable(random.getstate())}
-            write_json(tmp / "trainer_state.json", {"state": vars(self.state), "rng": rng})
+            extra = {}
+            if rank_states is not None:
+                for rank, (tensors, python) in enumerate(rank_states):
+                    save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+                    rng[f"python-rank{rank}"] = python
+                extra["processes"] = self.group.world
+            write_json(tmp / "trainer_state.json", {"state": vars(self.state), "rng": rng, **extra})
 
     def load_checkpoint(self) -> bool:
-        directory = recover_directory(self.checkpoint_dir)  # the newest complete copy a crash left, put in its place
+        # the newest complete copy a crash left, put in its place (by the writer alone; the others read it after)
+        recover = recover_directory if self.is_writer else existing_directory
+        directory = recover(self.checkpoint_dir)
         if directory is None:
             return False
         load_weights(self.model, directory / "model.safetensors")
@@ -237,12 +285,22 @@ class Trainer:
             self.average.load(directory / "average.safetensors")
         data = read_json(directory / "trainer_state.json")
         self.state = _train_state(data, directory / "trainer_state.json")
+        saved_world, world = data.get("processes", 1), self.group.world if self.group else 1
+        if saved_world != world:
+            raise TrainingError(
+                f"--resume: the checkpoint was written by {saved_world} process(es), this run has {world}: "
+                f"resume with the same number (torchrun --nproc-per-node {saved_world})",
+                str(directory),
+            )
+        rank = f"-rank{self.group.rank}" if self.group else ""
         try:
-            rng_states = load_file(str(directory / "rng.safetensors"))
+            rng_states = load_file(str(directory / f"rng{rank}.safetensors"))
             torch.set_rng_state(rng_states["torch"])
             if self.device.type == "cuda" and "cuda" in rng_states:
                 torch.cuda.set_rng_state(rng_states["cuda"], self.device)
-            random.setstate(_tupled(data["rng"]["python"]))
+            if "extra_state" in rng_states:  # this process's carried state, not rank 0's in model.safetensors
+                self.model.set_extra_state(rng_states["extra_state"].to(self.device))
+            random.setstate(_tupled(data["rng"][f"python{rank}"]))
         except Exception as err:  # a checkpoint is files on disk: a damaged one is reported, not a traceback
             raise TrainingError(
                 f"--resume: damaged random-number state ({type(err).__name__}: {str(err)[:120]})", str(directory)
@@ -252,7 +310,7 @@ class Trainer:
     # -- logging -----------------------------------------------------------------------
     def _forget_lost_steps(self) -> None:
         """Drop log lines of steps after the checkpoint: a killed run wrote them, the resumed run trains them again."""
-        if not self.log_path.exists():
+        if not self.is_writer or not self.log_path.exists():
             return
         kept = []
         for line in self.log_path.read_text(encoding="utf-8").splitlines(keepends=True):
@@ -265,6 +323,8 @@ class Trainer:
         write_text_atomic(self.log_path, "".join(kept))
 
     def log(self, record: dict) -> None:
+        if not self.is_writer:
+            return
         if self.pending_log is not None:
             self.pending_log.append(record)
             return
@@ -288,8 +348,16 @@ class Trainer:
         config = self.config
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if resume:
+            if self.group is not None and not self.is_writer:
+                from seqnlp import distributed
+
+                distributed.barrier()  # the writer has put the checkpoint in place
             if not self.load_checkpoint():
                 raise TrainingError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+            if self.group is not None and self.is_writer:
+                from seqnlp import distributed
+
+                distributed.barrier()
             self._forget_lost_steps()
             print(
                 f"resuming from {self.checkpoint_dir}: epoch {self.state.epoch + 1}, step {self.state.step}", flush=True
@@ -305,7 +373,7 @@ class Trainer:
         self.budget = config.max_minutes * 60 if config.max_minutes else None
         self.started = time.perf_counter() - state.seconds
         self.progress_bar = None
-        if not config.quiet:
+        if not config.quiet and self.is_writer:
             from tqdm import tqdm
 
             # A run that its budget ends has no step count to show progress against: steps and their rate only.
@@ -362,18 +430,20 @@ class Trainer:
         config, state = self.config, self.state
         self.model.train()
         loss_sum, loss_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
-        last_checkpoint = time.perf_counter()
+        last_checkpoint = state.seconds  # the run's clock, which a data-parallel run's processes share
         for index in range(state.step_in_epoch, len(batches)):
             batch = batches[index]
             lr = self._set_learning_rate()
-            loss = self._step(batch)
+            loss, tokens = self._step(batch)
             if state.first_loss is None:
                 state.first_loss = loss
             state.step += 1
             state.step_in_epoch += 1
-            state.tokens += int(batch["num_tokens"])
+            state.tokens += tokens
             state.seconds = time.perf_counter() - self.started
-            window_tokens += int(batch["num_tokens"])
+            if self.group is not None:
+                self._agree()
+            window_tokens += tokens
             loss_sum += loss
             loss_count += 1
             if state.step % config.log_every == 0:
@@ -403,14 +473,24 @@ class Trainer:
                 return True, loss_sum / loss_count
             if self.stop_requested and index + 1 < len(batches):  # at an epoch's end, the epoch is finished first
                 return True, loss_sum / loss_count
-            if time.perf_counter() - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
+            if state.seconds - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
                 self.save_checkpoint()
-                last_checkpoint = time.perf_counter()
+                last_checkpoint = state.seconds
         return False, loss_sum / max(1, loss_count)
+
+    def _agree(self) -> None:
+        """Every process takes rank 0's clock (the schedule and the budget follow it) and stops if any was asked to."""
+        from seqnlp import distributed
+
+        clock, stops = distributed.all_sum(
+            [self.state.seconds if self.is_writer else 0.0, float(self.signalled)], self.device
+        )
+        self.state.seconds, self.stop_agreed = clock, stops > 0
 
     def _set_learning_rate(self) -> float:
         state = self.state
-        elapsed = time.perf_counter() - self.started
+        # a data-parallel run's processes must agree on the rate: rank 0's clock at the last step
+        elapsed = state.seconds if self.group is not None else time.perf_counter() - self.started
         progress = max(state.step / self.total_steps, elapsed / self.budget if self.budget else 0.0)
         lr = self.config.lr * lr_factor(self.config.schedule, progress, state.step, self.config.warmup_steps)
         for group in self.optimizer.param_groups:
@@ -439,24 +519,54 @@ class Trainer:
                 f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
             )
 
-    def _step(self, batch: dict) -> float:
-        loss = self.model(to_device(batch, self.device))
-        if not torch.isfinite(loss):
+    def _step(self, batch: dict) -> tuple[float, int]:
+        """One optimizer step; returns the step's loss and tokens (of the whole global batch in a data-parallel run)."""
+        loss = (self.parallel or self.model)(to_device(batch, self.device))
+        tokens = int(batch["num_tokens"])
+        if self.group is not None:
+            from seqnlp import distributed
+
+            # DDP averages the processes' gradients; weighting each loss by its share of the global batch's
+            # units (examples, target tokens) makes that average the gradient of the global batch's loss.
+            units = self.loss_units(batch) * batch.get("loss_weight", 1.0)
+            total, loss_sum, tokens = distributed.all_sum([units, loss.item() * units, tokens], self.device)
+            scaled = loss * (units * self.group.world / total)
+            value, tokens = loss_sum / total, int(tokens)
+        else:
+            scaled, value = loss, loss.item()
+        if not math.isfinite(value):
             raise TrainingError(
-                f"loss became {loss.item()} at step {self.state.step} (epoch {self.state.epoch + 1}); "
+                f"loss became {value} at step {self.state.step} (epoch {self.state.epoch + 1}); "
                 f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaled.backward()
         if self.config.clip_norm and self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm, foreach=True)
         self.optimizer.step()
         if self.average:
             self.average.update(self.state.step)
-        return loss.item()
+        return value, tokens
 
     def _evaluate(self, epoch_loss: float) -> None:
-        """Dev evaluation (of the averaged weights, when averaging); the model is saved when the dev metric improves."""
+        """Dev evaluation (of the averaged weights, when averaging); the model is saved when the dev metric improves.
+
+        In a data-parallel run rank 0 evaluates and the others wait for its verdict: the selection metrics
+        (seqeval F1, BLEU) are not sums over shards, so a sharded evaluation would gather every prediction anyway,
+        and the dev sets here take seconds.
+        """
+        state = self.state
+        if self.group is not None:
+            from seqnlp import distributed
+
+            if self.is_writer:
+                self._evaluate_here(epoch_loss)
+            verdict = distributed.from_writer((state.best_metric, state.best_epoch, state.bad_epochs))
+            state.best_metric, state.best_epoch, state.bad_epochs = verdict
+            return
+        self._evaluate_here(epoch_loss)
+
+    def _evaluate_here(self, epoch_loss: float) -> None:
         state = self.state
         with self.average.applied() if self.average else nullcontext():
             dev = self.evaluate(self.model)
@@ -501,7 +611,7 @@ def stop_on_signals(trainer: Trainer):
         return
 
     def request_stop(signum, frame):
-        trainer.stop_requested = True
+        trainer.signalled = True
         signal.signal(signum, previous[signum])
 
     previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}

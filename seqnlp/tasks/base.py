@@ -180,6 +180,13 @@ class Task:
         """One padded batch of prepared items."""
         raise NotImplementedError
 
+    def loss_units(self, batch: dict) -> float:
+        """What the model's loss averages over in ``batch``: its examples, unless the task says otherwise.
+
+        A data-parallel run weights each process's loss by its share of the global batch's units.
+        """
+        return float(batch[self.length_key].size(0))
+
     def check_labels(self, examples: list) -> None:
         """Raise DataError for labels the model does not know (evaluation / fine-tuning data)."""
 

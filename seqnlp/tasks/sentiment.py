@@ -251,6 +251,11 @@ class SentimentTask(Task):
             for e in examples
         ]
 
+    def loss_units(self, batch):
+        if self.weights:  # a class-weighted cross-entropy is a mean over the labels' weights
+            return float(torch.tensor(self.weights)[batch["labels"]].sum())
+        return super().loss_units(batch)
+
     def collate(self, items):
         lengths = torch.tensor([len(item["words"]) for item in items])
         words = pad([item["words"] for item in items])

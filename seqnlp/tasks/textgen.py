@@ -157,6 +157,9 @@ class TextgenTask(Task):
             for i in range(0, per_stream, config.seq_len)
         ]
 
+    def loss_units(self, batch):
+        return float(batch["targets"].numel())  # the loss is a mean over predicted characters
+
     # -- evaluation and prediction -----------------------------------------------------
     def evaluate(self, model, examples, selection=False):
         model.eval()

@@ -241,6 +241,9 @@ class TranslateTask(Task):
             batch["num_tokens"] = int(src_lengths.sum()) + sum(len(item["tgt"]) + 1 for item in items)
         return batch
 
+    def loss_units(self, batch):
+        return float((batch["tgt_out"] != self.tgt_sp.pad_id).sum())  # the loss is a mean over target subwords
+
     def batches(self, items, shuffle, epoch=0):
         if shuffle and self.config.subword_sampling > 0:
             items = self.resegment(items, epoch)

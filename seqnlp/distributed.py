@@ -1,0 +1,153 @@
+"""Data-parallel training on PyTorch's own engine: ``torch.distributed`` + ``DistributedDataParallel``, launched by
+``torchrun`` (or anything that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``).
+
+Every process reads the same data and builds the same vocabularies and model (same seed); DDP checks the
+parameters agree and keeps their gradients averaged. A step is one *global* batch, the batch of a one-process run
+with ``batch_size x processes`` examples, whose examples are dealt out to the processes (``shard``); each
+process's loss is weighted by its share of what the global batch's loss averages over (examples, or target
+tokens for translation), so N processes take the step one process would take on the global batch. Rank 0 alone
+evaluates, writes and decides; its decisions (stop, the best metric) reach every rank at the same step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from seqnlp.errors import ConfigError, SeqNLPError
+
+BACKENDS = ("auto", "gloo", "nccl")
+
+
+class PeerFailure(SeqNLPError):
+    """Another process of the run stopped: its own output says why."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in a data-parallel run."""
+
+    rank: int
+    world: int
+    local_rank: int
+    backend: str
+
+    @property
+    def is_writer(self) -> bool:
+        return self.rank == 0
+
+
+def launched() -> bool:
+    """Whether this process was started as one of several (torchrun sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def start(backend: str, device: torch.device) -> Group | None:
+    """Join the process group torchrun's environment describes; None for a run of one process."""
+    if not launched():
+        return None
+    if backend not in BACKENDS:
+        raise ConfigError(f"ddp_backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("ddp_backend nccl needs CUDA devices (--device cuda); on CPUs use gloo")
+    try:
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    except (KeyError, ValueError):
+        raise ConfigError("a distributed launch needs RANK and WORLD_SIZE (torchrun sets them)") from None
+    if not dist.is_initialized():
+        # torch's default timeout (30 minutes) bounds a wait on a peer that hangs; one that dies closes its
+        # connections, which ends the others' waits at once (``collective``)
+        dist.init_process_group(backend, rank=rank, world_size=world)
+    return Group(rank, world, local_rank, backend)
+
+
+def device_of(group: Group | None, device: torch.device) -> torch.device:
+    """One GPU per process (``LOCAL_RANK``); CPUs are shared."""
+    if group is not None and device.type == "cuda":
+        torch.cuda.set_device(group.local_rank)
+        return torch.device("cuda", group.local_rank)
+    return device
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def collective(function):
+    """Run a collective; a peer that died mid-run (its connection closed) is a ``PeerFailure``, not a traceback."""
+    try:
+        return function()
+    except (RuntimeError, dist.DistError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise PeerFailure(
+            f"another process of this data-parallel run stopped ({first}); its own output says why"
+        ) from None
+
+
+def all_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sums over the processes."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    collective(lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM))
+    return tensor.tolist()
+
+
+def from_writer(value):
+    """Rank 0's ``value`` (any picklable object), on every rank."""
+    box = [value]
+    collective(lambda: dist.broadcast_object_list(box, src=0))
+    return box[0]
+
+
+def gather_to_writer(value) -> list | None:
+    """Every rank's ``value`` on rank 0 (in rank order); None elsewhere."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out = [None] * world if rank == 0 else None
+    collective(lambda: dist.gather_object(value, out, dst=0))
+    return out
+
+
+def barrier() -> None:
+    collective(dist.barrier)
+
+
+class Shard(Sequence):
+    """Rank ``rank``'s part of each global batch: every ``world``-th example of it, from the ``rank``-th.
+
+    ``global_batches`` is a ``seqnlp.data.batching.Batches`` (index groups, collated on demand) or a list of
+    batches of row-aligned tensors (the language model's parallel streams, whose rows stay with one rank from
+    segment to segment, so the hidden state each rank carries is its own streams'). A rank whose share of a
+    small last batch is empty trains on the batch's first example with weight 0 (``batch["loss_weight"]``), so
+    every rank takes every step.
+    """
+
+    def __init__(self, global_batches, rank: int, world: int):
+        self.batches, self.rank, self.world = global_batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        from seqnlp.data.batching import Batches
+
+        if isinstance(self.batches, Batches):
+            group = self.batches.groups[index]
+            mine = group[self.rank :: self.world]
+            batch = self.batches.collate([self.batches.items[i] for i in (mine or group[:1])])
+            batch["loss_weight"] = 1.0 if mine else 0.0
+            return batch
+        batch = self.batches[index]
+        rows = next(v for v in batch.values() if torch.is_tensor(v)).size(0)
+        if rows < self.world:
+            raise ConfigError(f"{rows} parallel streams cannot be dealt out to {self.world} processes")
+        mine = {k: (v[self.rank :: self.world] if torch.is_tensor(v) and v.dim() else v) for k, v in batch.items()}
+        mine["num_tokens"] = batch["num_tokens"] * len(range(self.rank, rows, self.world)) // rows
+        mine["loss_weight"] = 1.0
+        return mine
