@@ -92,6 +92,10 @@ class Generation(Prediction):
         return self.continuation.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+# Text generation's decoding options and their types; each runtime adds its own random ``generator`` type.
+GENERATION_OPTIONS = {"max_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
+
+
 def taggings(inputs: list, pretokenized: bool, tag_entities) -> list[Tagging]:
     """Each input tagged: a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of
     tokens.

@@ -158,21 +158,27 @@ class FakeHub:
         return httpx2.Response(404, json={"error": f"not part of the upload: {request.method} {path}"})
 
 
-def test_push_uploads_the_model_folder_through_the_hub_client(tagger, monkeypatch, capsys):
-    """No real upload: the client's HTTP layer is replaced by ``FakeHub``, which checks what would be sent."""
+def push_to_fake_hub(model_dir, monkeypatch):
+    """``seqnlp push MODEL_DIR org/tagger`` against ``FakeHub`` (the client's HTTP layer replaced); returns the hub
+    and ``run_cli``'s result."""
     import httpx2
     from huggingface_hub import constants
     from huggingface_hub.utils import _http
 
-    out, _ = tagger
     hub = FakeHub()
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
     try:
-        code, printed, err = run_cli("push", out / "model", "org/tagger")
+        return (hub, *run_cli("push", model_dir, "org/tagger"))
     finally:
         _http.set_client_factory(_http.default_client_factory)
+
+
+def test_push_uploads_the_model_folder_through_the_hub_client(tagger, monkeypatch, capsys):
+    """No real upload: the client's HTTP layer is replaced by ``FakeHub``, which checks what would be sent."""
+    out, _ = tagger
+    hub, code, printed, err = push_to_fake_hub(out / "model", monkeypatch)
     assert code == 0, err
     assert printed.strip() == f"https://huggingface.co/org/tagger/commit/{COMMIT}"
     files = {entry["value"]["path"]: entry for entry in hub.commit if entry["key"] in ("file", "lfsFile")}
@@ -184,19 +190,8 @@ def test_push_uploads_the_model_folder_through_the_hub_client(tagger, monkeypatc
 
 def test_a_pushed_model_pulled_back_through_the_cache_predicts_like_the_folder(tagger, monkeypatch, tmp_path):
     """The round trip: what ``seqnlp push`` sent (to ``FakeHub``) laid out as the cache holds a download."""
-    import httpx2
-    from huggingface_hub import constants
-    from huggingface_hub.utils import _http
-
     out, _ = tagger
-    hub = FakeHub()
-    monkeypatch.setenv("HF_TOKEN", "hf_test")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
-    try:
-        code, _, err = run_cli("push", out / "model", "org/tagger")
-    finally:
-        _http.set_client_factory(_http.default_client_factory)
+    hub, code, _, err = push_to_fake_hub(out / "model", monkeypatch)
     assert code == 0, err
     received = tmp_path / "received"
     received.mkdir()

@@ -110,3 +110,22 @@ def continuation_mask(labels: Sequence[str]):
 
     parts = [split_tag(label) for label in labels]
     return torch.tensor([[pi in ("B", "I") and pj in ("I", "E") and ei == ej for pj, ej in parts] for pi, ei in parts])
+
+
+def entity_types(labels: Sequence[str]) -> list[str]:
+    """The entity types a tag set names, sorted (``B-PER``, ``I-PER`` -> ``PER``)."""
+    return sorted({tag.split("-", 1)[1] for tag in labels if tag != "O"})
+
+
+def sentence_spans(tags: Sequence[Sequence[str]]) -> list[tuple[int, int, int, str]]:
+    """``(sentence, start, end_exclusive, type)`` of every entity in a batch of tag sequences."""
+    return [(row, start, end, entity) for row, row_tags in enumerate(tags) for entity, start, end in to_spans(row_tags)]
+
+
+def tagged_sentences(tags: Sequence[Sequence[str]], spans, scores) -> list[tuple[list[str], list[tuple]]]:
+    """Each sentence's IOB2 tags and entities ``(type, start, end, score)``, from ``sentence_spans(tags)`` and a
+    score per span."""
+    entities: list[list] = [[] for _ in tags]
+    for (row, start, end, entity), score in zip(spans, scores):
+        entities[row].append((entity, start, end, score))
+    return [(convert(row_tags, "iob2"), found) for row_tags, found in zip(tags, entities)]

@@ -22,7 +22,7 @@ from seqnlp.data.tokenize import MAX_WORD_CHARS, casing, normalize_word, word_to
 from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST, decoding
 from seqnlp.errors import ConfigError, SeqNLPError
 from seqnlp.io import read_json, read_model_config
-from seqnlp.predictions import Generation, classifications, taggings, translations
+from seqnlp.predictions import GENERATION_OPTIONS, Generation, classifications, taggings, translations
 from seqnlp.vocab import SubwordTokenizer, Vocab
 
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit for one ONNX file
@@ -151,7 +151,7 @@ class TaggerRunner(Runner):
         self.tags = Vocab.from_dict(assets["tags"])
 
     def label_names(self):
-        return sorted({tag.split("-", 1)[1] for tag in self.tags.itos if tag != "O"})
+        return tagging.entity_types(self.tags.itos)
 
     def emissions(self, sentences: list[list[str]]) -> np.ndarray:
         config = self.config
@@ -182,9 +182,7 @@ class TaggerRunner(Runner):
                 probabilities = np.exp(decoding.log_softmax(emissions))
                 paths = [row[:n].tolist() for row, n in zip(probabilities.argmax(-1), lengths)]
             tags = [self.tags.decode(path) for path in paths]
-            spans = [
-                (row, s, e, entity) for row, row_tags in enumerate(tags) for entity, s, e in tagging.to_spans(row_tags)
-            ]
+            spans = tagging.sentence_spans(tags)
             if crf:
                 log_probs = decoding.span_log_probs(
                     emissions,
@@ -198,11 +196,8 @@ class TaggerRunner(Runner):
                 scores = [math.exp(x) for x in log_probs]
             else:
                 scores = [float(np.prod(probabilities[r, np.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans]
-            entities: list[list] = [[] for _ in paths]
-            for (row, s, e, entity), score in zip(spans, scores):
-                entities[row].append((entity, s, e, score))
-            for row, i in enumerate(group):
-                results[i] = (tagging.convert(tags[row], "iob2"), entities[row])
+            for i, tagged in zip(group, tagging.tagged_sentences(tags, spans, scores)):
+                results[i] = tagged
         return results
 
     def predict(self, inputs, options):
@@ -309,14 +304,7 @@ class TranslatorRunner(Runner):
 
 class CharLMRunner(Runner):
     name = "textgen"
-    predict_options = {
-        "max_chars": int,
-        "temperature": float,
-        "top_k": int,
-        "top_p": float,
-        "seed": int,
-        "generator": np.random.Generator,
-    }
+    predict_options = {**GENERATION_OPTIONS, "generator": np.random.Generator}
 
     def load_assets(self, assets):
         self.chars = Vocab.from_dict(assets["chars"])

@@ -199,7 +199,7 @@ class NERTask(Task):
         return report
 
     def label_names(self):
-        return sorted({tag.split("-", 1)[1] for tag in self.tags.itos if tag != "O"})
+        return tagging.entity_types(self.tags.itos)
 
     def save_assets(self, directory):
         return {
@@ -318,11 +318,7 @@ class NERTask(Task):
                     probabilities = emissions.softmax(-1)
                     paths = [row[:n] for row, n in zip(probabilities.argmax(-1).tolist(), mask.sum(1).tolist())]
                 tags = [self.tags.decode(path) for path in paths]
-                spans = [
-                    (row, start, end, entity)
-                    for row, row_tags in enumerate(tags)
-                    for entity, start, end in tagging.to_spans(row_tags)
-                ]
+                spans = tagging.sentence_spans(tags)
                 if model.crf is not None:
                     log_probs = model.crf.span_log_probs(
                         emissions, mask, [(r, s, paths[r][s:e]) for r, s, e, _ in spans], continues
@@ -332,11 +328,8 @@ class NERTask(Task):
                     scores = [
                         float(torch.prod(probabilities[r, torch.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans
                     ]
-            entities: list[list] = [[] for _ in paths]
-            for (row, start, end, entity), score in zip(spans, scores):
-                entities[row].append((entity, start, end, score))
-            for row, i in enumerate(group):
-                results[i] = (tagging.convert(tags[row], "iob2"), entities[row])
+            for i, tagged in zip(group, tagging.tagged_sentences(tags, spans, scores)):
+                results[i] = tagged
         return results
 
     def predict(self, model, inputs, options):

@@ -13,7 +13,7 @@ from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
 from seqnlp.metrics import language_model_scores
 from seqnlp.models.charlm import CharLM
-from seqnlp.predictions import Generation
+from seqnlp.predictions import GENERATION_OPTIONS, Generation
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import PAD, UNK, Vocab
@@ -54,14 +54,7 @@ class TextgenTask(Task):
     name = "textgen"
     config_class = TextgenConfig
     metric = "loss"
-    predict_options = {
-        "max_chars": int,
-        "temperature": float,
-        "top_k": int,
-        "top_p": float,
-        "seed": int,
-        "generator": torch.Generator,
-    }
+    predict_options = {**GENERATION_OPTIONS, "generator": torch.Generator}
     # Every input's characters come from one random stream: a served request shares it with no other, so
     # its continuation depends on its seed alone.
     shares_batches = False
