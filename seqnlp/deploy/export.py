@@ -205,8 +205,12 @@ def _charlm_graphs(task, model) -> tuple[list[Graph], dict]:
     return [Graph("step", _Named(model, list(inputs), _lm_step), inputs, axes, outputs)], {}
 
 
-GRAPHS = {"ner": _tagger_graphs, "sentiment": _classifier_graphs, "translate": _translator_graphs}
-GRAPHS["textgen"] = _charlm_graphs
+GRAPHS = {
+    "ner": _tagger_graphs,
+    "sentiment": _classifier_graphs,
+    "translate": _translator_graphs,
+    "textgen": _charlm_graphs,
+}
 
 
 def _export_graph(graph: Graph, path: Path) -> None:
