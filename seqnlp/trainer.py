@@ -421,7 +421,7 @@ class Trainer:
             release_memory()
 
     def _close_progress_bar(self) -> None:
-        if self.progress_bar:
+        if self.progress_bar is not None:
             self.progress_bar.close()
             self.progress_bar = None
 
@@ -460,7 +460,7 @@ class Trainer:
                 )
                 self._show(loss_sum / loss_count, speed)
                 window_tokens, window_start = 0, time.perf_counter()
-            if self.progress_bar:
+            if self.progress_bar is not None:
                 self.progress_bar.update(1)
             if self.budget and state.seconds >= self.budget:
                 self._close_progress_bar()
@@ -593,7 +593,7 @@ class Trainer:
         self._show(epoch_loss)
 
     def _show(self, loss: float, speed: float | None = None) -> None:
-        if self.progress_bar:
+        if self.progress_bar is not None:
             extra = {"tok_s": f"{speed:,.0f}"} if speed is not None else {}
             best = {f"best_dev_{self.metric}": _fmt(self.state.best_metric)}
             self.progress_bar.set_postfix(epoch=self.state.epoch + 1, loss=f"{loss:.3f}", **best, **extra)
