@@ -1,6 +1,6 @@
 """Data-parallel overhead: 1 process x 2 threads against 2 processes x 1 thread (torchrun --standalone, gloo).
 
-    python benchmarks/ddp_scaling.py [--data ../shared/data] [--seconds 60] [--rounds 2]
+    python benchmarks/ddp_scaling.py [--data ../shared/data] [--seconds 60] [--rounds 2] [--tasks tagger,translator]
 
 Prints one JSON object ``{"tagger": {...}, "translator": {...}}``, each with ``one_process_tokens_per_s``,
 ``two_processes_tokens_per_s`` and ``efficiency`` (the second over the first): the median training speed of the
@@ -53,11 +53,13 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--seconds", type=float, default=60.0, help="training time of each run")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each layout, taking turns")
+    parser.add_argument("--tasks", default=",".join(JOBS), help="comma-separated: " + ", ".join(JOBS))
     args = parser.parse_args()
     data = Path(args.data)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (task, train, dev) in JOBS.items():
+        for name in args.tasks.split(","):
+            task, train, dev = JOBS[name]
             speeds = {1: [], 2: []}
             for r in range(args.rounds):
                 for processes in (1, 2) if r % 2 == 0 else (2, 1):

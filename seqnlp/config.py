@@ -162,6 +162,12 @@ class RunConfig:
     patience: int = setting(10, "stop after this many epochs without a dev improvement; 0: never", low=0)
     log_every: int = setting(50, "steps between lines of train_log.jsonl", low=1)
     eval_max_tokens: int = setting(4096, "inference batches hold at most this many padded tokens", low=1)
+    precision: str = setting(
+        "fp32",
+        "training arithmetic: fp32, or bf16 autocast (weights and optimizer stay fp32) on CUDA GPUs and CPUs "
+        "with bf16 matrix instructions (AVX512-BF16, AMX)",
+        choices=("fp32", "bf16"),
+    )
     ddp_backend: str = setting(
         "auto",
         "data-parallel runs (torchrun): auto is nccl on CUDA, gloo on CPUs",

@@ -7,11 +7,15 @@ with ``batch_size x processes`` examples, whose examples are dealt out to the pr
 process's loss is weighted by its share of what the global batch's loss averages over (examples, or target
 tokens for translation), so N processes take the step one process would take on the global batch. Rank 0 alone
 evaluates, writes and decides; its decisions (stop, the best metric) reach every rank at the same step.
+
+Embedding tables, most of a word model's weights, bypass DDP's dense all-reduce: a batch looks up a few hundred
+of their rows, the rest of their gradient is zero, and ``RowExchange`` sends only the rows some process touched.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,6 +120,52 @@ def gather_to_writer(value) -> list | None:
 
 def barrier() -> None:
     collective(dist.barrier)
+
+
+def row_sparse_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The trainable embedding tables whose gradient is zero outside the rows a batch looked up, by qualified name.
+
+    A table that another module shares (tied to an output layer) has a dense gradient: it stays with DDP.
+    """
+    holders = Counter(id(p) for module in model.modules() for p in module.parameters(recurse=False))
+    return {
+        f"{name}.weight": module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Embedding)
+        and not module.sparse
+        and module.weight.requires_grad
+        and holders[id(module.weight)] == 1
+    }
+
+
+class RowExchange:
+    """Averages embedding gradients over the processes by their nonzero rows only, after DDP's backward.
+
+    Two collectives a step: the union of the rows any process touched (a byte per row), then those rows'
+    gradients. Rows nobody touched are zero on every process, so the result is the average of the whole tables.
+    """
+
+    def __init__(self, parameters: Sequence[torch.nn.Parameter], world: int):
+        self.parameters, self.world = list(parameters), world
+        for parameter in self.parameters:  # DDP broadcasts rank 0's weights at its start; these it does not see
+            collective(lambda p=parameter: dist.broadcast(p.data, src=0))
+
+    def __call__(self) -> None:
+        grads = []
+        for parameter in self.parameters:
+            if parameter.grad is None:  # a process whose batch never reached this table
+                parameter.grad = torch.zeros_like(parameter)
+            grads.append(parameter.grad)
+        touched = torch.cat([grad.ne(0).any(dim=1) for grad in grads]).to(torch.uint8)
+        collective(lambda: dist.all_reduce(touched, op=dist.ReduceOp.MAX))
+        rows = torch.split(touched.bool(), [grad.size(0) for grad in grads])
+        rows = [mask.nonzero().squeeze(1) for mask in rows]
+        values = torch.cat([grad.index_select(0, index).flatten() for grad, index in zip(grads, rows)])
+        collective(lambda: dist.all_reduce(values, op=dist.ReduceOp.SUM))
+        values /= self.world
+        sizes = [len(index) * grad.size(1) for grad, index in zip(grads, rows)]
+        for grad, index, part in zip(grads, rows, torch.split(values, sizes)):
+            grad.index_copy_(0, index, part.view(len(index), grad.size(1)))
 
 
 class Shard(Sequence):

@@ -49,6 +49,7 @@ RUN_SETTINGS = {
     "device",
     "threads",
     "ddp_backend",
+    "precision",
     "report_to",
     "labels",
     "label_map",

@@ -52,6 +52,26 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def has_bf16_matrix_units(device: torch.device) -> bool:
+    """Whether bf16 arithmetic runs in hardware here (without it, oneDNN has no bf16 LSTM kernel at all)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def training_precision(precision: str, device: torch.device):
+    """The context of a training forward: fp32 as written, or bf16 autocast (matrix products and recurrent
+    layers in bf16, reductions and the loss in fp32); refused where the hardware has no bf16 arithmetic."""
+    if precision == "fp32":
+        return nullcontext
+    if not has_bf16_matrix_units(device):
+        raise ConfigError(
+            f"--precision bf16 needs bf16 matrix instructions, which this {device.type.upper()} lacks "
+            "(AVX512-BF16 or AMX on CPUs; without them PyTorch's LSTM does not run in bf16); use --precision fp32"
+        )
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer:
     """SGD with momentum, Adam or AdamW on torch's fused kernels (see ``seqnlp.optim`` for why not ``torch.optim``)."""
     momentum = config.momentum if config.optimizer == "sgd" else 0.0
@@ -190,10 +210,14 @@ class Trainer:
 
         self.device = distributed.device_of(group, pick_device(config.device))
         self.model.to(self.device)
-        self.parallel = None
+        self.precision = training_precision(config.precision, self.device)
+        self.parallel = self.row_exchange = None
         if group is not None:
             from torch.nn.parallel import DistributedDataParallel
 
+            tables = distributed.row_sparse_parameters(model)
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(tables))
+            self.row_exchange = distributed.RowExchange(tables.values(), group.world) if tables else None
             # Buffers (CRF masks, output ids) never change: nothing to broadcast at each forward.
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.parallel = distributed.collective(
@@ -521,7 +545,8 @@ class Trainer:
 
     def _step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step; returns the step's loss and tokens (of the whole global batch in a data-parallel run)."""
-        loss = (self.parallel or self.model)(to_device(batch, self.device))
+        with self.precision():
+            loss = (self.parallel or self.model)(to_device(batch, self.device))
         tokens = int(batch["num_tokens"])
         if self.group is not None:
             from seqnlp import distributed
@@ -541,6 +566,8 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         scaled.backward()
+        if self.row_exchange is not None:
+            self.row_exchange()
         if self.config.clip_norm and self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm, foreach=True)
         self.optimizer.step()

@@ -108,3 +108,16 @@ def test_fused_teacher_forcing_without_input_feeding_trains_on_the_gpu_without_w
         )  # clone: .to() moves a CPU grad in place
     assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-4)
     assert torch.allclose(results["cuda"][1], results["cpu"][1], atol=1e-5)
+
+
+@pytest.mark.parametrize("task", sorted(SMALL))
+def test_every_recipe_trains_in_bf16_on_the_gpu(task, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / f"{task}.py"), "--output-dir", str(tmp_path), "--epochs", "1",
+         "--device", "cuda", "--precision", "bf16", "--quiet", *SMALL[task]],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    epochs = [r for r in map(json.loads, (tmp_path / "train_log.jsonl").open()) if "train_loss" in r]
+    assert len(epochs) == 1 and 0 < epochs[0]["train_loss"] < 1e4
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["precision"] == "bf16"

@@ -1,10 +1,13 @@
 """Data-parallel training (torch.distributed, gloo, 2 CPU processes, tiny models): the step of N processes is the
 one-process step on the whole batch; resume is exact; a failure on one process ends them all with one line."""
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -26,8 +29,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(world: int, argv: list, cwds=None, timeout: float = 180) -> list[subprocess.CompletedProcess]:
-    """``seqnlp train ...`` in ``world`` processes, as torchrun starts them (its environment, one per rank)."""
+def launch(
+    world: int, argv: list, cwds=None, timeout: float = 180, meanwhile=None
+) -> list[subprocess.CompletedProcess]:
+    """``seqnlp train ...`` in ``world`` processes, as torchrun starts them (its environment, one per rank).
+
+    ``meanwhile(processes)``, when given, runs while they train (to signal or kill one)."""
     port = free_port()
     processes = []
     for rank in range(world):
@@ -53,6 +60,8 @@ def launch(world: int, argv: list, cwds=None, timeout: float = 180) -> list[subp
                 text=True,
             )
         )
+    if meanwhile is not None:
+        meanwhile(processes)
     results = []
     for process in processes:
         out, err = process.communicate(timeout=timeout)
@@ -85,6 +94,21 @@ def weights(out) -> dict:
     """The parameters of the run's last checkpoint (not a language model's carried state: each process has its own)."""
     saved = load_file(str(out / "checkpoints" / "last" / "model.safetensors"))
     return {name: t for name, t in saved.items() if not name.endswith("_extra_state")}
+
+
+def test_only_embedding_tables_of_their_own_bypass_the_dense_all_reduce():
+    from seqnlp.distributed import row_sparse_parameters
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(50, 4)
+            self.frozen = torch.nn.Embedding(50, 4).requires_grad_(False)
+            self.tied = torch.nn.Embedding(50, 4)
+            self.out = torch.nn.Linear(4, 50)
+            self.out.weight = self.tied.weight  # a tied output layer: its gradient is dense
+
+    assert list(row_sparse_parameters(Model())) == ["words.weight"]
 
 
 @pytest.mark.parametrize("task", sorted(TINY))
@@ -149,3 +173,59 @@ def test_a_bad_input_on_one_process_ends_every_process_with_exit_2(tmp_path):
     assert results[1].stderr.startswith("error: train.tsv:") and results[1].stderr.count("\n") == 1
     assert results[0].stderr.startswith("error: another process of this data-parallel run stopped")
     assert results[0].stderr.count("\n") == 1
+
+
+def once_logged(log, epoch: int, step: int, then):
+    """Wait until ``log`` (train_log.jsonl) has a step line of ``epoch`` (from 1) at ``step`` or later, then
+    ``then(processes)``."""
+
+    def wait(processes):
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines = [json.loads(line) for line in (log.read_text().splitlines() if log.exists() else []) if line]
+            if any("loss" in r and r["epoch"] >= epoch and r["step"] >= step for r in lines):
+                return then(processes)
+            time.sleep(0.05)
+        raise AssertionError("the run logged no such step")
+
+    return wait
+
+
+LONG_RUN = ["sentiment", "--train-file", ROOT / "data/sentiment/train.tsv", "--dev-file",
+            ROOT / "data/sentiment/dev.tsv", "--quiet", "--schedule", "constant", "--batch-size", "4",
+            "--log-every", "1", "--epochs", "3", *TINY["sentiment"]]  # fmt: skip
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_step_and_resume_is_exact(tmp_path):
+    whole = launch(2, [*LONG_RUN, "--output-dir", tmp_path / "whole"])
+    assert [p.returncode for p in whole] == [0, 0], whole[0].stderr[-2000:]
+    parts = tmp_path / "parts"
+    # SIGTERM to rank 1 alone, mid-epoch: rank 0 learns of it at the next step and both stop there
+    sigterm_rank1 = once_logged(parts / "train_log.jsonl", 1, 5, lambda ps: ps[1].send_signal(signal.SIGTERM))
+    stopped = launch(2, [*LONG_RUN, "--output-dir", parts], meanwhile=sigterm_rank1)
+    assert [p.returncode for p in stopped] == [130, 130], stopped[0].stderr[-2000:]
+    state = json.loads((parts / "checkpoints" / "last" / "trainer_state.json").read_text())["state"]
+    assert state["ended_by"] == "interrupted" and state["epoch"] < 3  # stopped mid-run, most likely mid-epoch
+    resumed = launch(2, [*LONG_RUN, "--resume", "--output-dir", parts])
+    assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-2000:]
+    a, b = weights(tmp_path / "whole"), weights(parts)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_killed_process_ends_the_other_at_once_and_resume_recovers(tmp_path):
+    out = tmp_path / "run"
+    killed_at = []
+
+    def kill_rank1(processes):
+        processes[1].kill()
+        killed_at.append(time.monotonic())
+
+    killed = launch(
+        2, [*LONG_RUN, "--output-dir", out], meanwhile=once_logged(out / "train_log.jsonl", 2, 0, kill_rank1)
+    )
+    assert time.monotonic() - killed_at[0] < 30  # rank 0 saw its peer's connection close, not a timeout
+    assert killed[1].returncode == -signal.SIGKILL and killed[0].returncode == 2
+    assert killed[0].stderr.startswith("error: another process of this data-parallel run stopped")
+    resumed = launch(2, [*LONG_RUN, "--resume", "--output-dir", out])  # from the first epoch's checkpoint
+    assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["train"]["epochs"] == 3

@@ -241,6 +241,29 @@ def test_an_unknown_or_absent_device_is_a_clear_error():
             pick_device("cuda")
 
 
+def test_bf16_where_it_would_be_emulated_is_refused(tmp_path, monkeypatch):
+    import seqnlp.trainer
+    from seqnlp.errors import ConfigError
+
+    monkeypatch.setattr(seqnlp.trainer, "has_bf16_matrix_units", lambda device: False)
+    with pytest.raises(ConfigError, match="--precision bf16 needs bf16 matrix instructions"):
+        make_trainer(tmp_path, config(precision="bf16"))
+
+
+def test_bf16_runs_the_training_forward_in_bf16_and_keeps_fp32_weights(tmp_path, monkeypatch):
+    import seqnlp.trainer
+
+    monkeypatch.setattr(seqnlp.trainer, "has_bf16_matrix_units", lambda device: True)
+    trainer, model = make_trainer(tmp_path, config(precision="bf16", epochs=1))
+    seen = []
+    model.layer.register_forward_hook(lambda module, inputs, output: seen.append((module.training, output.dtype)))
+    trainer.fit()
+    trained = {dtype for training, dtype in seen if training}
+    evaluated = {dtype for training, dtype in seen if not training}
+    assert trained == {torch.bfloat16} and evaluated == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [

@@ -1,0 +1,90 @@
+"""Training speed in bf16 autocast against fp32, side by side in one run, for the tagger and the classifier.
+
+    python benchmarks/precision.py [--seconds 8] [--device cpu|cuda]
+
+Prints one JSON object: per model, tokens/s of a full training step (forward, backward, clipping, Adam) in fp32
+and under ``torch.autocast(dtype=torch.bfloat16)`` as ``--precision bf16`` runs it, their ratio (bf16 / fp32,
+median of adjacent windows, with its range), and whether this device has bf16 matrix units (without them
+seqnlp refuses ``--precision bf16``; the benchmark tries it anyway, and says so where it does not run at all).
+Sizes are the recipes' defaults; data as in tagger_speed.py and classifier_speed.py.
+"""
+
+from __future__ import annotations
+
+from common import (  # first: it imports seqnlp, which configures oneDNN before torch loads
+    side_by_side,
+    timed,
+    train_step_of,
+)
+
+# isort: split
+
+import argparse
+import json
+import random
+
+import torch
+from classifier_speed import synthetic_texts
+from tagger_speed import synthetic_sentences
+
+from seqnlp.config import from_dict
+from seqnlp.data.batching import to_device
+from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+from seqnlp.trainer import build_optimizer, has_bf16_matrix_units
+
+
+def compare(task, examples, device: torch.device, seconds: float) -> dict:
+    task.build_vocabularies(examples)
+    model = task.build_model().to(device)
+    fp32 = train_step_of(model, build_optimizer(model, task.config), task.config.clip_norm)
+
+    def bf16(batch):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            fp32(batch)
+
+    batches = [to_device(b, device) for b in task.batches(task.prepare(examples), shuffle=True)[:150]]
+    try:
+        bf16(batches[0])
+    except RuntimeError as err:  # oneDNN has no bf16 LSTM without bf16 instructions: it does not run at all
+        return {"fp32_tokens_per_s": round(timed(fp32, batches, seconds)), "bf16": f"fails: {str(err)[:120]}"}
+    result = side_by_side(bf16, fp32, batches, seconds)
+    return {
+        "bf16_tokens_per_s": round(result["ours"]),
+        "fp32_tokens_per_s": round(result["theirs"]),
+        "ratio": round(result["ratio"], 3),
+        "ratio_range": result["ratio_range"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8.0, help="time per model and precision")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    tagger = compare(
+        NERTask(from_dict(NERConfig, {})), synthetic_sentences(4000, random.Random(0)), device, args.seconds
+    )
+    classifier = compare(
+        SentimentTask(from_dict(SentimentConfig, {})), synthetic_texts(8000, random.Random(0)), device, args.seconds
+    )
+    capability = (
+        torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
+    )
+    print(
+        json.dumps(
+            {
+                "device": capability,
+                "bf16_matrix_units": has_bf16_matrix_units(device),
+                "threads": torch.get_num_threads(),
+                "tagger": tagger,
+                "classifier": classifier,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
