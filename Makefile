@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/classifier_speed.py
 	$(PY) benchmarks/translate_speed.py
 	$(PY) benchmarks/charlm_speed.py
+
+## seqnlp against Flair, side by side (makes the peer's environment under ~/.cache/seqnlp-peers once).
+bench-peers: $(STAMP)
+	$(PY) benchmarks/peers/all.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,28 @@
+"""Every peer benchmark, then one JSON line of the ratios seqnlp / peer the README's results table quotes.
+
+    python benchmarks/peers/all.py [--threads 2]      # also: make bench-peers
+
+Each peer's own JSON object comes first (see its script); the last line holds the median ratios. Peers not
+benchmarked yet have no key: OpenNMT-py (translator) is not here yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import against_flair
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    flair = against_flair.main(["--threads", str(args.threads)])
+    measured = ("tagger_train", "tagger_infer", "classifier_train")
+    summary = {f"{name}_vs_flair": flair[name]["ratio"] for name in measured}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

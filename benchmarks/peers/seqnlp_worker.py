@@ -1,0 +1,61 @@
+"""seqnlp's side of the peer benchmarks: the task's model at the peer's sizes, trained step by step as the Trainer
+trains it (``benchmarks/common.py``), inference through ``Task.predict`` as ``seqnlp.load(...).predict`` runs it."""
+
+from __future__ import annotations
+
+from common import train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
+
+# isort: split
+
+import torch
+from protocol import conll_sentences, serve, tsv_texts
+
+from seqnlp.config import from_dict
+from seqnlp.data.conll import TaggedSentence
+from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
+from seqnlp.trainer import build_optimizer
+
+
+def setup(settings: dict) -> dict:
+    torch.set_num_threads(settings["threads"])
+    torch.manual_seed(0)
+    if settings["task"] == "tagger":
+        task = NERTask(from_dict(NERConfig, settings["config"]))
+        train = [TaggedSentence(t, g) for t, g in conll_sentences(settings["train"], settings["sentences"])]
+        inputs = [tokens for tokens, _ in conll_sentences(settings["infer"])]
+        options = {"pretokenized": True}
+    else:
+        task = SentimentTask(from_dict(SentimentConfig, settings["config"]))
+        train = [TextExample(t, label) for t, label in tsv_texts(settings["train"], settings["sentences"])]
+        inputs = [text for text, _ in tsv_texts(settings["infer"])]
+        options = {}
+    task.build_vocabularies(train)
+    model = task.build_model()
+    step = train_step_of(model, build_optimizer(model, task.config), task.config.clip_norm)
+    batches = task.batches(task.prepare(train), shuffle=True)
+    position = [0]
+
+    def train_steps(steps: int) -> int:
+        tokens = 0
+        for _ in range(steps):
+            batch = batches[position[0] % len(batches)]
+            position[0] += 1
+            step(batch)
+            tokens += int(batch["num_tokens"])
+        return tokens
+
+    tokens_to_predict = sum(len(x) if isinstance(x, list) else len(x.split()) for x in inputs)
+
+    def predict() -> int:
+        model.eval()
+        task.predict(model, inputs, options)
+        return tokens_to_predict
+
+    train_steps(settings["warmup_steps"])
+    predict()
+    return {"train": train_steps, "infer": predict}
+
+
+if __name__ == "__main__":
+    serve(setup)
