@@ -7,13 +7,14 @@ from common import train_step_of  # first: it imports seqnlp, which configures o
 
 # isort: split
 
+from operator import attrgetter
+
 import torch
-from protocol import conll_sentences, serve, tsv_texts
+from protocol import serve
 
 from seqnlp.config import from_dict
-from seqnlp.data.conll import TaggedSentence
 from seqnlp.tasks.ner import NERConfig, NERTask
-from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
+from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
 from seqnlp.trainer import build_optimizer
 
 
@@ -22,14 +23,13 @@ def setup(settings: dict) -> dict:
     torch.manual_seed(0)
     if settings["task"] == "tagger":
         task = NERTask(from_dict(NERConfig, settings["config"]))
-        train = [TaggedSentence(t, g) for t, g in conll_sentences(settings["train"], settings["sentences"])]
-        inputs = [tokens for tokens, _ in conll_sentences(settings["infer"])]
-        options = {"pretokenized": True}
+        options, as_input = {"pretokenized": True}, attrgetter("tokens")
     else:
         task = SentimentTask(from_dict(SentimentConfig, settings["config"]))
-        train = [TextExample(t, label) for t, label in tsv_texts(settings["train"], settings["sentences"])]
-        inputs = [text for text, _ in tsv_texts(settings["infer"])]
-        options = {}
+        options, as_input = {}, attrgetter("text")
+    # seqnlp's own readers (the tagger's converts IOB2 to the BIOES it predicts); the peer reads the same files
+    train = task.read_file(settings["train"])[: settings["sentences"]]
+    inputs = [as_input(example) for example in task.read_file(settings["infer"])]
     task.build_vocabularies(train)
     model = task.build_model()
     step = train_step_of(model, build_optimizer(model, task.config), task.config.clip_norm)
