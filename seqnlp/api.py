@@ -85,10 +85,11 @@ class Model:
         return evaluate(self, data, **kwargs)
 
 
-def load(path, device: str = "auto", **settings) -> Model:
+def load(path, device: str = "auto", threads: int | None = None, **settings) -> Model:
     """The model in ``path`` (a model directory), on ``device`` ("auto": the GPU if torch sees one).
 
-    A folder of ``seqnlp export`` loads as an ``OnnxModel`` (the same ``predict``), run by onnxruntime on the CPU.
+    A folder of ``seqnlp export`` loads as an ``OnnxModel`` (the same ``predict``), run by onnxruntime on the CPU
+    with ``threads`` threads (default: onnxruntime's choice); a PyTorch model uses torch's thread setting.
 
     ``settings`` override saved decoding and data settings, as ``--set`` does on the command line.
     """
@@ -100,7 +101,7 @@ def load(path, device: str = "auto", **settings) -> Model:
     if is_export(path):  # a folder of ``seqnlp export``: onnxruntime, no torch
         from seqnlp.deploy.runtime import OnnxModel, load_runner
 
-        return OnnxModel(load_runner(path, settings or None), Path(path))
+        return OnnxModel(load_runner(path, settings or None, threads), Path(path))
     from seqnlp.tasks.base import load_model_dir
     from seqnlp.trainer import pick_device
 

@@ -9,6 +9,8 @@ share a pass (a beam width, say, holds for a whole batch).
     GET  /health   ->  {"status": "ok"}
     GET  /info     ->  {"task", "labels", "config_sha256", "version", ...}
 
+A folder of ``seqnlp export`` is served by onnxruntime, without torch.
+
 Bad requests get a 4xx status and one line of JSON, ``{"error": "..."}``.
 """
 
@@ -253,11 +255,17 @@ WORKER_SETTINGS = "SEQNLP_SERVE_WORKER"  # how `seqnlp serve --workers N` hands 
 
 def worker_app():
     """The application of one of ``--workers`` processes: the model loaded again, the CPU threads shared out."""
-    import torch
-
     from seqnlp import api
+    from seqnlp.deploy import is_export
+    from seqnlp.hub import model_directory
 
     settings = json.loads(os.environ[WORKER_SETTINGS])
     config = ServeConfig(**settings["config"])
+    model_dir = model_directory(settings["model_dir"])
+    if is_export(model_dir):  # onnxruntime: no torch in this process
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        return create_app(api.load(model_dir, threads=threads), config)
+    import torch
+
     torch.set_num_threads(max(1, torch.get_num_threads() // config.workers))
-    return create_app(api.load(settings["model_dir"], device=settings["device"]), config)
+    return create_app(api.load(model_dir, device=settings["device"]), config)

@@ -1,9 +1,13 @@
+import gc
 import itertools
+import math
 
+import pytest
 import torch
 
-from seqnlp.data.tags import allowed_transitions
+from seqnlp.data.tags import allowed_transitions, continuation_mask
 from seqnlp.nn.crf import CRF
+from seqnlp.predictions import cycle_collection_paused
 
 
 def sequence_score(crf, emissions, tags):
@@ -71,3 +75,34 @@ def test_nll_gradients_are_finite_with_forbidden_transitions():
     loss = crf.nll(emissions, tags, torch.ones(2, 5, dtype=torch.bool)).sum()
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in crf.parameters())
+
+
+def test_span_probabilities_of_a_padded_batch_equal_those_of_each_sentence_alone():
+    labels = ["O", "B-X", "I-X", "B-Y", "I-Y"]
+    crf = random_crf(len(labels), allowed_transitions(labels, "iob2"))
+    lengths = [6, 3, 1]
+    emissions = torch.randn(3, 6, len(labels))
+    mask = torch.arange(6)[None, :] < torch.tensor(lengths)[:, None]
+    continues = continuation_mask(labels)
+    # spans at a sentence's start, middle and end (the padded sentence's last real token included)
+    spans = [(0, 0, [1, 2]), (0, 3, [3]), (0, 4, [1, 2]), (1, 1, [3, 4]), (1, 0, [1]), (2, 0, [3])]
+    batched = crf.span_log_probs(emissions, mask, spans, continues)
+    for (row, first, tags), together in zip(spans, batched):
+        alone = emissions[row : row + 1, : lengths[row]]
+        (single,) = crf.span_log_probs(alone, mask[row : row + 1, : lengths[row]], [(0, first, tags)], continues)
+        assert together == pytest.approx(single, abs=1e-5)
+    assert all(math.exp(x) <= 1 for x in batched)
+
+
+def test_the_cycle_collector_is_paused_while_answers_are_built_and_restored_after():
+    assert gc.isenabled()
+    with cycle_collection_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cycle_collection_paused():
+            pass
+        assert not gc.isenabled()  # a caller's own choice is kept
+    finally:
+        gc.enable()

@@ -1,5 +1,6 @@
 """``seqnlp serve``: real HTTP on 127.0.0.1, started and stopped by the test."""
 
+import contextlib
 import json
 import socket
 import threading
@@ -20,7 +21,7 @@ pytest.importorskip("fastapi")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base URL, the served model) of a tiny tagger behind ``create_app`` on a free local port."""
-    from seqnlp.serve import ServeConfig, create_app
+    from seqnlp.serve import ServeConfig
 
     folder = tmp_path_factory.mktemp("serve")
     train, dev = write_tiny_conll(folder)
@@ -37,7 +38,15 @@ def server(tmp_path_factory):
         == 0
     )
     model = seqnlp.load(folder / "run" / "model")
-    config = ServeConfig(max_inputs=8, max_body_bytes=2000, max_wait_ms=20)
+    with serving(model, ServeConfig(max_inputs=8, max_body_bytes=2000, max_wait_ms=20)) as url:
+        yield url, model
+
+
+@contextlib.contextmanager
+def serving(model, config):
+    """The base URL of ``create_app(model, config)`` served on a free local port while the block runs."""
+    from seqnlp.serve import create_app
+
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     app_server = uvicorn.Server(uvicorn.Config(create_app(model, config), log_level="warning"))
@@ -45,9 +54,11 @@ def server(tmp_path_factory):
     thread.start()
     while not app_server.started:
         time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", model
-    app_server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        app_server.should_exit = True
+        thread.join(timeout=10)
 
 
 def call(url, path, body=None, method=None):
@@ -146,3 +157,40 @@ def test_several_worker_processes_serve_one_port(server, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_an_exported_model_is_served_by_onnxruntime_with_the_same_answers(server, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from seqnlp.serve import ServeConfig
+
+    _, model = server
+    seqnlp.export(model.path, tmp_path / "onnx")
+    exported = seqnlp.load(tmp_path / "onnx")
+    sentences = [f"Anna visited Berlin on day {i} ." for i in range(5)]
+    with serving(exported, ServeConfig()) as url:
+        assert call(url, "/info")[1]["runtime"] == "onnx"
+        status, answer = call(url, "/predict", {"inputs": sentences})
+    assert status == 200
+    assert answer == {"predictions": [p.to_dict() for p in exported.predict(sentences)]}
+    tags = [[token["tag"] for token in p["tokens"]] for p in answer["predictions"]]
+    assert tags == [[token.tag for token in p.tokens] for p in model.predict(sentences)]
+
+
+def test_a_worker_process_serving_an_export_never_imports_torch(server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    _, model = server
+    seqnlp.export(model.path, tmp_path / "onnx")
+    settings = {"model_dir": str(tmp_path / "onnx"), "device": "auto", "config": {"workers": 2}}
+    script = (
+        "import sys\n"
+        "from seqnlp.serve import worker_app\n"
+        "worker_app()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    env = {**os.environ, "SEQNLP_SERVE_WORKER": json.dumps(settings)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]

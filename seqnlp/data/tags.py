@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 SCHEMES = ("iob1", "iob2", "bioes")
 
@@ -120,6 +121,48 @@ def entity_types(labels: Sequence[str]) -> list[str]:
 def sentence_spans(tags: Sequence[Sequence[str]]) -> list[tuple[int, int, int, str]]:
     """``(sentence, start, end_exclusive, type)`` of every entity in a batch of tag sequences."""
     return [(row, start, end, entity) for row, row_tags in enumerate(tags) for entity, start, end in to_spans(row_tags)]
+
+
+@dataclass
+class SpanPositions:
+    """Flat indices for scoring many entity spans of a batch at once (``CRF.span_log_probs``): per span its
+    sentence, first and last token, first and last tag, and whether it ends its sentence; per token of every span
+    ``(span, sentence, position, tag)``; per move inside a span ``(span, previous tag, next tag)``."""
+
+    rows: list[int] = field(default_factory=list)
+    firsts: list[int] = field(default_factory=list)
+    lasts: list[int] = field(default_factory=list)
+    first_tags: list[int] = field(default_factory=list)
+    last_tags: list[int] = field(default_factory=list)
+    ends_sentence: list[bool] = field(default_factory=list)
+    token_spans: list[int] = field(default_factory=list)
+    token_rows: list[int] = field(default_factory=list)
+    token_positions: list[int] = field(default_factory=list)
+    token_tags: list[int] = field(default_factory=list)
+    move_spans: list[int] = field(default_factory=list)
+    move_from: list[int] = field(default_factory=list)
+    move_to: list[int] = field(default_factory=list)
+
+
+def span_positions(spans: Sequence[tuple[int, int, Sequence[int]]], lengths: Sequence[int]) -> SpanPositions:
+    """``SpanPositions`` of ``(sentence, first token, tag ids)`` spans, for sentences of ``lengths`` tokens."""
+    index = SpanPositions()
+    for number, (row, first, tags) in enumerate(spans):
+        last = first + len(tags) - 1
+        index.rows.append(row)
+        index.firsts.append(first)
+        index.lasts.append(last)
+        index.first_tags.append(tags[0])
+        index.last_tags.append(tags[-1])
+        index.ends_sentence.append(last == lengths[row] - 1)
+        index.token_spans += [number] * len(tags)
+        index.token_rows += [row] * len(tags)
+        index.token_positions += range(first, last + 1)
+        index.token_tags += tags
+        index.move_spans += [number] * (len(tags) - 1)
+        index.move_from += tags[:-1]
+        index.move_to += tags[1:]
+    return index
 
 
 def tagged_sentences(tags: Sequence[Sequence[str]], spans, scores) -> list[tuple[list[str], list[tuple]]]:

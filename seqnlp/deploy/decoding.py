@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from seqnlp.data.tags import span_positions
+
 NEG_INF = -np.inf
 
 
@@ -50,19 +52,26 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, start, transiti
     """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space (``CRF.forward_backward``)."""
     batch, steps, tags = emissions.shape
     mask = np.arange(steps)[None, :] < lengths[:, None]
+    exp_transitions = np.exp(transitions)
     alpha = np.empty_like(emissions)
     beta = np.empty_like(emissions)
     alpha[:, 0] = start + emissions[:, 0]
     for t in range(1, steps):
-        step = logsumexp(alpha[:, t - 1, :, None] + transitions, axis=1) + emissions[:, t]
+        step = _log_product(alpha[:, t - 1], exp_transitions) + emissions[:, t]
         alpha[:, t] = np.where(mask[:, t, None], step, alpha[:, t - 1])
     beta[:, steps - 1] = end
     for t in range(steps - 2, -1, -1):
-        step = logsumexp(transitions + (emissions[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)
+        step = _log_product(emissions[:, t + 1] + beta[:, t + 1], exp_transitions.T)
         beta[:, t] = np.where(mask[:, t + 1, None], step, np.broadcast_to(end, (batch, tags)))
     last = np.maximum(lengths - 1, 0)
     log_z = logsumexp(alpha[np.arange(batch), last] + end, axis=1)
     return alpha, beta, log_z
+
+
+def _log_product(log_vector: np.ndarray, exp_matrix: np.ndarray) -> np.ndarray:
+    """``log(exp(log_vector) @ exp_matrix)`` row by row, rescaled by each row's maximum (``crf._log_product``)."""
+    peak = log_vector.max(axis=1, keepdims=True)
+    return np.log(np.maximum(np.exp(log_vector - peak) @ exp_matrix, 1e-30)) + peak
 
 
 def span_log_probs(emissions, lengths, spans, start, transitions, end, continues) -> list[float]:
@@ -71,18 +80,20 @@ def span_log_probs(emissions, lengths, spans, start, transitions, end, continues
         return []
     alpha, beta, log_z = forward_backward(emissions, lengths, start, transitions, end)
     into = np.where(continues, NEG_INF, transitions)  # moves that do not extend an entity
-    scores = []
-    for row, first, tags in spans:
-        last = first + len(tags) - 1
-        ids = np.asarray(tags)
-        head = start[ids[0]] if first == 0 else logsumexp(alpha[row, first - 1] + into[:, ids[0]], axis=0)
-        body = emissions[row, np.arange(first, last + 1), ids].sum() + transitions[ids[:-1], ids[1:]].sum()
-        if last == lengths[row] - 1:
-            tail = end[ids[-1]]
-        else:
-            tail = logsumexp(into[ids[-1]] + emissions[row, last + 1] + beta[row, last + 1], axis=0)
-        scores.append(float(head + body + tail - log_z[row]))
-    return scores
+    at = span_positions(spans, lengths.tolist())
+    index = {
+        name: np.asarray(value, dtype=bool if name == "ends_sentence" else np.int64) for name, value in vars(at).items()
+    }
+    rows, firsts, lasts = index["rows"], index["firsts"], index["lasts"]
+    entered = logsumexp(alpha[rows, np.maximum(firsts - 1, 0)] + into[:, index["first_tags"]].T, axis=1)
+    head = np.where(firsts == 0, start[index["first_tags"]], entered)
+    body = np.zeros(len(spans), dtype=emissions.dtype)
+    np.add.at(body, index["token_spans"], emissions[index["token_rows"], index["token_positions"], index["token_tags"]])
+    np.add.at(body, index["move_spans"], transitions[index["move_from"], index["move_to"]])
+    after = np.minimum(lasts + 1, emissions.shape[1] - 1)
+    left = logsumexp(into[index["last_tags"]] + emissions[rows, after] + beta[rows, after], axis=1)
+    tail = np.where(index["ends_sentence"], end[index["last_tags"]], left)
+    return (head + body + tail - log_z[rows]).tolist()
 
 
 # -- beam search ------------------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ class Runner:
     """What a task needs to predict from its graphs; ``config`` holds the saved settings (a namespace)."""
 
     name = ""
+    shares_batches = True  # as ``Task.shares_batches``: whether the server may batch concurrent requests
     predict_options: dict[str, type] = {}
     token_list_inputs = False
     output_formats = ("text", "json")
@@ -304,6 +305,7 @@ class TranslatorRunner(Runner):
 
 class CharLMRunner(Runner):
     name = "textgen"
+    shares_batches = False
     predict_options = {**GENERATION_OPTIONS, "generator": np.random.Generator}
 
     def load_assets(self, assets):
@@ -420,6 +422,11 @@ class OnnxModel:
     @property
     def task_name(self) -> str:
         return self.runner.name
+
+    @property
+    def task(self) -> Runner:
+        """What the server asks of a model's task (``shares_batches``, the inputs it takes)."""
+        return self.runner
 
     @property
     def labels(self) -> list[str] | None:

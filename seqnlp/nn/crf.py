@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqnlp.data.tags import span_positions
+
 _FORBIDDEN = -10000.0
 
 
@@ -57,9 +59,7 @@ class CRF(nn.Module):
         exp_trans = trans.exp()
         alpha = start + emissions[:, 0]
         for t in range(1, emissions.size(1)):
-            peak = alpha.max(dim=1, keepdim=True).values
-            step = torch.log(((alpha - peak).exp() @ exp_trans).clamp_min(1e-30)) + peak + emissions[:, t]
-            alpha = torch.where(mask[:, t].unsqueeze(1), step, alpha)
+            alpha = torch.where(mask[:, t].unsqueeze(1), _log_product(alpha, exp_trans) + emissions[:, t], alpha)
         return torch.logsumexp(alpha + end, dim=1)
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
@@ -85,22 +85,24 @@ class CRF(nn.Module):
     def forward_backward(
         self, emissions: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space (inference: clarity over speed).
+        """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space.
 
         ``alpha[b, t, k]`` sums the scores of every prefix ending in tag ``k`` at ``t`` (its emission
         included); ``beta[b, t, k]`` every continuation after ``t`` from ``k`` (the end score included).
+        Each step is one product in probability space, rescaled by the row's maximum, as in ``log_partition``.
         """
         start, trans, end = self._scores()
+        exp_trans = trans.exp()
         batch, steps, tags = emissions.shape
         alpha = emissions.new_empty(batch, steps, tags)
         beta = emissions.new_empty(batch, steps, tags)
         alpha[:, 0] = start + emissions[:, 0]
         for t in range(1, steps):
-            step = torch.logsumexp(alpha[:, t - 1].unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            step = _log_product(alpha[:, t - 1], exp_trans) + emissions[:, t]
             alpha[:, t] = torch.where(mask[:, t].unsqueeze(1), step, alpha[:, t - 1])
         beta[:, steps - 1] = end
         for t in range(steps - 2, -1, -1):
-            step = torch.logsumexp(trans + (emissions[:, t + 1] + beta[:, t + 1]).unsqueeze(1), dim=2)
+            step = _log_product(emissions[:, t + 1] + beta[:, t + 1], exp_trans.T)
             beta[:, t] = torch.where(mask[:, t + 1].unsqueeze(1), step, end.expand(batch, tags))
         last = (mask.sum(1) - 1).clamp_min(0)
         log_z = torch.logsumexp(alpha[torch.arange(batch), last] + end, dim=1)
@@ -131,19 +133,29 @@ class CRF(nn.Module):
         alpha, beta, log_z = self.forward_backward(emissions, mask)
         start, trans, end = self._scores()
         into = trans + torch.where(continues, float("-inf"), 0.0)  # moves that do not extend an entity
-        lengths = mask.sum(1).tolist()
-        scores = []
-        for row, first, tags in spans:
-            last = first + len(tags) - 1
-            ids = torch.tensor(tags, device=emissions.device)
-            head = start[ids[0]] if first == 0 else torch.logsumexp(alpha[row, first - 1] + into[:, ids[0]], dim=0)
-            body = (
-                emissions[row, torch.arange(first, last + 1, device=emissions.device), ids].sum()
-                + trans[ids[:-1], ids[1:]].sum()
+        at = span_positions(spans, mask.sum(1).tolist())
+        index = {
+            name: torch.tensor(
+                value, dtype=torch.bool if name == "ends_sentence" else torch.long, device=emissions.device
             )
-            if last == lengths[row] - 1:
-                tail = end[ids[-1]]
-            else:
-                tail = torch.logsumexp(into[ids[-1]] + emissions[row, last + 1] + beta[row, last + 1], dim=0)
-            scores.append(head + body + tail - log_z[row])
-        return torch.stack(scores).tolist()
+            for name, value in vars(at).items()
+        }
+        rows, firsts, lasts = index["rows"], index["firsts"], index["lasts"]
+        # every span at once; each torch.where picks one branch, the other is computed on a clamped position
+        entered = torch.logsumexp(alpha[rows, (firsts - 1).clamp_min(0)] + into[:, index["first_tags"]].T, dim=1)
+        head = torch.where(firsts == 0, start[index["first_tags"]], entered)
+        body = torch.zeros(len(spans), device=emissions.device, dtype=emissions.dtype)
+        body.index_add_(
+            0, index["token_spans"], emissions[index["token_rows"], index["token_positions"], index["token_tags"]]
+        )
+        body.index_add_(0, index["move_spans"], trans[index["move_from"], index["move_to"]])
+        after = (lasts + 1).clamp_max(emissions.size(1) - 1)
+        left = torch.logsumexp(into[index["last_tags"]] + emissions[rows, after] + beta[rows, after], dim=1)
+        tail = torch.where(index["ends_sentence"], end[index["last_tags"]], left)
+        return (head + body + tail - log_z[rows]).tolist()
+
+
+def _log_product(log_vector: torch.Tensor, exp_matrix: torch.Tensor) -> torch.Tensor:
+    """``log(exp(log_vector) @ exp_matrix)`` for ``[B, K]`` rows, each rescaled by its maximum to stay finite."""
+    peak = log_vector.max(dim=1, keepdim=True).values
+    return torch.log(((log_vector - peak).exp() @ exp_matrix).clamp_min(1e-30)) + peak
