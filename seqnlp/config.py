@@ -112,7 +112,13 @@ class RunConfig:
         "", "fine-tuning: NEW=OLD,... starts each new label from a known one's weights (e.g. person=PER)"
     )
     reset_head: bool = setting(False, "fine-tuning: start the output layer (and CRF) afresh")
-    extend_vocab: bool = setting(True, "fine-tuning: add the new data's words and characters with fresh embedding rows")
+    extend_vocab: bool = setting(True, "fine-tuning: add the new data's words and characters with new embedding rows")
+    new_rows_from: str = setting(
+        "unk",
+        "fine-tuning: where --extend-vocab's new rows start: unk (a copy of the trained unknown-symbol row, so the "
+        "model reads a new word at first as it read it before) or fresh (a new model's random start)",
+        choices=("unk", "fresh"),
+    )
     new_vocab: bool = setting(
         False,
         "fine-tuning with subwords (translate; sentiment with --tokenizer subword): train a new "

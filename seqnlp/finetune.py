@@ -76,13 +76,21 @@ def extend(
     return Vocab(old.itos + added, unk=old.unk, pad=old.pad, sources=sources), len(added)
 
 
-def index_map(new: list[str], old: Vocab, source: dict[str, str | None] | None = None) -> list[int]:
-    """For each new symbol, the old id its weights start from (through ``source``, when given), or -1."""
+def index_map(new: list[str], old: Vocab, source: dict[str, str | None] | None = None, missing: int = -1) -> list[int]:
+    """For each new symbol, the old id its weights start from (through ``source``, when given), or ``missing``."""
     out = []
     for symbol in new:
         known = source.get(symbol) if source is not None else symbol
-        out.append(old.stoi.get(known, -1) if known is not None else -1)
+        out.append(old.stoi.get(known, missing) if known is not None else missing)
     return out
+
+
+def extension_map(new: Vocab, old: Vocab, new_rows_from: str) -> tuple[list[int], str]:
+    """The row map of a vocabulary ``extend`` made from ``old``, and how its added rows start: as a copy of
+    ``old``'s unknown symbol (``new_rows_from="unk"``, where ``old`` has one) or fresh."""
+    if new_rows_from == "unk" and old.unk is not None:
+        return index_map(new.itos, old, missing=old.unk_id), " (starting as the unknown symbol)"
+    return index_map(new.itos, old), " (fresh rows)"
 
 
 def subword_adaptation(old, new, name: str, texts: Iterable[str]) -> tuple[list[int] | None, str]:

@@ -2,6 +2,7 @@
 one-process step on the whole batch; resume is exact; a failure on one process ends them all with one line."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from seqnlp.tasks.sentiment import SentimentConfig
 from tests.conftest import ROOT
 
 TINY = {
@@ -138,6 +140,9 @@ def test_a_two_process_run_resumed_equals_the_uninterrupted_run(tmp_path):
               "--batch-size", "16", *TINY["sentiment"]]  # fmt: skip
     whole = launch(2, [*common, "--epochs", "2", "--output-dir", tmp_path / "whole"])
     assert [p.returncode for p in whole] == [0, 0], whole[0].stderr[-2000:]
+    # without --lr, the default rate grows with the square root of the processes, and a resumed run keeps it
+    saved = json.loads((tmp_path / "whole" / "model" / "config.json").read_text())["config"]
+    assert saved["lr"] == pytest.approx(SentimentConfig().lr * math.sqrt(2))
     first = launch(2, [*common, "--epochs", "1", "--output-dir", tmp_path / "parts"])
     assert [p.returncode for p in first] == [0, 0], first[0].stderr[-2000:]
     assert (tmp_path / "parts" / "checkpoints" / "last" / "rng-rank1.safetensors").exists()

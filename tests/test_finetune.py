@@ -131,9 +131,21 @@ def test_vocabulary_extension_keeps_the_trained_rows_and_adds_new_words(base_ner
     task, model, report = adapt(base_ner, tmp_path)
     assert "iphone" in task.words.stoi and "iphone" not in old_task.words.stoi
     assert torch.equal(model.embedding.words.weight[: len(old_task.words)], old.embedding.words.weight)
-    assert report["words"].endswith(f"{len(task.words) - len(old_task.words)} added from the new training data")
+    assert f"{len(task.words) - len(old_task.words)} added from the new training data" in report["words"]
     task, model, _ = adapt(base_ner, tmp_path, extend_vocab=False)
     assert len(task.words) == len(old_task.words)
+
+
+def test_new_words_start_as_the_unknown_word_unless_fresh_rows_are_asked_for(base_ner, tmp_path):
+    old_task, old = load_model_dir(base_ner)
+    unknown = old.embedding.words.weight[old_task.words.unk_id]
+    task, model, report = adapt(base_ner, tmp_path)
+    added = model.embedding.words.weight[len(old_task.words) :]
+    assert len(added) > 0 and torch.equal(added, unknown.expand_as(added))
+    assert "unknown symbol" in report["words"]
+    task, model, report = adapt(base_ner, tmp_path, new_rows_from="fresh")
+    added = model.embedding.words.weight[len(old_task.words) :]
+    assert not any(torch.equal(row, unknown) for row in added) and "fresh rows" in report["words"]
 
 
 def test_fine_tuning_on_new_types_trains_reports_and_loads(base_ner, tmp_path):

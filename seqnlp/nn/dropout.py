@@ -3,7 +3,7 @@
 Locked dropout keeps one mask per sequence, shared by every time step: recommended for recurrent
 taggers (Gal & Ghahramani 2016; Reimers & Gurevych 2017), and T times fewer random numbers.
 Element-wise ``Dropout`` is ``nn.Dropout`` with the mask drawn by ``rand`` instead of ``bernoulli_``,
-which on CPU takes about twice as long (7.7 vs 3.7 ms for a [64, 31, 256] batch of decoder inputs).
+which is slower on CPU (docs/experiments.md, "Shared layers").
 """
 
 from __future__ import annotations

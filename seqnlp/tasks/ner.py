@@ -140,14 +140,16 @@ class NERTask(Task):
             self.words, added = finetune.extend(
                 old_words, ([self.normalize(t) for t in s.tokens] for s in train), config.min_freq, self.data_source()
             )
-            adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
-            adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
+            adaptation.maps["words"], start = finetune.extension_map(self.words, old_words, config.new_rows_from)
+            adaptation.notes["words"] = (
+                f"{len(old_words)} from the model, {added} added from the new training data{start}"
+            )
             if old_chars is not None:
                 self.chars, added = finetune.extend(
                     old_chars, ("".join(s.tokens) for s in train), source=self.data_source()
                 )
-                adaptation.maps["chars"] = finetune.index_map(self.chars.itos, old_chars)
-                adaptation.notes["characters"] = f"{len(old_chars)} from the model, {added} added"
+                adaptation.maps["chars"], start = finetune.extension_map(self.chars, old_chars, config.new_rows_from)
+                adaptation.notes["characters"] = f"{len(old_chars)} from the model, {added} added{start}"
         return adaptation
 
     def weight_axes(self):

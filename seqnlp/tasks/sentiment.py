@@ -169,8 +169,10 @@ class SentimentTask(Task):
             self.words, added = finetune.extend(
                 old_words, (self.tokenize(e.text) for e in train), config.min_freq, self.data_source()
             )
-            adaptation.maps["words"] = finetune.index_map(self.words.itos, old_words)
-            adaptation.notes["words"] = f"{len(old_words)} from the model, {added} added from the new training data"
+            adaptation.maps["words"], start = finetune.extension_map(self.words, old_words, config.new_rows_from)
+            adaptation.notes["words"] = (
+                f"{len(old_words)} from the model, {added} added from the new training data{start}"
+            )
         elif config.tokenizer == "subword":
             old_subwords = self.subwords
             if config.new_vocab:

@@ -102,9 +102,10 @@ class TextgenTask(Task):
             return finetune.Adaptation()
         old = self.chars
         self.chars, added = finetune.extend(old, (d.text for d in train), source=self.data_source())
+        rows, start = finetune.extension_map(self.chars, old, self.config.new_rows_from)
         return finetune.Adaptation(
-            maps={"chars": finetune.index_map(self.chars.itos, old)},
-            notes={"characters": f"{len(old)} from the model, {added} added from the new training text"},
+            maps={"chars": rows},
+            notes={"characters": f"{len(old)} from the model, {added} added from the new training text{start}"},
         )
 
     def weight_axes(self):
