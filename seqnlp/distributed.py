@@ -85,11 +85,17 @@ def stop() -> None:
         dist.destroy_process_group()
 
 
-def collective(function):
-    """Run a collective; a peer that died mid-run (its connection closed) is a ``PeerFailure``, not a traceback."""
+def collective(function, computes: bool = False):
+    """Run a collective; a peer that died mid-run (its connection closed) is a ``PeerFailure``, not a traceback.
+
+    ``computes``: ``function`` also computes (DDP's forward and backward, whose all-reduce runs inside), so only
+    the transport's errors (gloo's, NCCL's) mean a lost peer; any other error stays what it is.
+    """
     try:
         return function()
     except (RuntimeError, dist.DistError) as err:
+        if computes and not (isinstance(err, dist.DistError) or "/gloo/" in str(err)):
+            raise
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise PeerFailure(
             f"another process of this data-parallel run stopped ({first}); its own output says why"

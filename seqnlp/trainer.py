@@ -545,12 +545,15 @@ class Trainer:
 
     def _step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step; returns the step's loss and tokens (of the whole global batch in a data-parallel run)."""
-        with self.precision():
-            loss = (self.parallel or self.model)(to_device(batch, self.device))
-        tokens = int(batch["num_tokens"])
         if self.group is not None:
             from seqnlp import distributed
-
+        with self.precision():
+            if self.parallel is None:
+                loss = self.model(to_device(batch, self.device))
+            else:
+                loss = distributed.collective(lambda: self.parallel(to_device(batch, self.device)), computes=True)
+        tokens = int(batch["num_tokens"])
+        if self.group is not None:
             # DDP averages the processes' gradients; weighting each loss by its share of the global batch's
             # units (examples, target tokens) makes that average the gradient of the global batch's loss.
             units = self.loss_units(batch) * batch.get("loss_weight", 1.0)
@@ -565,7 +568,10 @@ class Trainer:
                 f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        scaled.backward()
+        if self.group is None:
+            scaled.backward()
+        else:  # DDP all-reduces the gradients inside backward: a process that died is found here
+            distributed.collective(scaled.backward, computes=True)
         if self.row_exchange is not None:
             self.row_exchange()
         if self.config.clip_norm and self.config.clip_norm > 0:

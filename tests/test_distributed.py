@@ -234,3 +234,19 @@ def test_a_killed_process_ends_the_other_at_once_and_resume_recovers(tmp_path):
     resumed = launch(2, [*LONG_RUN, "--resume", "--output-dir", out])  # from the first epoch's checkpoint
     assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["train"]["epochs"] == 3
+
+
+def test_only_the_transports_errors_inside_forward_and_backward_mean_a_lost_process():
+    from seqnlp.distributed import PeerFailure, collective
+
+    def fail(message):
+        def function():
+            raise RuntimeError(message)
+
+        return function
+
+    lost = "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:4812."
+    with pytest.raises(PeerFailure, match="another process of this data-parallel run stopped"):
+        collective(fail(lost), computes=True)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        collective(fail("mat1 and mat2 shapes cannot be multiplied"), computes=True)
