@@ -43,7 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/translate_speed.py
 	$(PY) benchmarks/charlm_speed.py
 
-## seqnlp against Flair, side by side (makes the peer's environment under ~/.cache/seqnlp-peers once).
+## seqnlp against Flair and OpenNMT-py, side by side (makes the peers' environments under ~/.cache/seqnlp-peers once).
 bench-peers: $(STAMP)
 	$(PY) benchmarks/peers/all.py
 

@@ -2,8 +2,8 @@
 
     python benchmarks/peers/all.py [--threads 2]      # also: make bench-peers
 
-Each peer's own JSON object comes first (see its script); the last line holds the median ratios. Peers not
-benchmarked yet have no key: OpenNMT-py (translator) is not here yet.
+Each peer's own JSON object comes first (see its script); the last line holds the median ratios:
+``translator_train_vs_onmt`` is the lower of the two training ratios (with input feeding on both sides, and off).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import json
 
 import against_flair
+import against_onmt
 
 
 def main() -> None:
@@ -19,8 +20,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     flair = against_flair.main(["--threads", str(args.threads)])
+    onmt = against_onmt.main(["--threads", str(args.threads)])
     measured = ("tagger_train", "tagger_infer", "classifier_train")
     summary = {f"{name}_vs_flair": flair[name]["ratio"] for name in measured}
+    summary["translator_train_vs_onmt"] = onmt["train_vs_onmt"]
+    summary["translator_beam5_vs_onmt"] = onmt["beam5"]["ratio"]
     print(json.dumps(summary))
 
 
