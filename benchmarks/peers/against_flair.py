@@ -15,13 +15,12 @@ ratios seqnlp / Flair.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
-from harness import DATA, Worker, environment, take_turns, version_of
+from harness import DATA, Worker, environment, take_turns, version_of, window_arguments
 
 FLAIR = "flair==0.15.1"
 
@@ -56,10 +55,7 @@ def measure(task: str, settings: dict, seqnlp_config: dict, flair_python, args, 
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each side")
-    parser.add_argument("--rounds", type=int, default=5, help="pairs of windows per measurement")
-    parser.add_argument("--steps", type=int, default=40, help="training steps per window")
+    parser = window_arguments(__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=4000, help="training examples each side batches")
     args = parser.parse_args(argv)
     python = environment("flair-0.15.1", [FLAIR])

@@ -21,14 +21,13 @@ sentences per second, with each side's sacreBLEU on the same sentences beside it
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from harness import DATA, Worker, environment, take_turns, version_of
+from harness import DATA, Worker, environment, take_turns, version_of, window_arguments
 
 ONMT = "OpenNMT-py==3.5.1"
 # its declared requirements, torch left out (the environment's torch is seqnlp's)
@@ -112,10 +111,7 @@ def one_window(ours: Worker, theirs: Worker, op: str, **args) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each side")
-    parser.add_argument("--rounds", type=int, default=5, help="pairs of windows per measurement")
-    parser.add_argument("--steps", type=int, default=40, help="training steps per window")
+    parser = window_arguments(__doc__.splitlines()[0])
     parser.add_argument("--train-steps", type=int, default=1500, help="training steps before decoding")
     args = parser.parse_args(argv)
     python = environment("opennmt-py-3.5.1", ONMT_REQUIREMENTS, [ONMT])

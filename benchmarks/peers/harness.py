@@ -12,6 +12,7 @@ over minutes, and a ratio of adjacent windows does not.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -44,6 +45,15 @@ def environment(name: str, packages: list[str], without_dependencies: list[str] 
         subprocess.run([*pip, "--no-deps", *without_dependencies], check=True)
     marker.write_text(wanted)
     return python
+
+
+def window_arguments(description: str) -> argparse.ArgumentParser:
+    """The options every peer benchmark takes: threads a side, rounds of windows, training steps per window."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of each side")
+    parser.add_argument("--rounds", type=int, default=5, help="pairs of windows per measurement")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per window")
+    return parser
 
 
 def version_of(python: Path, package: str) -> str:
