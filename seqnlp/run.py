@@ -162,6 +162,14 @@ def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
         config.lr *= math.sqrt(world)
         print(f"data-parallel: learning rate {config.lr:g}, the default x sqrt({world}) (--lr sets it)", flush=True)
     device = pick_device(config.device)  # an unknown or absent device fails here, before any data is read
+    own = {k: v for k, v in (saved or {}).get("fine_tuning_settings", {}).items() if k not in _given_settings(args)}
+    if own:
+        print(
+            "fine-tuning starts from "
+            + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in own.items())
+            + f" instead of the model's settings (the {cls.name} fine-tuning defaults; flags set them)",
+            flush=True,
+        )
     if saved is not None:
         unchanged = {"output_dir", "init_from", "quiet"} if args.resume else RUN_SETTINGS
         current = {k: v for k, v in configs.to_dict(config).items() if k not in unchanged}
@@ -370,8 +378,9 @@ def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
             raise ConfigError(
                 f"--init-from: this is a {str(saved['task'])[:40]} model, not a {cls.name} model", str(directory)
             )
-        inherited = {k: v for k, v in saved["config"].items() if k not in RUN_SETTINGS}
-        return {**saved, "directory": directory}, cls.settings_of(inherited)
+        inherited = cls.settings_of({k: v for k, v in saved["config"].items() if k not in RUN_SETTINGS})
+        own = cls.fine_tuning_settings(inherited)
+        return {**saved, "directory": directory, "fine_tuning_settings": own}, {**inherited, **own}
     return None, {}
 
 

@@ -216,6 +216,26 @@ def test_a_sentiment_model_fine_tunes_to_more_classes(tmp_path):
     assert task.labels.itos == ["0", "1", "2", "3", "4"]
 
 
+def test_a_sentiment_fine_tune_starts_at_a_quarter_of_the_models_rate_with_more_word_dropout(tmp_path):
+    data = tmp_path / "two.tsv"
+    data.write_text("sentence\tlabel\n" + "good film\t1\nbad film\t0\n" * 10)
+    tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert (
+        run_cli("train", "sentiment", "--train-file", data, "--output-dir", tmp_path / "base", "--lr", "0.004", *tiny)[
+            0
+        ]
+        == 0
+    )
+    fine_tune = ["train", "sentiment", "--init-from", tmp_path / "base" / "model", "--train-file", data, *tiny]
+    code, stdout, err = run_cli(*fine_tune, "--output-dir", tmp_path / "default")
+    assert code == 0, err
+    assert "fine-tuning starts from lr 0.001, word_dropout 0.3 instead of the model's settings" in stdout
+    assert run_cli(*fine_tune, "--output-dir", tmp_path / "given", "--lr", "0.003", "--word-dropout", "0.1")[0] == 0
+    settings = {run: read_model_config(tmp_path / run / "model")["config"] for run in ("default", "given")}
+    assert (settings["default"]["lr"], settings["default"]["word_dropout"]) == (0.001, 0.3)
+    assert (settings["given"]["lr"], settings["given"]["word_dropout"]) == (0.003, 0.1)
+
+
 def test_a_conll_line_holding_a_single_tab_ends_a_sentence(tmp_path):
     from seqnlp.data.conll import read_conll
 

@@ -48,6 +48,12 @@ class Task:
         behaviour."""
         return {**cls.settings_added_later, **saved}
 
+    @classmethod
+    def fine_tuning_settings(cls, inherited: dict) -> dict:
+        """Settings a fine-tuning run (``--init-from``) starts from instead of the base model's ``inherited`` ones;
+        flags and the YAML file still set them."""
+        return {}
+
     # -- data --------------------------------------------------------------------------
     def read(self, split: str, path: str | None = None) -> list | None:
         """Examples of ``split`` ("train" / "dev" / "test") from ``path``, the config's files, or its HF dataset; None

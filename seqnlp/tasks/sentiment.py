@@ -149,6 +149,16 @@ class SentimentTask(Task):
     def uses_subwords(self):
         return self.config.tokenizer == "subword"
 
+    @classmethod
+    def fine_tuning_settings(cls, inherited):
+        # A base model has often seen the new training texts (SST-5's sentences are in SST-2): at its own rate it
+        # memorises them in an epoch and then loses to a model trained from scratch; a quarter of that rate and
+        # more word dropout gain instead (docs/experiments.md, Fine-tuning).
+        return {
+            "lr": inherited.get("lr", SentimentConfig.lr) / 4,
+            "word_dropout": max(inherited.get("word_dropout", SentimentConfig.word_dropout), 0.3),
+        }
+
     def adapt(self, train):
         """New classes get fresh output rows, known ones keep theirs; new words are added (word tokenizer)."""
         from seqnlp import finetune
