@@ -220,12 +220,10 @@ def test_a_sentiment_fine_tune_starts_at_a_quarter_of_the_models_rate_with_more_
     data = tmp_path / "two.tsv"
     data.write_text("sentence\tlabel\n" + "good film\t1\nbad film\t0\n" * 10)
     tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]
-    assert (
-        run_cli("train", "sentiment", "--train-file", data, "--output-dir", tmp_path / "base", "--lr", "0.004", *tiny)[
-            0
-        ]
-        == 0
+    code, _, err = run_cli(
+        "train", "sentiment", "--train-file", data, "--output-dir", tmp_path / "base", "--lr", "0.004", *tiny
     )
+    assert code == 0, err
     fine_tune = ["train", "sentiment", "--init-from", tmp_path / "base" / "model", "--train-file", data, *tiny]
     code, stdout, err = run_cli(*fine_tune, "--output-dir", tmp_path / "default")
     assert code == 0, err
