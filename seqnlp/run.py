@@ -149,20 +149,21 @@ def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
         # The bundled sample: its settings sit below the YAML file and the flags, which still win.
         config = configs.resolve(cls.config_class, args, args.config, base={**base, **default_data})
     config.output_dir = str(output_dir)
-    if config.max_minutes and not args.resume and "epochs" not in _given_settings(args):
+    given = _given_settings(args)
+    if config.max_minutes and not args.resume and "epochs" not in given:
         # "20 minutes" means 20 minutes: no epoch cap ends the run first (the schedule follows the budget alone).
         config.epochs = configs.UNBOUNDED_EPOCHS
         print(
             f"the time budget ends the run: {config.max_minutes:g} minutes (--epochs N would also cap it)", flush=True
         )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not args.resume and "lr" not in _given_settings(args):
+    if world > 1 and not args.resume and "lr" not in given:
         # A step averages `world` batches: half as many steps of twice the batch want a larger rate; the square
         # root rule suits Adam (measured on CoNLL-2003 in docs/experiments.md).
         config.lr *= math.sqrt(world)
         print(f"data-parallel: learning rate {config.lr:g}, the default x sqrt({world}) (--lr sets it)", flush=True)
     device = pick_device(config.device)  # an unknown or absent device fails here, before any data is read
-    own = {k: v for k, v in (saved or {}).get("fine_tuning_settings", {}).items() if k not in _given_settings(args)}
+    own = {k: v for k, v in (saved or {}).get("fine_tuning_settings", {}).items() if k not in given}
     if own:
         print(
             "fine-tuning starts from "
