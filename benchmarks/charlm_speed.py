@@ -31,6 +31,14 @@ from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
 from seqnlp.trainer import build_optimizer
 
 
+def random_text(config, batches: int) -> str:
+    """Random letters and punctuation, enough for ``batches`` training batches of ``config``'s shape."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n"
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.randint(0, len(alphabet), (config.batch_size * config.seq_len * batches,), generator=generator)
+    return "".join(alphabet[i] for i in draws)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0, help="time per measurement")
@@ -38,12 +46,7 @@ def main():
     torch.manual_seed(0)
     config = from_dict(TextgenConfig, {})
     task = TextgenTask(config)
-    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'\n"
-    generator = torch.Generator().manual_seed(0)
-    text = "".join(
-        alphabet[i]
-        for i in torch.randint(0, len(alphabet), (config.batch_size * config.seq_len * 12,), generator=generator)
-    )
+    text = random_text(config, 12)
     task.build_vocabularies([Document(text)])
     model = task.build_model()
     optimizer = build_optimizer(model, config)

@@ -1,12 +1,13 @@
-"""Training speed in bf16 autocast against fp32, side by side in one run, for the tagger and the classifier.
+"""Training speed in bf16 autocast against fp32, side by side in one run, for every task's model.
 
-    python benchmarks/precision.py [--seconds 8] [--device cpu|cuda]
+    python benchmarks/precision.py [--seconds 8] [--device cpu|cuda] [--data ../shared/data/multi30k]
 
 Prints one JSON object: per model, tokens/s of a full training step (forward, backward, clipping, Adam) in fp32
 and under ``torch.autocast(dtype=torch.bfloat16)`` as ``--precision bf16`` runs it, their ratio (bf16 / fp32,
 median of adjacent windows, with its range), and whether this device has bf16 matrix units (without them
 seqnlp refuses ``--precision bf16``; the benchmark tries it anyway, and says so where it does not run at all).
-Sizes are the recipes' defaults; data as in tagger_speed.py and classifier_speed.py.
+Sizes are the recipes' defaults; data as in tagger_speed.py, classifier_speed.py, translate_speed.py (the first
+6,400 Multi30k training pairs) and charlm_speed.py.
 """
 
 from __future__ import annotations
@@ -24,13 +25,18 @@ import json
 import random
 
 import torch
+from charlm_speed import random_text
 from classifier_speed import synthetic_texts
 from tagger_speed import synthetic_sentences
+from translate_speed import DEFAULT_DATA
 
 from seqnlp.config import from_dict
 from seqnlp.data.batching import to_device
+from seqnlp.data.parallel import read_parallel_files
 from seqnlp.tasks.ner import NERConfig, NERTask
 from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 from seqnlp.trainer import build_optimizer, has_bf16_matrix_units
 
 
@@ -61,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0, help="time per model and precision")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder with Multi30k's train.de/en")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -70,6 +77,14 @@ def main() -> None:
     classifier = compare(
         SentimentTask(from_dict(SentimentConfig, {})), synthetic_texts(8000, random.Random(0)), device, args.seconds
     )
+    translator = compare(
+        TranslateTask(from_dict(TranslateConfig, {})),
+        read_parallel_files(f"{args.data}/train", "de", "en")[:6400],
+        device,
+        args.seconds,
+    )
+    charlm_config = from_dict(TextgenConfig, {})
+    charlm = compare(TextgenTask(charlm_config), [Document(random_text(charlm_config, 12))], device, args.seconds)
     capability = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else torch.backends.cpu.get_cpu_capability()
     )
@@ -81,6 +96,8 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "tagger": tagger,
                 "classifier": classifier,
+                "translator": translator,
+                "charlm": charlm,
             }
         )
     )

@@ -149,10 +149,11 @@ FREEZABLE = {"embeddings": ("embedding", "embed"), "encoder": ("encoder", "rnn")
 def freeze(model: torch.nn.Module, parts: list[str]) -> None:
     """Fix the weights of ``parts`` (embeddings, encoder) for the whole run."""
     for part in parts:
-        module = next((getattr(model, name) for name in FREEZABLE[part] if hasattr(model, name)), None)
-        if module is None:
-            raise ConfigError(f"--freeze {part}: this model has no {part} to freeze")
-        module.requires_grad_(False)
+        for owner in getattr(model, "members", [model]):  # an ensemble's members each have their own
+            module = next((getattr(owner, name) for name in FREEZABLE[part] if hasattr(owner, name)), None)
+            if module is None:
+                raise ConfigError(f"--freeze {part}: this model has no {part} to freeze")
+            module.requires_grad_(False)
 
 
 def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tuple[torch.nn.Module, dict]:

@@ -211,3 +211,38 @@ def test_accuracy_is_reported_by_input_length():
         "11-20": {"examples": 1, "accuracy": 0.0},
         "21+": {"examples": 1, "accuracy": 1.0},
     }
+
+
+def test_an_ensemble_predicts_its_members_mean_probabilities_and_trains_on_their_mean_loss():
+    from seqnlp.models.classifier import ClassifierEnsemble
+
+    torch.manual_seed(0)
+    ensemble = ClassifierEnsemble(3, num_words=20, num_classes=4, word_dim=8, hidden=8, dropout=0.0).eval()
+    words = torch.tensor([[2, 5, 7], [3, 9, 0]])
+    batch = {"words": words, "lengths": torch.tensor([3, 2]), "mask": words != 0, "labels": torch.tensor([1, 3])}
+    members = [member.predict(batch) for member in ensemble.members]
+    assert not torch.allclose(members[0], members[1])  # each member starts from its own random weights
+    assert torch.allclose(ensemble.predict(batch), torch.stack(members).mean(dim=0), atol=1e-6)
+    assert torch.allclose(ensemble(batch), torch.stack([member(batch) for member in ensemble.members]).mean())
+
+
+def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_as_trained(tmp_path, sentiment_files):
+    import seqnlp
+    from seqnlp.deploy.export import export
+
+    train_file, dev_file = sentiment_files
+    out = train(tmp_path, train_file, dev_file, "--ensemble", "2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    code, stdout, _ = run_cli("evaluate", out / "model", "--test-file", dev_file)
+    assert code == 0 and json.loads(stdout)["test"] == metrics["dev"]
+    export(out / "model", tmp_path / "onnx")
+    texts = ["warm and clever", "a lifeless mess"]
+    for ours, theirs in zip(seqnlp.load(out / "model").predict(texts), seqnlp.load(tmp_path / "onnx").predict(texts)):
+        assert ours.label == theirs.label
+        assert ours.probabilities == pytest.approx(theirs.probabilities, abs=1e-4)
+    tuned = tmp_path / "tuned"
+    code, _, err = run_cli(
+        "train", "sentiment", "--init-from", out / "model", "--train-file", train_file, "--dev-file", dev_file,
+        "--output-dir", tuned, "--epochs", "1", "--freeze", "embeddings", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err

@@ -59,6 +59,22 @@ def test_hidden_state_is_carried_across_segments_until_reset():
     assert torch.allclose(model.carried[0], carried[0])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_carried_state_stays_float32_when_a_step_returns_bf16(cell, monkeypatch):
+    # what bf16 autocast does; oneDNN's LSTM refuses a bf16 start state beside float32 weights
+    model = CharLM(5, 4, 6, 1, cell, 0.0)
+    plain_step = model.step
+
+    def bf16_step(inputs, state=None):
+        logits, state = plain_step(inputs, state)
+        return logits, tuple(s.bfloat16() for s in state) if isinstance(state, tuple) else state.bfloat16()
+
+    monkeypatch.setattr(model, "step", bf16_step)
+    model({"inputs": torch.zeros(2, 3, dtype=torch.long), "targets": torch.zeros(2, 3, dtype=torch.long)})
+    carried = model.carried if isinstance(model.carried, tuple) else (model.carried,)
+    assert all(s.dtype == torch.float32 for s in carried)
+
+
 def test_carried_state_survives_a_state_dict_round_trip():
     model = CharLM(5, 4, 6, 1, "gru", 0.0)
     model(

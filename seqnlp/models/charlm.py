@@ -45,7 +45,8 @@ class CharLM(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         state = None if batch.get("reset") else self.carried
         logits, state = self.step(batch["inputs"], state)
-        self.carried = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        # in float32: under bf16 autocast the state comes back in bf16, which oneDNN's LSTM refuses as the next start
+        self.carried = tuple(s.detach().float() for s in state) if isinstance(state, tuple) else state.detach().float()
         return F.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten())
 
     def get_extra_state(self) -> torch.Tensor:

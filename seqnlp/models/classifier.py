@@ -1,6 +1,8 @@
-"""Text classifier: embeddings -> RNN encoder -> pooling -> linear layer."""
+"""Text classifier: embeddings -> RNN encoder -> pooling -> linear layer; an ensemble of them as one model."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -44,6 +46,30 @@ class Classifier(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         return F.cross_entropy(self.logits(batch), batch["labels"], weight=self.class_weights)
+
+    @torch.inference_mode()
+    def predict(self, batch: dict) -> torch.Tensor:
+        return self.logits(batch).softmax(dim=-1)
+
+
+class ClassifierEnsemble(nn.Module):
+    """``members`` classifiers of one shape, each initialised on its own and trained side by side on the same
+    batches (their dropout masks differ); they answer with their averaged probabilities.
+
+    ``forward`` is the members' mean loss, so each member learns as it would alone; ``logits`` are the log of the
+    averaged probabilities, so everything that reads a classifier's logits (prediction, export) reads the ensemble's.
+    """
+
+    def __init__(self, members: int, **classifier_settings):
+        super().__init__()
+        self.members = nn.ModuleList(Classifier(**classifier_settings) for _ in range(members))
+
+    def logits(self, batch: dict) -> torch.Tensor:
+        log_probs = torch.stack([member.logits(batch).log_softmax(dim=-1) for member in self.members])
+        return log_probs.logsumexp(dim=0) - math.log(len(self.members))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return torch.stack([member(batch) for member in self.members]).mean()
 
     @torch.inference_mode()
     def predict(self, batch: dict) -> torch.Tensor:

@@ -15,7 +15,7 @@ from seqnlp.data.table import pick_column, read_records
 from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import DataError, shorten
 from seqnlp.metrics import classification_scores
-from seqnlp.models.classifier import Classifier
+from seqnlp.models.classifier import Classifier, ClassifierEnsemble
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
 from seqnlp.report import markdown_table
@@ -50,6 +50,13 @@ class SentimentConfig(RunConfig):
     pooling: str = setting("max", "how the encoder's states become one vector", choices=POOLINGS)
     class_weights: str = setting(
         "none", "balanced: weight each class's loss by its inverse frequency", choices=("none", "balanced")
+    )
+    ensemble: int = setting(
+        1,
+        "classifiers trained side by side, each from its own random start, whose probabilities are averaged "
+        "(each step and each prediction costs this many times one classifier's)",
+        low=1,
+        high=16,
     )
     eval_batch_size: int = setting(256, "texts per inference batch", low=1, high=1_000_000)
     dropout: float = 0.3  # 0.5 underfits SST-2: docs/experiments.md
@@ -200,16 +207,19 @@ class SentimentTask(Task):
         return adaptation
 
     def weight_axes(self):
-        return {"embedding.words.weight": ("words", (0,)), "out.weight": ("labels", (0,)), "out.bias": ("labels", (0,))}
+        axes = {"embedding.words.weight": ("words", (0,)), "out.weight": ("labels", (0,)), "out.bias": ("labels", (0,))}
+        if self.config.ensemble == 1:
+            return axes
+        return {f"members.{i}.{name}": axis for i in range(self.config.ensemble) for name, axis in axes.items()}
 
     def vocab_size(self) -> int:
         return len(self.subwords) if self.config.tokenizer == "subword" else len(self.words)
 
     def build_model(self):
         config = self.config
-        return Classifier(
-            self.vocab_size(),
-            len(self.labels),
+        settings = dict(
+            num_words=self.vocab_size(),
+            num_classes=len(self.labels),
             word_dim=config.word_dim,
             hidden=config.hidden,
             layers=config.layers,
@@ -221,6 +231,7 @@ class SentimentTask(Task):
             class_weights=self.weights,
             cell_impl=config.cell_impl,
         )
+        return Classifier(**settings) if config.ensemble == 1 else ClassifierEnsemble(config.ensemble, **settings)
 
     def label_names(self):
         return list(self.labels.itos)
