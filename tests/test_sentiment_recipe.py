@@ -226,7 +226,7 @@ def test_an_ensemble_predicts_its_members_mean_probabilities_and_trains_on_their
     assert torch.allclose(ensemble(batch), torch.stack([member(batch) for member in ensemble.members]).mean())
 
 
-def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_as_trained(tmp_path, sentiment_files):
+def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_at_its_own_size(tmp_path, sentiment_files):
     import seqnlp
     from seqnlp.deploy.export import export
 
@@ -246,3 +246,8 @@ def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_as_
         "--output-dir", tuned, "--epochs", "1", "--freeze", "embeddings", "--quiet",
     )  # fmt: skip
     assert code == 0, err
+    code, _, err = run_cli(
+        "train", "sentiment", "--init-from", out / "model", "--train-file", train_file, "--dev-file", dev_file,
+        "--output-dir", tmp_path / "single", "--epochs", "1", "--ensemble", "1", "--quiet",
+    )  # fmt: skip
+    assert code == 2 and "weights do not match" in err and "members.0." in err  # the base's size is kept
