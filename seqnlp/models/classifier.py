@@ -71,6 +71,4 @@ class ClassifierEnsemble(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         return torch.stack([member(batch) for member in self.members]).mean()
 
-    @torch.inference_mode()
-    def predict(self, batch: dict) -> torch.Tensor:
-        return self.logits(batch).softmax(dim=-1)
+    predict = Classifier.predict  # the softmax of ``logits``: the averaged probabilities
