@@ -129,12 +129,17 @@ class WeightAverage:
     @contextmanager
     def applied(self):
         """The model holds the averaged weights inside the ``with`` block and its own weights again after it."""
-        own = [p.detach().clone() for _, p in self.named]
-        torch._foreach_copy_([p.data for _, p in self.named], self.average)
+        # Copies into the parameters themselves, not their .data, so their version counters move: products
+        # prepared from the weights (Seq2Seq.decoder) are rebuilt for the averaged weights and again after.
+        params = [p for _, p in self.named]
+        own = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, self.average)
         try:
             yield
         finally:
-            torch._foreach_copy_([p.data for _, p in self.named], own)
+            with torch.no_grad():
+                torch._foreach_copy_(params, own)
 
     def save(self, path: Path) -> None:
         save_file({name: t.contiguous() for (name, _), t in zip(self.named, self.average)}, str(path))

@@ -720,6 +720,51 @@ def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
         model.train().decoder()  # dropout would apply to the embeddings: no gate table then
 
 
+def _one_step_logits(model, decoder):
+    src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
+    expected, _ = model.next_logits(tokens, model.encode(src, lengths, model.step_weights()))
+    given, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    return given, expected
+
+
+def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
+    from seqnlp.optim import FusedOptimizer
+
+    torch.manual_seed(0)
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0)
+    optimizer = FusedOptimizer(model.parameters(), "adam", lr=0.1)
+    decoder = model.eval().decoder()
+    assert model.decoder() is decoder  # nothing changed: the prepared weights are reused
+    batch = {
+        "src": torch.tensor([[4, 6, 8]]),
+        "src_lengths": torch.tensor([3]),
+        "tgt_in": torch.tensor([[2, 5, 7]]),
+        "tgt_out": torch.tensor([[5, 7, 3]]),
+    }
+    model.train()(batch).backward()
+    optimizer.step()  # fused kernels: they write the weights without autograd seeing it
+    renewed = model.eval().decoder()
+    assert renewed is not decoder
+    given, expected = _one_step_logits(model, renewed)
+    assert torch.allclose(given, expected, atol=1e-5)
+
+
+def test_the_decoder_follows_the_weight_average_in_and_out():
+    from seqnlp.trainer import WeightAverage
+
+    torch.manual_seed(0)
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    average = WeightAverage(model, decay=0.5)
+    own_logits, _ = _one_step_logits(model, model.decoder())
+    torch._foreach_mul_(average.average, 0.5)  # an average that differs from the weights
+    with average.applied():
+        given, expected = _one_step_logits(model, model.decoder())
+        assert torch.allclose(given, expected, atol=1e-5)
+        assert not torch.allclose(given, own_logits, atol=1e-3)
+    after, _ = _one_step_logits(model, model.decoder())
+    assert torch.allclose(after, own_logits, atol=1e-6)
+
+
 def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
     from seqnlp.data.parallel import SentencePair
     from seqnlp.tasks.translate import TranslateConfig, TranslateTask

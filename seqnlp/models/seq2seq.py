@@ -330,7 +330,9 @@ class Seq2Seq(nn.Module):
 
         Preparing the weights costs more than translating one short sentence (int8 packing, the gate table), so
         the decoder is kept and given again while no parameter has changed: an optimizer step, a load or a copy
-        into a parameter bumps its version, and a move to another device makes new tensors.
+        into a parameter bumps its version, and a move to another device makes new tensors. A write that
+        bypasses the version counter (through ``.data``, or a fused kernel such as ``torch._fused_adam_``,
+        which ``seqnlp.optim`` follows with ``increment_version``) leaves a stale decoder.
         """
         if self.training:
             raise ValueError("decoder() needs an evaluation-mode model (call .eval() first)")
