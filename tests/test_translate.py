@@ -705,26 +705,25 @@ def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, 
         assert torch.allclose(fused[:, t], attentional, atol=1e-5)
 
 
-def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
-    torch.manual_seed(0)
-    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
-    src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
-    with torch.no_grad():
-        model.cells[0].weight_ih.data.mul_(2.0)  # a change no version counter sees
-    expected, _ = model.next_logits(tokens, model.encode(src, lengths, model.step_weights()))
-    decoder = model.decoder()
-    assert decoder.weights.gate_table.shape == (12, 16)  # [V, 4H]
-    looked_up, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
-    assert torch.allclose(looked_up, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="evaluation-mode"):
-        model.train().decoder()  # dropout would apply to the embeddings: no gate table then
-
-
 def _one_step_logits(model, decoder):
+    """The next-token logits of ``decoder`` and of the model's own differentiable step, on the same inputs."""
     src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
     expected, _ = model.next_logits(tokens, model.encode(src, lengths, model.step_weights()))
     given, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
     return given, expected
+
+
+def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
+    torch.manual_seed(0)
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    with torch.no_grad():
+        model.cells[0].weight_ih.data.mul_(2.0)  # a change no version counter sees
+    decoder = model.decoder()
+    assert decoder.weights.gate_table.shape == (12, 16)  # [V, 4H]
+    looked_up, expected = _one_step_logits(model, decoder)
+    assert torch.allclose(looked_up, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="evaluation-mode"):
+        model.train().decoder()  # dropout would apply to the embeddings: no gate table then
 
 
 def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
