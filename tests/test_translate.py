@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import json
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -679,6 +680,16 @@ def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_q
     assert torch.equal(fallback, exact)
 
 
+def _step_loop(model, tgt_in, hyps):
+    """Teacher forcing one ``decode_step`` at a time, differentiated by autograd: the reference of the fast paths."""
+    outputs = []
+    for t in range(tgt_in.size(1)):
+        attentional, state = model.decode_step(model.embedding_gates(tgt_in[:, t]), hyps)
+        hyps = dataclasses.replace(hyps, state=state)
+        outputs.append(attentional)
+    return torch.stack(outputs, dim=1)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("attention", ["general", "additive"])
 def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, attention):
@@ -697,12 +708,52 @@ def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, 
     ).eval()
     src, lengths = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2])
     tgt_in = torch.tensor([[BOS, 5, 7, 9], [BOS, 9, 5, PAD]])
-    fused = model.teacher_forced(tgt_in, model.encode(src, lengths, model.step_weights()))
-    enc = model.encode(src, lengths, model.step_weights())
-    for t in range(tgt_in.size(1)):
-        attentional, state = model.decode_step(model.embedding_gates(tgt_in[:, t]), enc)
-        enc = dataclasses.replace(enc, state=state)
-        assert torch.allclose(fused[:, t], attentional, atol=1e-5)
+    fused = model.teacher_forced(tgt_in, model.encode(src, lengths))
+    assert torch.allclose(fused, _step_loop(model, tgt_in, model.encode(src, lengths)), atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["general", "dot"])
+def test_hand_differentiated_input_feeding_equals_the_step_loop_in_values_and_gradients(attention):
+    torch.manual_seed(0)
+    model = seq2seq(12, 12, embed_dim=6, hidden=3, decoder_hidden=6, attention=attention, tie_embeddings=True)
+    assert model._hand_differentiated
+    src, lengths = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2])
+    tgt_in = torch.tensor([[BOS, 5, 7, 9], [BOS, 9, 5, PAD]])
+    weighting = torch.randn(2, 4, 6)  # a loss that reaches every output position with its own weight
+    results = []
+    for teacher_forced in (model.teacher_forced, partial(_step_loop, model)):
+        model.zero_grad()
+        outputs = teacher_forced(tgt_in, model.encode(src, lengths))
+        (outputs * weighting).sum().backward()
+        grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        results.append((outputs.detach(), grads))
+    (fast, fast_grads), (loop, loop_grads) = results
+    assert torch.allclose(fast, loop, atol=1e-6)
+    assert fast_grads.keys() == loop_grads.keys()
+    for name, grad in loop_grads.items():
+        assert torch.allclose(fast_grads[name], grad, atol=1e-6), name
+
+
+def test_hand_differentiated_input_feeding_passes_gradcheck():
+    from seqnlp.nn.input_feeding import input_fed_lstm
+
+    torch.manual_seed(0)
+    batch, steps, sources, hidden, dim = 2, 3, 4, 3, 2
+    inputs = [
+        torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        for shape in [
+            (batch, steps, 4 * hidden),  # gates
+            (4 * hidden, dim + hidden),  # weight
+            (batch, hidden),  # h0
+            (batch, hidden),  # c0
+            (batch, sources, hidden),  # keys
+            (batch, sources, dim),  # values
+        ]
+    ]
+    mask_bias = torch.zeros(batch, 1, sources, dtype=torch.float64)
+    mask_bias[1, 0, 3] = float("-inf")  # a padding position of the second sentence
+    combine = torch.randn(dim, hidden, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *xs: input_fed_lstm(*xs[:6], mask_bias, xs[6]), (*inputs, combine))
 
 
 def _one_step_logits(model, decoder):
