@@ -4,7 +4,9 @@
                                          [--set decoder_hidden=512 ...]
 
 Prints one JSON object. Subwords are trained on the Multi30k training text and the model has the
-recipe's default sizes. Decoding translates the first 256 Multi30k validation sentences in batches
+recipe's default sizes. With ``--set input_feed=true`` the training step is also timed against itself with
+the input-feeding decoder differentiated by autograd step by step instead of by hand
+(``seqnlp.nn.input_feeding``). Decoding translates the first 256 Multi30k validation sentences in batches
 of 64. With random weights (the default) each translation is forced to the subword length of its
 reference, so the search does the work a trained model does; ``--model`` decodes with a trained
 model instead, whose hypotheses end wherever it ends them.
@@ -37,6 +39,7 @@ import yaml
 
 from seqnlp.config import from_dict
 from seqnlp.data.parallel import read_parallel_files
+from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 from seqnlp.trainer import build_optimizer
@@ -79,6 +82,19 @@ def bare_lstm_step(config, model):
         (memory.sum() + states.sum()).backward()
 
     return step
+
+
+def autograd_loop_step(step):
+    """``step`` with the input-feeding decoder differentiated by autograd step by step, not by hand."""
+
+    def autograd_step(batch):
+        Seq2Seq.hand_differentiated_input_feeding = False
+        try:
+            step(batch)
+        finally:
+            Seq2Seq.hand_differentiated_input_feeding = True
+
+    return autograd_step
 
 
 def force_lengths(task, lengths: list[int]) -> None:
@@ -142,6 +158,15 @@ def main():
     batches = task.batches(task.prepare(train[:6400]), shuffle=True)
     step = train_step_of(model, build_optimizer(model, config), config.clip_norm)
     train = side_by_side(step, bare_lstm_step(config, model), batches, args.seconds)
+    by_hand = {}
+    if model._hand_differentiated:
+        loops = side_by_side(step, autograd_loop_step(step), batches, args.seconds)
+        by_hand = {
+            "input_feeding_by_hand_tokens_per_s": round(loops["ours"]),
+            "input_feeding_autograd_tokens_per_s": round(loops["theirs"]),
+            "input_feeding_by_hand_over_autograd": round(loops["ratio"], 3),
+            "input_feeding_by_hand_over_autograd_range": loops["ratio_range"],
+        }
     sources = [p.src for p in val]
     if args.model:
         task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
@@ -153,6 +178,7 @@ def main():
         json.dumps(
             {
                 **comparison_fields("train", train),
+                **by_hand,
                 **decoding_fields(speeds),
                 "decode": {
                     "sentences": len(sources),

@@ -31,6 +31,13 @@ def setting(default, help: str, *, choices=None, low=None, high=None, above=None
     )
 
 
+def word_vectors_setting():
+    """``pretrained_vectors``: the one declaration every task that embeds words shares."""
+    return setting(
+        None, "word vectors file (word2vec / GloVe / fastText text format) whose vectors start the word embeddings"
+    )
+
+
 def spec(cls, name: str) -> dict:
     """The declaration of setting ``name``: the nearest class in ``cls``'s hierarchy that gave it a help text."""
     for klass in cls.__mro__:

@@ -87,10 +87,29 @@ def test_pretrained_vectors_glove_and_word2vec_with_coverage(tmp_path):
     assert weight[4].tolist() == [5, 6] and report["found"] == 2
 
 
+def test_pretrained_vectors_prefer_the_exact_form_to_the_lowercase_one_in_any_order(tmp_path):
+    vocab = Vocab(["<pad>", "<unk>", "Paris", "paris", "Rome"])
+    path = tmp_path / "v.txt"
+    path.write_text("paris 1 1\nrome 2 2\nParis 3 3\nunused 4 4\n", encoding="utf-8")
+    weight, report = load_vectors(path, vocab, 2)
+    assert weight[2].tolist() == [3, 3] and weight[3].tolist() == [1, 1] and weight[4].tolist() == [2, 2]
+    assert report["found"] == 3 and report["found_lowercase"] == 1
+
+
+def test_pretrained_vectors_of_words_holding_spaces_are_their_last_fields(tmp_path):
+    path = tmp_path / "glove.840B-like.txt"
+    path.write_text("city 1 2\n. . . 3 4\nat name@domain.com 5 6\n", encoding="utf-8")
+    weight, report = load_vectors(path, Vocab(["<pad>", "<unk>", "city", ". . ."]), 2)
+    assert weight[3].tolist() == [3, 4] and report["found"] == 2
+
+
 def test_pretrained_vectors_of_wrong_size_are_reported(tmp_path):
     path = tmp_path / "v.txt"
     path.write_text("city 1 2 3\n", encoding="utf-8")
     with pytest.raises(Exception, match=":1: vector has 3 dimensions, expected 2"):
+        load_vectors(path, Vocab(["<pad>", "<unk>"]), 2)
+    path.write_text("city 1 2\nroad 1\n", encoding="utf-8")
+    with pytest.raises(Exception, match=":2: vector has 1 dimensions, expected 2"):
         load_vectors(path, Vocab(["<pad>", "<unk>"]), 2)
 
 

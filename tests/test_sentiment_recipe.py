@@ -251,3 +251,32 @@ def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_at_
         "--output-dir", tmp_path / "single", "--epochs", "1", "--ensemble", "1", "--quiet",
     )  # fmt: skip
     assert code == 2 and "weights do not match" in err and "members.0." in err  # the base's size is kept
+
+
+def test_pretrained_vectors_start_the_word_embeddings_of_every_member(tmp_path, sentiment_files):
+    from seqnlp.config import from_dict
+    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("2 4\njoy 0.5 0.5 0.5 0.5\ndull -1 0 1 0\n", encoding="utf-8")
+    settings = {"word_dim": 4, "hidden": 4, "ensemble": 2, "pretrained_vectors": str(vectors)}
+    task = SentimentTask(from_dict(SentimentConfig, settings))
+    task.build_vocabularies(task.read_file(str(sentiment_files[0])))
+    model = task.build_model()
+    report = task.init_model(model)
+    assert report["found"] == 2 and report["vocab_size"] == len(task.words)
+    for member in model.members:
+        rows = member.embedding.words.weight[[task.words.stoi["joy"], task.words.stoi["dull"]]]
+        assert rows.tolist() == [[0.5] * 4, [-1, 0, 1, 0]]
+
+
+def test_pretrained_vectors_are_run_and_reported_and_need_word_tokens(tmp_path, sentiment_files):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("joy " + " ".join(["0.5"] * 16) + "\n", encoding="utf-8")
+    out = train(tmp_path, *sentiment_files, "--pretrained-vectors", vectors)
+    assert "| pretrained vectors | 1/" in (out / "report.md").read_text()
+    code, _, err = run_cli(
+        "train", "sentiment", "--train-file", sentiment_files[0], "--output-dir", tmp_path / "sub",
+        "--pretrained-vectors", vectors, "--tokenizer", "subword", *TINY,
+    )  # fmt: skip
+    assert code == 2 and "need tokenizer word" in err

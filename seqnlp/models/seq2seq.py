@@ -140,6 +140,9 @@ class Seq2Seq(nn.Module):
     no defaults here: ``TranslateConfig`` holds them (``seqnlp.tasks.translate.translator``).
     """
 
+    # Off: teacher forcing with input feeding is autograd's step loop (benchmarks/translate_speed.py compares them).
+    hand_differentiated_input_feeding = True
+
     def __init__(
         self,
         src_vocab: int,
@@ -312,7 +315,8 @@ class Seq2Seq(nn.Module):
         """Whether teacher forcing with input feeding takes ``input_fed_lstm``: a one-layer LSTM decoder with
         multiplicative attention (no dropout inside its loop), outside autocast (its buffers take one dtype)."""
         return (
-            self.cell == "lstm"
+            self.hand_differentiated_input_feeding
+            and self.cell == "lstm"
             and len(self.cells) == 1
             and self.attention.kind != "additive"
             and not torch.is_autocast_enabled(self.combine.weight.device.type)

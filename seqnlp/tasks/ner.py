@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from seqnlp.config import MAX_WIDTH, RunConfig, setting
+from seqnlp.config import MAX_WIDTH, RunConfig, setting, word_vectors_setting
 from seqnlp.data import tags as tagging
 from seqnlp.data.batching import pad
 from seqnlp.data.conll import TaggedSentence, read_conll
@@ -17,6 +17,7 @@ from seqnlp.data.tokenize import CASINGS, MAX_WORD_CHARS, casing, normalize_word
 from seqnlp.errors import DataError
 from seqnlp.metrics import entity_f1, entity_scores, token_accuracy
 from seqnlp.models.tagger import Tagger
+from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
@@ -51,7 +52,7 @@ class NERConfig(RunConfig):
     )
     crf: bool = setting(True, "a CRF output layer (else independent softmax per token)")
     constrained: bool = setting(True, "forbid invalid tag transitions in the CRF")
-    pretrained_vectors: str | None = setting(None, "word vectors file (word2vec / GloVe text format) to start from")
+    pretrained_vectors: str | None = word_vectors_setting()
     eval_batch_size: int = setting(256, "sentences per inference batch", low=1, high=1_000_000)
     batch_size: int = 16  # better than 32 in the same budget, and less memory: docs/experiments.md
     batch_max_tokens: int = 800  # 16 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
@@ -191,14 +192,7 @@ class NERTask(Task):
         return model
 
     def init_model(self, model):
-        from seqnlp.nn.embedding import load_vectors
-
-        if not self.config.pretrained_vectors:
-            return None
-        weight, report = load_vectors(self.config.pretrained_vectors, self.words, self.config.word_dim)
-        with torch.no_grad():
-            model.embedding.words.weight.copy_(weight)
-        return report
+        return start_from_vectors(self.config.pretrained_vectors, self.words, [model.embedding.words])
 
     def label_names(self):
         return tagging.entity_types(self.tags.itos)

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import torch
 
-from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, setting
+from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, setting, word_vectors_setting
 from seqnlp.data.batching import pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
 from seqnlp.data.tokenize import word_tokens
-from seqnlp.errors import DataError, shorten
+from seqnlp.errors import ConfigError, DataError, shorten
 from seqnlp.metrics import classification_scores
 from seqnlp.models.classifier import Classifier, ClassifierEnsemble
+from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
 from seqnlp.report import markdown_table
@@ -59,10 +60,16 @@ class SentimentConfig(RunConfig):
         high=16,
     )
     eval_batch_size: int = setting(256, "texts per inference batch", low=1, high=1_000_000)
+    pretrained_vectors: str | None = word_vectors_setting()
     dropout: float = 0.3  # 0.5 underfits SST-2: docs/experiments.md
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
+
+    def validate(self) -> None:
+        super().validate()
+        if self.pretrained_vectors and self.tokenizer == "subword":
+            raise ConfigError("pretrained_vectors are word vectors: they need tokenizer word, not subword")
 
 
 @register
@@ -232,6 +239,10 @@ class SentimentTask(Task):
             cell_impl=config.cell_impl,
         )
         return Classifier(**settings) if config.ensemble == 1 else ClassifierEnsemble(config.ensemble, **settings)
+
+    def init_model(self, model):
+        members = model.members if isinstance(model, ClassifierEnsemble) else [model]
+        return start_from_vectors(self.config.pretrained_vectors, self.words, [m.embedding.words for m in members])
 
     def label_names(self):
         return list(self.labels.itos)
