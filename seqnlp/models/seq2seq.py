@@ -336,7 +336,7 @@ class Seq2Seq(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         hyps = self.encode(batch["src"], batch["src_lengths"])
         # Padding positions never reach the (expensive) output layer. index_select, not a boolean mask: on CPU its
-        # backward (an index_add) is ~10x cheaper than the mask's index_put.
+        # backward (an index_add) is far cheaper than the mask's index_put.
         tgt_out = batch["tgt_out"].reshape(-1)
         positions = (tgt_out != self.pad_id).nonzero().squeeze(1)
         states = self.teacher_forced(batch["tgt_in"], hyps).flatten(0, 1).index_select(0, positions)
