@@ -142,6 +142,23 @@ def test_training_batches_respect_a_token_budget_and_keep_every_example():
     assert max(len(b) for b in batches) == 8
 
 
+def test_pairs_are_batched_by_their_longer_side_then_the_shorter():
+    from seqnlp.data.batching import bucket_batches
+
+    pairs = [(5, 2), (5, 9), (5, 3), (5, 8), (2, 5), (9, 5)]  # (source, target): the sources alone would not part them
+    for seed in range(5):
+        batches = bucket_batches(pairs, batch_size=2, shuffle=True, seed=seed)
+        assert sorted(sorted(b) for b in batches) == [[0, 4], [1, 5], [2, 3]]
+    assert bucket_batches(pairs, batch_size=2, shuffle=False) == [[1, 5], [3, 2], [0, 4]]
+
+
+def test_a_token_budget_counts_the_longer_side_of_a_pair():
+    from seqnlp.data.batching import bucket_batches
+
+    pairs = [(5, 2), (5, 9), (5, 3), (5, 8), (2, 5), (9, 5)]
+    assert bucket_batches(pairs, batch_size=4, shuffle=False, max_tokens=20) == [[1, 5], [3, 2], [0, 4]]
+
+
 def test_rare_word_dropout_replaces_only_the_rarest_ids_and_only_in_training():
     embedding = WordCharEmbedding(8, 3, dropout=0.0, word_dropout=0.0, rare_word_dropout=1.0, rare_from=5)
     words = torch.tensor([[2, 3, 4, 5, 6, 7]])

@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from seqnlp.nn.dropout import LockedDropout
 from seqnlp.nn.encoder import CELLS
+from seqnlp.nn.gemm import Linear
 
 
 class CharLM(nn.Module):
@@ -34,7 +35,7 @@ class CharLM(nn.Module):
             embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
         )
         self.drop = LockedDropout(dropout)
-        self.out = nn.Linear(hidden, num_chars)
+        self.out = Linear(hidden, num_chars)
         self.carried = None
 
     def step(self, inputs: torch.Tensor, state=None):

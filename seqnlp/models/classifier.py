@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from seqnlp.nn.embedding import WordCharEmbedding
 from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.nn.gemm import Linear
 from seqnlp.nn.pooling import Pooling
 
 
@@ -36,7 +37,7 @@ class Classifier(nn.Module):
         self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.pool = Pooling(pooling, self.encoder.out_dim)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(self.encoder.out_dim, num_classes)
+        self.out = Linear(self.encoder.out_dim, num_classes)
         self.register_buffer("class_weights", torch.tensor(class_weights) if class_weights else None, persistent=False)
 
     def logits(self, batch: dict) -> torch.Tensor:

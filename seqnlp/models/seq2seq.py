@@ -21,6 +21,7 @@ from seqnlp.nn.cells import JOINT_PRODUCT_CELLS, cell_step
 from seqnlp.nn.dropout import Dropout, LockedDropout
 from seqnlp.nn.embedding import scaled_embedding
 from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.nn.gemm import Linear, linear
 from seqnlp.nn.input_feeding import input_fed_lstm
 from seqnlp.nn.products import DenseProduct, Product, decoding_product
 
@@ -179,7 +180,7 @@ class Seq2Seq(nn.Module):
         self.src_embed = scaled_embedding(src_vocab, embed_dim, pad_id)
         self.tgt_embed = self.src_embed if shared_vocab else scaled_embedding(tgt_vocab, embed_dim, pad_id)
         self.encoder = RNNEncoder(embed_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
-        self.bridge = nn.Linear(self.encoder.out_dim, decoder_hidden * decoder_layers)
+        self.bridge = Linear(self.encoder.out_dim, decoder_hidden * decoder_layers)
         attentional_dim = embed_dim if tie_embeddings else decoder_hidden
         step_input = embed_dim + (attentional_dim if input_feed else 0)
         self.embed_dim = embed_dim
@@ -187,8 +188,8 @@ class Seq2Seq(nn.Module):
             DECODER_CELLS[cell](step_input if i == 0 else decoder_hidden, decoder_hidden) for i in range(decoder_layers)
         )
         self.attention = Attention(attention, decoder_hidden, self.encoder.out_dim)
-        self.combine = nn.Linear(decoder_hidden + self.encoder.out_dim, attentional_dim, bias=False)
-        self.out = nn.Linear(attentional_dim, tgt_vocab)
+        self.combine = Linear(decoder_hidden + self.encoder.out_dim, attentional_dim, bias=False)
+        self.out = Linear(attentional_dim, tgt_vocab)
         if tie_embeddings:
             self.out.weight = self.tgt_embed.weight
         self.drop = Dropout(dropout)
@@ -251,7 +252,7 @@ class Seq2Seq(nn.Module):
     def input_gates(self, embedded: torch.Tensor) -> torch.Tensor:
         first = self.cells[0]
         bias = first.bias_ih + first.bias_hh if self.cell in JOINT_PRODUCT_CELLS else first.bias_ih
-        return F.linear(embedded, first.weight_ih[:, : self.embed_dim], bias)
+        return linear(embedded, first.weight_ih[:, : self.embed_dim], bias)
 
     # -- encoder -----------------------------------------------------------------------
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor, weights: StepWeights | None = None) -> Hypotheses:
@@ -265,7 +266,7 @@ class Seq2Seq(nn.Module):
         state = [(h, torch.zeros_like(h)) if self.cell == "lstm" else (h,) for h in h0]
         feed = memory.new_zeros(src.size(0), self.combine.out_features if self.input_feed else 0)
         weights = self.step_weights() if weights is None else weights
-        values = F.linear(memory, self.combine.weight[:, hidden:])
+        values = linear(memory, self.combine.weight[:, hidden:])
         source = SourceMemory(self.attention.precompute(memory), values, Attention.mask_bias(src != self.pad_id))
         return Hypotheses(source, DecoderState(state, feed), weights)
 
@@ -288,7 +289,7 @@ class Seq2Seq(nn.Module):
         context, attention = self.attention(
             h.view(-1, hyps.beam, h.size(1)), memory.values, memory.mask_bias, memory.keys
         )
-        attentional = torch.tanh(F.linear(h, weights.combine) + context.view(h.size(0), -1))
+        attentional = torch.tanh(linear(h, weights.combine) + context.view(h.size(0), -1))
         feed = attentional if self.input_feed else state.feed
         return attentional, DecoderState(new_layers, feed, attention.view(h.size(0), -1))
 
@@ -331,7 +332,7 @@ class Seq2Seq(nn.Module):
         h = fused_layers(self.cell, x, hx, weights, self.drop.p, self.training)
         memory = hyps.memory
         context, _ = self.attention(h, memory.values, memory.mask_bias, memory.keys)
-        return torch.tanh(F.linear(h, hyps.weights.combine) + context)
+        return torch.tanh(linear(h, hyps.weights.combine) + context)
 
     def forward(self, batch: dict) -> torch.Tensor:
         hyps = self.encode(batch["src"], batch["src_lengths"])

@@ -10,6 +10,7 @@ from seqnlp.nn.crf import CRF
 from seqnlp.nn.dropout import LockedDropout
 from seqnlp.nn.embedding import WordCharEmbedding
 from seqnlp.nn.encoder import RNNEncoder
+from seqnlp.nn.gemm import Linear
 
 
 class Tagger(nn.Module):
@@ -55,7 +56,7 @@ class Tagger(nn.Module):
         )
         self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
         self.dropout = LockedDropout(dropout)
-        self.emit = nn.Linear(self.encoder.out_dim, num_tags)
+        self.emit = Linear(self.encoder.out_dim, num_tags)
         self.crf = CRF(num_tags, allowed) if crf else None
 
     def emissions(self, batch: dict) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqnlp.nn.gemm import Linear
+
 ATTENTION_KINDS = ("additive", "dot", "general")
 
 
@@ -28,12 +30,12 @@ class Attention(nn.Module):
             )
         self.kind = kind
         if kind == "general":
-            self.key_proj = nn.Linear(memory_dim, query_dim, bias=False)
+            self.key_proj = Linear(memory_dim, query_dim, bias=False)
         elif kind == "additive":
             attention_dim = attention_dim or query_dim
-            self.key_proj = nn.Linear(memory_dim, attention_dim, bias=False)
-            self.query_proj = nn.Linear(query_dim, attention_dim)
-            self.v = nn.Linear(attention_dim, 1, bias=False)
+            self.key_proj = Linear(memory_dim, attention_dim, bias=False)
+            self.query_proj = Linear(query_dim, attention_dim)
+            self.v = Linear(attention_dim, 1, bias=False)
 
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
         return memory if self.kind == "dot" else self.key_proj(memory)

@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from seqnlp.data.text import iter_text_lines
 from seqnlp.errors import DataError
 from seqnlp.nn.dropout import LockedDropout
+from seqnlp.nn.gemm import linear
 
 
 def scaled_embedding(num_embeddings: int, dim: int, padding_idx: int) -> nn.Embedding:
@@ -60,7 +61,7 @@ class CharFeatures(nn.Module):
             windows = torch.cat(
                 [padded[:, i : i + length] for i in range(k)], dim=2
             )  # U, L, k*C: each character's window
-            h = F.linear(
+            h = linear(
                 windows, self.conv.weight.transpose(1, 2).reshape(self.conv.out_channels, -1), self.conv.bias
             )  # U, L, F
             return h.masked_fill((chars == 0).unsqueeze(2), float("-inf")).amax(dim=1)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from seqnlp.nn.gemm import mm_t, mm_tn
+
 
 def input_fed_lstm(
     gates: torch.Tensor,
@@ -48,7 +50,7 @@ class _InputFedLSTM(torch.autograd.Function):
         doubled = gates.new_ones(width)
         doubled[2 * hidden : 3 * hidden] = 2
         gates = torch.mul(gates.transpose(0, 1), doubled, out=gates.new_empty(steps, batch, width))  # [T, B, 4H]
-        weight_t, combine_t, keys_t = (weight * doubled.unsqueeze(1)).t(), combine.t(), keys.transpose(1, 2)
+        weight_doubled, keys_t, combine = weight * doubled.unsqueeze(1), keys.transpose(1, 2), combine.contiguous()
         # Step t reads [feed; h] from row t and writes its attentional vector and state into row t + 1, so the
         # rows 0..T-1 are the products' inputs (for the weight gradient) and rows 1..T the outputs.
         fed = gates.new_empty(steps + 1, batch, dim + hidden)
@@ -61,7 +63,7 @@ class _InputFedLSTM(torch.autograd.Function):
         fed[0, :, dim:] = h0
         cells[0] = c0
         for t in range(steps):
-            z = torch.addmm(gates[t], fed[t], weight_t)
+            z = mm_t(fed[t], weight_doubled, gates[t])
             act = acts[t]
             torch.sigmoid(z, out=act)
             i, f, g, o = act.chunk(4, dim=1)
@@ -72,7 +74,7 @@ class _InputFedLSTM(torch.autograd.Function):
             weights = torch.baddbmm(mask_bias, h.unsqueeze(1), keys_t).softmax(dim=2)  # [B, 1, S]
             attention[t] = weights.squeeze(1)
             context = torch.bmm(weights, values, out=contexts[t].unsqueeze(1)).squeeze(1)
-            torch.sigmoid(torch.addmm(context, h, combine_t).mul_(2), out=fed[t + 1, :, :dim]).mul_(2).sub_(1)
+            torch.sigmoid(mm_t(h, combine, context).mul_(2), out=fed[t + 1, :, :dim]).mul_(2).sub_(1)
         ctx.save_for_backward(weight, keys, values, combine, fed, acts, cells, tanh_cells, attention, contexts)
         return fed[1:, :, :dim].transpose(0, 1)
 
@@ -94,14 +96,14 @@ class _InputFedLSTM(torch.autograd.Function):
         grad_gates = acts.new_empty(steps, batch, 4, hidden)
         grad_scores = acts.new_empty(steps, batch, attention.size(2))
         grad_feed = None
-        values_t = values.transpose(1, 2)
+        values_t, combine_t, weight_t = values.transpose(1, 2), combine.t(), weight.t()
         grad_h_next = acts.new_zeros(batch, hidden)
         grad_c = acts.new_zeros(batch, hidden)
         for t in reversed(range(steps)):
             pre = grad_pre_all[t]
             if grad_feed is not None:
                 pre.addcmul_(grad_feed, out_slope[t])
-            grad_h = torch.addmm(grad_h_next, pre, combine)
+            grad_h = mm_t(pre, combine_t, grad_h_next)
             # the context's gradient is ``pre``; through the softmax, with sum_s a_s (values_s . pre) = context . pre
             weights = attention[t]
             # [B, 1, D] @ [B, D, S]: MKL multiplies this way round several times faster than [B, S, D] @ [B, D, 1]
@@ -113,12 +115,12 @@ class _InputFedLSTM(torch.autograd.Function):
             torch.mul(gate_slopes[t, :, :3], grad_c.unsqueeze(1), out=grad_gates[t, :, :3])
             torch.mul(gate_slopes[t, :, 3], grad_h, out=grad_gates[t, :, 3])
             grad_c = grad_c * f[t]
-            grad_inputs = torch.mm(grad_gates[t].view(batch, width), weight)
+            grad_inputs = mm_t(grad_gates[t].view(batch, width), weight_t)
             grad_feed, grad_h_next = grad_inputs[:, :dim], grad_inputs[:, dim:]
         needs = ctx.needs_input_grad
         grad_gates = grad_gates.view(steps, batch, width)
-        grad_weight = grad_gates.view(-1, width).t().mm(fed[:-1].reshape(-1, dim + hidden)) if needs[1] else None
-        grad_combine = grad_pre_all.view(-1, dim).t().mm(states.reshape(-1, hidden)) if needs[7] else None
+        grad_weight = mm_tn(grad_gates.view(-1, width), fed[:-1].reshape(-1, dim + hidden)) if needs[1] else None
+        grad_combine = mm_tn(grad_pre_all.view(-1, dim), states.reshape(-1, hidden)) if needs[7] else None
         grad_keys = torch.bmm(grad_scores.permute(1, 2, 0), states.transpose(0, 1)) if needs[4] else None
         grad_values = torch.bmm(attention.permute(1, 2, 0), grad_pre_all.transpose(0, 1)) if needs[5] else None
         return (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqnlp.nn.gemm import Linear
+
 POOLINGS = ("final", "max", "mean", "attention")
 
 
@@ -17,8 +19,8 @@ class Pooling(nn.Module):
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {kind!r}")
         self.kind = kind
         if kind == "attention":
-            self.project = nn.Linear(dim, dim)
-            self.query = nn.Linear(dim, 1, bias=False)
+            self.project = Linear(dim, dim)
+            self.query = Linear(dim, 1, bias=False)
 
     def forward(self, outputs: torch.Tensor, final: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.kind == "final":

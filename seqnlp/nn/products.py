@@ -13,11 +13,14 @@ import warnings
 
 import torch
 
+from seqnlp.nn.gemm import linear
+
 INT8_ENGINES = ("x86", "fbgemm")  # where int8 decoding was measured (AVX2): other engines multiply in float32
 
 
 class DenseProduct:
-    """``x @ weight^T + bias``; ``add`` (``[N, out]``) replaces the bias for one call. Differentiable."""
+    """``x @ weight^T + bias``; ``add`` (``[N, out]``) replaces the bias for one call. Differentiable, and in
+    training on oneDNN where ``seqnlp.nn.gemm.linear`` applies."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, contiguous: bool = False):
         """``contiguous``: store ``weight^T`` row-major, for faster products on CPU."""
@@ -25,6 +28,9 @@ class DenseProduct:
         self.bias = bias
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            y = linear(x, self.weight_t.t(), self.bias if add is None else None)
+            return y if add is None else y + add
         add = self.bias if add is None else add
         return torch.mm(x, self.weight_t) if add is None else torch.addmm(add, x, self.weight_t)
 

@@ -156,7 +156,7 @@ class Task:
         raise NotImplementedError
 
     def batches(self, items: list, shuffle: bool, epoch: int = 0) -> Batches:
-        """Batches of prepared ``items`` of similar length (``length_key``); the training order is a pure function of
+        """Batches of prepared ``items`` of similar length (``batch_length``); the training order is a pure function of
         ``(seed, epoch)``."""
         config = self.config
         size, max_tokens = (
@@ -165,9 +165,14 @@ class Task:
             else (config.eval_batch_size, config.eval_max_tokens)
         )
         groups = bucket_batches(
-            [len(item[self.length_key]) for item in items], size, shuffle, config.seed, epoch, max_tokens=max_tokens
+            [self.batch_length(item) for item in items], size, shuffle, config.seed, epoch, max_tokens=max_tokens
         )
         return Batches(groups, items, self.collate)
+
+    def batch_length(self, item) -> int | tuple[int, ...]:
+        """The size that groups a prepared item with items like it: its ``length_key`` field's length, or a tuple of
+        lengths for an item of several sequences (``bucket_batches``)."""
+        return len(item[self.length_key])
 
     def inference_batches(self, model, items: list):
         """``(indices, batch on the model's device)`` over length buckets of prepared ``items``, longest first.

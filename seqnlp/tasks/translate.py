@@ -214,6 +214,10 @@ class TranslateTask(Task):
             {"src": self.src_sp.encode(p.src)[:n], "tgt": self.tgt_sp.encode(p.tgt)[:n], "pair": p} for p in examples
         ]
 
+    def batch_length(self, item):
+        # both sides: sorted by the source alone, the decoder steps through a third of padding
+        return len(item["src"]), len(item["tgt"])
+
     def resegment(self, items, epoch):
         """``items`` with both sides segmented at random (Kudo 2018), a pure function of ``(seed, epoch)``.
 

@@ -1,0 +1,121 @@
+"""Float32 matrix products of training through oneDNN on x86 CPUs.
+
+PyTorch multiplies float32 matrices on the CPU with MKL, which on AMD processors runs its AVX2 kernels: on an
+AVX-512 EPYC, ``torch.mm`` reaches half of what oneDNN (bundled with PyTorch, and already what runs its fused
+LSTM kernels) reaches on the same products. ``linear`` (differentiable), ``mm_t`` and ``mm_tn`` (for gradients
+written by hand) take oneDNN's path for float32 CPU tensors and PyTorch's everywhere else: other devices and
+dtypes, small products, while tracing or exporting, and in a PyTorch without oneDNN's linear operator.
+``docs/experiments.md`` has the commands that compare the two."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import torch
+import torch.nn.functional as F
+
+# the operator TorchInductor lowers a CPU linear layer to; absent from builds without oneDNN
+_ONEDNN_LINEAR = (
+    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+    else None
+)
+_enabled = [_ONEDNN_LINEAR is not None]
+
+
+@contextlib.contextmanager
+def onednn(enabled: bool):
+    """Within the block, products take oneDNN's path (where it applies) or, with ``enabled=False``, PyTorch's:
+    for comparing the two."""
+    before = _enabled[0]
+    _enabled[0] = enabled and _ONEDNN_LINEAR is not None
+    try:
+        yield
+    finally:
+        _enabled[0] = before
+
+
+def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        _enabled[0]
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
+        # below about two million multiply-adds MKL's lower overhead wins
+        and x.numel() * weight.size(0) >= 1 << 21
+    )
+
+
+def mm_t(x: torch.Tensor, weight: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ weight^T`` (plus ``add``, of the result's shape) for 2-D ``x`` ``[N, K]`` and ``weight`` ``[M, K]``
+    of any strides; not differentiable (for code that differentiates by hand)."""
+    if not _applies(x, weight):
+        return torch.mm(x, weight.t()) if add is None else torch.addmm(add, x, weight.t())
+    x, weight = _rows(x), _dense(weight)
+    if add is None:
+        return _ONEDNN_LINEAR(x, weight, None, "none", [], "")
+    return _ONEDNN_LINEAR.binary(x, add.contiguous(), weight, None, "add")
+
+
+def mm_tn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a^T @ b`` for ``a`` ``[M, N]`` and ``b`` ``[M, K]``: a weight's gradient summed over ``M`` rows. Not
+    differentiable."""
+    if not _applies(a.t(), b.t()):
+        return a.t().mm(b)
+    # oneDNN copies a transposed input: the smaller of the two is given as the input, the product transposed
+    if a.size(1) <= b.size(1):
+        return _ONEDNN_LINEAR(a.t().contiguous(), _dense(b.t()), None, "none", [], "")
+    return _ONEDNN_LINEAR(b.t().contiguous(), _dense(a.t()), None, "none", [], "").t().contiguous()
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as oneDNN multiplies it at full speed: one of its two strides 1 (a slice of a wider matrix will do)."""
+    return x if 1 in x.stride() else x.contiguous()
+
+
+def _dense(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` row- or column-major without gaps: given a slice of a wider matrix, oneDNN's linear takes a
+    reference kernel some thousand times slower."""
+    return weight if weight.is_contiguous() or weight.t().is_contiguous() else weight.contiguous()
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear``, on oneDNN where it applies and a gradient is wanted.
+
+    Only in training: oneDNN builds a kernel for each new shape (about a millisecond for a decoder step's
+    product), which a training step's repeated shapes or large products repay and a search's ever-shrinking
+    batches do not.
+    """
+    wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if not wanted or not _applies(x, weight) or (bias is not None and bias.dtype != torch.float32):
+        return F.linear(x, weight, bias)
+    return _Linear.apply(x, weight, bias)
+
+
+class Linear(torch.nn.Linear):
+    """``nn.Linear`` (the same parameters and state-dict keys) whose product is ``linear``'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        rows, weight = _rows(x.reshape(-1, x.size(-1))), _dense(weight)
+        ctx.save_for_backward(rows, weight)
+        ctx.has_bias, ctx.shape = bias is not None, x.shape
+        return _ONEDNN_LINEAR(rows, weight, bias, "none", [], "").view(*x.shape[:-1], weight.size(0))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        rows, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad = _rows(grad.reshape(-1, grad.size(-1)))
+        grad_x = _ONEDNN_LINEAR(grad, weight.t(), None, "none", [], "").view(ctx.shape) if needs[0] else None
+        grad_weight = mm_tn(grad, rows) if needs[1] else None
+        grad_bias = grad.sum(0) if ctx.has_bias and needs[2] else None
+        return grad_x, grad_weight, grad_bias

@@ -1,0 +1,67 @@
+"""seqnlp.nn.gemm: oneDNN's products give PyTorch's values and gradients, and stay out of traced graphs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqnlp.nn import gemm
+
+needs_onednn = pytest.mark.skipif(gemm._ONEDNN_LINEAR is None, reason="this PyTorch has no oneDNN linear operator")
+
+
+def ran_onednn(function) -> bool:
+    with torch.profiler.profile() as profile:
+        function()
+    return any("_linear_pointwise" in event.name for event in profile.events())
+
+
+@needs_onednn
+def test_linear_gives_torchs_values_and_gradients_for_a_sliced_weight():
+    torch.manual_seed(0)
+    wide = torch.randn(96, 160, requires_grad=True)
+    weight = wide[:, 16:144]  # a slice of a wider matrix, as a decoder's gate weights are
+    x = torch.randn(4, 50, 128, requires_grad=True)
+    bias = torch.randn(96, requires_grad=True)
+    grad = torch.randn(4, 50, 96)
+    assert ran_onednn(lambda: gemm.linear(x, weight, bias))
+
+    gemm.linear(x, weight, bias).backward(grad)
+    ours = [t.grad.clone() for t in (x, wide, bias)]
+    for t in (x, wide, bias):
+        t.grad = None
+    F.linear(x, weight, bias).backward(grad)
+
+    assert torch.allclose(gemm.linear(x, weight, bias), F.linear(x, weight, bias), atol=1e-4)
+    for mine, theirs in zip(ours, (x.grad, wide.grad, bias.grad)):
+        assert torch.allclose(mine, theirs, atol=1e-3)
+    assert wide.grad[:, :16].abs().sum() == 0
+
+
+@needs_onednn
+def test_products_for_hand_written_gradients_match_torch():
+    torch.manual_seed(0)
+    x, weight, add = torch.randn(64, 512), torch.randn(1024, 512), torch.randn(64, 1024)
+    assert torch.allclose(gemm.mm_t(x, weight), x @ weight.t(), atol=1e-3)
+    assert torch.allclose(gemm.mm_t(x, weight, add), torch.addmm(add, x, weight.t()), atol=1e-3)
+    assert torch.allclose(gemm.mm_t(x, weight.t().contiguous().t()), x @ weight.t(), atol=1e-3)
+    rows_a, rows_b = torch.randn(300, 1024), torch.randn(300, 256)
+    for a, b in ((rows_a, rows_b), (rows_b, rows_a)):  # either operand the one transposed
+        product = gemm.mm_tn(a, b)
+        assert product.is_contiguous()
+        assert torch.allclose(product, a.t() @ b, atol=1e-3)
+    assert ran_onednn(lambda: gemm.mm_tn(rows_a, rows_b))
+
+
+@needs_onednn
+def test_switched_off_the_products_are_torchs():
+    x, weight = torch.randn(64, 512), torch.randn(1024, 512)
+    with gemm.onednn(False):
+        assert not ran_onednn(lambda: gemm.mm_t(x, weight))
+    assert ran_onednn(lambda: gemm.mm_t(x, weight))
+
+
+def test_a_traced_layer_holds_torchs_linear_operator():
+    layer = gemm.Linear(128, 96)
+    assert set(layer.state_dict()) == {"weight", "bias"}  # nn.Linear's keys: saved models load as before
+    graph = str(torch.jit.trace(layer, torch.randn(300, 128)).graph)
+    assert "aten::linear" in graph and "mkldnn" not in graph
