@@ -6,10 +6,12 @@
 Prints one JSON object. Subwords are trained on the Multi30k training text and the model has the
 recipe's default sizes. With ``--set input_feed=true`` the training step is also timed against itself with
 the input-feeding decoder differentiated by autograd step by step instead of by hand
-(``seqnlp.nn.input_feeding``). Decoding translates the first 256 Multi30k validation sentences in batches
-of 64. With random weights (the default) each translation is forced to the subword length of its
-reference, so the search does the work a trained model does; ``--model`` decodes with a trained
-model instead, whose hypotheses end wherever it ends them.
+(``seqnlp.nn.input_feeding``); where oneDNN's products apply (``seqnlp.nn.gemm``), it is timed against itself
+with PyTorch's products (MKL on CPU). ``batch_fill`` is each side's share of real subwords in the padded
+batches, beside the same pairs batched by source length alone. Decoding translates the first 256 Multi30k
+validation sentences in batches of 64. With random weights (the default) each translation is forced to the
+subword length of its reference, so the search does the work a trained model does; ``--model`` decodes with a
+trained model instead, whose hypotheses end wherever it ends them.
 
 This machine's speed drifts, so every comparison is taken in adjacent rounds and reported as
 medians with the range of the per-round ratios: the training step against the bare LSTMs in
@@ -38,8 +40,10 @@ import torch
 import yaml
 
 from seqnlp.config import from_dict
+from seqnlp.data.batching import bucket_batches
 from seqnlp.data.parallel import read_parallel_files
 from seqnlp.models.seq2seq import Seq2Seq
+from seqnlp.nn import gemm
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 from seqnlp.trainer import build_optimizer
@@ -95,6 +99,26 @@ def autograd_loop_step(step):
             Seq2Seq.hand_differentiated_input_feeding = True
 
     return autograd_step
+
+
+def torch_products_step(step):
+    """``step`` with its matrix products in PyTorch's kernels (MKL on CPU) instead of oneDNN's (``seqnlp.nn.gemm``)."""
+
+    def step_with_torch_products(batch):
+        with gemm.onednn(False):
+            step(batch)
+
+    return step_with_torch_products
+
+
+def batch_fill(items: list[dict], groups: list[list[int]]) -> dict:
+    """Each side's share of real subwords among the padded positions of the batches ``groups`` make."""
+    fill = {}
+    for side in ("src", "tgt"):
+        real = sum(len(items[i][side]) for group in groups for i in group)
+        padded = sum(len(group) * max(len(items[i][side]) for i in group) for group in groups)
+        fill[side] = round(real / padded, 3)
+    return fill
 
 
 def force_lengths(task, lengths: list[int]) -> None:
@@ -155,17 +179,29 @@ def main():
     val = read_parallel_files(f"{args.data}/val", "de", "en")[:256]
     task.build_vocabularies(train)
     model = task.build_model()
-    batches = task.batches(task.prepare(train[:6400]), shuffle=True)
+    items = task.prepare(train[:6400])
+    batches = task.batches(items, shuffle=True)
+    by_source = bucket_batches([len(item["src"]) for item in items], config.batch_size, True, config.seed)
+    fill = {"batch_fill": batch_fill(items, batches.groups), "batch_fill_by_source_alone": batch_fill(items, by_source)}
     step = train_step_of(model, build_optimizer(model, config), config.clip_norm)
     train = side_by_side(step, bare_lstm_step(config, model), batches, args.seconds)
     by_hand = {}
-    if model._hand_differentiated:
+    if model.input_feed and model._hand_differentiated:
         loops = side_by_side(step, autograd_loop_step(step), batches, args.seconds)
         by_hand = {
             "input_feeding_by_hand_tokens_per_s": round(loops["ours"]),
             "input_feeding_autograd_tokens_per_s": round(loops["theirs"]),
             "input_feeding_by_hand_over_autograd": round(loops["ratio"], 3),
             "input_feeding_by_hand_over_autograd_range": loops["ratio_range"],
+        }
+    products = {}
+    if gemm.AVAILABLE:
+        both = side_by_side(step, torch_products_step(step), batches, args.seconds)
+        products = {
+            "onednn_products_tokens_per_s": round(both["ours"]),
+            "torch_products_tokens_per_s": round(both["theirs"]),
+            "onednn_over_torch_products": round(both["ratio"], 3),
+            "onednn_over_torch_products_range": both["ratio_range"],
         }
     sources = [p.src for p in val]
     if args.model:
@@ -179,6 +215,8 @@ def main():
             {
                 **comparison_fields("train", train),
                 **by_hand,
+                **products,
+                **fill,
                 **decoding_fields(speeds),
                 "decode": {
                     "sentences": len(sources),

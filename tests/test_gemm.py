@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from seqnlp.nn import gemm
 
-needs_onednn = pytest.mark.skipif(gemm._ONEDNN_LINEAR is None, reason="this PyTorch has no oneDNN linear operator")
+needs_onednn = pytest.mark.skipif(not gemm.AVAILABLE, reason="this PyTorch has no oneDNN linear operator")
 
 
 def ran_onednn(function) -> bool:

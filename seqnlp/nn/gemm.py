@@ -21,7 +21,8 @@ _ONEDNN_LINEAR = (
     if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
     else None
 )
-_enabled = [_ONEDNN_LINEAR is not None]
+AVAILABLE = _ONEDNN_LINEAR is not None
+_enabled = [AVAILABLE]
 
 
 @contextlib.contextmanager
@@ -29,7 +30,7 @@ def onednn(enabled: bool):
     """Within the block, products take oneDNN's path (where it applies) or, with ``enabled=False``, PyTorch's:
     for comparing the two."""
     before = _enabled[0]
-    _enabled[0] = enabled and _ONEDNN_LINEAR is not None
+    _enabled[0] = enabled and AVAILABLE
     try:
         yield
     finally:
