@@ -161,7 +161,12 @@ class RunConfig:
         None, "training time budget in minutes (the schedule anneals to its end)", above=0.0
     )
     batch_size: int = setting(32, "examples per training batch", low=1, high=1_000_000)
-    batch_max_tokens: int = setting(0, "> 0: training batches hold at most this many padded tokens; 0: no limit", low=0)
+    batch_max_tokens: int = setting(
+        0,
+        "> 0: training batches hold at most this many padded tokens (examples x the longest, of either side of a "
+        "translation pair); 0: no limit",
+        low=0,
+    )
     optimizer: str = setting("adam", "optimizer", choices=("sgd", "adam", "adamw"))
     lr: float = setting(1e-3, "peak learning rate", above=0.0, high=100.0)
     momentum: float = setting(0.9, "SGD momentum", low=0.0, high=0.999)

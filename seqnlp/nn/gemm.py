@@ -37,15 +37,16 @@ def onednn(enabled: bool):
         _enabled[0] = before
 
 
-def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _applies(x: torch.Tensor, weight: torch.Tensor, least: int = 1 << 21) -> bool:
+    """Whether ``x @ weight^T`` takes oneDNN: at least ``least`` multiply-adds (below about two million MKL's lower
+    overhead wins even for a kernel oneDNN has built before)."""
     return (
         _enabled[0]
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
         and not torch.compiler.is_compiling()
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
-        # below about two million multiply-adds MKL's lower overhead wins
-        and x.numel() * weight.size(0) >= 1 << 21
+        and x.numel() * weight.size(0) >= least
     )
 
 
@@ -83,14 +84,14 @@ def _dense(weight: torch.Tensor) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear``, on oneDNN where it applies and a gradient is wanted.
+    """``F.linear``, on oneDNN where it applies, a gradient is wanted and the product is large.
 
-    Only in training: oneDNN builds a kernel for each new shape (about a millisecond for a decoder step's
-    product), which a training step's repeated shapes or large products repay and a search's ever-shrinking
-    batches do not.
+    oneDNN builds a kernel for each new shape. A layer's rows change from batch to batch (a batch's words, a
+    translation's target subwords), so only a large product repays it, and in a search, whose batch shrinks as
+    sentences finish, nothing does. Loops that repeat one shape call ``mm_t`` and ``mm_tn``.
     """
     wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    if not wanted or not _applies(x, weight) or (bias is not None and bias.dtype != torch.float32):
+    if not wanted or not _applies(x, weight, least=1 << 27) or (bias is not None and bias.dtype != torch.float32):
         return F.linear(x, weight, bias)
     return _Linear.apply(x, weight, bias)
 
