@@ -121,6 +121,16 @@ def batch_fill(items: list[dict], groups: list[list[int]]) -> dict:
     return fill
 
 
+def variant_fields(comparison: dict, ours: str, theirs: str, ratio: str) -> dict:
+    """The JSON fields of the step timed against a variant of itself: both medians, their ratio and its range."""
+    return {
+        f"{ours}_tokens_per_s": round(comparison["ours"]),
+        f"{theirs}_tokens_per_s": round(comparison["theirs"]),
+        ratio: round(comparison["ratio"], 3),
+        f"{ratio}_range": comparison["ratio_range"],
+    }
+
+
 def force_lengths(task, lengths: list[int]) -> None:
     """Make ``task`` translate input ``i`` into exactly ``lengths[i]`` subwords: random weights would end anywhere."""
 
@@ -185,24 +195,14 @@ def main():
     fill = {"batch_fill": batch_fill(items, batches.groups), "batch_fill_by_source_alone": batch_fill(items, by_source)}
     step = train_step_of(model, build_optimizer(model, config), config.clip_norm)
     train = side_by_side(step, bare_lstm_step(config, model), batches, args.seconds)
-    by_hand = {}
+    variants = {}
     if model.input_feed and model._hand_differentiated:
         loops = side_by_side(step, autograd_loop_step(step), batches, args.seconds)
-        by_hand = {
-            "input_feeding_by_hand_tokens_per_s": round(loops["ours"]),
-            "input_feeding_autograd_tokens_per_s": round(loops["theirs"]),
-            "input_feeding_by_hand_over_autograd": round(loops["ratio"], 3),
-            "input_feeding_by_hand_over_autograd_range": loops["ratio_range"],
-        }
-    products = {}
+        by_hand = ("input_feeding_by_hand", "input_feeding_autograd", "input_feeding_by_hand_over_autograd")
+        variants.update(variant_fields(loops, *by_hand))
     if gemm.AVAILABLE:
         both = side_by_side(step, torch_products_step(step), batches, args.seconds)
-        products = {
-            "onednn_products_tokens_per_s": round(both["ours"]),
-            "torch_products_tokens_per_s": round(both["theirs"]),
-            "onednn_over_torch_products": round(both["ratio"], 3),
-            "onednn_over_torch_products_range": both["ratio_range"],
-        }
+        variants.update(variant_fields(both, "onednn_products", "torch_products", "onednn_over_torch_products"))
     sources = [p.src for p in val]
     if args.model:
         task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
@@ -214,8 +214,7 @@ def main():
         json.dumps(
             {
                 **comparison_fields("train", train),
-                **by_hand,
-                **products,
+                **variants,
                 **fill,
                 **decoding_fields(speeds),
                 "decode": {
