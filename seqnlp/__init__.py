@@ -9,8 +9,8 @@ import os
 
 # oneDNN caches one primitive per operation and input shape; length-bucketed batches have hundreds of
 # shapes, which at the default capacity (1024) grew a CoNLL training run by ~150 MB. 64 still holds what a
-# training step repeats (seqnlp.nn.gemm's products of every decoder step, the bridge): at 8 those were built
-# anew on every call. Set before torch is first imported; an explicit user setting wins.
+# training step repeats (the products of every input-feeding decoder step, seqnlp.nn.gemm): at 8 those were
+# built anew on every call. Set before torch is first imported; an explicit user setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 __version__ = "0.1.0"

@@ -37,7 +37,7 @@ def test_linear_gives_torchs_values_and_gradients_for_a_sliced_weight():
     assert wide.grad[:, :16].abs().sum() == 0
 
 
-def test_a_layer_s_small_product_and_an_evaluation_keep_torchs_kernels():
+def test_small_layers_and_evaluation_keep_torchs_kernels():
     x, weight = torch.randn(400, 256, requires_grad=True), torch.randn(17, 256, requires_grad=True)
     assert not ran_onednn(lambda: gemm.linear(x, weight))  # a tagger's emissions: a new shape every batch
     with torch.no_grad():
