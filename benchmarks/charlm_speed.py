@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # isort: split
 
-from common import (  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import (  # first: it puts the repository on the import path
     bare_lstm_steps,
     comparison_fields,
     side_by_side,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 # isort: split
 
-from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import compare_with_bare_lstm  # first: it puts the repository on the import path
 
 # isort: split
 

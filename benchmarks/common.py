@@ -9,8 +9,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import seqnlp  # noqa: E402,F401  (sets the oneDNN primitive cache size before torch is imported)
-
 
 def timed(step, batches, seconds: float, count=lambda batch: batch["num_tokens"], start_at: int = 0) -> float:
     """Units per second of ``step`` cycling over ``batches`` (from ``start_at``) for about ``seconds``."""

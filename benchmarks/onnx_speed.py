@@ -16,7 +16,7 @@ the ONNX one in float32.
 
 from __future__ import annotations
 
-from common import median_ratio  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import median_ratio  # first: it puts the repository on the import path
 
 # isort: split
 

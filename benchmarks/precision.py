@@ -12,7 +12,7 @@ Sizes are the recipes' defaults; data as in tagger_speed.py, classifier_speed.py
 
 from __future__ import annotations
 
-from common import (  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import (  # first: it puts the repository on the import path
     side_by_side,
     timed,
     train_step_of,

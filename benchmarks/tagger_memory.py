@@ -11,7 +11,7 @@ final seqeval scoring. It shows one-off costs; it does not show the slow creep o
 
 from __future__ import annotations
 
-import common  # noqa: F401  (first: it imports seqnlp, which configures oneDNN before torch loads)
+import common  # noqa: F401  (first: it puts the repository on the import path)
 
 # isort: split
 

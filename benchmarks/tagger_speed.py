@@ -9,7 +9,7 @@ Sizes are the recipe's defaults (NERConfig).
 
 from __future__ import annotations
 
-from common import compare_with_bare_lstm  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import compare_with_bare_lstm  # first: it puts the repository on the import path
 
 # isort: split
 

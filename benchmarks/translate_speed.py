@@ -7,7 +7,9 @@ Prints one JSON object. Subwords are trained on the Multi30k training text and t
 recipe's default sizes. With ``--set input_feed=true`` the training step is also timed against itself with
 the input-feeding decoder differentiated by autograd step by step instead of by hand
 (``seqnlp.nn.input_feeding``); where oneDNN's products apply (``seqnlp.nn.gemm``), it is timed against itself
-with PyTorch's products (MKL on CPU). ``batch_fill`` is each side's share of real subwords in the padded
+with PyTorch's products (MKL on CPU), and against itself with the output layer's rows as they come rather than
+rounded up so that oneDNN's kernels for them are reused (``rounded_over_unrounded_rows``). The steps cycle over ten
+epochs' batches of 6,400 training pairs. ``batch_fill`` is each side's share of real subwords in the padded
 batches, beside the same pairs batched by source length alone. Decoding translates the first 256 Multi30k
 validation sentences in batches of 64. With random weights (the default) each translation is forced to the
 subword length of its reference, so the search does the work a trained model does; ``--model`` decodes with a
@@ -21,7 +23,7 @@ medians with the range of the per-round ratios: the training step against the ba
 
 from __future__ import annotations
 
-from common import (  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import (  # first: it puts the repository on the import path
     comparison_fields,
     median_ratio,
     side_by_side,
@@ -111,6 +113,19 @@ def torch_products_step(step):
     return step_with_torch_products
 
 
+def unrounded_rows_step(step):
+    """``step`` with the output layer's rows as they come instead of rounded up to ``gemm.ROW_MULTIPLE``."""
+
+    def step_with_unrounded_rows(batch):
+        multiple, gemm.ROW_MULTIPLE = gemm.ROW_MULTIPLE, 1
+        try:
+            step(batch)
+        finally:
+            gemm.ROW_MULTIPLE = multiple
+
+    return step_with_unrounded_rows
+
+
 def batch_fill(items: list[dict], groups: list[list[int]]) -> dict:
     """Each side's share of real subwords among the padded positions of the batches ``groups`` make."""
     fill = {}
@@ -190,9 +205,14 @@ def main():
     task.build_vocabularies(train)
     model = task.build_model()
     items = task.prepare(train[:6400])
-    batches = task.batches(items, shuffle=True)
+    # ten epochs' batches, so that the steps meet batch shapes in training's proportions rather than a cycle of 100
+    epochs = [task.batches(items, shuffle=True, epoch=epoch) for epoch in range(10)]
+    batches = [batch for epoch in epochs for batch in epoch]
     by_source = bucket_batches([len(item["src"]) for item in items], config.batch_size, True, config.seed)
-    fill = {"batch_fill": batch_fill(items, batches.groups), "batch_fill_by_source_alone": batch_fill(items, by_source)}
+    fill = {
+        "batch_fill": batch_fill(items, epochs[0].groups),
+        "batch_fill_by_source_alone": batch_fill(items, by_source),
+    }
     step = train_step_of(model, build_optimizer(model, config), config.clip_norm)
     train = side_by_side(step, bare_lstm_step(config, model), batches, args.seconds)
     variants = {}
@@ -203,6 +223,8 @@ def main():
     if gemm.AVAILABLE:
         both = side_by_side(step, torch_products_step(step), batches, args.seconds)
         variants.update(variant_fields(both, "onednn_products", "torch_products", "onednn_over_torch_products"))
+        rounded = side_by_side(step, unrounded_rows_step(step), batches, args.seconds)
+        variants.update(variant_fields(rounded, "rounded_rows", "unrounded_rows", "rounded_over_unrounded_rows"))
     sources = [p.src for p in val]
     if args.model:
         task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})

@@ -72,3 +72,14 @@ def test_a_traced_layer_holds_torchs_linear_operator():
     assert set(layer.state_dict()) == {"weight", "bias"}  # nn.Linear's keys: saved models load as before
     graph = str(torch.jit.trace(layer, torch.randn(300, 128)).graph)
     assert "aten::linear" in graph and "mkldnn" not in graph
+
+
+@needs_onednn
+def test_rows_of_large_training_products_are_rounded_so_that_their_kernels_recur():
+    output_layer = torch.randn(2209, 256, requires_grad=True)
+    assert gemm.row_multiple(1237, output_layer) == gemm.ROW_MULTIPLE
+    assert gemm.row_multiple(1237, torch.randn(17, 256, requires_grad=True)) == 1  # too small for oneDNN
+    with torch.no_grad():
+        assert gemm.row_multiple(1237, output_layer) == 1
+    with gemm.onednn(False):
+        assert gemm.row_multiple(1237, output_layer) == 1

@@ -712,6 +712,35 @@ def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, 
     assert torch.allclose(fused, _step_loop(model, tgt_in, model.encode(src, lengths)), atol=1e-5)
 
 
+def test_rows_added_to_round_the_output_layers_products_change_neither_loss_nor_gradients(monkeypatch):
+    import seqnlp.models.seq2seq as seq2seq_module
+
+    torch.manual_seed(0)
+    model = seq2seq(12, 12, input_feed=False)
+    batch = {
+        "src": torch.tensor([[4, 6, 8], [6, 8, PAD]]),
+        "src_lengths": torch.tensor([3, 2]),
+        "tgt_in": torch.tensor([[BOS, 5, 7, 9], [BOS, 9, 5, PAD]]),
+        "tgt_out": torch.tensor([[5, 7, 9, EOS], [9, 5, EOS, PAD]]),
+    }
+    rows = []
+    real_cross_entropy = seq2seq_module.cross_entropy
+    monkeypatch.setattr(
+        seq2seq_module, "cross_entropy", lambda logits, *a: rows.append(len(logits)) or real_cross_entropy(logits, *a)
+    )
+
+    def loss_and_gradients():
+        loss = model(batch)
+        return [loss, *torch.autograd.grad(loss, list(model.parameters()))]
+
+    plain = loss_and_gradients()
+    monkeypatch.setattr(seq2seq_module, "row_multiple", lambda rows, weight: 4)
+    rounded = loss_and_gradients()
+    assert rows == [7, 8]  # the 7 real target subwords, then rounded up to a multiple of 4
+    for a, b in zip(plain, rounded):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("attention", ["general", "dot"])
 def test_hand_differentiated_input_feeding_equals_the_step_loop_in_values_and_gradients(attention):
     torch.manual_seed(0)

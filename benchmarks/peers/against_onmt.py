@@ -1,6 +1,6 @@
 """seqnlp's translator against OpenNMT-py's, side by side on the same subwords, sizes, batches and threads.
 
-    python benchmarks/peers/against_onmt.py [--threads 2] [--rounds 5] [--steps 40] [--train-steps 1500]
+    python benchmarks/peers/against_onmt.py [--threads 2] [--rounds 5] [--steps 454] [--train-steps 1500]
 
 Makes (once) an OpenNMT-py 3.5.1 environment beside torch 2.13.0 CPU (``harness.py``). OpenNMT-py 3.5.1 declares
 ``torch<2.3``, so it is installed without its declared requirements and those (less torch) are installed by name:
@@ -12,11 +12,17 @@ LSTM-256 decoder with general attention, dropout 0.3, label smoothing 0.1, Adam 
 of 64 sentences, no weight averaging.
 
 Training, with input feeding and without (a fresh pair of models each): ``--rounds`` pairs of alternating windows
-of ``--steps`` steps, in source + target subwords per second. Decoding: the input-feeding pair then trains
-``--train-steps`` more steps each (one long window a side, also reported), and translates the 1,014 Multi30k
-validation sentences greedily and with beam 5 (GNMT length penalty 1.0, batches of 64, the decoder's products in
-int8 on both sides: seqnlp's CPU default and OpenNMT-py's ``-precision int8``) in alternating passes, in
-sentences per second, with each side's sacreBLEU on the same sentences beside it. Prints one JSON object.
+of ``--steps`` steps, in source + target subwords per second. A window is by default as many steps as one pass over
+the 29,000 training pairs takes (454): each side batches its own way (seqnlp by both lengths within pools of 50
+batches, OpenNMT-py by sorting a bucket of 262,144 examples), so a window of a few dozen steps meets a different mix
+of lengths on each side and their ratio spreads by ±25%. OpenNMT-py sorts its next bucket after 4,096 batches, a
+pause the default run (3,780 batches of the input-feeding model) does not reach.
+
+Decoding: the input-feeding pair then trains ``--train-steps`` more steps each (one long window a side, also
+reported), and translates the 1,014 Multi30k validation sentences greedily and with beam 5 (GNMT length penalty
+1.0, batches of 64, the decoder's products in int8 on both sides: seqnlp's CPU default and OpenNMT-py's
+``-precision int8``) in alternating passes, in sentences per second, with each side's sacreBLEU on the same
+sentences beside it. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -113,10 +119,18 @@ def one_window(ours: Worker, theirs: Worker, op: str, **args) -> dict:
 def main(argv=None) -> dict:
     parser = window_arguments(__doc__.splitlines()[0])
     parser.add_argument("--train-steps", type=int, default=1500, help="training steps before decoding")
+    parser.set_defaults(steps=None)
     args = parser.parse_args(argv)
+    train_pairs = len((DATA / "multi30k/train.en").read_text(encoding="utf-8").splitlines())
+    args.steps = args.steps or -(-train_pairs // SIZES["batch_size"])  # one pass over the training pairs
     python = environment("opennmt-py-3.5.1", ONMT_REQUIREMENTS, [ONMT])
     references = (DATA / "multi30k/val.en").read_text(encoding="utf-8").splitlines()
-    result = {"peer": f"OpenNMT-py {version_of(python, 'OpenNMT-py')}", "threads": args.threads, "sizes": SIZES}
+    result = {
+        "peer": f"OpenNMT-py {version_of(python, 'OpenNMT-py')}",
+        "threads": args.threads,
+        "sizes": SIZES,
+        "window_steps": args.steps,
+    }
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         assets = shared_subwords(work)

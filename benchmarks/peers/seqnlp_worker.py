@@ -4,7 +4,7 @@ translation through ``TranslateTask.translate`` as ``seqnlp evaluate`` runs it."
 
 from __future__ import annotations
 
-from common import train_step_of  # first: it imports seqnlp, which configures oneDNN before torch loads
+from common import train_step_of  # first: it puts the repository on the import path
 
 # isort: split
 

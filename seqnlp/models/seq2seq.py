@@ -14,15 +14,15 @@ from functools import partial
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from seqnlp.nn.attention import Attention
 from seqnlp.nn.cells import JOINT_PRODUCT_CELLS, cell_step
 from seqnlp.nn.dropout import Dropout, LockedDropout
 from seqnlp.nn.embedding import scaled_embedding
 from seqnlp.nn.encoder import RNNEncoder
-from seqnlp.nn.gemm import Linear, linear
+from seqnlp.nn.gemm import Linear, linear, row_multiple
 from seqnlp.nn.input_feeding import input_fed_lstm
+from seqnlp.nn.loss import IGNORED, cross_entropy
 from seqnlp.nn.products import DenseProduct, Product, decoding_product
 
 DECODER_CELLS = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
@@ -340,10 +340,15 @@ class Seq2Seq(nn.Module):
         # backward (an index_add) is far cheaper than the mask's index_put.
         tgt_out = batch["tgt_out"].reshape(-1)
         positions = (tgt_out != self.pad_id).nonzero().squeeze(1)
-        states = self.teacher_forced(batch["tgt_in"], hyps).flatten(0, 1).index_select(0, positions)
-        logits = hyps.weights.projection(self.drop(states))
         targets = self.output_position[tgt_out.index_select(0, positions)]
-        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        projection = hyps.weights.projection
+        extra = -len(positions) % row_multiple(len(positions), projection.weight_t)
+        if extra:  # rows whose loss is ignored, so that the output layer's products take shapes that recur
+            positions = torch.cat([positions, positions.new_zeros(extra)])
+            targets = torch.cat([targets, targets.new_full((extra,), IGNORED)])
+        states = self.teacher_forced(batch["tgt_in"], hyps).flatten(0, 1).index_select(0, positions)
+        logits = projection(self.drop(states))
+        return cross_entropy(logits, targets, self.label_smoothing)
 
     def next_logits(self, tokens: torch.Tensor, hyps: Hypotheses) -> tuple[torch.Tensor, Hypotheses]:
         """Unnormalised scores ``[N, len(output_ids)]`` of the next subword, and the advanced hypotheses."""

@@ -40,13 +40,17 @@ def onednn(enabled: bool):
 def _applies(x: torch.Tensor, weight: torch.Tensor, least: int = 1 << 21) -> bool:
     """Whether ``x @ weight^T`` takes oneDNN: at least ``least`` multiply-adds (below about two million MKL's lower
     overhead wins even for a kernel oneDNN has built before)."""
+    return _takes(x.numel() * weight.size(0), least, x, weight)
+
+
+def _takes(multiply_adds: int, least: int, *tensors: torch.Tensor) -> bool:
     return (
         _enabled[0]
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
         and not torch.compiler.is_compiling()
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (x, weight))
-        and x.numel() * weight.size(0) >= least
+        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and multiply_adds >= least
     )
 
 
@@ -83,6 +87,20 @@ def _dense(weight: torch.Tensor) -> torch.Tensor:
     return weight if weight.is_contiguous() or weight.t().is_contiguous() else weight.contiguous()
 
 
+# oneDNN builds a kernel for each shape it meets (about as long as the product then runs) and keeps the last 1,024
+# (ONEDNN_PRIMITIVE_CACHE_CAPACITY). From LARGE multiply-adds a product on a new shape is no slower than MKL's; with
+# its rows rounded up to ROW_MULTIPLE, shapes recur and their kernels run at about twice MKL's speed.
+LARGE = 1 << 27
+ROW_MULTIPLE = 64
+
+
+def row_multiple(rows: int, weight: torch.Tensor) -> int:
+    """What to round up the ``rows`` of a training product ``x @ weight^T`` to, so that its kernels are reused:
+    ``ROW_MULTIPLE`` where ``linear`` takes oneDNN's path for it, 1 (no rounding) where it takes PyTorch's."""
+    onednn = torch.is_grad_enabled() and weight.requires_grad and _takes(rows * weight.numel(), LARGE, weight)
+    return ROW_MULTIPLE if onednn else 1
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear``, on oneDNN where it applies, a gradient is wanted and the product is large.
 
@@ -91,7 +109,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     sentences finish, nothing does. Loops that repeat one shape call ``mm_t`` and ``mm_tn``.
     """
     wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    if not wanted or not _applies(x, weight, least=1 << 27) or (bias is not None and bias.dtype != torch.float32):
+    if not wanted or not _applies(x, weight, least=LARGE) or (bias is not None and bias.dtype != torch.float32):
         return F.linear(x, weight, bias)
     return _Linear.apply(x, weight, bias)
 
