@@ -44,6 +44,7 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, least: int = 1 << 21) -> boo
 
 
 def _takes(multiply_adds: int, least: int, *tensors: torch.Tensor) -> bool:
+    """Whether a product of ``multiply_adds`` over ``tensors`` takes oneDNN: float32 on the CPU, at least ``least``."""
     return (
         _enabled[0]
         and not torch.jit.is_tracing()
