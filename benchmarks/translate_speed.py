@@ -37,6 +37,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 import yaml
@@ -90,40 +91,29 @@ def bare_lstm_step(config, model):
     return step
 
 
-def autograd_loop_step(step):
-    """``step`` with the input-feeding decoder differentiated by autograd step by step, not by hand."""
+def step_within(step, context):
+    """``step`` run inside ``context()``: the same step with one of its switches set otherwise."""
 
-    def autograd_step(batch):
-        Seq2Seq.hand_differentiated_input_feeding = False
-        try:
-            step(batch)
-        finally:
-            Seq2Seq.hand_differentiated_input_feeding = True
-
-    return autograd_step
-
-
-def torch_products_step(step):
-    """``step`` with its matrix products in PyTorch's kernels (MKL on CPU) instead of oneDNN's (``seqnlp.nn.gemm``)."""
-
-    def step_with_torch_products(batch):
-        with gemm.onednn(False):
+    def varied_step(batch):
+        with context():
             step(batch)
 
-    return step_with_torch_products
+    return varied_step
 
 
-def unrounded_rows_step(step):
-    """``step`` with the output layer's rows as they come instead of rounded up to ``gemm.ROW_MULTIPLE``."""
+def autograd_loop():
+    """The input-feeding decoder differentiated by autograd step by step, not by hand."""
+    return patch.object(Seq2Seq, "hand_differentiated_input_feeding", False)
 
-    def step_with_unrounded_rows(batch):
-        multiple, gemm.ROW_MULTIPLE = gemm.ROW_MULTIPLE, 1
-        try:
-            step(batch)
-        finally:
-            gemm.ROW_MULTIPLE = multiple
 
-    return step_with_unrounded_rows
+def torch_products():
+    """Matrix products in PyTorch's kernels (MKL on CPU) instead of oneDNN's (``seqnlp.nn.gemm``)."""
+    return gemm.onednn(False)
+
+
+def unrounded_rows():
+    """The output layer's rows as they come instead of rounded up to ``gemm.ROW_MULTIPLE``."""
+    return patch.object(gemm, "ROW_MULTIPLE", 1)
 
 
 def batch_fill(items: list[dict], groups: list[list[int]]) -> dict:
@@ -217,13 +207,13 @@ def main():
     train = side_by_side(step, bare_lstm_step(config, model), batches, args.seconds)
     variants = {}
     if model.input_feed and model._hand_differentiated:
-        loops = side_by_side(step, autograd_loop_step(step), batches, args.seconds)
+        loops = side_by_side(step, step_within(step, autograd_loop), batches, args.seconds)
         by_hand = ("input_feeding_by_hand", "input_feeding_autograd", "input_feeding_by_hand_over_autograd")
         variants.update(variant_fields(loops, *by_hand))
     if gemm.AVAILABLE:
-        both = side_by_side(step, torch_products_step(step), batches, args.seconds)
+        both = side_by_side(step, step_within(step, torch_products), batches, args.seconds)
         variants.update(variant_fields(both, "onednn_products", "torch_products", "onednn_over_torch_products"))
-        rounded = side_by_side(step, unrounded_rows_step(step), batches, args.seconds)
+        rounded = side_by_side(step, step_within(step, unrounded_rows), batches, args.seconds)
         variants.update(variant_fields(rounded, "rounded_rows", "unrounded_rows", "rounded_over_unrounded_rows"))
     sources = [p.src for p in val]
     if args.model:
