@@ -98,11 +98,11 @@ def ner_sentence(rng):
     return tokens, tags
 
 
-def write_ner(path, count, rng):
+def write_ner(path, sentences):
     with open(path, "w", encoding="utf-8") as out:
         out.write("-DOCSTART- O\n\n")
-        for _ in range(count):
-            for token, tag in zip(*ner_sentence(rng)):
+        for tokens, tags in sentences:
+            for token, tag in zip(tokens, tags):
                 out.write(f"{token} {tag}\n")
             out.write("\n")
 
@@ -165,30 +165,36 @@ SENTIMENT_TEMPLATES = [
 ]
 
 
-def write_sentiment(path, count, rng):
+def sentiment_example(rng):
+    label = rng.randrange(2)
+    adjective = rng.choice(POSITIVE if label else NEGATIVE)
+    if rng.random() < 0.2:  # a contrast clause: the sentiment of the second half decides
+        other = rng.choice(NEGATIVE if label else POSITIVE)
+        text = f"{rng.choice(SUBJECTS)} starts {other} , but in the end it is {adjective} ."
+    else:
+        text = rng.choice(SENTIMENT_TEMPLATES).format(s=rng.choice(SUBJECTS), a=adjective)
+    return text, label
+
+
+def write_sentiment(path, examples):
     with open(path, "w", encoding="utf-8") as out:
         out.write("sentence\tlabel\n")
-        for _ in range(count):
-            label = rng.randrange(2)
-            adjective = rng.choice(POSITIVE if label else NEGATIVE)
-            if rng.random() < 0.2:  # a contrast clause: the sentiment of the second half decides
-                other = rng.choice(NEGATIVE if label else POSITIVE)
-                text = f"{rng.choice(SUBJECTS)} starts {other} , but in the end it is {adjective} ."
-            else:
-                text = rng.choice(SENTIMENT_TEMPLATES).format(s=rng.choice(SUBJECTS), a=adjective)
-            out.write(f"{text}\t{label}\n")
+        out.writelines(f"{text}\t{label}\n" for text, label in examples)
 
 
-def write_text(path, paragraphs, rng):
-    """Plain prose for the character model: news-like sentences and short reviews in paragraphs."""
+def paragraph(rng):
+    """Plain prose for the character model: three to six news-like sentences."""
+    lines = []
+    for _ in range(rng.randint(3, 6)):
+        tokens, _ = ner_sentence(rng)
+        sentence = " ".join(tokens).replace(" .", ".").replace(" ,", ",")
+        lines.append(sentence[0].upper() + sentence[1:])
+    return " ".join(lines)
+
+
+def write_text(path, paragraphs):
     with open(path, "w", encoding="utf-8") as out:
-        for _ in range(paragraphs):
-            lines = []
-            for _ in range(rng.randint(3, 6)):
-                tokens, _ = ner_sentence(rng)
-                sentence = " ".join(tokens).replace(" .", ".").replace(" ,", ",")
-                lines.append(sentence[0].upper() + sentence[1:])
-            out.write(" ".join(lines) + "\n\n")
+        out.writelines(text + "\n\n" for text in paragraphs)
 
 
 # (German, English) phrase pairs for the translation sample; sentences are built as subject + verb phrase + place.
@@ -231,31 +237,67 @@ PLACES_DE_EN = [
 ]
 
 
-def write_translation(prefix, count, rng):
+def translation_pair(rng):
+    subject = rng.choice(SUBJECTS_DE_EN)
+    plural = subject[1].split()[0] in ("Two", "Three") or subject[1].startswith("A group")
+    verb = rng.choice(PLURAL_VERBS if plural and not subject[1].startswith("A group") else SINGULAR_VERBS)
+    place = rng.choice(PLACES_DE_EN)
+    return f"{subject[0]} {verb[0]} {place[0]}.", f"{subject[1]} {verb[1]} {place[1]}."
+
+
+def write_translation(prefix, pairs):
     with open(f"{prefix}.de", "w", encoding="utf-8") as de, open(f"{prefix}.en", "w", encoding="utf-8") as en:
-        for _ in range(count):
-            subject = rng.choice(SUBJECTS_DE_EN)
-            plural = subject[1].split()[0] in ("Two", "Three") or subject[1].startswith("A group")
-            verb = rng.choice(PLURAL_VERBS if plural and not subject[1].startswith("A group") else SINGULAR_VERBS)
-            place = rng.choice(PLACES_DE_EN)
-            de.write(f"{subject[0]} {verb[0]} {place[0]}.\n")
-            en.write(f"{subject[1]} {verb[1]} {place[1]}.\n")
+        for source, target in pairs:
+            de.write(source + "\n")
+            en.write(target + "\n")
+
+
+def draw(make, count, rng):
+    return [make(rng) for _ in range(count)]
+
+
+def held_out(make, count, rng, seen):
+    """``count`` examples none of which is in ``seen`` or repeated: a test of what a model learned, not of what it
+    memorised."""
+    examples, seen = [], {repr(example) for example in seen}
+    while len(examples) < count:
+        example = make(rng)
+        if repr(example) not in seen:
+            seen.add(repr(example))
+            examples.append(example)
+    return examples
 
 
 def main():
     rng = random.Random(2026)
-    (HERE / "ner").mkdir(exist_ok=True)
-    write_ner(HERE / "ner/train.txt", 400, rng)
-    write_ner(HERE / "ner/dev.txt", 100, rng)
-    (HERE / "sentiment").mkdir(exist_ok=True)
-    write_sentiment(HERE / "sentiment/train.tsv", 400, rng)
-    write_sentiment(HERE / "sentiment/dev.tsv", 100, rng)
-    (HERE / "textgen").mkdir(exist_ok=True)
-    write_text(HERE / "textgen/train.txt", 120, rng)
-    write_text(HERE / "textgen/val.txt", 15, rng)
-    (HERE / "translate").mkdir(exist_ok=True)
-    write_translation(HERE / "translate/train", 400, rng)
-    write_translation(HERE / "translate/val", 60, rng)
+    samples = {
+        "ner": draw(ner_sentence, 400, rng) + draw(ner_sentence, 100, rng),
+        "sentiment": draw(sentiment_example, 400, rng) + draw(sentiment_example, 100, rng),
+        "textgen": draw(paragraph, 120, rng) + draw(paragraph, 15, rng),
+        "translate": draw(translation_pair, 400, rng) + draw(translation_pair, 60, rng),
+    }
+    # The held-out test files: another generator, so that train and dev stay as they were; no example of train or dev.
+    test_rng = random.Random(2027)
+    tests = {
+        "ner": held_out(ner_sentence, 100, test_rng, samples["ner"]),
+        "sentiment": held_out(sentiment_example, 100, test_rng, samples["sentiment"]),
+        "textgen": held_out(paragraph, 15, test_rng, samples["textgen"]),
+        "translate": held_out(translation_pair, 60, test_rng, samples["translate"]),
+    }
+    for task in samples:
+        (HERE / task).mkdir(exist_ok=True)
+    write_ner(HERE / "ner/train.txt", samples["ner"][:400])
+    write_ner(HERE / "ner/dev.txt", samples["ner"][400:])
+    write_ner(HERE / "ner/test.txt", tests["ner"])
+    write_sentiment(HERE / "sentiment/train.tsv", samples["sentiment"][:400])
+    write_sentiment(HERE / "sentiment/dev.tsv", samples["sentiment"][400:])
+    write_sentiment(HERE / "sentiment/test.tsv", tests["sentiment"])
+    write_text(HERE / "textgen/train.txt", samples["textgen"][:120])
+    write_text(HERE / "textgen/val.txt", samples["textgen"][120:])
+    write_text(HERE / "textgen/test.txt", tests["textgen"])
+    write_translation(HERE / "translate/train", samples["translate"][:400])
+    write_translation(HERE / "translate/val", samples["translate"][400:])
+    write_translation(HERE / "translate/test", tests["translate"])
 
 
 if __name__ == "__main__":

@@ -244,12 +244,26 @@ def split_options(task, options: dict, names: set[str] | None = None) -> tuple[d
 
 
 def check_inputs(task, items: list) -> None:
-    """Each input is a string (or, where the task takes them, a list of token strings); anything else is a
-    ``ConfigError``."""
+    """Each input is a string of Unicode text (or, where the task takes them, a list of token strings); anything else
+    is a ``ConfigError``."""
     for number, item in enumerate(items):
         if isinstance(item, str):
+            check_text(item, f"inputs[{number}]")
             continue
         if task.token_list_inputs and isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
+            for position, token in enumerate(item):
+                check_text(token, f"inputs[{number}][{position}]")
             continue
         expected = "a string or a list of token strings" if task.token_list_inputs else "a string"
         raise ConfigError(f"inputs[{number}] must be {expected}, not {type(item).__name__}")
+
+
+def check_text(text: str, name: str) -> None:
+    """A lone surrogate (valid in JSON's ``\\ud800`` escapes and in Python strings) is no character: the tokenizers
+    and every UTF-8 writer fail on it, so it is the caller's error, named with its position."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(
+            f"{name} is not Unicode text: a lone surrogate {text[err.start]!r} at character {err.start}"
+        ) from None

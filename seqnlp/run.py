@@ -370,6 +370,14 @@ def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
         if checkpoint is None:
             raise ConfigError(f"--resume: no checkpoint in {checkpoint_path(output_dir)}")
         saved = read_model_config(checkpoint)
+        given, started_from = getattr(args, "init_from", None), saved["config"].get("init_from")
+        if given and not _same_source(given, started_from):
+            # Resuming loads the checkpoint's weights: another starting model would be silently ignored.
+            raise ConfigError(
+                f"--init-from {given[:200]} contradicts --resume: the run in {output_dir} started from "
+                f"{started_from or 'scratch'} and resumes from its checkpoint (drop --init-from, or start a new run "
+                "in another folder)"
+            )
         return {**saved, "directory": checkpoint}, cls.settings_of(saved["config"])
     if getattr(args, "init_from", None):
         source = model_directory(args.init_from)  # hf://ORG/NAME: from the HuggingFace cache
@@ -383,6 +391,15 @@ def _saved_settings(cls, args, output_dir: Path) -> tuple[dict | None, dict]:
         own = cls.fine_tuning_settings(inherited)
         return {**saved, "directory": directory, "fine_tuning_settings": own}, {**inherited, **own}
     return None, {}
+
+
+def _same_source(given: str, started_from: str | None) -> bool:
+    """Whether ``--init-from`` names the model a run started from (a path however written, or the same hf:// name)."""
+    if not started_from:
+        return False
+    if given.startswith("hf://") or started_from.startswith("hf://"):
+        return given == started_from
+    return Path(given).resolve() == Path(started_from).resolve()
 
 
 def _public(values: dict) -> dict:

@@ -151,6 +151,8 @@ def parse_request(body: bytes, task, max_inputs: int) -> tuple[list, dict]:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RequestError(400, f"the body is not valid JSON ({err.__class__.__name__}: {str(err)[:100]})") from None
+    except RecursionError:  # json's parser recurses once per nesting level: "[" x 50,000 exhausts the stack
+        raise RequestError(400, "the body is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise RequestError(422, 'the body must be a JSON object: {"inputs": [...], "options": {...}}')
     unknown = sorted(set(data) - {"inputs", "options"})

@@ -33,16 +33,29 @@ INPUTS = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(SAMPLES))
-def trained(request, tmp_path_factory):
-    """(task, output directory, metrics) of a model trained for one epoch through ``seqnlp.train``."""
-    task = request.param
-    train, dev, sizes = SAMPLES[task]
-    out = tmp_path_factory.mktemp(task)
-    metrics = seqnlp.train(
-        task, train_file=str(ROOT / train), dev_file=str(ROOT / dev), output_dir=str(out), epochs=1, quiet=True, **sizes
-    )
-    return task, out, metrics
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """``sample_run(task)``: (task, output directory, metrics) of a model trained for one epoch through
+    ``seqnlp.train`` on the task's sample, trained once per module."""
+    runs = {}
+
+    def run(task):
+        if task not in runs:
+            train, dev, sizes = SAMPLES[task]
+            out = tmp_path_factory.mktemp(task)
+            metrics = seqnlp.train(
+                task, train_file=str(ROOT / train), dev_file=str(ROOT / dev), output_dir=str(out), epochs=1,
+                quiet=True, **sizes,
+            )  # fmt: skip
+            runs[task] = task, out, metrics
+        return runs[task]
+
+    return run
+
+
+@pytest.fixture(params=sorted(SAMPLES))
+def trained(request, sample_run):
+    return sample_run(request.param)
 
 
 def test_train_returns_the_metrics_it_writes(trained):
@@ -102,10 +115,8 @@ def test_entity_offsets_slice_the_input_to_the_entity_text(tmp_path):
     assert [t.text for t in result.tokens][3:5] == ["Berlin", ","]
 
 
-def test_a_single_input_gives_a_single_prediction_and_lists_of_tokens_are_read_as_tokens(trained):
-    task, out, _ = trained
-    if task != "ner":
-        pytest.skip("tokens are ner's")
+def test_a_single_input_gives_a_single_prediction_and_lists_of_tokens_are_read_as_tokens(sample_run):
+    _, out, _ = sample_run("ner")
     model = seqnlp.load(out / "model")
     tokenized = model.predict([["New York", "City", "."]])[0]
     assert [(t.text, t.start, t.end) for t in tokenized.tokens] == [("New York", 0, 8), ("City", 9, 13), (".", 14, 15)]
@@ -121,12 +132,14 @@ def test_unknown_or_invalid_options_are_errors(trained):
         model.predict(INPUTS[task], colour="red")
     with pytest.raises(ConfigError, match="inputs\\[0\\] must be a string"):
         model.predict([3])
+    with pytest.raises(
+        ConfigError, match=r"inputs\[1\] is not Unicode text: a lone surrogate '\\udc00' at character 2"
+    ):
+        model.predict(["fine", "ok\udc00"])
 
 
-def test_sentiment_probabilities_cover_every_class_and_sum_to_one(trained):
-    task, out, _ = trained
-    if task != "sentiment":
-        pytest.skip("classes are sentiment's")
+def test_sentiment_probabilities_cover_every_class_and_sum_to_one(sample_run):
+    _, out, _ = sample_run("sentiment")
     model = seqnlp.load(out / "model")
     result = model.predict("a gorgeous , witty film")
     assert set(result.probabilities) == set(model.labels)
@@ -134,18 +147,19 @@ def test_sentiment_probabilities_cover_every_class_and_sum_to_one(trained):
     assert result.score == max(result.probabilities.values())
 
 
-def test_translation_returns_an_n_best_list_when_asked(trained):
-    task, out, _ = trained
-    if task != "translate":
-        pytest.skip("n-best lists are translate's")
+def test_translation_returns_an_n_best_list_when_asked(sample_run):
+    _, out, _ = sample_run("translate")
     result = seqnlp.load(out / "model").predict("Ein Mann schläft.", n_best=2)
     assert len(result.n_best) == 2 and result.n_best[0]["translation"] == result.translation
     assert result.n_best[0]["score"] >= result.n_best[1]["score"]
 
 
-def test_version():
+def test_the_version_printed_is_the_installed_distributions():
+    from importlib.metadata import version
+
     code, stdout, _ = run_cli("--version")
-    assert code == 0 and stdout.strip() == f"seqnlp {seqnlp.__version__}"
+    assert code == 0 and stdout.strip() == f"seqnlp {version('seqnlp')}"
+    assert seqnlp.__version__ == version("seqnlp")
 
 
 def test_the_package_shows_its_api():

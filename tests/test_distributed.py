@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -32,11 +31,15 @@ def free_port() -> int:
 
 
 def launch(
-    world: int, argv: list, cwds=None, timeout: float = 180, meanwhile=None
+    world: int, argv: list, cwds=None, timeout: float = 180, signal_at: tuple | None = None
 ) -> list[subprocess.CompletedProcess]:
     """``seqnlp train ...`` in ``world`` processes, as torchrun starts them (its environment, one per rank).
 
-    ``meanwhile(processes)``, when given, runs while they train (to signal or kill one)."""
+    ``signal_at``: (rank, epoch, step, signal name): that process signals itself just before that training step
+    (``tests/signal_at_step.py``)."""
+    command = [sys.executable, "-m", "seqnlp.cli"]
+    if signal_at is not None:
+        command = [sys.executable, str(ROOT / "tests" / "signal_at_step.py"), *map(str, signal_at)]
     port = free_port()
     processes = []
     for rank in range(world):
@@ -54,7 +57,7 @@ def launch(
                 env.pop(name)
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "seqnlp.cli", "train", *map(str, argv)],
+                [*command, "train", *map(str, argv)],
                 cwd=(cwds or [ROOT] * world)[rank],
                 env=env,
                 stdout=subprocess.PIPE,
@@ -62,12 +65,15 @@ def launch(
                 text=True,
             )
         )
-    if meanwhile is not None:
-        meanwhile(processes)
     results = []
-    for process in processes:
-        out, err = process.communicate(timeout=timeout)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            process.kill()
+        raise AssertionError(f"the run did not end within {timeout} s") from None
     return results
 
 
@@ -180,22 +186,6 @@ def test_a_bad_input_on_one_process_ends_every_process_with_exit_2(tmp_path):
     assert results[0].stderr.count("\n") == 1
 
 
-def once_logged(log, epoch: int, step: int, then):
-    """Wait until ``log`` (train_log.jsonl) has a step line of ``epoch`` (from 1) at ``step`` or later, then
-    ``then(processes)``."""
-
-    def wait(processes):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            lines = [json.loads(line) for line in (log.read_text().splitlines() if log.exists() else []) if line]
-            if any("loss" in r and r["epoch"] >= epoch and r["step"] >= step for r in lines):
-                return then(processes)
-            time.sleep(0.05)
-        raise AssertionError("the run logged no such step")
-
-    return wait
-
-
 LONG_RUN = ["sentiment", "--train-file", ROOT / "data/sentiment/train.tsv", "--dev-file",
             ROOT / "data/sentiment/dev.tsv", "--quiet", "--schedule", "constant", "--batch-size", "4",
             "--log-every", "1", "--epochs", "3", *TINY["sentiment"]]  # fmt: skip
@@ -205,33 +195,27 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_step_and_resume
     whole = launch(2, [*LONG_RUN, "--output-dir", tmp_path / "whole"])
     assert [p.returncode for p in whole] == [0, 0], whole[0].stderr[-2000:]
     parts = tmp_path / "parts"
-    # SIGTERM to rank 1 alone, mid-epoch: rank 0 learns of it at the next step and both stop there
-    sigterm_rank1 = once_logged(parts / "train_log.jsonl", 1, 5, lambda ps: ps[1].send_signal(signal.SIGTERM))
-    stopped = launch(2, [*LONG_RUN, "--output-dir", parts], meanwhile=sigterm_rank1)
+    # SIGTERM to rank 1 alone, before the fifth step: rank 0 learns of it at that step and both stop after it
+    stopped = launch(2, [*LONG_RUN, "--output-dir", parts], signal_at=(1, 1, 5, "SIGTERM"))
     assert [p.returncode for p in stopped] == [130, 130], stopped[0].stderr[-2000:]
     state = json.loads((parts / "checkpoints" / "last" / "trainer_state.json").read_text())["state"]
-    assert state["ended_by"] == "interrupted" and state["epoch"] < 3  # stopped mid-run, most likely mid-epoch
+    assert (state["ended_by"], state["epoch"], state["step"], state["step_in_epoch"]) == ("interrupted", 0, 5, 5)
     resumed = launch(2, [*LONG_RUN, "--resume", "--output-dir", parts])
     assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-2000:]
     a, b = weights(tmp_path / "whole"), weights(parts)
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
-def test_a_killed_process_ends_the_other_at_once_and_resume_recovers(tmp_path):
+def test_a_killed_process_ends_the_other_and_resume_recovers(tmp_path):
     out = tmp_path / "run"
-    killed_at = []
-
-    def kill_rank1(processes):
-        processes[1].kill()
-        killed_at.append(time.monotonic())
-
-    killed = launch(
-        2, [*LONG_RUN, "--output-dir", out], meanwhile=once_logged(out / "train_log.jsonl", 2, 0, kill_rank1)
-    )
-    assert time.monotonic() - killed_at[0] < 30  # rank 0 saw its peer's connection close, not a timeout
+    # rank 1 dies before the first step of epoch 2; rank 0 sees its peer's connection close (launch's timeout
+    # bounds the wait: a rank 0 waiting for a collective's own timeout would run into it)
+    killed = launch(2, [*LONG_RUN, "--output-dir", out], signal_at=(1, 2, 1, "SIGKILL"), timeout=120)
     assert killed[1].returncode == -signal.SIGKILL and killed[0].returncode == 2
     assert killed[0].stderr.startswith("error: another process of this data-parallel run stopped")
-    resumed = launch(2, [*LONG_RUN, "--resume", "--output-dir", out])  # from the first epoch's checkpoint
+    state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())["state"]
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 0)  # the first epoch's checkpoint
+    resumed = launch(2, [*LONG_RUN, "--resume", "--output-dir", out])
     assert [p.returncode for p in resumed] == [0, 0], resumed[0].stderr[-2000:]
     assert json.loads((out / "metrics.json").read_text())["train"]["epochs"] == 3
 

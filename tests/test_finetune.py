@@ -234,6 +234,41 @@ def test_a_sentiment_fine_tune_starts_at_a_quarter_of_the_models_rate_with_more_
     assert (settings["given"]["lr"], settings["given"]["word_dropout"]) == (0.003, 0.1)
 
 
+def test_resume_with_another_starting_model_is_refused_and_the_run_is_untouched(base_ner, tmp_path):
+    sentiment_data = tmp_path / "two.tsv"
+    sentiment_data.write_text("sentence\tlabel\n" + "good film\t1\nbad film\t0\n" * 10)
+    tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert (
+        run_cli("train", "sentiment", "--train-file", sentiment_data, "--output-dir", tmp_path / "other", *tiny)[0] == 0
+    )
+    data = new_conll(tmp_path)
+    out = tmp_path / "out"
+    fine_tune = ["train", "ner", "--train-file", data, "--dev-file", data, "--output-dir", out, "--quiet"]
+    assert run_cli(*fine_tune, "--init-from", base_ner, "--epochs", "1")[0] == 0
+    before = {p.name: p.read_bytes() for p in (out / "model").iterdir() if p.is_file()}
+    for other in (tmp_path / "other" / "model", tmp_path / "nowhere"):
+        code, _, err = run_cli(*fine_tune, "--init-from", other, "--resume", "--epochs", "2")
+        assert code == 2 and err.count("\n") == 1
+        assert err.startswith(f"error: --init-from {other} contradicts --resume: the run in {out} started from ")
+    assert {p.name: p.read_bytes() for p in (out / "model").iterdir() if p.is_file()} == before
+    # the same starting model, as the first command named it, resumes
+    code, _, err = run_cli(*fine_tune, "--init-from", base_ner, "--resume", "--epochs", "2")
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["train"]["epochs"] == 2
+
+
+def test_resume_with_init_from_is_refused_for_a_run_started_from_scratch(tmp_path):
+    data = tmp_path / "two.tsv"
+    data.write_text("sentence\tlabel\n" + "good film\t1\nbad film\t0\n" * 10)
+    tiny = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]
+    assert run_cli("train", "sentiment", "--train-file", data, "--output-dir", tmp_path / "base", *tiny)[0] == 0
+    code, _, err = run_cli(
+        "train", "sentiment", "--train-file", data, "--output-dir", tmp_path / "base", *tiny,
+        "--init-from", tmp_path / "base" / "model", "--resume",
+    )  # fmt: skip
+    assert code == 2 and "started from scratch and resumes from its checkpoint" in err
+
+
 def test_a_conll_line_holding_a_single_tab_ends_a_sentence(tmp_path):
     from seqnlp.data.conll import read_conll
 

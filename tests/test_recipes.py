@@ -1,6 +1,7 @@
 """Every recipe script runs on its bundled sample in data/ (tiny sizes here; `make demo` runs the defaults)."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -83,10 +84,14 @@ def _train(tmp_path, *flags, quiet=True):
 
 def test_a_time_budget_without_epochs_ends_the_run_not_the_epoch_cap(tmp_path):
     # with the progress bar on: it counts steps without a total here
-    metrics, printed, report = _train(tmp_path, "--max-minutes", "0.1", "--log-every", "5", quiet=False)
+    metrics, printed, report = _train(tmp_path, "--max-minutes", "0.1", "--log-every", "1", quiet=False)
     train = metrics["train"]
     assert train["ended_by"] == "time budget" and metrics["config"]["epochs"] == UNBOUNDED_EPOCHS
-    assert 6.0 <= train["seconds"] < 12.0
+    # the budget was used up, and the run stopped at that step: it is the last step trained and logged
+    assert train["seconds"] >= 6.0
+    stopped_at = int(re.search(r"time budget of 0.1 minutes used up at step (\d+) ", printed).group(1))
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").open()) if "loss" in r]
+    assert steps[-1] == stopped_at == train["steps"]
     # the linear schedule anneals to the end of the budget, not of an epoch count: the last rates near 1% of the peak
     rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "train_log.jsonl").open()) if "lr" in r]
     assert rates == sorted(rates, reverse=True) and rates[-1] < 0.25 * metrics["config"]["lr"]

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import seqnlp
 from seqnlp.nn.pooling import Pooling
 from tests.conftest import run_cli
 
@@ -61,9 +62,12 @@ def test_predict_prints_label_and_probability(tmp_path, sentiment_files):
     inputs.write_text("a joy to watch\ndull and tedious\n", encoding="utf-8")
     code, stdout, err = run_cli("predict", out / "model", inputs)
     assert code == 0, err
-    for line in stdout.splitlines():
-        label, probability = line.split("\t")
-        assert label in {"pos", "neg"} and 0.5 <= float(probability) <= 1.0
+    # each line is the model's label and its probability (the larger of the two classes'), to four places
+    expected = [
+        f"{p.label}\t{p.score:.4f}" for p in seqnlp.load(out / "model").predict(["a joy to watch", "dull and tedious"])
+    ]
+    assert stdout.splitlines() == expected
+    assert all(p.score == max(p.probabilities.values()) for p in seqnlp.load(out / "model").predict(["a joy"]))
 
 
 def test_unknown_label_at_evaluation_names_file_and_line(tmp_path, sentiment_files):
@@ -153,7 +157,9 @@ def test_predict_reads_standard_input(tmp_path, sentiment_files, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"a joy to watch\n")))
     code, stdout, err = run_cli("predict", out / "model", "-")
     assert code == 0, err
-    assert len(stdout.splitlines()) == 1 and stdout.split("\t")[0] in {"pos", "neg"}
+    assert stdout.splitlines() == [
+        f"{p.label}\t{p.score:.4f}" for p in seqnlp.load(out / "model").predict(["a joy to watch"])
+    ]
 
 
 def test_predict_writes_each_buffer_of_outputs_before_reading_on(tmp_path, sentiment_files, monkeypatch):

@@ -52,7 +52,9 @@ def serving(model, config):
     app_server = uvicorn.Server(uvicorn.Config(create_app(model, config), log_level="warning"))
     thread = threading.Thread(target=app_server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 60
     while not app_server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -113,6 +115,13 @@ def test_a_burst_of_concurrent_requests_is_answered_correctly_in_shared_batches(
         ({"inputs": ["a"], "colour": 1}, 422, "unknown field 'colour'"),
         ({"inputs": ["a"] * 9}, 413, "9 inputs: at most 8 per request"),
         ({"inputs": ["a" * 3000]}, 413, "larger than 2000 bytes"),
+        (b"[" * 1500, 400, "not valid JSON (nested too deeply)"),
+        (
+            b'{"inputs": ["\\ud800 Berlin"]}',
+            422,
+            "inputs[0] is not Unicode text: a lone surrogate '\\ud800' at character 0",
+        ),
+        (b'{"inputs": [["Anna", "\\udfff"]]}', 422, "inputs[0][1] is not Unicode text"),
     ],
 )
 def test_bad_requests_get_a_4xx_and_one_line_of_json(server, body, status, message):
@@ -121,14 +130,9 @@ def test_bad_requests_get_a_4xx_and_one_line_of_json(server, body, status, messa
     assert got == status and set(answer) == {"error"} and message in answer["error"] and "\n" not in answer["error"]
 
 
-def test_the_server_binds_to_this_machine_unless_told_otherwise():
-    from seqnlp.serve import ServeConfig
-
-    assert ServeConfig().host == "127.0.0.1"
-
-
-def test_several_worker_processes_serve_one_port(server, tmp_path):
-    """``--workers 2``: two processes, each with its own copy of the model, answer on one port."""
+def test_several_worker_processes_serve_one_port_on_this_machine_only(server, tmp_path):
+    """``--workers 2``: two processes, each with its own copy of the model, answer on one port; with no ``--host``,
+    on 127.0.0.1 alone (another loopback address of this machine is refused)."""
     import os
     import subprocess
     import sys
@@ -142,13 +146,16 @@ def test_several_worker_processes_serve_one_port(server, tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
     try:
         served = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
             try:
                 if call(served, "/health")[0] == 200:
                     break
             except OSError:
                 time.sleep(0.2)
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.2", port), timeout=10):
+            pass
         sentences = [f"Anna visited Berlin on day {i} ." for i in range(12)]
         with ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda s: call(served, "/predict", {"inputs": [s]}), sentences))
@@ -194,3 +201,52 @@ def test_a_worker_process_serving_an_export_never_imports_torch(server, tmp_path
     env = {**os.environ, "SEQNLP_SERVE_WORKER": json.dumps(settings)}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def texts():
+    """Strings of any code points, and strings built of words and the awkward ones (surrogates, NUL, zero width)."""
+    from hypothesis import strategies as st
+
+    pieces = st.sampled_from(["Anna", "Berlin", " ", "\ud800", "\udc00", "\x00", "\u200b", "\n", "日本"])
+    return st.text(st.characters(exclude_categories=())) | st.lists(pieces, max_size=5).map("".join)
+
+
+def json_values():
+    """Any JSON value: scalars (strings with any code point, lone surrogates included), nested lists and objects."""
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts()
+    return st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+    )
+
+
+def predict_bodies():
+    """Bodies near the schema (inputs of any kind, the task's options and config settings with any values) and any
+    JSON at all."""
+    from hypothesis import strategies as st
+
+    option = st.sampled_from(["pretokenized", "beam", "max_length", "eval_batch_size", "lowercase", "seed", "x"])
+    near = st.fixed_dictionaries(
+        {"inputs": st.lists(texts() | st.lists(texts(), max_size=3) | json_values(), max_size=9) | json_values()},
+        optional={"options": st.dictionaries(option, json_values(), max_size=2) | json_values()},
+    )
+    return near | json_values()
+
+
+def test_any_json_body_gets_a_2xx_or_a_4xx_with_one_line_of_json(server):
+    from hypothesis import HealthCheck, given, settings
+
+    url, _ = server
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(predict_bodies())
+    def answer_is_well_formed(body):
+        status, answer = call(url, "/predict", json.dumps(body).encode())
+        assert 200 <= status < 300 or 400 <= status < 500, (status, answer)
+        if status >= 400:
+            assert set(answer) == {"error"} and "\n" not in answer["error"]
+        else:
+            assert len(answer["predictions"]) == len(body["inputs"])
+
+    answer_is_well_formed()

@@ -317,18 +317,30 @@ def test_negative_coverage_penalty_is_a_config_error():
 
 
 def test_checkpoints_are_selected_by_the_bleu_of_the_decoding_beam(monkeypatch):
+    import sacrebleu
+
     from seqnlp.data.parallel import SentencePair
     from seqnlp.tasks.translate import TranslateConfig, TranslateTask
 
     task = TranslateTask(TranslateConfig(beam=4))
     beams = []
+    outputs = {
+        "Ein Hund läuft.": "A dog walks.",
+        "Eine Frau liest ein Buch im Park.": "A woman reads a book in a park.",
+    }
     monkeypatch.setattr(
         task,
         "translate",
-        lambda model, sentences, beam: beams.append(beam) or [[("A dog runs.", 0.0)]] * len(sentences),
+        lambda model, sentences, beam: beams.append(beam) or [[(outputs[s], -1.0), ("worse", -9.0)] for s in sentences],
     )
-    pairs = [SentencePair("Ein Hund läuft.", "A dog runs.", "val:1")]
-    assert task.evaluate(None, pairs, selection=True)["bleu"] == pytest.approx(100.0)
+    pairs = [
+        SentencePair("Ein Hund läuft.", "A dog runs.", "val:1"),
+        SentencePair("Eine Frau liest ein Buch im Park.", "A woman is reading a book in the park.", "val:2"),
+    ]
+    # the selection score is sacreBLEU's corpus BLEU of each sentence's best hypothesis against its own reference
+    expected = sacrebleu.corpus_bleu(list(outputs.values()), [[p.tgt for p in pairs]]).score
+    assert 0 < expected < 100
+    assert task.evaluate(None, pairs, selection=True)["bleu"] == pytest.approx(expected)
     task.config.selection_beam = 1  # greedy selection, for large dev sets
     task.evaluate(None, pairs, selection=True)
     assert beams == [4, 1]
