@@ -37,11 +37,15 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+## The speed, precision and fault benchmarks, one at a time, kept in docs/results/ and shown in docs/results.md.
 bench: $(STAMP)
-	$(PY) benchmarks/tagger_speed.py
-	$(PY) benchmarks/classifier_speed.py
-	$(PY) benchmarks/translate_speed.py
-	$(PY) benchmarks/charlm_speed.py
+	$(PY) benchmarks/record.py tagger_speed.py
+	$(PY) benchmarks/record.py classifier_speed.py
+	$(PY) benchmarks/record.py translate_speed.py
+	$(PY) benchmarks/record.py charlm_speed.py
+	$(PY) benchmarks/record.py precision.py
+	$(PY) benchmarks/record.py faults.py
+	$(PY) docs/make_results.py
 
 ## seqnlp against Flair and OpenNMT-py, side by side (makes the peers' environments under ~/.cache/seqnlp-peers once).
 bench-peers: $(STAMP)

@@ -21,6 +21,7 @@ if __name__ == "__main__":
                 "train_file": str(ROOT / "data/ner/train.txt"),
                 "max_minutes": 1.5,
                 "dev_file": str(ROOT / "data/ner/dev.txt"),
+                "test_file": str(ROOT / "data/ner/test.txt"),
             },
         )
     )

@@ -21,6 +21,7 @@ if __name__ == "__main__":
                 "train_file": str(ROOT / "data/sentiment/train.tsv"),
                 "max_minutes": 1.5,
                 "dev_file": str(ROOT / "data/sentiment/dev.tsv"),
+                "test_file": str(ROOT / "data/sentiment/test.tsv"),
             },
         )
     )

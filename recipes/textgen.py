@@ -17,6 +17,7 @@ if __name__ == "__main__":
     sample = {
         "train_file": str(ROOT / "data/textgen/train.txt"),
         "dev_file": str(ROOT / "data/textgen/val.txt"),
+        "test_file": str(ROOT / "data/textgen/test.txt"),
         "sample_prompts": "The |Police in |Shares in ",
         "max_minutes": 1.5,
     }

@@ -22,6 +22,7 @@ if __name__ == "__main__":
                 "train_file": str(ROOT / "data/translate/train"),
                 "max_minutes": 1.5,
                 "dev_file": str(ROOT / "data/translate/val"),
+                "test_file": str(ROOT / "data/translate/test"),
             },
         )
     )

@@ -39,8 +39,9 @@ def test_recipe_runs_on_its_bundled_sample(tmp_path, task):
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["task"] == task and METRIC[task] in metrics["dev"]
+    assert metrics["task"] == task and METRIC[task] in metrics["dev"] and METRIC[task] in metrics["test"]
     assert metrics["config"]["train_file"].startswith(str(ROOT / "data"))
+    assert metrics["config"]["test_file"].startswith(str(ROOT / "data"))  # the sample's held-out file
     assert (out / "report.md").exists() and (out / "curves.png").exists()
 
 
