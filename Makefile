@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/record.py charlm_speed.py
 	$(PY) benchmarks/record.py precision.py
 	$(PY) benchmarks/record.py faults.py
+	$(PY) benchmarks/record.py evidence_speed.py
 	$(PY) docs/make_results.py
 
 ## seqnlp against Flair and OpenNMT-py, side by side (makes the peers' environments under ~/.cache/seqnlp-peers once).

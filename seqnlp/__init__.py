@@ -1,13 +1,13 @@
 """seqnlp: fast, honest recurrent sequence models for NLP.
 
 ``seqnlp.load(path).predict(texts)``, ``seqnlp.train(task, **settings)``, ``seqnlp.evaluate(model, data)``,
-``seqnlp.export(model_dir, out_dir)``:
+``seqnlp.compare([model_a, model_b], data)``, ``seqnlp.export(model_dir, out_dir)``:
 see ``seqnlp/api.py`` and the README.
 """
 
 __version__ = "0.1.0"
 
-from seqnlp.api import Model, evaluate, export, load, train
+from seqnlp.api import Model, compare, evaluate, export, load, train
 from seqnlp.predictions import Classification, Entity, Generation, Tagging, Translation
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Tagging",
     "Translation",
     "__version__",
+    "compare",
     "evaluate",
     "export",
     "load",

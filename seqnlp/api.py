@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import math
 import os
 from pathlib import Path
@@ -173,7 +174,101 @@ def score(
     task = with_settings(model.task, sources)
     examples = evaluation_examples(task, dataset, split, dataset_config)
     scores = task.evaluate(model.module, examples)
-    return {"task": task.name, "test": {k: v for k, v in scores.items() if not k.startswith("_")}}, scores, examples
+    metrics = {
+        "task": task.name,
+        "evaluated": evaluation_record(model, task, test_file, dataset, split),
+        "test": {k: v for k, v in scores.items() if not k.startswith("_")},
+    }
+    return metrics, scores, examples
+
+
+def evaluation_record(model: Model, task, test_file, dataset, split) -> dict:
+    """What an evaluation scored: the model (folder and config hash), the data (its files and their SHA-256, or the
+    dataset and split) and the settings that differ from the model's saved ones (``--set``, ``--bootstrap``)."""
+    from seqnlp.io import read_model_config
+
+    record = {"model": str(model.path), "config_sha256": model.info()["config_sha256"]}
+    if test_file is not None:
+        record["data"] = [
+            {"path": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+            for path in task.data_files(str(test_file))
+            if os.path.isfile(path)
+        ]
+    else:
+        name = dataset if isinstance(dataset, (str, os.PathLike)) else type(dataset).__name__
+        record["dataset"] = {"name": str(name), "split": split or "test"}
+    saved = read_model_config(model.path)["config"] if (Path(model.path) / "config.json").is_file() else {}
+    saved = {**configs.to_dict(type(task.config)()), **saved}  # settings newer than the model: their defaults
+    current = configs.to_dict(task.config)
+    ignored = {"train_file", "dev_file", "test_file", "dataset", "dataset_config", "test_split", "output_dir"}
+    record["settings"] = {k: v for k, v in current.items() if k not in ignored and saved.get(k) != v}
+    return record
+
+
+def compare(
+    models: list,
+    data=None,
+    *,
+    test_file=None,
+    dataset=None,
+    split: str | None = None,
+    dataset_config: str | None = None,
+    resamples: int = 1000,
+    trials: int = 10_000,
+    device: str = "auto",
+) -> dict:
+    """``seqnlp compare``: each model's score on the same data with its 95% bootstrap interval, and for each pair
+    (``b`` against ``a``, in the order given) the difference, its 95% paired-bootstrap interval and the p-value of
+    paired approximate randomization.
+
+    ``models``: ``Model`` objects, model folders, run folders (holding ``model/``) or ``hf://`` names; ``data`` as
+    for ``evaluate``. ``resamples``: bootstrap resamples (intervals); ``trials``: randomization trials.
+    """
+    from seqnlp.evidence import paired_comparison
+
+    if len(models) < 2:
+        raise ConfigError("compare: give at least two models")
+    if resamples < 1 or trials < 1:
+        raise ConfigError("compare: --bootstrap and --trials must be at least 1")
+    loaded = [m if isinstance(m, Model) else load(model_folder(m), device=device, bootstrap=resamples) for m in models]
+    names = [str(m.path) if isinstance(m, Model) else str(m) for m in models]
+    kinds = sorted({m.task.name for m in loaded})
+    if len(kinds) > 1:
+        raise ConfigError(f"compare: the models are of different tasks ({', '.join(kinds)})")
+    metric = loaded[0].task.metric
+    results = []
+    for model in loaded:
+        metrics, scores, examples = score(
+            model, data, test_file=test_file, dataset=dataset, split=split, dataset_config=dataset_config
+        )
+        results.append(scores)
+    pairs = []
+    for i, j in itertools.combinations(range(len(loaded)), 2):
+        try:
+            tested = paired_comparison(results[i]["_statistics"], results[j]["_statistics"], metric, resamples, trials)
+        except ValueError:
+            raise ConfigError(
+                f"compare: {names[i]} and {names[j]} score on different label sets (their evaluations' statistics "
+                "differ in shape)"
+            ) from None
+        pairs.append({"a": names[i], "b": names[j], **tested})
+    return {
+        "task": kinds[0],
+        "metric": metric,
+        "units": results[0]["_statistics"].units,
+        "examples": len(examples),
+        "models": [
+            {"model": name, metric: scores[metric], "interval": scores.get("intervals", {}).get(metric)}
+            for name, scores in zip(names, results)
+        ],
+        "comparisons": pairs,
+    }
+
+
+def model_folder(path):
+    """A run folder's ``model/``; any other path (a model folder, ``hf://``) as it is."""
+    inner = Path(path) / "model"
+    return inner if not str(path).startswith("hf://") and (inner / "config.json").is_file() else path
 
 
 def evaluation_examples(task, dataset, split: str | None, dataset_config: str | None) -> list:

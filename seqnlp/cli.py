@@ -26,6 +26,12 @@ def _evaluate(argv):
     parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     parser.add_argument(
+        "--bootstrap",
+        type=int,
+        metavar="N",
+        help="resamples for each score's 95%% bootstrap interval (default: the model's setting, 1000); 0: none",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -35,23 +41,54 @@ def _evaluate(argv):
     args = parser.parse_args(argv)
     from seqnlp import api
 
-    model = api.load(args.model_dir, device=args.device, **dict(_parse_override(item) for item in args.set))
+    overrides = dict(_parse_override(item) for item in args.set)
+    if args.bootstrap is not None:
+        overrides["bootstrap"] = args.bootstrap
+    model = api.load(args.model_dir, device=args.device, **overrides)
     data = {"dataset": args.dataset} if args.dataset else {"test_file": args.test_file}
     metrics, scores, examples = api.score(model, **data, split=args.split, dataset_config=args.dataset_config)
     if args.output_dir:
-        from seqnlp.report import write_report
+        from seqnlp.report import write_evaluation_report
 
         task = model.task
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        write_report(
+        write_evaluation_report(
             args.output_dir,
             task.name,
             metrics,
             task.report_sections({"test": scores}, args.output_dir),
             task.data_summary({"test": examples}),
-            task.metric,
         )
     print(json.dumps(metrics, indent=2))
+
+
+def _compare(argv):
+    parser = ArgumentParser(
+        prog="seqnlp compare",
+        description="Score two or more models on the same data: each score with its 95% bootstrap interval, and "
+        "each pair's difference with its paired-bootstrap interval and approximate-randomization p-value "
+        "(prints JSON).",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders, run folders or hf://ORG/NAME")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--test-file")
+    source.add_argument("--dataset")
+    parser.add_argument("--dataset-config")
+    parser.add_argument("--split", help="the DatasetDict split to score (default: test)")
+    parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
+    parser.add_argument(
+        "--trials", type=int, default=10_000, metavar="N", help="approximate-randomization trials (default 10000)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
+    args = parser.parse_args(argv)
+    from seqnlp import api
+
+    data = {"dataset": args.dataset} if args.dataset else {"test_file": args.test_file}
+    result = api.compare(
+        args.models, **data, split=args.split, dataset_config=args.dataset_config, resamples=args.bootstrap,
+        trials=args.trials, device=args.device,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
 
 
 def _parse_override(item: str):
@@ -270,6 +307,7 @@ def _push(argv):
 COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
+    "compare": _compare,
     "predict": _predict,
     "serve": _serve,
     "push": _push,
@@ -308,9 +346,10 @@ def main(argv=None) -> int:
         from seqnlp.tasks import TASKS
 
         print(
-            "usage: seqnlp {train,evaluate,predict,serve,push,export,diagnose} ... | seqnlp --version\n"
+            "usage: seqnlp {train,evaluate,compare,predict,serve,push,export,diagnose} ... | seqnlp --version\n"
             f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
-            "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S]\n"
+            "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S] [--bootstrap N]\n"
+            "  seqnlp compare MODEL_A MODEL_B [...] --test-file F | --dataset D   paired tests between models\n"
             "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll] [--runtime auto|torch|onnx]\n"
             "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, "
             "GET /info\n"

@@ -180,6 +180,9 @@ class RunConfig:
     patience: int = setting(10, "stop after this many epochs without a dev improvement; 0: never", low=0)
     log_every: int = setting(50, "steps between lines of train_log.jsonl", low=1)
     eval_max_tokens: int = setting(4096, "inference batches hold at most this many padded tokens", low=1)
+    bootstrap: int = setting(
+        1000, "resamples for the 95% bootstrap interval of each reported score; 0: no intervals", low=0, high=100_000
+    )
     precision: str = setting(
         "fp32",
         "training arithmetic: fp32, or bf16 autocast (weights and optimizer stay fp32) on CUDA GPUs and CPUs "

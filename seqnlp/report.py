@@ -21,6 +21,34 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def shown_interval(bounds) -> str:
+    """``[low, high]`` as the report prints it; ``-`` where there is none."""
+    return f"{bounds[0]:.4f}–{bounds[1]:.4f}" if bounds else "-"
+
+
+def with_interval(value: float, bounds) -> str:
+    return f"{value:.4f} ({shown_interval(bounds)})" if bounds else f"{value:.4f}"
+
+
+def precision_recall_row(name: str, scores: dict, bounds: dict | None) -> list:
+    """A table row: precision, recall and F1, each with its interval where there is one, and the support."""
+    bounds = bounds or {}
+    return [name, *(with_interval(scores[k], bounds.get(k)) for k in ("precision", "recall", "f1")), scores["support"]]
+
+
+def bootstrap_note(metrics: dict) -> list[str]:
+    """The line under the scores that says how their intervals were drawn."""
+    described = [metrics[split]["bootstrap"] for split in ("dev", "test") if "bootstrap" in metrics.get(split, {})]
+    if not described:
+        return []
+    how = described[0]
+    return [
+        f"Intervals: {how['confidence']:.0%} percentile bootstrap over the evaluation's {how['units']}, "
+        f"{how['resamples']:,} resamples (seed {how['seed']}); `--bootstrap N` sets the resamples, 0 none.",
+        "",
+    ]
+
+
 def read_log(path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -70,15 +98,7 @@ def write_report(
     if log:
         plot_curves(log, selection_metric, output_dir / "curves.png")
     train = metrics.get("train", {})
-    lines = [f"# seqnlp {task} report", ""]
-    headline = [
-        (split, k, v)
-        for split in ("dev", "test")
-        for k, v in metrics.get(split, {}).items()
-        if isinstance(v, (int, float))
-    ]
-    lines += ["## Scores", "", markdown_table(["split", "metric", "value"], headline), ""]
-    lines += sections
+    lines = [f"# seqnlp {task} report", "", *scores_lines(metrics), *sections]
     lines += [
         "## Training",
         "",
@@ -103,6 +123,34 @@ def write_report(
         lines += ["![training curves](curves.png)", ""]
     lines += ["## Data", "", markdown_table(["item", "value"], [[k, v] for k, v in data_summary.items()]), ""]
     lines += ["## Configuration", "", "```json", json.dumps(metrics.get("config", {}), indent=2), "```", ""]
+    write_text_atomic(output_dir / "report.md", "\n".join(lines))
+
+
+def scores_lines(metrics: dict) -> list[str]:
+    """The report's scores table: each split's headline scores with their intervals, and how those were drawn."""
+    headline = [
+        (split, k, v, shown_interval(metrics[split].get("intervals", {}).get(k)))
+        for split in ("dev", "test")
+        for k, v in metrics.get(split, {}).items()
+        if isinstance(v, (int, float))
+    ]
+    return ["## Scores", "", markdown_table(["split", "metric", "value", "95% interval"], headline), "",
+            *bootstrap_note(metrics)]  # fmt: skip
+
+
+def write_evaluation_report(output_dir, task: str, metrics: dict, sections: Sequence[str], data_summary: dict) -> None:
+    """``seqnlp evaluate --output-dir``: ``metrics.json`` and a ``report.md`` of what was scored and how it scored."""
+    output_dir = Path(output_dir)
+    write_json(output_dir / "metrics.json", metrics)
+    evaluated = metrics["evaluated"]
+    rows = [["model", f"`{evaluated['model']}`"], ["model config sha256", f"`{evaluated['config_sha256']}`"]]
+    rows += [[f"data `{item['path']}`", f"sha256 `{item['sha256']}`"] for item in evaluated.get("data", [])]
+    if "dataset" in evaluated:
+        rows.append(["dataset", f"`{evaluated['dataset']['name']}`, split `{evaluated['dataset']['split']}`"])
+    rows += [[f"setting `{k}`", f"`{json.dumps(v)}` (not the model's)"] for k, v in evaluated["settings"].items()]
+    lines = [f"# seqnlp {task} evaluation", "", "## Evaluated", "", markdown_table(["item", "value"], rows), ""]
+    lines += [*scores_lines(metrics), *sections]
+    lines += ["## Data", "", markdown_table(["item", "value"], [[k, v] for k, v in data_summary.items()]), ""]
     write_text_atomic(output_dir / "report.md", "\n".join(lines))
 
 

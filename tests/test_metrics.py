@@ -55,3 +55,36 @@ def test_language_model_scores_in_nats_and_bits():
 def test_translation_scores_use_sacrebleu_on_detokenized_text():
     scores = translation_scores(["The cat sat on the mat."], ["The cat sat on the mat."])
     assert scores["bleu"] == pytest.approx(100.0) and scores["signature"]["bleu"].startswith("nrefs:1")
+
+
+def test_each_kind_of_entity_error_is_named_once():
+    from seqnlp.metrics import entity_errors
+
+    gold = {("PER", 0, 2), ("LOC", 3, 4), ("ORG", 5, 7), ("MISC", 8, 9), ("PER", 10, 11), ("LOC", 12, 13)}
+    predicted = {("PER", 0, 2), ("ORG", 3, 4), ("ORG", 5, 6), ("PER", 8, 10), ("LOC", 14, 15), ("LOC", 12, 13)}
+    assert entity_errors(gold, predicted) == [
+        ("wrong type", ("LOC", 3, 4), ("ORG", 3, 4)),
+        ("wrong boundary", ("ORG", 5, 7), ("ORG", 5, 6)),
+        ("wrong type and boundary", ("MISC", 8, 9), ("PER", 8, 10)),
+        ("missed", ("PER", 10, 11), None),  # (PER, 8, 10) ends before it
+        ("spurious", None, ("LOC", 14, 15)),
+    ]
+
+
+def test_error_analysis_counts_errors_by_type_confusions_and_f1_by_length_and_seen_words():
+    from seqnlp.metrics import entity_error_analysis
+
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "O", "B-LOC"]]
+    tokens = [["anna", "berg", "in", "oslo"], ["acme", "hired", "zorp"]]
+    analysis = entity_error_analysis(gold, predicted, tokens, known_words={"anna", "berg", "in", "oslo", "hired"})
+    assert analysis["errors_by_type"]["LOC"] == {"wrong type": 1, "wrong boundary": 0, "wrong type and boundary": 0,
+                                                 "missed": 0, "spurious": 1}  # fmt: skip
+    assert analysis["errors_by_type"]["ORG"]["missed"] == 1
+    assert analysis["confused_types"] == [{"gold": "LOC", "predicted": "ORG", "count": 1}]
+    # length 1: gold LOC, ORG; predicted ORG, LOC: none right; length 2: PER right
+    assert analysis["f1_by_length"] == {"1": {"f1": 0.0, "gold": 2, "predicted": 2},
+                                        "2": {"f1": 1.0, "gold": 1, "predicted": 1}}  # fmt: skip
+    # seen: PER and LOC (gold), PER and ORG "oslo" (predicted); unseen: ORG "acme" (gold), LOC "zorp" (predicted)
+    assert analysis["f1_by_words"]["seen"] == {"f1": 0.5, "gold": 2, "predicted": 2}
+    assert analysis["f1_by_words"]["unseen"] == {"f1": 0.0, "gold": 1, "predicted": 1}

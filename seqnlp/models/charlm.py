@@ -75,8 +75,11 @@ class CharLM(nn.Module):
             self.carried = value[0].contiguous()
 
     @torch.inference_mode()
-    def total_nll(self, streams: torch.Tensor, segment: int = 256) -> tuple[float, int]:
-        """Summed negative log-likelihood (nats) of predicting each next character of ``streams[B, N]``."""
+    def total_nll(self, streams: torch.Tensor, segment: int = 256, chunks: list | None = None) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) of predicting each next character of ``streams[B, N]``.
+
+        ``chunks``, when given, receives ``(nats, characters)`` of each stream's part of each segment (the units of
+        a bootstrap interval)."""
         state, total, count = None, 0.0, 0
         for start in range(0, streams.size(1) - 1, segment):
             inputs = streams[:, start : start + segment]
@@ -85,6 +88,9 @@ class CharLM(nn.Module):
             logits, state = self.step(inputs, state)
             total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
             count += targets.numel()
+            if chunks is not None:
+                per_char = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+                chunks += [(nats, targets.size(1)) for nats in per_char.view(targets.shape).sum(1).tolist()]
         return total, count
 
     @torch.inference_mode()

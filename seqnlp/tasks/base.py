@@ -222,6 +222,10 @@ class Task:
         """Markdown sections for ``report.md`` (pictures, if any, are written into ``output_dir``)."""
         return []
 
+    def data_files(self, path: str) -> list[str]:
+        """The files a data path names (a translation prefix names one per language)."""
+        return [path]
+
     def data_summary(self, splits: dict) -> dict:
         summary = {}
         for name, examples in splits.items():

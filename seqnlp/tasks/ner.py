@@ -15,11 +15,19 @@ from seqnlp.data.conll import TaggedSentence, read_conll
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.tokenize import CASINGS, MAX_WORD_CHARS, casing, normalize_word
 from seqnlp.errors import DataError
-from seqnlp.metrics import entity_f1, entity_scores, token_accuracy
+from seqnlp.evidence import attach_intervals
+from seqnlp.metrics import (
+    ERROR_KINDS,
+    entity_error_analysis,
+    entity_f1,
+    entity_scores,
+    entity_statistics,
+    token_accuracy,
+)
 from seqnlp.models.tagger import Tagger
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
-from seqnlp.report import markdown_table
+from seqnlp.report import markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
 
@@ -114,6 +122,10 @@ class NERTask(Task):
         self.spellings = {}
         types = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
         self.tags = label_vocab(tagging.scheme_tags(types, config.tag_scheme))
+
+    def entity_types(self) -> list[str]:
+        """The entity types the model tags, in order: the columns of its evaluation statistics."""
+        return sorted({tagging.split_tag(t)[1] for t in self.tags.itos} - {None})
 
     def adapt(self, train):
         """New entity types get fresh rows (and zero CRF transitions); known ones keep theirs; new words are added."""
@@ -291,6 +303,11 @@ class NERTask(Task):
             w == self.words.unk_id for s in examples for w in self.words.encode(self.normalize(t) for t in s.tokens)
         )
         scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
+        if not selection:
+            statistics = entity_statistics(gold, predicted, self.entity_types())
+            attach_intervals(scores, statistics, self.config.bootstrap)
+            words = [[self.normalize(t) for t in s.tokens] for s in examples]  # as the vocabulary holds them
+            scores["error_analysis"] = entity_error_analysis(gold, predicted, words, self.words)
         return scores
 
     def tag_entities(
@@ -337,18 +354,13 @@ class NERTask(Task):
     def report_sections(self, results, output_dir=None):
         sections = []
         for split, scores in results.items():
+            intervals = scores.get("intervals", {})
             rows = [
-                [name, r["precision"], r["recall"], r["f1"], r["support"]] for name, r in scores["per_type"].items()
+                precision_recall_row(name, r, intervals.get("per_type", {}).get(name))
+                for name, r in scores["per_type"].items()
             ]
-            rows.append(
-                [
-                    "**all (micro)**",
-                    scores["precision"],
-                    scores["recall"],
-                    scores["f1"],
-                    sum(r["support"] for r in scores["per_type"].values()),
-                ]
-            )
+            micro = {**scores, "support": sum(r["support"] for r in scores["per_type"].values())}
+            rows.append(precision_recall_row("**all (micro)**", micro, intervals))
             sections += [
                 f"## {split}: entities by type",
                 "",
@@ -357,7 +369,35 @@ class NERTask(Task):
                 f"Token accuracy {scores['token_accuracy']:.4f}; unknown-word rate {scores['unknown_word_rate']:.2%}.",
                 "",
             ]
+            if "error_analysis" in scores:
+                sections += error_analysis_lines(split, scores["error_analysis"])
         return sections
+
+
+def error_analysis_lines(split: str, analysis: dict) -> list[str]:
+    """The report's entity errors: by kind and type, the most confused types, F1 by length and by seen words."""
+    by_type = analysis["errors_by_type"]
+    rows = [[name, *counts.values(), sum(counts.values())] for name, counts in by_type.items()]
+    lines = [
+        f"## {split}: entity errors by kind",
+        "",
+        "A gold entity not found exactly is of the wrong type (a prediction has its span), of the wrong boundary "
+        "(an overlapping prediction has its type), wrong in both, or missed; a prediction overlapping no gold entity "
+        "is spurious (counted under its own type).",
+        "",
+        markdown_table(["type", *ERROR_KINDS, "all"], rows) if rows else "No errors.",
+        "",
+    ]
+    if analysis["confused_types"]:
+        confused = [[c["gold"], c["predicted"], c["count"]] for c in analysis["confused_types"]]
+        lines += ["Most confused types (gold → predicted): "
+                  + ", ".join(f"{g} → {p} ({n})" for g, p, n in confused) + ".", ""]  # fmt: skip
+    groups = [("length " + k, v) for k, v in analysis["f1_by_length"].items()]
+    groups += [(f"words {k} in training", v) for k, v in analysis.get("f1_by_words", {}).items()]
+    rows = [[name, v["f1"], v["gold"], v["predicted"]] for name, v in groups]
+    lines += [f"## {split}: F1 by entity length and by seen words", "",
+              markdown_table(["entities", "F1", "gold", "predicted"], rows), ""]  # fmt: skip
+    return lines
 
 
 def _token_location(source: str, offset: int) -> str:

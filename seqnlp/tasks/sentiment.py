@@ -14,12 +14,13 @@ from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
 from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import ConfigError, DataError, shorten
-from seqnlp.metrics import classification_scores
+from seqnlp.evidence import attach_intervals
+from seqnlp.metrics import classification_scores, classification_statistics
 from seqnlp.models.classifier import Classifier, ClassifierEnsemble
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
-from seqnlp.report import markdown_table
+from seqnlp.report import markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
 
@@ -336,6 +337,8 @@ class SentimentTask(Task):
             scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
         if not selection:
             scores["accuracy_by_length"] = accuracy_by_length([len(e.text.split()) for e in examples], gold, predicted)
+            statistics = classification_statistics(gold, predicted, self.labels.itos)
+            attach_intervals(scores, statistics, self.config.bootstrap)
         return scores
 
     def predict(self, model, inputs, options):
@@ -351,9 +354,8 @@ class SentimentTask(Task):
         for split, scores in results.items():
             labels = scores["confusion_matrix"]["labels"]
             matrix = scores["confusion_matrix"]["matrix"]
-            rows = [
-                [label, r["precision"], r["recall"], r["f1"], r["support"]] for label, r in scores["per_class"].items()
-            ]
+            per_class = scores.get("intervals", {}).get("per_class", {})
+            rows = [precision_recall_row(label, r, per_class.get(label)) for label, r in scores["per_class"].items()]
             sections += [
                 f"## {split}: per class",
                 "",

@@ -11,12 +11,15 @@ from seqnlp.config import MAX_WIDTH, ConfigError, RunConfig, setting
 from seqnlp.data.hf import require_columns
 from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
-from seqnlp.metrics import language_model_scores
+from seqnlp.evidence import attach_intervals
+from seqnlp.metrics import language_model_scores, language_model_statistics
 from seqnlp.models.charlm import CharLM
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import PAD, UNK, Vocab
+
+CHUNK_CHARS = 256  # evaluation segments; each stream's part of one is a unit of the bootstrap interval
 
 
 @dataclass(frozen=True)
@@ -161,12 +164,16 @@ class TextgenTask(Task):
         ids = self.prepare(examples)
         streams = max(1, min(self.config.eval_streams, len(ids) // 2))
         per_stream = len(ids) // streams
-        total, count = model.total_nll(ids[: streams * per_stream].view(streams, per_stream).to(device))
+        chunks = None if selection else []
+        total, count = model.total_nll(
+            ids[: streams * per_stream].view(streams, per_stream).to(device), CHUNK_CHARS, chunks
+        )
         scores = language_model_scores(total, count)
         scores["unknown_char_rate"] = float((ids == self.chars.unk_id).float().mean())
         if not selection:
             prompts = [p for p in self.config.sample_prompts.split("|") if p]
             scores["_samples"] = dict(zip(prompts, self.generate(model, prompts, self.config.sample_chars, seed=0)))
+            attach_intervals(scores, language_model_statistics(chunks, CHUNK_CHARS), self.config.bootstrap)
         return scores
 
     def generate(

@@ -13,7 +13,8 @@ from seqnlp.data.batching import pad
 from seqnlp.data.hf import require_columns
 from seqnlp.data.parallel import SentencePair, read_parallel
 from seqnlp.errors import DataError
-from seqnlp.metrics import translation_scores
+from seqnlp.evidence import attach_intervals
+from seqnlp.metrics import translation_scores, translation_statistics
 from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.nn.attention import ATTENTION_KINDS
 from seqnlp.nn.beam import GNMTScorer, beam_search
@@ -322,7 +323,13 @@ class TranslateTask(Task):
             {"source": examples[i].src, "reference": references[i], "translation": hypotheses[i]}
             for i in range(min(10, len(examples)))
         ]
+        attach_intervals(scores, translation_statistics(hypotheses, references), self.config.bootstrap)
         return scores
+
+    def data_files(self, path: str) -> list[str]:
+        if os.path.isfile(path):
+            return [path]
+        return [f"{path}.{self.config.src_lang}", f"{path}.{self.config.tgt_lang}"]
 
     def predict(self, model, inputs, options):
         """The best translation of each input with its score, and the ``n_best`` list when ``n_best`` > 1."""
