@@ -154,8 +154,13 @@ def score(
     model, data=None, *, test_file=None, dataset=None, split=None, dataset_config=None
 ) -> tuple[dict, dict, list]:
     """``evaluate``'s metrics, with the scores' report-only extras and the examples scored (for ``report.md``)."""
-    if not isinstance(model, Model):
+    if isinstance(model, (str, os.PathLike)):
         model = load(model)
+    if not isinstance(model, Model):  # an OnnxModel
+        raise ConfigError(
+            f"{model.path} is an ONNX export, which predicts but is not evaluated here: evaluate the model folder it "
+            "was exported from"
+        )
     if data is not None:
         if is_dataset(data, model.task):
             dataset = data
