@@ -48,7 +48,7 @@ def _evaluate(argv):
     data = {"dataset": args.dataset} if args.dataset else {"test_file": args.test_file}
     metrics, scores, examples = api.score(model, **data, split=args.split, dataset_config=args.dataset_config)
     if args.output_dir:
-        from seqnlp.report import write_evaluation_report
+        from seqnlp.report import write_evaluation_report, write_predictions
 
         task = model.task
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -59,6 +59,7 @@ def _evaluate(argv):
             task.report_sections({"test": scores}, args.output_dir),
             task.data_summary({"test": examples}),
         )
+        write_predictions(args.output_dir, {"test": scores})
     print(json.dumps(metrics, indent=2))
 
 

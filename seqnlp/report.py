@@ -154,8 +154,20 @@ def write_evaluation_report(output_dir, task: str, metrics: dict, sections: Sequ
     write_text_atomic(output_dir / "report.md", "\n".join(lines))
 
 
+def write_predictions(output_dir, results: dict) -> None:
+    """``predictions.jsonl``: a line per evaluated example of each split (gold, prediction, confidence, errors), so
+    errors can be read, filtered and re-scored without the model; nothing for a task without per-example output."""
+    lines = [
+        json.dumps({"split": split, **row}, ensure_ascii=False)
+        for split, scores in results.items()
+        for row in scores.get("_predictions", [])
+    ]
+    if lines:
+        write_text_atomic(Path(output_dir) / "predictions.jsonl", "\n".join(lines) + "\n")
+
+
 # What a finished run writes beside model/ and checkpoints/: a new run into the folder replaces them.
-RUN_FILES = ("metrics.json", "report.md", "curves.png", "confusion_*.png", "train_log.jsonl")
+RUN_FILES = ("metrics.json", "report.md", "curves.png", "confusion_*.png", "train_log.jsonl", "predictions.jsonl")
 
 
 def remove_run_files(output_dir) -> None:

@@ -25,7 +25,7 @@ from seqnlp.finetune import adapted_model, freeze
 from seqnlp.heap import configure_heap, release_memory
 from seqnlp.hub import model_directory
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
-from seqnlp.report import remove_run_files, write_report
+from seqnlp.report import remove_run_files, write_predictions, write_report
 from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
 from seqnlp.trainer import Trainer, checkpoint_path, pick_device
 
@@ -333,6 +333,7 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
     if fine_tuning:
         summary.update({f"fine-tuning: {k.replace('_', ' ')}": v for k, v in metrics["fine_tuning"].items()})
     write_report(output_dir, task.name, metrics, best_task.report_sections(results, output_dir), summary, task.metric)
+    write_predictions(output_dir, results)
     write_model_card(existing_directory(output_dir / "model"), task, parameters, metrics, summary)
     return metrics
 

@@ -246,3 +246,56 @@ def test_compare_scores_each_model_and_tests_each_pair_on_the_same_sentences(tag
     assert pair["difference"] == pytest.approx(scores[1]["f1"] - scores[0]["f1"])
     assert pair["test"] == "paired approximate randomization" and pair["trials"] == 500
     assert 0 < pair["p_value"] <= 1 and pair["interval"][0] <= pair["difference"] <= pair["interval"][1]
+
+
+def predictions_of(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_predictions_jsonl_holds_every_dev_sentence_with_its_entities_and_rescores_to_the_metrics(taggers):
+    folder, dev = taggers
+    rows, metrics = predictions_of(folder / "three"), json.loads((folder / "three" / "metrics.json").read_text())
+    assert {r["split"] for r in rows} == {"dev"} and len(rows) == 4  # the tiny dev file's sentences
+    predicted = [e for r in rows for e in r["predicted"]]
+    gold = [e for r in rows for e in r["gold"]]
+    correct = sum(e["correct"] for e in predicted)
+    assert correct / len(predicted) == pytest.approx(metrics["dev"]["precision"])
+    assert correct / len(gold) == pytest.approx(metrics["dev"]["recall"])
+    assert all(0 < e["score"] <= 1 for e in predicted)
+    errors = [e["kind"] for r in rows for e in r["errors"]]
+    by_type = metrics["dev"]["error_analysis"]["errors_by_type"]
+    assert len(errors) == sum(sum(kinds.values()) for kinds in by_type.values())
+    assert rows[0]["source"].startswith(f"{dev}:") and rows[0]["tokens"] == ["Anna", "Berg", "visited", "Berlin", "."]
+
+
+def test_sentiment_and_translation_predictions_rescore_to_their_metrics(tmp_path):
+    import sacrebleu
+
+    from tests.conftest import ROOT
+
+    sentiment = tmp_path / "sentiment"
+    code, _, err = run_cli(
+        "train", "sentiment", "--train-file", ROOT / "data/sentiment/train.tsv", "--dev-file",
+        ROOT / "data/sentiment/dev.tsv", "--output-dir", sentiment, "--epochs", "1", "--hidden", "8", "--word-dim",
+        "8", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    rows, metrics = predictions_of(sentiment), json.loads((sentiment / "metrics.json").read_text())
+    assert len(rows) == 100 and sum(r["correct"] for r in rows) / 100 == pytest.approx(metrics["dev"]["accuracy"])
+    assert all(r["probability"] == max(r["probabilities"].values()) for r in rows)
+    assert all(r["correct"] == (r["gold"] == r["predicted"]) for r in rows)
+
+    translate = tmp_path / "translate"
+    code, _, err = run_cli(
+        "train", "translate", "--train-file", ROOT / "data/translate/train", "--dev-file", ROOT / "data/translate/val",
+        "--output-dir", translate, "--epochs", "1", "--hidden", "16", "--decoder-hidden", "16", "--embed-dim", "16",
+        "--beam", "2", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    rows, metrics = predictions_of(translate), json.loads((translate / "metrics.json").read_text())
+    assert len(rows) == 60 and rows[0]["source"].endswith("val.de:1")
+    hypotheses, references = [r["translation"] for r in rows], [r["reference"] for r in rows]
+    assert sacrebleu.corpus_bleu(hypotheses, [references]).score == pytest.approx(metrics["dev"]["bleu"])
+    for r in rows[:5]:
+        assert r["chrf"] == pytest.approx(sacrebleu.sentence_chrf(r["translation"], [r["reference"]]).score, abs=1e-4)
+    assert "the sentences with the lowest chrF" in (translate / "report.md").read_text()

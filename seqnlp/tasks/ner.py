@@ -19,6 +19,7 @@ from seqnlp.evidence import attach_intervals
 from seqnlp.metrics import (
     ERROR_KINDS,
     entity_error_analysis,
+    entity_errors,
     entity_f1,
     entity_scores,
     entity_statistics,
@@ -295,7 +296,10 @@ class NERTask(Task):
 
     def evaluate(self, model, examples, selection=False):
         self.check_labels(examples)
-        predicted = self.tag(model, [s.tokens for s in examples])
+        sentences = [s.tokens for s in examples]
+        # a final evaluation keeps each entity's probability for predictions.jsonl (the same Viterbi tags)
+        tagged = None if selection else self.tag_entities(model, sentences)
+        predicted = self.tag(model, sentences) if selection else [tags for tags, _ in tagged]
         gold = [tagging.convert(s.tags, "iob2") for s in examples]
         scores = entity_f1(gold, predicted) if selection else entity_scores(gold, predicted)
         scores["token_accuracy"] = token_accuracy(gold, predicted)
@@ -308,6 +312,9 @@ class NERTask(Task):
             attach_intervals(scores, statistics, self.config.bootstrap)
             words = [[self.normalize(t) for t in s.tokens] for s in examples]  # as the vocabulary holds them
             scores["error_analysis"] = entity_error_analysis(gold, predicted, words, self.words)
+            scores["_predictions"] = [
+                tagging_record(example, g, found) for example, g, (_, found) in zip(examples, gold, tagged)
+            ]
         return scores
 
     def tag_entities(
@@ -372,6 +379,26 @@ class NERTask(Task):
             if "error_analysis" in scores:
                 sections += error_analysis_lines(split, scores["error_analysis"])
         return sections
+
+
+def tagging_record(example, gold: list[str], entities: list[tuple]) -> dict:
+    """A line of predictions.jsonl: the sentence, its gold and predicted entities (each with its probability and
+    whether it is right) and its errors by kind."""
+    gold_spans = set(tagging.to_spans(gold))
+    predicted_spans = {(t, s, e) for t, s, e, _ in entities}
+    return {
+        "source": example.source,
+        "tokens": example.tokens,
+        "gold": [list(span) for span in sorted(gold_spans, key=lambda span: span[1:])],
+        "predicted": [
+            {"type": t, "start": s, "end": e, "score": round(p, 6), "correct": (t, s, e) in gold_spans}
+            for t, s, e, p in entities
+        ],  # fmt: skip
+        "errors": [
+            {"kind": kind, "gold": list(g) if g else None, "predicted": list(p) if p else None}
+            for kind, g, p in entity_errors(gold_spans, predicted_spans)
+        ],
+    }
 
 
 def error_analysis_lines(split: str, analysis: dict) -> list[str]:

@@ -339,6 +339,11 @@ class SentimentTask(Task):
             scores["accuracy_by_length"] = accuracy_by_length([len(e.text.split()) for e in examples], gold, predicted)
             statistics = classification_statistics(gold, predicted, self.labels.itos)
             attach_intervals(scores, statistics, self.config.bootstrap)
+            scores["_predictions"] = [
+                {"source": e.source, "text": e.text, "gold": g, "predicted": p, "probability": round(float(c), 6),
+                 "probabilities": dict(zip(self.labels.itos, (round(x, 6) for x in row))), "correct": g == p}
+                for e, g, p, c, row in zip(examples, gold, predicted, confidence, probs.tolist())
+            ]  # fmt: skip
         return scores
 
     def predict(self, model, inputs, options):

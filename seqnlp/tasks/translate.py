@@ -295,7 +295,8 @@ class TranslateTask(Task):
 
     def evaluate(self, model, examples, selection=False):
         beam = (self.config.selection_beam or self.config.beam) if selection else self.config.beam
-        hypotheses = [nbest[0][0] for nbest in self.translate(model, [p.src for p in examples], beam)]
+        best = [nbest[0] for nbest in self.translate(model, [p.src for p in examples], beam)]
+        hypotheses = [text for text, _ in best]
         references = [p.tgt for p in examples]
         scores = translation_scores(hypotheses, references)
         scores["beam"] = beam
@@ -323,7 +324,14 @@ class TranslateTask(Task):
             {"source": examples[i].src, "reference": references[i], "translation": hypotheses[i]}
             for i in range(min(10, len(examples)))
         ]
-        attach_intervals(scores, translation_statistics(hypotheses, references), self.config.bootstrap)
+        statistics = translation_statistics(hypotheses, references)
+        attach_intervals(scores, statistics, self.config.bootstrap)
+        sentence_chrf = statistics.score("chrf", statistics.rows)  # each pair's own statistics
+        scores["_predictions"] = [
+            {"source": p.source, "src": p.src, "reference": p.tgt, "translation": text, "score": round(score, 6),
+             "chrf": round(float(chrf), 4)}
+            for p, (text, score), chrf in zip(examples, best, sentence_chrf)
+        ]  # fmt: skip
         return scores
 
     def data_files(self, path: str) -> list[str]:
@@ -366,6 +374,15 @@ class TranslateTask(Task):
                     ),
                     "",
                 ]
+            if scores.get("_predictions"):
+                worst = sorted(scores["_predictions"], key=lambda r: r["chrf"])[:10]
+                sections += [
+                    f"## {split}: the sentences with the lowest chrF",
+                    "",
+                    markdown_table(["chrF", "source", "reference", "translation"],
+                                   [[r["chrf"], r["src"], r["reference"], r["translation"]] for r in worst]),
+                    "",
+                ]  # fmt: skip
             if scores.get("_samples"):
                 sections += [
                     f"## {split}: sample translations",
