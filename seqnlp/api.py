@@ -230,11 +230,20 @@ def compare(
     for ``evaluate``. ``resamples``: bootstrap resamples (intervals); ``trials``: randomization trials.
     """
     from seqnlp.evidence import paired_comparison
+    from seqnlp.repeat import is_repeat_folder
 
     if len(models) < 2:
         raise ConfigError("compare: give at least two models")
     if resamples < 1 or trials < 1:
         raise ConfigError("compare: --bootstrap and --trials must be at least 1")
+    groups = [not isinstance(m, Model) and is_repeat_folder(m) for m in models]
+    if any(groups):
+        if not all(groups) or data is not None or test_file is not None or dataset is not None:
+            raise ConfigError(
+                "compare: give model folders with the data to score them on, or folders of seqnlp repeat alone "
+                "(their seeds' recorded scores are compared)"
+            )
+        return compare_groups(models, split or "dev", resamples, trials)
     loaded = [m if isinstance(m, Model) else load(model_folder(m), device=device, bootstrap=resamples) for m in models]
     names = [str(m.path) if isinstance(m, Model) else str(m) for m in models]
     kinds = sorted({m.task.name for m in loaded})
@@ -266,6 +275,49 @@ def compare(
             {"model": name, metric: scores[metric], "interval": scores.get("intervals", {}).get(metric)}
             for name, scores in zip(names, results)
         ],
+        "comparisons": pairs,
+    }
+
+
+def compare_groups(folders: list, split: str, resamples: int, trials: int) -> dict:
+    """``compare`` of folders of ``seqnlp repeat``: each group's recorded ``split`` scores over its seeds, and for
+    each pair the difference of the means, its bootstrap interval and a permutation test's p-value."""
+    import statistics
+
+    from seqnlp.evidence import group_comparison
+    from seqnlp.repeat import gather
+
+    summaries = [gather(Path(folder)) for folder in folders]
+    kinds = sorted({s["task"] for s in summaries})
+    if len(kinds) > 1:
+        raise ConfigError(f"compare: the groups are runs of different tasks ({', '.join(kinds)})")
+    if split not in ("dev", "test") or any(split not in s for s in summaries):
+        raise ConfigError(
+            f"compare: groups are compared on their recorded dev or test scores, and not every seed has {split!r}"
+        )
+    metric = summaries[0]["metric"]
+    scores = [[row[split] for row in s["seeds"]] for s in summaries]
+    pairs = []
+    for i, j in itertools.combinations(range(len(folders)), 2):
+        try:
+            tested = group_comparison(scores[i], scores[j], resamples, trials)
+        except ValueError:
+            raise ConfigError(f"compare: {folders[i]} and {folders[j]} need at least two finished seeds each") from None
+        pairs.append({"a": str(folders[i]), "b": str(folders[j]), **tested})
+    return {
+        "task": kinds[0],
+        "metric": metric,
+        "split": split,
+        "groups": [
+            {
+                "folder": str(folder),
+                "seeds": [row["seed"] for row in s["seeds"]],
+                "scores": values,
+                "mean": statistics.fmean(values),
+                "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            }
+            for folder, s, values in zip(folders, summaries, scores)
+        ],  # fmt: skip
         "comparisons": pairs,
     }
 

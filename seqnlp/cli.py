@@ -71,11 +71,15 @@ def _compare(argv):
         "(prints JSON).",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders, run folders or hf://ORG/NAME")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--test-file")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--test-file", help="the data to score model folders on (folders of seqnlp repeat need none)")
     source.add_argument("--dataset")
     parser.add_argument("--dataset-config")
-    parser.add_argument("--split", help="the DatasetDict split to score (default: test)")
+    parser.add_argument(
+        "--split",
+        help="the DatasetDict split to score (default: test); for folders of seqnlp repeat, the recorded scores "
+        "compared: dev (default) or test",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     parser.add_argument(
         "--trials", type=int, default=10_000, metavar="N", help="approximate-randomization trials (default 10000)"
@@ -276,6 +280,12 @@ def _train(argv):
     train(argv[0], argv[1:])
 
 
+def _repeat(argv):
+    from seqnlp.repeat import main as repeat
+
+    repeat(argv)
+
+
 def _diagnose(argv):
     from seqnlp.diagnose import main as diagnose
 
@@ -309,6 +319,7 @@ COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
     "compare": _compare,
+    "repeat": _repeat,
     "predict": _predict,
     "serve": _serve,
     "push": _push,
@@ -347,8 +358,9 @@ def main(argv=None) -> int:
         from seqnlp.tasks import TASKS
 
         print(
-            "usage: seqnlp {train,evaluate,compare,predict,serve,push,export,diagnose} ... | seqnlp --version\n"
+            "usage: seqnlp {train,repeat,evaluate,compare,predict,serve,push,export,diagnose} ... | seqnlp --version\n"
             f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
+            "  seqnlp repeat TASK --seeds 1,2,3 --output-dir OUT [options]   one run per seed, and their summary\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S] [--bootstrap N]\n"
             "  seqnlp compare MODEL_A MODEL_B [...] --test-file F | --dataset D   paired tests between models\n"
             "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll] [--runtime auto|torch|onnx]\n"

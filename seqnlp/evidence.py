@@ -138,3 +138,42 @@ def span_scores(correct: int, predicted: int, gold: int) -> dict[str, Callable]:
         "recall": lambda s: ratio(s[:, correct], s[:, gold]),
         "f1": lambda s: ratio(2 * s[:, correct], s[:, predicted] + s[:, gold]),
     }
+
+
+def group_comparison(a: list[float], b: list[float], resamples: int = 1000, trials: int = TRIALS, seed: int = SEED):
+    """Two groups of runs (one score per seed): the difference of their means (b - a), a 95% bootstrap interval of
+    it (each group resampled on its own) and the two-sided p-value of a permutation test of the seeds' scores
+    (exact when the relabellings number at most ``trials``, else ``trials`` random ones)."""
+    import itertools
+    import math
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("each group needs at least two runs")
+    observed = float(b.mean() - a.mean())
+    pooled, size = np.concatenate([a, b]), len(a)
+    relabellings = math.comb(len(pooled), size)
+    rng = np.random.default_rng(seed)
+    if relabellings <= trials:
+        chosen = np.zeros((relabellings, len(pooled)), dtype=bool)
+        for row, members in enumerate(itertools.combinations(range(len(pooled)), size)):
+            chosen[row, list(members)] = True
+        exact = True
+    else:
+        chosen = np.argsort(rng.random((trials, len(pooled))), axis=1) < size
+        exact = False
+    differences = (~chosen @ pooled) / len(b) - (chosen @ pooled) / size
+    p_value = float(np.mean(np.abs(differences) >= abs(observed) - 1e-12))
+    if not exact:
+        p_value = (p_value * trials + 1) / (trials + 1)
+    resampled = [g[rng.integers(0, len(g), size=(resamples, len(g)))].mean(1) for g in (a, b)]
+    return {
+        "difference": observed,
+        "interval": interval(resampled[1] - resampled[0]),
+        "p_value": p_value,
+        "test": "permutation test over seeds" + (" (exact)" if exact else ""),
+        "permutations": int(min(relabellings, trials)),
+        "interval_method": "percentile bootstrap of each group",
+        "resamples": resamples,
+        "seed": seed,
+    }

@@ -307,6 +307,10 @@ def read_model_config(directory) -> dict:
 LOCK_FILE = ".seqnlp.lock"
 
 
+class FolderBusy(SeqNLPError):
+    """Another process holds the output folder's lock."""
+
+
 class OutputDirectory:
     """A run's output folder, held with an OS lock for the life of the process.
 
@@ -334,7 +338,7 @@ class OutputDirectory:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise SeqNLPError(
+            raise FolderBusy(
                 "another seqnlp run is using this output folder (wait for it to end, or choose another --output-dir)",
                 str(self.path),
             ) from None
