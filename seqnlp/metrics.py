@@ -291,3 +291,22 @@ def entity_error_analysis(gold, predicted, tokens=None, known_words=None) -> dic
     if tokens is not None and known_words is not None:
         analysis["f1_by_words"] = {name: f1(c) for (kind, name), c in sorted(groups.items()) if kind == "words"}
     return analysis
+
+
+def calibration(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> dict:
+    """Expected calibration error: over ``bins`` equal-width bins of confidence, the share of items in each bin times
+    the gap between its mean confidence and its accuracy, summed; and the bins of a reliability diagram."""
+    counts, confidence_sums, correct_sums = [0] * bins, [0.0] * bins, [0] * bins
+    for confidence, right in zip(confidences, correct):
+        b = min(bins - 1, int(confidence * bins))  # a confidence of exactly 1 falls in the last bin
+        counts[b] += 1
+        confidence_sums[b] += confidence
+        correct_sums[b] += bool(right)
+    total = sum(counts)
+    shown = [
+        {"low": b / bins, "high": (b + 1) / bins, "count": counts[b], "confidence": confidence_sums[b] / counts[b],
+         "accuracy": correct_sums[b] / counts[b]}
+        for b in range(bins) if counts[b]
+    ]  # fmt: skip
+    ece = sum(row["count"] / total * abs(row["accuracy"] - row["confidence"]) for row in shown) if total else 0.0
+    return {"ece": ece, "items": total, "bins": shown}

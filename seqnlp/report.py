@@ -154,6 +154,50 @@ def write_evaluation_report(output_dir, task: str, metrics: dict, sections: Sequ
     write_text_atomic(output_dir / "report.md", "\n".join(lines))
 
 
+def calibration_lines(split: str, calibration: dict, what: str, output_dir=None) -> list[str]:
+    """A report section: the expected calibration error of ``what`` and its reliability diagram (a picture in
+    ``output_dir``, and the bins as a table)."""
+    rows = [
+        [f"{b['low']:.1f}–{b['high']:.1f}", b["count"], b["confidence"], b["accuracy"]] for b in calibration["bins"]
+    ]
+    lines = [
+        f"## {split}: calibration of {what}",
+        "",
+        f"Expected calibration error {calibration['ece']:.4f} over {calibration['items']:,} items (10 equal-width "
+        "bins of confidence; 0 when each confidence is the share of items right at that confidence).",
+        "",
+        markdown_table(["confidence", "items", "mean confidence", "share right"], rows),
+        "",
+    ]
+    if output_dir is not None and calibration["bins"]:
+        picture = f"calibration_{split}.png"
+        plot_reliability(calibration, what, Path(output_dir) / picture)
+        lines += [f"![{split} reliability diagram]({picture})", ""]
+    return lines
+
+
+def plot_reliability(calibration: dict, what: str, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    bins = calibration["bins"]
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="tab:blue", label=what)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("share right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"ECE {calibration['ece']:.4f}")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_predictions(output_dir, results: dict) -> None:
     """``predictions.jsonl``: a line per evaluated example of each split (gold, prediction, confidence, errors), so
     errors can be read, filtered and re-scored without the model; nothing for a task without per-example output."""
@@ -167,7 +211,10 @@ def write_predictions(output_dir, results: dict) -> None:
 
 
 # What a finished run writes beside model/ and checkpoints/: a new run into the folder replaces them.
-RUN_FILES = ("metrics.json", "report.md", "curves.png", "confusion_*.png", "train_log.jsonl", "predictions.jsonl")
+RUN_FILES = (
+    "metrics.json", "report.md", "curves.png", "confusion_*.png", "calibration_*.png", "train_log.jsonl",
+    "predictions.jsonl",
+)  # fmt: skip
 
 
 def remove_run_files(output_dir) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from seqnlp.evidence import SEED, UnitStatistics, bootstrap_intervals, interval, paired_comparison, resample_counts
 from seqnlp.metrics import (
+    calibration,
     classification_scores,
     classification_statistics,
     entity_f1,
@@ -262,6 +263,9 @@ def test_predictions_jsonl_holds_every_dev_sentence_with_its_entities_and_rescor
     assert correct / len(predicted) == pytest.approx(metrics["dev"]["precision"])
     assert correct / len(gold) == pytest.approx(metrics["dev"]["recall"])
     assert all(0 < e["score"] <= 1 for e in predicted)
+    assert metrics["dev"]["calibration"]["items"] == len(predicted)  # every predicted entity, by its probability
+    assert "calibration of entity probabilities" in (folder / "three" / "report.md").read_text()
+    assert (folder / "three" / "calibration_dev.png").is_file()
     errors = [e["kind"] for r in rows for e in r["errors"]]
     by_type = metrics["dev"]["error_analysis"]["errors_by_type"]
     assert len(errors) == sum(sum(kinds.values()) for kinds in by_type.values())
@@ -284,6 +288,8 @@ def test_sentiment_and_translation_predictions_rescore_to_their_metrics(tmp_path
     assert len(rows) == 100 and sum(r["correct"] for r in rows) / 100 == pytest.approx(metrics["dev"]["accuracy"])
     assert all(r["probability"] == max(r["probabilities"].values()) for r in rows)
     assert all(r["correct"] == (r["gold"] == r["predicted"]) for r in rows)
+    recomputed = calibration([r["probability"] for r in rows], [r["correct"] for r in rows])
+    assert metrics["dev"]["calibration"]["ece"] == pytest.approx(recomputed["ece"], abs=1e-5)
 
     translate = tmp_path / "translate"
     code, _, err = run_cli(

@@ -88,3 +88,16 @@ def test_error_analysis_counts_errors_by_type_confusions_and_f1_by_length_and_se
     # seen: PER and LOC (gold), PER and ORG "oslo" (predicted); unseen: ORG "acme" (gold), LOC "zorp" (predicted)
     assert analysis["f1_by_words"]["seen"] == {"f1": 0.5, "gold": 2, "predicted": 2}
     assert analysis["f1_by_words"]["unseen"] == {"f1": 0.0, "gold": 1, "predicted": 1}
+
+
+def test_expected_calibration_error_weighs_each_bins_gap_by_its_share():
+    from seqnlp.metrics import calibration
+
+    got = calibration([0.95, 0.95, 0.15, 0.55], [True, False, False, True])
+    # bins: 0.9-1.0 holds two (confidence 0.95, half right), 0.1-0.2 one (0.15, wrong), 0.5-0.6 one (0.55, right)
+    assert got["ece"] == pytest.approx(2 / 4 * 0.45 + 1 / 4 * 0.15 + 1 / 4 * 0.45)
+    assert [(b["low"], b["count"], b["accuracy"]) for b in got["bins"]] == [(0.1, 1, 0.0), (0.5, 1, 1.0), (0.9, 2, 0.5)]
+    assert calibration([1.0, 1.0], [True, True]) == {
+        "ece": 0.0, "items": 2, "bins": [{"low": 0.9, "high": 1.0, "count": 2, "confidence": 1.0, "accuracy": 1.0}]
+    }  # fmt: skip
+    assert calibration([], []) == {"ece": 0.0, "items": 0, "bins": []}

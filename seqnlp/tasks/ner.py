@@ -18,6 +18,7 @@ from seqnlp.errors import DataError
 from seqnlp.evidence import attach_intervals
 from seqnlp.metrics import (
     ERROR_KINDS,
+    calibration,
     entity_error_analysis,
     entity_errors,
     entity_f1,
@@ -28,7 +29,7 @@ from seqnlp.metrics import (
 from seqnlp.models.tagger import Tagger
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
-from seqnlp.report import markdown_table, precision_recall_row
+from seqnlp.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
 
@@ -312,6 +313,13 @@ class NERTask(Task):
             attach_intervals(scores, statistics, self.config.bootstrap)
             words = [[self.normalize(t) for t in s.tokens] for s in examples]  # as the vocabulary holds them
             scores["error_analysis"] = entity_error_analysis(gold, predicted, words, self.words)
+            confidences, right = [], []  # each predicted entity's probability, and whether it is a gold entity
+            for g, (_, entities) in zip(gold, tagged):
+                gold_spans = set(tagging.to_spans(g))
+                for entity_type, start, end, probability in entities:
+                    confidences.append(probability)
+                    right.append((entity_type, start, end) in gold_spans)
+            scores["calibration"] = calibration(confidences, right)
             scores["_predictions"] = [
                 tagging_record(example, g, found) for example, g, (_, found) in zip(examples, gold, tagged)
             ]
@@ -378,6 +386,8 @@ class NERTask(Task):
             ]
             if "error_analysis" in scores:
                 sections += error_analysis_lines(split, scores["error_analysis"])
+            if "calibration" in scores:
+                sections += calibration_lines(split, scores["calibration"], "entity probabilities", output_dir)
         return sections
 
 

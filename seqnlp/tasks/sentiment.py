@@ -15,12 +15,12 @@ from seqnlp.data.table import pick_column, read_records
 from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import ConfigError, DataError, shorten
 from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import classification_scores, classification_statistics
+from seqnlp.metrics import calibration, classification_scores, classification_statistics
 from seqnlp.models.classifier import Classifier, ClassifierEnsemble
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
-from seqnlp.report import markdown_table, precision_recall_row
+from seqnlp.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
 
@@ -339,6 +339,7 @@ class SentimentTask(Task):
             scores["accuracy_by_length"] = accuracy_by_length([len(e.text.split()) for e in examples], gold, predicted)
             statistics = classification_statistics(gold, predicted, self.labels.itos)
             attach_intervals(scores, statistics, self.config.bootstrap)
+            scores["calibration"] = calibration(confidence.tolist(), [g == p for g, p in zip(gold, predicted)])
             scores["_predictions"] = [
                 {"source": e.source, "text": e.text, "gold": g, "predicted": p, "probability": round(float(c), 6),
                  "probabilities": dict(zip(self.labels.itos, (round(x, 6) for x in row))), "correct": g == p}
@@ -383,6 +384,10 @@ class SentimentTask(Task):
                     markdown_table(["tokens", "examples", "accuracy"], rows),
                     "",
                 ]
+            if "calibration" in scores:
+                sections += calibration_lines(
+                    split, scores["calibration"], "the predicted class's probability", output_dir
+                )
             if scores.get("_errors"):
                 sections += [
                     f"## {split}: most confident errors",
