@@ -268,36 +268,26 @@ def held_out(make, count, rng, seen):
     return examples
 
 
+# task: (one example, its writer, train / dev / test counts, the files' names)
+SAMPLES = {
+    "ner": (ner_sentence, write_ner, (400, 100, 100), ("train.txt", "dev.txt", "test.txt")),
+    "sentiment": (sentiment_example, write_sentiment, (400, 100, 100), ("train.tsv", "dev.tsv", "test.tsv")),
+    "textgen": (paragraph, write_text, (120, 15, 15), ("train.txt", "val.txt", "test.txt")),
+    "translate": (translation_pair, write_translation, (400, 60, 60), ("train", "val", "test")),
+}
+
+
 def main():
     rng = random.Random(2026)
-    samples = {
-        "ner": draw(ner_sentence, 400, rng) + draw(ner_sentence, 100, rng),
-        "sentiment": draw(sentiment_example, 400, rng) + draw(sentiment_example, 100, rng),
-        "textgen": draw(paragraph, 120, rng) + draw(paragraph, 15, rng),
-        "translate": draw(translation_pair, 400, rng) + draw(translation_pair, 60, rng),
-    }
+    drawn = {task: [draw(make, n, rng) for n in counts[:2]] for task, (make, _, counts, _) in SAMPLES.items()}
     # The held-out test files: another generator, so that train and dev stay as they were; no example of train or dev.
     test_rng = random.Random(2027)
-    tests = {
-        "ner": held_out(ner_sentence, 100, test_rng, samples["ner"]),
-        "sentiment": held_out(sentiment_example, 100, test_rng, samples["sentiment"]),
-        "textgen": held_out(paragraph, 15, test_rng, samples["textgen"]),
-        "translate": held_out(translation_pair, 60, test_rng, samples["translate"]),
-    }
-    for task in samples:
+    for task, (make, write, counts, names) in SAMPLES.items():
+        train, dev = drawn[task]
+        test = held_out(make, counts[2], test_rng, train + dev)
         (HERE / task).mkdir(exist_ok=True)
-    write_ner(HERE / "ner/train.txt", samples["ner"][:400])
-    write_ner(HERE / "ner/dev.txt", samples["ner"][400:])
-    write_ner(HERE / "ner/test.txt", tests["ner"])
-    write_sentiment(HERE / "sentiment/train.tsv", samples["sentiment"][:400])
-    write_sentiment(HERE / "sentiment/dev.tsv", samples["sentiment"][400:])
-    write_sentiment(HERE / "sentiment/test.tsv", tests["sentiment"])
-    write_text(HERE / "textgen/train.txt", samples["textgen"][:120])
-    write_text(HERE / "textgen/val.txt", samples["textgen"][120:])
-    write_text(HERE / "textgen/test.txt", tests["textgen"])
-    write_translation(HERE / "translate/train", samples["translate"][:400])
-    write_translation(HERE / "translate/val", samples["translate"][400:])
-    write_translation(HERE / "translate/test", tests["translate"])
+        for examples, name in zip((train, dev, test), names):
+            write(HERE / task / name, examples)
 
 
 if __name__ == "__main__":
