@@ -246,13 +246,16 @@ def compare(
         return compare_groups(models, split or "dev", resamples, trials)
     loaded = [m if isinstance(m, Model) else load(model_folder(m), device=device, bootstrap=resamples) for m in models]
     names = [str(m.path) if isinstance(m, Model) else str(m) for m in models]
+    exports = [name for name, m in zip(names, loaded) if not isinstance(m, Model)]
+    if exports:
+        raise ConfigError(f"compare: {exports[0]} is an ONNX export: compare the model folders it was exported from")
     kinds = sorted({m.task.name for m in loaded})
     if len(kinds) > 1:
         raise ConfigError(f"compare: the models are of different tasks ({', '.join(kinds)})")
     metric = loaded[0].task.metric
     results = []
     for model in loaded:
-        metrics, scores, examples = score(
+        _, scores, examples = score(
             model, data, test_file=test_file, dataset=dataset, split=split, dataset_config=dataset_config
         )
         results.append(scores)

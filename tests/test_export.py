@@ -222,10 +222,15 @@ def test_predict_picks_the_runtime_by_the_folder_and_refuses_the_other(trained_a
 
 
 def test_evaluating_an_export_is_one_error_line_that_names_the_model_folder_to_evaluate(trained_and_exported):
-    _, _, onnx_dir = trained_and_exported("sentiment")
+    _, model_dir, onnx_dir = trained_and_exported("sentiment")
     code, _, err = run_cli("evaluate", onnx_dir, "--test-file", ROOT / "data/sentiment/dev.tsv")
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"error: {onnx_dir} is an ONNX export, which predicts but is not evaluated here")
+    code, _, err = run_cli("compare", model_dir, onnx_dir, "--test-file", ROOT / "data/sentiment/dev.tsv")
+    assert (
+        code == 2
+        and err == f"error: compare: {onnx_dir} is an ONNX export: compare the model folders it was exported from\n"
+    )
 
 
 def test_export_refuses_what_it_cannot_export_before_loading_weights(trained_and_exported, tmp_path):
