@@ -285,8 +285,6 @@ def compare(
 def compare_groups(folders: list, split: str, resamples: int, trials: int) -> dict:
     """``compare`` of folders of ``seqnlp repeat``: each group's recorded ``split`` scores over its seeds, and for
     each pair the difference of the means, its bootstrap interval and a permutation test's p-value."""
-    import statistics
-
     from seqnlp.evidence import group_comparison
     from seqnlp.repeat import gather
 
@@ -316,8 +314,8 @@ def compare_groups(folders: list, split: str, resamples: int, trials: int) -> di
                 "folder": str(folder),
                 "seeds": [row["seed"] for row in s["seeds"]],
                 "scores": values,
-                "mean": statistics.fmean(values),
-                "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "mean": s[split]["mean"],
+                "sd": s[split]["sd"],
             }
             for folder, s, values in zip(folders, summaries, scores)
         ],  # fmt: skip

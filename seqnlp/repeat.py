@@ -19,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from seqnlp.errors import ConfigError
-from seqnlp.io import FolderBusy, atomic_directory, existing_directory, write_json, write_text_atomic
+from seqnlp.io import FolderBusy, OutputDirectory, atomic_directory, existing_directory, write_json, write_text_atomic
 
 # Student's t quantile at 0.975 for 1..30 degrees of freedom; beyond, the normal's 1.96 is within 2%.
 T_975 = [
@@ -68,7 +68,7 @@ def train_seed(task: str, argv: list[str], out: Path, seed: int) -> str:
     flags = ["--seed", str(seed), "--output-dir", str(folder)]
     if existing_directory(folder / "checkpoints" / "last"):
         flags.append("--resume")
-    elif folder.is_dir() and any(p.name != ".seqnlp.lock" for p in folder.iterdir()):
+    elif OutputDirectory(folder).used():
         flags.append("--overwrite")  # a run that died before its first checkpoint
     try:
         train(task, [*argv, *flags])

@@ -321,17 +321,6 @@ class SentimentTask(Task):
         predicted = self.labels.decode(best.tolist())
         gold = [e.label for e in examples]
         scores = classification_scores(gold, predicted, self.labels.itos)
-        errors = sorted((i for i in range(len(gold)) if gold[i] != predicted[i]), key=lambda i: -float(confidence[i]))
-        scores["_errors"] = [
-            {
-                "text": examples[i].text,
-                "gold": gold[i],
-                "predicted": predicted[i],
-                "probability": round(float(confidence[i]), 4),
-                "source": examples[i].source,
-            }
-            for i in errors[:10]
-        ]
         if self.words is not None:
             ids = [w for text_ids in encoded for w in text_ids]
             scores["unknown_word_rate"] = sum(i == self.words.unk_id for i in ids) / max(1, len(ids))
@@ -388,13 +377,16 @@ class SentimentTask(Task):
                 sections += calibration_lines(
                     split, scores["calibration"], "the predicted class's probability", output_dir
                 )
-            if scores.get("_errors"):
+            mistakes = sorted(
+                (r for r in scores.get("_predictions", []) if not r["correct"]), key=lambda r: -r["probability"]
+            )
+            if mistakes:
                 sections += [
                     f"## {split}: most confident errors",
                     "",
                     markdown_table(
                         ["text", "gold", "predicted", "probability"],
-                        [[e["text"][:200], e["gold"], e["predicted"], e["probability"]] for e in scores["_errors"]],
+                        [[r["text"][:200], r["gold"], r["predicted"], r["probability"]] for r in mistakes[:10]],
                     ),
                     "",
                 ]
