@@ -7,7 +7,7 @@ see ``seqnlp/api.py`` and the README.
 
 __version__ = "0.1.0"
 
-from seqnlp.api import Model, compare, evaluate, export, load, train
+from seqnlp.api import Model, calibrate, compare, evaluate, export, load, train
 from seqnlp.predictions import Classification, Entity, Generation, Tagging, Translation
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Tagging",
     "Translation",
     "__version__",
+    "calibrate",
     "compare",
     "evaluate",
     "export",

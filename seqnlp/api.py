@@ -161,13 +161,26 @@ def score(
             f"{model.path} is an ONNX export, which predicts but is not evaluated here: evaluate the model folder it "
             "was exported from"
         )
+    task, examples, test_file, dataset = data_examples(model.task, data, test_file, dataset, split, dataset_config)
+    scores = task.evaluate(model.module, examples)
+    metrics = {
+        "task": task.name,
+        "evaluated": evaluation_record(model, task, test_file, dataset, split),
+        "test": {k: v for k, v in scores.items() if not k.startswith("_")},
+    }
+    return metrics, scores, examples
+
+
+def data_examples(task, data, test_file, dataset, split, dataset_config, default_split: str = "test") -> tuple:
+    """``(task, examples, test_file, dataset)``: the task with its data settings pointed at the data to score (``data``
+    is a file or a dataset), that data's examples, and which of the two it is."""
     if data is not None:
-        if is_dataset(data, model.task):
+        if is_dataset(data, task):
             dataset = data
         else:
             test_file = data
     if (test_file is None) == (dataset is None):
-        raise ConfigError("evaluate: give the data to score (a test file or a dataset)")
+        raise ConfigError("give the data to score (a test file or a dataset)")
     sources = {
         "train_file": None,
         "dev_file": None,
@@ -176,15 +189,36 @@ def score(
         "dataset_config": dataset_config,
         "test_split": split or "test",
     }
-    task = with_settings(model.task, sources)
-    examples = evaluation_examples(task, dataset, split, dataset_config)
-    scores = task.evaluate(model.module, examples)
-    metrics = {
-        "task": task.name,
-        "evaluated": evaluation_record(model, task, test_file, dataset, split),
-        "test": {k: v for k, v in scores.items() if not k.startswith("_")},
-    }
-    return metrics, scores, examples
+    task = with_settings(task, sources)
+    return task, evaluation_examples(task, dataset, split, dataset_config, default_split), test_file, dataset
+
+
+def calibrate(
+    model, data=None, *, dev_file=None, dataset=None, split=None, dataset_config=None, output_dir=None,
+    device: str = "auto",
+) -> dict:  # fmt: skip
+    """``seqnlp calibrate``: fit a model folder's temperature on held-out data (``dev_file``, or a ``dataset`` and
+    its ``split``, default validation) and write it into the folder's ``config.json``, or into a copy of the folder
+    at ``output_dir``; returns the calibration (temperature, objective, items, data). Predictions never change."""
+    from seqnlp.tasks.base import calibrate_model_dir
+
+    loaded = load(model_folder(model), device=device)
+    if not isinstance(loaded, Model):
+        raise ConfigError(
+            "an ONNX export holds its temperature in its graphs: calibrate the model folder, then export it again",
+            str(loaded.path),
+        )
+    if not hasattr(loaded.task.config, "calibrate"):
+        raise ConfigError(f"a {loaded.task.name} model gives no probabilities to calibrate (ner and sentiment do)")
+    if output_dir is None and str(model).startswith("hf://"):
+        raise ConfigError("a model from the Hub is a read-only cache: give --output-dir for the calibrated copy")
+    _, examples, dev_file, dataset = data_examples(
+        loaded.task, data, dev_file, dataset, split, dataset_config, default_split="validation"
+    )
+    task = loaded.task  # its saved settings are written back; the data's were only for reading
+    task.config = dataclasses.replace(task.config, calibrate=True)  # asked for: a saved calibrate=false yields
+    where = dev_file or examples[0].source.rpartition(":")[0]  # a dataset example's source is "NAME[SPLIT]:row N"
+    return calibrate_model_dir(task, loaded.module, examples, str(where), loaded.path, output_dir or loaded.path)
 
 
 def evaluation_record(model: Model, task, test_file, dataset, split) -> dict:
@@ -329,8 +363,11 @@ def model_folder(path):
     return inner if not str(path).startswith("hf://") and (inner / "config.json").is_file() else path
 
 
-def evaluation_examples(task, dataset, split: str | None, dataset_config: str | None) -> list:
-    """The examples to score: the test file, a whole single-split dataset, or a named split of a ``DatasetDict``."""
+def evaluation_examples(
+    task, dataset, split: str | None, dataset_config: str | None, default_split: str = "test"
+) -> list:
+    """The examples to score: the test file, a whole single-split dataset, or a named split of a ``DatasetDict``
+    (``default_split`` unless ``split`` names one)."""
     if dataset is None:
         return task.read("test")
     from seqnlp.data import hf
@@ -344,7 +381,7 @@ def evaluation_examples(task, dataset, split: str | None, dataset_config: str | 
                 "--split names a split of a DatasetDict"
             )
         return task.read_hf(loaded, str(name))
-    split = split or "test"
+    split = split or default_split
     if split not in loaded:
         raise ConfigError(f"dataset has no split {split!r} (splits: {', '.join(loaded)})", str(name))
     return task.read_hf(loaded[split], f"{name}[{split}]")

@@ -131,7 +131,7 @@ def scores_section(metrics: dict, metric: str) -> list[str]:
         if isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
     train = metrics.get("train", {})
-    return [
+    lines = [
         "## Scores",
         "",
         f"Selected by dev {metric} ({metrics.get('protocol', {}).get('selected_on', 'dev set')}); "
@@ -142,6 +142,23 @@ def scores_section(metrics: dict, metric: str) -> list[str]:
         *rows,
         "",
     ]
+    calibrated = metrics.get("calibration")
+    if calibrated:
+        eces = ece_changes(calibrated)
+        lines += [
+            f"Probabilities are calibrated: scores are divided by a temperature of {calibrated['temperature']:.3f} "
+            f"fitted on the dev set ({calibrated['objective']}); expected calibration error before → after: {eces} "
+            "(the dev figure is measured on the data the temperature was fitted on). No prediction depends on it.",
+            "",
+        ]
+    return lines
+
+
+def ece_changes(calibrated: dict) -> str:
+    """``dev 0.0812 -> 0.0203; test ...``: each split's expected calibration error before and after the temperature
+    (``metrics.json``'s ``calibration``)."""
+    changes = [(key[: -len("_ece")], value) for key, value in calibrated.items() if key.endswith("_ece")]
+    return "; ".join(f"{split} {before:.4f} -> {after:.4f}" for split, (before, after) in changes if before is not None)
 
 
 def data_section(metrics: dict, summary: dict) -> list[str]:

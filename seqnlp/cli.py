@@ -96,6 +96,30 @@ def _compare(argv):
     print(json.dumps(result, indent=2))
 
 
+def _calibrate(argv):
+    parser = ArgumentParser(
+        prog="seqnlp calibrate",
+        description="Fit a model's temperature on held-out data, so that its probabilities match how often it is "
+        "right (no prediction changes), and write it into the model folder (prints the calibration JSON).",
+    )
+    parser.add_argument("model_dir", help="a model folder, run folder or hf://ORG/NAME (with --output-dir)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dev-file", help="held-out data the model was not trained on")
+    source.add_argument("--dataset")
+    parser.add_argument("--dataset-config")
+    parser.add_argument("--split", help="the DatasetDict split to fit on (default: validation)")
+    parser.add_argument("--output-dir", help="write a calibrated copy of the model folder here instead")
+    parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
+    args = parser.parse_args(argv)
+    from seqnlp import api
+
+    result = api.calibrate(
+        args.model_dir, dev_file=args.dev_file, dataset=args.dataset, split=args.split,
+        dataset_config=args.dataset_config, output_dir=args.output_dir, device=args.device,
+    )  # fmt: skip
+    print(json.dumps(result, indent=2))
+
+
 def _parse_override(item: str):
     key, sep, value = item.partition("=")
     if not sep:
@@ -319,6 +343,7 @@ COMMANDS = {
     "train": _train,
     "evaluate": _evaluate,
     "compare": _compare,
+    "calibrate": _calibrate,
     "repeat": _repeat,
     "predict": _predict,
     "serve": _serve,
@@ -358,11 +383,13 @@ def main(argv=None) -> int:
         from seqnlp.tasks import TASKS
 
         print(
-            "usage: seqnlp {train,repeat,evaluate,compare,predict,serve,push,export,diagnose} ... | seqnlp --version\n"
+            "usage: seqnlp {train,repeat,evaluate,compare,calibrate,predict,serve,push,export,diagnose} ... | "
+            "seqnlp --version\n"
             f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
             "  seqnlp repeat TASK --seeds 1,2,3 --output-dir OUT [options]   one run per seed, and their summary\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S] [--bootstrap N]\n"
             "  seqnlp compare MODEL_A MODEL_B [...] --test-file F | --dataset D   paired tests between models\n"
+            "  seqnlp calibrate MODEL_DIR --dev-file F | --dataset D [--output-dir OUT]   fit its temperature\n"
             "  seqnlp predict MODEL_DIR [FILE|-] [--format text|json|conll] [--runtime auto|torch|onnx]\n"
             "  seqnlp serve MODEL_DIR [--host 127.0.0.1] [--port 8080]   HTTP JSON API: POST /predict, GET /health, "
             "GET /info\n"

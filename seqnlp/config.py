@@ -38,6 +38,15 @@ def word_vectors_setting():
     )
 
 
+def calibrate_setting():
+    """``calibrate``: the one declaration of the tasks whose predictions carry probabilities."""
+    return setting(
+        True,
+        "fit a temperature on the dev set at the end of training so that the probabilities predictions carry match "
+        "how often they are right (no prediction changes); false: the probabilities as trained",
+    )
+
+
 def spec(cls, name: str) -> dict:
     """The declaration of setting ``name``: the nearest class in ``cls``'s hierarchy that gave it a help text."""
     for klass in cls.__mro__:

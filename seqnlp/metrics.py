@@ -206,6 +206,37 @@ def language_model_statistics(chunks: Sequence[tuple[float, int]], chunk_chars: 
     return UnitStatistics(f"chunks of {chunk_chars} characters", list(chunks), scores)
 
 
+def character_class(char: str) -> str:
+    """Which of a language model's character classes ``char`` falls in (a vocabulary's special symbols: other)."""
+    if char == "\n":
+        return "newlines"
+    if char.isspace():
+        return "spaces"
+    if len(char) != 1:
+        return "other"
+    if char.isalpha():
+        return "letters"
+    if char.isdigit():
+        return "digits"
+    return "punctuation" if char.isprintable() else "other"
+
+
+def loss_by_character_class(chars: Sequence[str], nats: Sequence[float], counts: Sequence[float]) -> dict:
+    """``{class: {characters, share, loss, share_of_loss}}`` from the summed nats and counts of each predicted
+    character id (``chars``: the vocabulary's characters by id), the classes that occur, most characters first."""
+    classes: dict[str, list[float]] = {}
+    for char, n, c in zip(chars, nats, counts):
+        if c:
+            totals = classes.setdefault(character_class(char), [0.0, 0.0])
+            totals[0] += n
+            totals[1] += c
+    all_nats, all_chars = sum(n for n, _ in classes.values()), sum(c for _, c in classes.values())
+    return {
+        name: {"characters": int(c), "share": c / all_chars, "loss": n / c, "share_of_loss": n / max(all_nats, 1e-12)}
+        for name, (n, c) in sorted(classes.items(), key=lambda item: -item[1][1])
+    }
+
+
 # -- error analysis ----------------------------------------------------------------------------------------------
 
 ERROR_KINDS = ("wrong type", "wrong boundary", "wrong type and boundary", "missed", "spurious")
@@ -310,3 +341,21 @@ def calibration(confidences: Sequence[float], correct: Sequence[bool], bins: int
     ]  # fmt: skip
     ece = sum(row["count"] / total * abs(row["accuracy"] - row["confidence"]) for row in shown) if total else 0.0
     return {"ece": ece, "items": total, "bins": shown}
+
+
+def calibration_before_after(
+    calibrated: Sequence[float], trained: Sequence[float], correct: Sequence[bool], fitted: dict | None
+) -> dict:
+    """``calibration`` of the confidences at the model's temperature; with one (``fitted``: the model's
+    ``calibration`` record, None when it has none or it is turned off), also the temperature, what it was fitted on,
+    and the ECE and bins of the trained (uncalibrated) confidences of the same predictions."""
+    result = calibration(calibrated, correct)
+    if fitted is not None:
+        before = calibration(trained, correct)
+        result.update(
+            temperature=fitted["temperature"],
+            fitted_on=fitted.get("fitted_on"),
+            ece_before=before["ece"],
+            bins_before=before["bins"],
+        )
+    return result

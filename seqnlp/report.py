@@ -166,14 +166,29 @@ def calibration_lines(split: str, calibration: dict, what: str, output_dir=None)
         f"Expected calibration error {calibration['ece']:.4f} over {calibration['items']:,} items (10 equal-width "
         "bins of confidence; 0 when each confidence is the share of items right at that confidence).",
         "",
-        markdown_table(["confidence", "items", "mean confidence", "share right"], rows),
-        "",
     ]
+    if "temperature" in calibration:
+        lines += [
+            f"The model divides its scores by a temperature of {calibration['temperature']:.3f}, fitted on "
+            f"{_fitted_on(calibration.get('fitted_on'))}; at the trained temperature (1) the error is "
+            f"{calibration['ece_before']:.4f}. On the data the temperature was fitted on, the error after it flatters "
+            "the model; on other data it does not.",
+            "",
+        ]
+    lines += [markdown_table(["confidence", "items", "mean confidence", "share right"], rows), ""]
     if output_dir is not None and calibration["bins"]:
         picture = f"calibration_{split}.png"
         plot_reliability(calibration, what, Path(output_dir) / picture)
         lines += [f"![{split} reliability diagram]({picture})", ""]
     return lines
+
+
+def _fitted_on(where: str | None) -> str:
+    if not where:
+        return "held-out data"
+    if where == "dev set":
+        return "the dev set at the end of training"
+    return f"`{where}`" if "held out" not in where else f"the dev set ({where})"
 
 
 def plot_reliability(calibration: dict, what: str, path) -> None:
@@ -184,6 +199,13 @@ def plot_reliability(calibration: dict, what: str, path) -> None:
 
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     ax.plot([0, 1], [0, 1], "--", color="gray", label="calibrated")
+    if "bins_before" in calibration:
+        before = calibration["bins_before"]
+        ax.plot(
+            [b["confidence"] for b in before], [b["accuracy"] for b in before], "s:", color="tab:orange",
+            label=f"trained (ECE {calibration['ece_before']:.4f})",
+        )  # fmt: skip
+        what = f"{what} at T = {calibration['temperature']:.2f}"
     bins = calibration["bins"]
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color="tab:blue", label=what)
     ax.set_xlabel("confidence")

@@ -19,14 +19,14 @@ import torch
 
 from seqnlp import config as configs
 from seqnlp import distributed
-from seqnlp.card import write_model_card
+from seqnlp.card import ece_changes, write_model_card
 from seqnlp.errors import ConfigError, DataError
 from seqnlp.finetune import adapted_model, freeze
 from seqnlp.heap import configure_heap, release_memory
 from seqnlp.hub import model_directory
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_predictions, write_report
-from seqnlp.tasks.base import get_task, load_model_dir, load_task_assets, write_model_files
+from seqnlp.tasks.base import calibrate_model_dir, get_task, load_model_dir, load_task_assets, write_model_files
 from seqnlp.trainer import Trainer, checkpoint_path, pick_device
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
@@ -301,6 +301,10 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
     del model  # the evaluation needs none of the training state: give the memory back first
     release_memory()
     best_task, best = load_model_dir(existing_directory(output_dir / "model"), device=device)
+    calibrated = None
+    if getattr(config, "calibrate", False):
+        source = existing_directory(output_dir / "model")
+        calibrated = calibrate_model_dir(best_task, best, data.dev, data.selected_on, source, output_dir / "model")
     results = {"dev": best_task.evaluate(best, data.dev)}
     if data.test is not None:
         results["test"] = best_task.evaluate(best, data.test)
@@ -322,6 +326,8 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
             "data": file_checksums(config) or config.dataset,
         },
     }
+    if calibrated is not None:
+        metrics["calibration"] = {**calibrated, **_ece_before_after(results)}
     vectors, fine_tuning = extras.get("vectors"), extras.get("fine_tuning")
     if fine_tuning:
         metrics["fine_tuning"] = {**fine_tuning, "dev_after": results["dev"][task.metric]}
@@ -338,6 +344,15 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
     return metrics
 
 
+def _ece_before_after(results: dict) -> dict:
+    """Each split's expected calibration error at the trained temperature and at the fitted one."""
+    eces = {}
+    for split, scores in results.items():
+        found = scores.get("calibration", {})
+        eces[f"{split}_ece"] = [found.get("ece_before", found.get("ece")), found.get("ece")]
+    return eces
+
+
 def run_summary(metrics: dict, metric: str, output_dir: Path) -> str:
     """The lines a finished run ends with: its scores, where the model and report are, how long it took."""
     train = metrics["train"]
@@ -348,6 +363,12 @@ def run_summary(metrics: dict, metric: str, output_dir: Path) -> str:
     )
     if "test" in metrics:
         scores += f", test {metric} {metrics['test'][metric]:.4f}"
+    calibrated = metrics.get("calibration")
+    if calibrated:
+        scores += (
+            f"\ncalibration: temperature {calibrated['temperature']:.3f} fitted on the dev set "
+            f"(ECE before -> after: {ece_changes(calibrated)})"
+        )
     return (
         f"done in {minutes}m{seconds:02d}s: {scores}\nmodel: {output_dir / 'model'}\nreport: {output_dir / 'report.md'}"
     )

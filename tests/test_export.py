@@ -72,8 +72,8 @@ def _random_feeds(task, runner, batch: int, steps: int, rng) -> dict:
 def _torch_outputs(task, model, feeds: dict) -> list:
     t = {k: torch.from_numpy(v) for k, v in feeds.items()}
     with torch.no_grad():
-        if task == "ner":
-            return [model.emissions(t)]
+        if task == "ner":  # the graph's emissions carry the model's temperature (1 when uncalibrated)
+            return [model.emissions(t) / model.temperature]
         if task == "sentiment":
             t["mask"] = torch.arange(t["words"].size(1)).unsqueeze(0) < t["lengths"].unsqueeze(1)
             return [model.predict(t)]

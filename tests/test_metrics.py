@@ -101,3 +101,20 @@ def test_expected_calibration_error_weighs_each_bins_gap_by_its_share():
         "ece": 0.0, "items": 2, "bins": [{"low": 0.9, "high": 1.0, "count": 2, "confidence": 1.0, "accuracy": 1.0}]
     }  # fmt: skip
     assert calibration([], []) == {"ece": 0.0, "items": 0, "bins": []}
+
+
+def test_characters_fall_in_the_classes_a_language_model_report_shows():
+    from seqnlp.metrics import character_class
+
+    assert [character_class(c) for c in ["a", "É", "7", " ", "\t", "\n", ",", "<unk>", "\x07"]] == [
+        "letters", "letters", "digits", "spaces", "spaces", "newlines", "punctuation", "other", "other",
+    ]  # fmt: skip
+
+
+def test_loss_by_character_class_sums_each_class_and_weighs_it_by_its_characters():
+    from seqnlp.metrics import loss_by_character_class
+
+    classes = loss_by_character_class(["<pad>", "a", "b", " ", "."], [0.0, 3.0, 1.0, 1.0, 5.0], [0, 2, 2, 1, 0])
+    assert list(classes) == ["letters", "spaces"]  # most characters first; no "." predicted, no class
+    assert classes["letters"] == {"characters": 4, "share": 0.8, "loss": 1.0, "share_of_loss": 0.8}
+    assert classes["spaces"] == {"characters": 1, "share": 0.2, "loss": 1.0, "share_of_loss": 0.2}

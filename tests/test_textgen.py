@@ -133,7 +133,12 @@ def test_recipe_trains_reports_and_predicts(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["dev"]) >= {"loss", "bpc", "perplexity"}
     assert metrics["dev"]["bpc"] == pytest.approx(metrics["dev"]["loss"] / 0.6931471805599453)
-    assert "```\nthe " in (out / "report.md").read_text()
+    classes = metrics["dev"]["loss_by_character_class"]
+    assert set(classes) == {"letters", "spaces", "punctuation"}  # the text's characters: no digits, no newline
+    assert sum(c["share"] * c["loss"] for c in classes.values()) == pytest.approx(metrics["dev"]["loss"])
+    assert sum(c["share_of_loss"] for c in classes.values()) == pytest.approx(1.0)
+    report = (out / "report.md").read_text()
+    assert "```\nthe " in report and "loss by character class" in report
     code, stdout, _ = run_cli("evaluate", out / "model", "--test-file", tmp_path / "val.txt")
     assert json.loads(stdout)["test"] == metrics["dev"]
     prompts = tmp_path / "prompts.txt"

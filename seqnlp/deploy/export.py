@@ -28,10 +28,9 @@ import torch
 from torch import nn
 
 from seqnlp import __version__
-from seqnlp import config as configs
 from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.errors import ConfigError
-from seqnlp.io import atomic_directory, write_json, write_model_config
+from seqnlp.io import atomic_directory, write_json
 from seqnlp.models.seq2seq import DecoderState, Hypotheses, SourceMemory
 
 OPSET = 18
@@ -91,12 +90,13 @@ def _tagger_graphs(task, model) -> tuple[list[Graph], dict]:
     if config.casing_dim:
         inputs["casing"] = torch.randint(1, 8, (3, 5))
         axes["casing"] = {0: "batch", 1: "steps"}
-    graph = Graph("emissions", _Named(model, list(inputs), lambda m, b: m.emissions(b)), inputs, axes, ["emissions"])
+    # a calibrated model's temperature divides every score here, so the runtime's probabilities are calibrated
+    graph = Graph("emissions", _Named(model, list(inputs), _emissions), inputs, axes, ["emissions"])
     arrays = {}
     if model.crf is not None:
         from seqnlp.data import tags as tagging
 
-        start, transitions, end = (t.detach().float() for t in model.crf._scores())
+        start, transitions, end = (t.detach().float() for t in model.crf._scores(model.temperature))
         arrays = {
             "crf_start": start,
             "crf_transitions": transitions,
@@ -106,10 +106,16 @@ def _tagger_graphs(task, model) -> tuple[list[Graph], dict]:
     return [graph], arrays
 
 
+def _emissions(model, batch):
+    emissions = model.emissions(batch)
+    return emissions if model.temperature == 1.0 else emissions / model.temperature
+
+
 def _probabilities(model, batch):
     steps = batch["words"].size(1)
     batch["mask"] = torch.arange(steps).unsqueeze(0) < batch["lengths"].unsqueeze(1)
-    return model.logits(batch).softmax(dim=-1)
+    logits = model.logits(batch)
+    return (logits if model.temperature == 1.0 else logits / model.temperature).softmax(dim=-1)
 
 
 def _classifier_graphs(task, model) -> tuple[list[Graph], dict]:
@@ -241,7 +247,7 @@ def export(model_dir, out_dir, overwrite: bool = False) -> dict:
     """Export ``model_dir`` (a model directory or ``hf://`` name) into ``out_dir``; returns the manifest."""
     from seqnlp.hub import model_directory
     from seqnlp.io import existing_directory, read_model_config
-    from seqnlp.tasks.base import build_checked_model, task_from_model_config
+    from seqnlp.tasks.base import build_checked_model, task_from_model_config, write_task_config
 
     source = model_directory(model_dir)
     source = existing_directory(source) or Path(source)
@@ -274,7 +280,7 @@ def export(model_dir, out_dir, overwrite: bool = False) -> dict:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in arrays.items()}, str(tmp / ARRAYS))
-        write_model_config(tmp, task.name, configs.to_dict(task.config), {"assets": task.save_assets(tmp)})
+        write_task_config(task, tmp)
         card = source / "README.md"
         if card.is_file():
             shutil.copyfile(card, tmp / "README.md")

@@ -372,6 +372,12 @@ def load_runner(path, overrides: dict | None = None, threads: int | None = None)
     if runner_class is None or manifest.get("task") != saved["task"]:
         raise SeqNLPError(f"unknown or inconsistent task {str(saved['task'])[:40]!r}", where)
     settings = with_settings(saved["config"], overrides or {}, saved["task"])
+    if saved.get("calibration") and settings.get("calibrate") != saved["config"].get("calibrate"):
+        raise SeqNLPError(
+            "an ONNX export carries its temperature inside its graphs (calibrate cannot change here): load the model "
+            "folder it was exported from for the trained probabilities",
+            str(directory),
+        )
     try:
         return runner_class(
             directory, settings, saved["assets"], Graphs(directory, manifest, threads), _arrays(directory, manifest)

@@ -75,11 +75,18 @@ class CharLM(nn.Module):
             self.carried = value[0].contiguous()
 
     @torch.inference_mode()
-    def total_nll(self, streams: torch.Tensor, segment: int = 256, chunks: list | None = None) -> tuple[float, int]:
+    def total_nll(
+        self,
+        streams: torch.Tensor,
+        segment: int = 256,
+        chunks: list | None = None,
+        by_target: torch.Tensor | None = None,
+    ) -> tuple[float, int]:
         """Summed negative log-likelihood (nats) of predicting each next character of ``streams[B, N]``.
 
         ``chunks``, when given, receives ``(nats, characters)`` of each stream's part of each segment (the units of
-        a bootstrap interval)."""
+        a bootstrap interval); ``by_target[2, V]`` (float64, CPU) adds up the nats and the count of each predicted
+        character id."""
         state, total, count = None, 0.0, 0
         for start in range(0, streams.size(1) - 1, segment):
             inputs = streams[:, start : start + segment]
@@ -91,6 +98,10 @@ class CharLM(nn.Module):
             if chunks is not None:
                 per_char = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
                 chunks += [(nats, targets.size(1)) for nats in per_char.view(targets.shape).sum(1).tolist()]
+            if by_target is not None:
+                ids = targets.flatten().cpu()
+                by_target[0].index_add_(0, ids, per_char.detach().double().cpu())
+                by_target[1].index_add_(0, ids, torch.ones(ids.numel(), dtype=torch.float64))
         return total, count
 
     @torch.inference_mode()

@@ -15,7 +15,10 @@ from seqnlp.nn.pooling import Pooling
 
 
 class Classifier(nn.Module):
-    """``forward(batch)`` returns the mean cross-entropy; ``predict(batch)`` class probabilities ``[B, C]``."""
+    """``forward(batch)`` returns the mean cross-entropy; ``predict(batch)`` class probabilities ``[B, C]``, of the
+    logits divided by ``temperature`` (1 until a calibration sets it: ``seqnlp.calibration``)."""
+
+    temperature = 1.0
 
     def __init__(
         self,
@@ -50,7 +53,7 @@ class Classifier(nn.Module):
 
     @torch.inference_mode()
     def predict(self, batch: dict) -> torch.Tensor:
-        return self.logits(batch).softmax(dim=-1)
+        return (self.logits(batch) / self.temperature).softmax(dim=-1)
 
 
 class ClassifierEnsemble(nn.Module):
@@ -60,6 +63,8 @@ class ClassifierEnsemble(nn.Module):
     ``forward`` is the members' mean loss, so each member learns as it would alone; ``logits`` are the log of the
     averaged probabilities, so everything that reads a classifier's logits (prediction, export) reads the ensemble's.
     """
+
+    temperature = 1.0
 
     def __init__(self, members: int, **classifier_settings):
         super().__init__()

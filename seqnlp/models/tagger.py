@@ -14,7 +14,13 @@ from seqnlp.nn.gemm import Linear
 
 
 class Tagger(nn.Module):
-    """``forward(batch)`` returns the mean negative log-likelihood per sentence; ``predict(batch)`` the tag ids."""
+    """``forward(batch)`` returns the mean negative log-likelihood per sentence; ``predict(batch)`` the tag ids.
+
+    ``temperature`` divides the scores where they become probabilities (entity and token probabilities), never in
+    training or in the best path: 1 until a calibration sets it (``seqnlp.calibration``).
+    """
+
+    temperature = 1.0
 
     def __init__(
         self,

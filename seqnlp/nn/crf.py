@@ -34,8 +34,10 @@ class CRF(nn.Module):
         for name, mask in zip(("start_penalty", "transition_penalty", "end_penalty"), allowed):
             self.register_buffer(name, (~mask).float() * _FORBIDDEN, persistent=False)
 
-    def _scores(self):
-        return self.start + self.start_penalty, self.transitions + self.transition_penalty, self.end + self.end_penalty
+    def _scores(self, temperature: float = 1.0):
+        start = self.start + self.start_penalty
+        scores = (start, self.transitions + self.transition_penalty, self.end + self.end_penalty)
+        return scores if temperature == 1.0 else tuple(s / temperature for s in scores)
 
     def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood per sentence ``[B]``; ``mask[B, T]`` marks real tokens (left-aligned)."""
@@ -83,15 +85,17 @@ class CRF(nn.Module):
         return [row[:n] for row, n in zip(path.tolist(), lengths)]
 
     def forward_backward(
-        self, emissions: torch.Tensor, mask: torch.Tensor
+        self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space.
+        """``alpha[B, T, K]``, ``beta[B, T, K]`` and ``log_z[B]`` in log space, every score divided by
+        ``temperature``.
 
         ``alpha[b, t, k]`` sums the scores of every prefix ending in tag ``k`` at ``t`` (its emission
         included); ``beta[b, t, k]`` every continuation after ``t`` from ``k`` (the end score included).
         Each step is one product in probability space, rescaled by the row's maximum, as in ``log_partition``.
         """
-        start, trans, end = self._scores()
+        start, trans, end = self._scores(temperature)
+        emissions = emissions if temperature == 1.0 else emissions / temperature
         exp_trans = trans.exp()
         batch, steps, tags = emissions.shape
         alpha = emissions.new_empty(batch, steps, tags)
@@ -108,9 +112,9 @@ class CRF(nn.Module):
         log_z = torch.logsumexp(alpha[torch.arange(batch), last] + end, dim=1)
         return alpha, beta, log_z
 
-    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``P(tag at t = k | sentence)`` as ``[B, T, K]``; each real token's row sums to 1, padding rows are 0."""
-        alpha, beta, log_z = self.forward_backward(emissions, mask)
+        alpha, beta, log_z = self.forward_backward(emissions, mask, temperature)
         return (alpha + beta - log_z[:, None, None]).exp() * mask.unsqueeze(2)
 
     def span_log_probs(
@@ -119,6 +123,7 @@ class CRF(nn.Module):
         mask: torch.Tensor,
         spans: list[tuple[int, int, list[int]]],
         continues: torch.Tensor,
+        temperature: float = 1.0,
     ) -> list[float]:
         """log P(tokens ``start ..`` of sentence ``row`` carry exactly ``tags`` as one whole entity), for each
         ``(row, start, tags)`` of ``spans``.
@@ -126,12 +131,14 @@ class CRF(nn.Module):
         ``continues[i, j]`` says tag ``j`` after tag ``i`` would extend the same entity (``B-X``/``I-X`` then
         ``I-X``/``E-X``): the tag before the span may not lead into it and the tag after it may not extend it, so
         each probability is that of this entity, not of a longer one that contains it. Everything else is
-        summed over, by one forward-backward pass over the batch.
+        summed over, by one forward-backward pass over the batch. ``temperature`` divides every score first
+        (``seqnlp.calibration``): the probabilities change, the best path does not.
         """
         if not spans:
             return []
-        alpha, beta, log_z = self.forward_backward(emissions, mask)
-        start, trans, end = self._scores()
+        alpha, beta, log_z = self.forward_backward(emissions, mask, temperature)
+        start, trans, end = self._scores(temperature)
+        emissions = emissions if temperature == 1.0 else emissions / temperature
         into = trans + torch.where(continues, float("-inf"), 0.0)  # moves that do not extend an entity
         at = span_positions(spans, mask.sum(1).tolist())
         index = {

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import torch
 
 from seqnlp import config as configs
+from seqnlp.calibration import check_calibration
 from seqnlp.data.batching import Batches, bucket_batches, to_device
 from seqnlp.deploy import is_export
-from seqnlp.errors import DataError, SeqNLPError
+from seqnlp.errors import ConfigError, DataError, SeqNLPError
 from seqnlp.io import (
+    COMPLETE_MARKER,
     atomic_directory,
     check_weights,
     existing_directory,
@@ -38,9 +41,22 @@ class Task:
     token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
     output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
     shares_batches: bool = True  # whether the server may batch concurrent requests into one ``predict`` call
+    # a loaded model's fitted temperature and what it was fitted on (``config.json``'s "calibration")
+    calibration: dict | None = None
 
     def __init__(self, config):
         self.config = config
+
+    def applied_calibration(self) -> dict | None:
+        """The calibration record whose temperature the model uses; None when it has none or it is turned off."""
+        return self.calibration if self.calibration is not None and getattr(self.config, "calibrate", False) else None
+
+    @property
+    def temperature(self) -> float:
+        """What the model's scores are divided by before they become probabilities (``seqnlp.calibration``): the
+        fitted temperature, unless the config turns calibration off."""
+        applied = self.applied_calibration()
+        return 1.0 if applied is None else float(applied["temperature"])
 
     @classmethod
     def settings_of(cls, saved: dict) -> dict:
@@ -218,6 +234,11 @@ class Task:
         """``predict``, one line of text in and one out (``seqnlp predict --format text``)."""
         return [p.to_text() for p in self.predict(model, [self.input_from_line(line) for line in lines], options)]
 
+    def fit_temperature(self, model, examples: list) -> dict | None:
+        """For a task whose predictions carry probabilities: the temperature that makes them calibrated on
+        ``examples`` (``{"temperature", "objective", "items"}``, ``seqnlp.calibration``); None for the others."""
+        return None
+
     def report_sections(self, results: dict, output_dir=None) -> list[str]:
         """Markdown sections for ``report.md`` (pictures, if any, are written into ``output_dir``)."""
         return []
@@ -261,13 +282,39 @@ def write_model_files(task: Task, model: torch.nn.Module, directory) -> None:
     directory = Path(directory)
     save_weights(model, directory / "model.safetensors")
     write_model_card(directory, task, sum(p.numel() for p in model.parameters()))
-    write_model_config(directory, task.name, configs.to_dict(task.config), {"assets": task.save_assets(directory)})
+    write_task_config(task, directory)
+
+
+def write_task_config(task: Task, directory) -> None:
+    """``config.json``: the task's settings, its assets (files written into ``directory``) and its calibration."""
+    extra = {"assets": task.save_assets(Path(directory))}
+    if task.calibration is not None:
+        extra["calibration"] = task.calibration
+    write_model_config(directory, task.name, configs.to_dict(task.config), extra)
 
 
 def save_model_dir(task: Task, model: torch.nn.Module, directory) -> None:
     """``write_model_files`` into a fresh folder that replaces ``directory`` atomically."""
     with atomic_directory(directory) as tmp:
         write_model_files(task, model, tmp)
+
+
+def calibrate_model_dir(task: Task, model: torch.nn.Module, examples: list, fitted_on: str, source, target) -> dict:
+    """Fit ``task``'s temperature on ``examples`` (``Task.fit_temperature``), set it on ``model`` and write the model
+    folder ``source`` to ``target`` (which may be ``source``: a copy replaces it atomically) with the temperature in
+    its ``config.json``; the weights and every other file are copied unchanged. Returns the calibration."""
+    fitted = task.fit_temperature(model, examples)
+    if fitted is None:
+        raise ConfigError(f"a {task.name} model gives no probabilities to calibrate (ner and sentiment do)")
+    task.calibration = {**fitted, "fitted_on": fitted_on}
+    model.temperature = task.temperature
+    source = Path(source)
+    with atomic_directory(target) as tmp:
+        for path in source.iterdir():
+            if path.is_file() and path.name not in (COMPLETE_MARKER, "config.json"):
+                shutil.copyfile(path, tmp / path.name)
+        write_task_config(task, tmp)
+    return task.calibration
 
 
 def task_from_model_config(directory: Path, saved: dict, overrides: dict | None = None) -> Task:
@@ -283,6 +330,7 @@ def task_from_model_config(directory: Path, saved: dict, overrides: dict | None 
     except SeqNLPError as err:
         raise type(err)(err.message, err.path or source, err.line) from None
     load_task_assets(task, directory, saved["assets"])
+    task.calibration = check_calibration(saved.get("calibration"), source)
     return task
 
 
@@ -311,6 +359,8 @@ def build_checked_model(task: Task, weights: Path) -> torch.nn.Module:
     del probe
     model = task.build_model()
     load_weights(model, weights)
+    if task.calibration is not None:
+        model.temperature = task.temperature
     return model
 
 

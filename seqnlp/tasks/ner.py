@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from seqnlp.config import MAX_WIDTH, RunConfig, setting, word_vectors_setting
+from seqnlp.calibration import binary_log_loss, fit_temperature
+from seqnlp.config import MAX_WIDTH, RunConfig, calibrate_setting, setting, word_vectors_setting
 from seqnlp.data import tags as tagging
 from seqnlp.data.batching import pad
 from seqnlp.data.conll import TaggedSentence, read_conll
@@ -18,7 +19,7 @@ from seqnlp.errors import DataError
 from seqnlp.evidence import attach_intervals
 from seqnlp.metrics import (
     ERROR_KINDS,
-    calibration,
+    calibration_before_after,
     entity_error_analysis,
     entity_errors,
     entity_f1,
@@ -34,6 +35,19 @@ from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
 
 MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
+
+
+@dataclass
+class Decoded:
+    """One inference batch tagged: the sentences' indices, emissions ``[B, T, K]``, mask, best tag-id paths, their
+    tags and entity spans ``(row, start, end, type)``."""
+
+    group: list[int]
+    emissions: torch.Tensor
+    mask: torch.Tensor
+    paths: list[list[int]]
+    tags: list[list[str]]
+    spans: list[tuple[int, int, int, str]]
 
 
 @dataclass
@@ -63,6 +77,7 @@ class NERConfig(RunConfig):
     crf: bool = setting(True, "a CRF output layer (else independent softmax per token)")
     constrained: bool = setting(True, "forbid invalid tag transitions in the CRF")
     pretrained_vectors: str | None = word_vectors_setting()
+    calibrate: bool = calibrate_setting()
     eval_batch_size: int = setting(256, "sentences per inference batch", low=1, high=1_000_000)
     batch_size: int = 16  # better than 32 in the same budget, and less memory: docs/experiments.md
     batch_max_tokens: int = 800  # 16 x 50: only the ~50 training sentences over 50 tokens come in smaller batches
@@ -298,9 +313,11 @@ class NERTask(Task):
     def evaluate(self, model, examples, selection=False):
         self.check_labels(examples)
         sentences = [s.tokens for s in examples]
-        # a final evaluation keeps each entity's probability for predictions.jsonl (the same Viterbi tags)
-        tagged = None if selection else self.tag_entities(model, sentences)
-        predicted = self.tag(model, sentences) if selection else [tags for tags, _ in tagged]
+        # a final evaluation keeps each entity's probability for predictions.jsonl (the same Viterbi tags), at the
+        # model's temperature and, for the report's calibration before and after, at the trained one
+        temperatures = (model.temperature,) if model.temperature == 1.0 else (model.temperature, 1.0)
+        tagged = None if selection else self.tag_entities_at(model, sentences, temperatures)
+        predicted = self.tag(model, sentences) if selection else [tags for tags, _ in tagged[0]]
         gold = [tagging.convert(s.tags, "iob2") for s in examples]
         scores = entity_f1(gold, predicted) if selection else entity_scores(gold, predicted)
         scores["token_accuracy"] = token_accuracy(gold, predicted)
@@ -313,29 +330,39 @@ class NERTask(Task):
             attach_intervals(scores, statistics, self.config.bootstrap)
             words = [[self.normalize(t) for t in s.tokens] for s in examples]  # as the vocabulary holds them
             scores["error_analysis"] = entity_error_analysis(gold, predicted, words, self.words)
-            confidences, right = [], []  # each predicted entity's probability, and whether it is a gold entity
-            for g, (_, entities) in zip(gold, tagged):
-                gold_spans = set(tagging.to_spans(g))
-                for entity_type, start, end, probability in entities:
-                    confidences.append(probability)
-                    right.append((entity_type, start, end) in gold_spans)
-            scores["calibration"] = calibration(confidences, right)
+            # each predicted entity's probability (at each temperature), and whether it is a gold entity
+            confidences = [[p for _, found in at for *_, p in found] for at in tagged]
+            right = [
+                (t, s, e) in set(tagging.to_spans(g)) for g, (_, found) in zip(gold, tagged[0]) for t, s, e, _ in found
+            ]
+            fitted = self.applied_calibration()
+            scores["calibration"] = calibration_before_after(confidences[0], confidences[-1], right, fitted)
             scores["_predictions"] = [
-                tagging_record(example, g, found) for example, g, (_, found) in zip(examples, gold, tagged)
+                tagging_record(example, g, found) for example, g, (_, found) in zip(examples, gold, tagged[0])
             ]
         return scores
 
-    def tag_entities(
-        self, model, sentences: list[list[str]]
-    ) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
-        """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence.
+    def fit_temperature(self, model, examples):
+        """The temperature that minimises the log loss of the predicted entities' probabilities against whether
+        each is a gold entity: the entity scores users read. The Viterbi tags (and so the entities) are decoded
+        once; each step of the search recomputes their probabilities only."""
+        self.check_labels(examples)
+        decoded = list(self.decoded_batches(model, [s.tokens for s in examples]))
+        gold = [set(tagging.to_spans(tagging.convert(s.tags, "iob2"))) for s in examples]
+        right = [(t, s, e) in gold[d.group[r]] for d in decoded for r, s, e, t in d.spans]
 
-        The probability of an entity is the CRF's marginal probability of exactly that span and
-        type (forward-backward; ``CRF.span_log_probs``); without a CRF, the product of its tokens'
-        softmax probabilities.
-        """
-        results: list = [None] * len(sentences)
-        continues = tagging.continuation_mask(self.tags.itos).to(next(model.parameters()).device)
+        def loss(temperature):
+            probabilities = [p for d in decoded for p in self.entity_probabilities(model, d, temperature)]
+            return binary_log_loss(probabilities, right)
+
+        return {
+            "temperature": fit_temperature(loss),
+            "objective": "log loss of the predicted entities' probabilities",
+            "items": len(right),
+        }
+
+    def decoded_batches(self, model, sentences: list[list[str]]):
+        """Each inference batch of ``sentences`` with its emissions and best tag paths (``Decoded``), decoded once."""
         for group, batch in self.inference_batches(model, self.encode(sentences)):
             with torch.inference_mode():
                 emissions = model.emissions(batch).float()
@@ -343,22 +370,44 @@ class NERTask(Task):
                 if model.crf is not None:
                     paths = model.crf.decode(emissions, mask)
                 else:
-                    probabilities = emissions.softmax(-1)
-                    paths = [row[:n] for row, n in zip(probabilities.argmax(-1).tolist(), mask.sum(1).tolist())]
-                tags = [self.tags.decode(path) for path in paths]
-                spans = tagging.sentence_spans(tags)
-                if model.crf is not None:
-                    log_probs = model.crf.span_log_probs(
-                        emissions, mask, [(r, s, paths[r][s:e]) for r, s, e, _ in spans], continues
-                    )
-                    scores = [math.exp(x) for x in log_probs]
-                else:
-                    scores = [
-                        float(torch.prod(probabilities[r, torch.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans
-                    ]
-            for i, tagged in zip(group, tagging.tagged_sentences(tags, spans, scores)):
-                results[i] = tagged
+                    paths = [row[:n] for row, n in zip(emissions.argmax(-1).tolist(), mask.sum(1).tolist())]
+            tags = [self.tags.decode(path) for path in paths]
+            yield Decoded(group, emissions, mask, paths, tags, tagging.sentence_spans(tags))
+
+    def entity_probabilities(self, model, decoded: Decoded, temperature: float) -> list[float]:
+        """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``.
+
+        With a CRF, the marginal probability of exactly that span and type (forward-backward;
+        ``CRF.span_log_probs``); without one, the product of its tokens' softmax probabilities.
+        """
+        spans = decoded.spans
+        with torch.inference_mode():
+            if model.crf is not None:
+                continues = tagging.continuation_mask(self.tags.itos).to(decoded.emissions.device)
+                paths = [(r, s, decoded.paths[r][s:e]) for r, s, e, _ in spans]
+                log_probs = model.crf.span_log_probs(decoded.emissions, decoded.mask, paths, continues, temperature)
+                return [math.exp(x) for x in log_probs]
+            probabilities = (decoded.emissions / temperature).softmax(-1)
+            return [
+                float(torch.prod(probabilities[r, torch.arange(s, e), decoded.paths[r][s:e]])) for r, s, e, _ in spans
+            ]
+
+    def tag_entities_at(self, model, sentences: list[list[str]], temperatures: tuple[float, ...]) -> list[list]:
+        """``tag_entities`` at each of ``temperatures``: the same tags, their entities' probabilities at each."""
+        results: list = [[None] * len(sentences) for _ in temperatures]
+        for decoded in self.decoded_batches(model, sentences):
+            for at, temperature in zip(results, temperatures):
+                scores = self.entity_probabilities(model, decoded, temperature)
+                for i, tagged in zip(decoded.group, tagging.tagged_sentences(decoded.tags, decoded.spans, scores)):
+                    at[i] = tagged
         return results
+
+    def tag_entities(
+        self, model, sentences: list[list[str]]
+    ) -> list[tuple[list[str], list[tuple[str, int, int, float]]]]:
+        """IOB2 tags and entities ``(type, start, end_exclusive, probability)`` of each tokenized sentence, the
+        probabilities at the model's temperature (``entity_probabilities``)."""
+        return self.tag_entities_at(model, sentences, (model.temperature,))[0]
 
     def predict(self, model, inputs, options):
         """Each input is a string (tokenized as CoNLL-2003 is, or at whitespace with ``pretokenized``) or a list of

@@ -7,15 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn import functional as F
 
-from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, setting, word_vectors_setting
+from seqnlp.calibration import fit_temperature
+from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, calibrate_setting, setting, word_vectors_setting
 from seqnlp.data.batching import pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
 from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import ConfigError, DataError, shorten
 from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import calibration, classification_scores, classification_statistics
+from seqnlp.metrics import calibration_before_after, classification_scores, classification_statistics
 from seqnlp.models.classifier import Classifier, ClassifierEnsemble
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
@@ -62,6 +64,7 @@ class SentimentConfig(RunConfig):
     )
     eval_batch_size: int = setting(256, "texts per inference batch", low=1, high=1_000_000)
     pretrained_vectors: str | None = word_vectors_setting()
+    calibrate: bool = calibrate_setting()
     dropout: float = 0.3  # 0.5 underfits SST-2: docs/experiments.md
     epochs: int = 20
     batch_size: int = 64
@@ -305,18 +308,24 @@ class SentimentTask(Task):
         return batch
 
     # -- evaluation and prediction -----------------------------------------------------
-    def probabilities(self, model, encoded: list[list[int]]) -> torch.Tensor:
-        """``[N, C]`` class probabilities of ``encoded`` texts (``encode``), in input order."""
+    def logits(self, model, encoded: list[list[int]]) -> torch.Tensor:
+        """``[N, C]`` class scores of ``encoded`` texts (``encode``), in input order, before any temperature."""
         items = [{"words": ids, "label": None} for ids in encoded]
         out = torch.empty(len(items), len(self.labels))
-        for group, batch in self.inference_batches(model, items):
-            out[group] = model.predict(batch).float().cpu()
+        with torch.inference_mode():
+            for group, batch in self.inference_batches(model, items):
+                out[group] = model.logits(batch).float().cpu()
         return out
+
+    def probabilities(self, model, encoded: list[list[int]]) -> torch.Tensor:
+        """``[N, C]`` class probabilities of ``encoded`` texts, in input order, at the model's temperature."""
+        return (self.logits(model, encoded) / model.temperature).softmax(dim=1)
 
     def evaluate(self, model, examples, selection=False):
         self.check_labels(examples)
         encoded = [self.encode(e.text) for e in examples]
-        probs = self.probabilities(model, encoded)
+        logits = self.logits(model, encoded)
+        probs = (logits / model.temperature).softmax(dim=1)
         confidence, best = probs.max(dim=1)
         predicted = self.labels.decode(best.tolist())
         gold = [e.label for e in examples]
@@ -328,13 +337,24 @@ class SentimentTask(Task):
             scores["accuracy_by_length"] = accuracy_by_length([len(e.text.split()) for e in examples], gold, predicted)
             statistics = classification_statistics(gold, predicted, self.labels.itos)
             attach_intervals(scores, statistics, self.config.bootstrap)
-            scores["calibration"] = calibration(confidence.tolist(), [g == p for g, p in zip(gold, predicted)])
+            correct = [g == p for g, p in zip(gold, predicted)]
+            trained = logits.softmax(dim=1).max(dim=1).values.tolist()
+            fitted = self.applied_calibration()
+            scores["calibration"] = calibration_before_after(confidence.tolist(), trained, correct, fitted)
             scores["_predictions"] = [
                 {"source": e.source, "text": e.text, "gold": g, "predicted": p, "probability": round(float(c), 6),
                  "probabilities": dict(zip(self.labels.itos, (round(x, 6) for x in row))), "correct": g == p}
                 for e, g, p, c, row in zip(examples, gold, predicted, confidence, probs.tolist())
             ]  # fmt: skip
         return scores
+
+    def fit_temperature(self, model, examples):
+        """The temperature that minimises the cross-entropy of ``examples``' labels (Guo et al.'s objective)."""
+        self.check_labels(examples)
+        logits = self.logits(model, [self.encode(e.text) for e in examples]).double()
+        labels = torch.tensor([self.labels[e.label] for e in examples])
+        temperature = fit_temperature(lambda t: float(F.cross_entropy(logits / t, labels)))
+        return {"temperature": temperature, "objective": "cross-entropy of the labels", "items": len(examples)}
 
     def predict(self, model, inputs, options):
         """The label of each text, its probability and every class's; a text longer than ``max_length`` tokens is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from seqnlp.data.hf import require_columns
 from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
 from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import language_model_scores, language_model_statistics
+from seqnlp.metrics import language_model_scores, language_model_statistics, loss_by_character_class
 from seqnlp.models.charlm import CharLM
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
 from seqnlp.report import markdown_table
@@ -165,8 +166,9 @@ class TextgenTask(Task):
         streams = max(1, min(self.config.eval_streams, len(ids) // 2))
         per_stream = len(ids) // streams
         chunks = None if selection else []
+        by_target = None if selection else torch.zeros(2, len(self.chars), dtype=torch.float64)
         total, count = model.total_nll(
-            ids[: streams * per_stream].view(streams, per_stream).to(device), CHUNK_CHARS, chunks
+            ids[: streams * per_stream].view(streams, per_stream).to(device), CHUNK_CHARS, chunks, by_target
         )
         scores = language_model_scores(total, count)
         scores["unknown_char_rate"] = float((ids == self.chars.unk_id).float().mean())
@@ -174,6 +176,7 @@ class TextgenTask(Task):
             prompts = [p for p in self.config.sample_prompts.split("|") if p]
             scores["_samples"] = dict(zip(prompts, self.generate(model, prompts, self.config.sample_chars, seed=0)))
             attach_intervals(scores, language_model_statistics(chunks, CHUNK_CHARS), self.config.bootstrap)
+            scores["loss_by_character_class"] = loss_by_character_class(self.chars.itos, *by_target.tolist())
         return scores
 
     def generate(
@@ -221,6 +224,20 @@ class TextgenTask(Task):
                 markdown_table(["nats/char", "bits/char", "perplexity", "unknown chars"], rows),
                 "",
             ]
+            if scores.get("loss_by_character_class"):
+                rows = [
+                    [name, c["characters"], f"{c['share']:.1%}", c["loss"], c["loss"] / math.log(2),
+                     f"{c['share_of_loss']:.1%}"]
+                    for name, c in scores["loss_by_character_class"].items()
+                ]  # fmt: skip
+                sections += [
+                    f"## {split}: loss by character class (of the predicted character)",
+                    "",
+                    markdown_table(
+                        ["class", "characters", "share", "nats/char", "bits/char", "share of the loss"], rows
+                    ),
+                    "",
+                ]
             if scores.get("_samples"):
                 sections += [f"## {split}: samples (temperature 0.8, seed 0)", ""]
                 for prompt, text in scores["_samples"].items():
