@@ -27,7 +27,7 @@ import time
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
 from seqnlp.trainer import build_optimizer
 
 

@@ -22,7 +22,7 @@ import string
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
+from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask, TextExample
 from seqnlp.trainer import build_optimizer
 
 # Length deciles (min, 10%, ..., max) of ../shared/data/sst2/train.tsv, in whitespace tokens.

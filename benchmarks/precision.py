@@ -33,10 +33,10 @@ from translate_speed import DEFAULT_DATA
 from seqnlp.config import from_dict
 from seqnlp.data.batching import to_device
 from seqnlp.data.parallel import read_parallel_files
-from seqnlp.tasks.ner import NERConfig, NERTask
-from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
-from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
-from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+from seqnlp.tasks.ner.task import NERConfig, NERTask
+from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
+from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
+from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 from seqnlp.trainer import build_optimizer, has_bf16_matrix_units
 
 

@@ -25,7 +25,7 @@ import torch
 from seqnlp.config import from_dict
 from seqnlp.heap import memory_mib, release_memory
 from seqnlp.tasks.base import save_model_dir
-from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.tasks.ner.task import NERConfig, NERTask
 from seqnlp.trainer import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"

@@ -22,7 +22,7 @@ import torch
 
 from seqnlp.config import from_dict
 from seqnlp.data.conll import TaggedSentence, read_conll
-from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.tasks.ner.task import NERConfig, NERTask
 from seqnlp.trainer import build_optimizer
 
 # Sentence-length deciles (min, 10%, ..., max) of ../shared/data/conll2003/train.txt, used when no file is given.

@@ -45,10 +45,10 @@ import yaml
 from seqnlp.config import from_dict
 from seqnlp.data.batching import bucket_batches
 from seqnlp.data.parallel import read_parallel_files
-from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.nn import gemm
 from seqnlp.tasks.base import load_model_dir
-from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+from seqnlp.tasks.translate.model import Seq2Seq
+from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 from seqnlp.trainer import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"

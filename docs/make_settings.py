@@ -17,10 +17,11 @@ def settings_markdown() -> str:
     from seqnlp.config import RunConfig, describe_range, spec
     from seqnlp.diagnose import DiagnosisConfig
     from seqnlp.serve import ServeConfig
-    from seqnlp.tasks import TASKS
+    from seqnlp.tasks import task_names
+    from seqnlp.tasks.base import get_task
 
-    tasks = sorted(TASKS)
-    classes = {name: TASKS[name].config_class for name in tasks}
+    tasks = task_names()
+    classes = {name: get_task(name).config_class for name in tasks}
     lines = [
         "# Settings",
         "",

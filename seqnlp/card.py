@@ -7,25 +7,6 @@ from pathlib import Path
 
 import yaml
 
-PIPELINE_TAGS = {
-    "ner": "token-classification",
-    "sentiment": "text-classification",
-    "translate": "translation",
-    "textgen": "text-generation",
-}
-DESCRIPTIONS = {
-    "ner": "a named-entity tagger (embeddings, a recurrent encoder{crf})",
-    "sentiment": "a text classifier (embeddings, a recurrent encoder, {pooling} pooling)",
-    "translate": "an attentional encoder-decoder translator ({src} → {tgt}, SentencePiece subwords, beam search)",
-    "textgen": "a character-level language model",
-}
-USAGE_INPUTS = {
-    "ner": "Peter Blackburn visited Brussels.",
-    "sentiment": "A gripping, beautifully acted film.",
-    "translate": "Ein Hund läuft über die Wiese.",
-    "textgen": "ROMEO:",
-}
-
 
 def model_card(task, parameters: int, metrics: dict | None = None, summary: dict | None = None) -> str:
     """The card of a model of ``task`` (its config and labels); ``metrics``: what ``metrics.json`` holds, if known."""
@@ -38,7 +19,7 @@ def model_card(task, parameters: int, metrics: dict | None = None, summary: dict
         "",
         f"# seqnlp {task.name} model",
         "",
-        f"A seqnlp model: {describe(task)}, {origin(config)}. {parameters:,} parameters; {architecture(config)}.",
+        f"A seqnlp model: {task.description()}, {origin(config)}. {parameters:,} parameters; {architecture(config)}.",
         "",
     ]
     if metrics is not None:
@@ -59,14 +40,14 @@ def front_matter(task, metrics: dict | None) -> dict:
     config = task.config
     front = {
         "library_name": "seqnlp",
-        "pipeline_tag": PIPELINE_TAGS.get(task.name, task.name),
+        "pipeline_tag": task.pipeline_tag or task.name,
         "tags": ["seqnlp", task.name, config.cell, "rnn"],
     }
     dataset = hub_dataset(config.dataset)
     if dataset:
         front["datasets"] = [dataset]
-    if task.name == "translate":
-        front["language"] = [config.src_lang, config.tgt_lang]
+    if task.languages():
+        front["language"] = task.languages()
     if metrics is not None:
         front["metrics"] = [task.metric]
         front["model-index"] = [{"name": f"seqnlp-{task.name}", "results": model_index_results(task, metrics)}]
@@ -87,7 +68,7 @@ def model_index_results(task, metrics: dict) -> list[dict]:
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         ]
         dataset = {"name": name, "type": name, "split": split}
-        kind = {"type": PIPELINE_TAGS.get(task.name, task.name)}
+        kind = {"type": task.pipeline_tag or task.name}
         results.append({"task": kind, "dataset": dataset, "metrics": values})
     return results
 
@@ -97,17 +78,6 @@ def hub_dataset(dataset: str | None) -> str | None:
     if not dataset or Path(dataset).exists() or dataset.startswith((".", "/", "~")):
         return None
     return dataset
-
-
-def describe(task) -> str:
-    config = task.config
-    template = DESCRIPTIONS.get(task.name, task.name)
-    return template.format(
-        crf=" and a CRF" if getattr(config, "crf", False) else "",
-        pooling=getattr(config, "pooling", ""),
-        src=getattr(config, "src_lang", ""),
-        tgt=getattr(config, "tgt_lang", ""),
-    )
 
 
 def origin(config) -> str:
@@ -175,7 +145,7 @@ def data_section(metrics: dict, summary: dict) -> list[str]:
 
 
 def usage_section(task) -> list[str]:
-    text = USAGE_INPUTS.get(task.name, "...")
+    text = task.usage_input
     return [
         "## Use",
         "",
@@ -195,8 +165,8 @@ def usage_section(task) -> list[str]:
 
 
 def limitations_section(task) -> list[str]:
-    config = task.config
-    language = f"{config.src_lang} → {config.tgt_lang}" if task.name == "translate" else "the training data's language"
+    languages = task.languages()
+    language = " → ".join(languages) if languages else "the training data's language"
     return [
         "## Limitations",
         "",

@@ -249,7 +249,7 @@ def _predictor(args, overrides: dict):
         raise ConfigError("an ONNX export runs with --runtime onnx (or auto), not torch", args.model_dir)
     import torch
 
-    from seqnlp.tasks import load_model_dir
+    from seqnlp.tasks.base import load_model_dir
     from seqnlp.trainer import pick_device
 
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
@@ -296,9 +296,9 @@ def check_decoding_options(args) -> None:
 
 def _train(argv):
     if not argv or argv[0].startswith("-"):
-        from seqnlp.tasks import TASKS
+        from seqnlp.tasks import task_names
 
-        raise SeqNLPError(f"usage: seqnlp train TASK [options]; TASK is one of {', '.join(sorted(TASKS))}")
+        raise SeqNLPError(f"usage: seqnlp train TASK [options]; TASK is one of {', '.join(task_names())}")
     from seqnlp.run import train
 
     train(argv[0], argv[1:])
@@ -332,7 +332,7 @@ def _push(argv):
     args = parser.parse_args(argv)
     from seqnlp.hub import push
     from seqnlp.io import existing_directory
-    from seqnlp.tasks import load_model_dir
+    from seqnlp.tasks.base import load_model_dir
 
     load_model_dir(args.model_dir)  # what a user will download must load: every file is checked first
     folder = existing_directory(Path(args.model_dir)) or Path(args.model_dir)
@@ -380,12 +380,12 @@ def main(argv=None) -> int:
         print(f"seqnlp {__version__}")
         return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        from seqnlp.tasks import TASKS
+        from seqnlp.tasks import task_names
 
         print(
             "usage: seqnlp {train,repeat,evaluate,compare,calibrate,predict,serve,push,export,diagnose} ... | "
             "seqnlp --version\n"
-            f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(TASKS)})\n"
+            f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(task_names())})\n"
             "  seqnlp repeat TASK --seeds 1,2,3 --output-dir OUT [options]   one run per seed, and their summary\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S] [--bootstrap N]\n"
             "  seqnlp compare MODEL_A MODEL_B [...] --test-file F | --dataset D   paired tests between models\n"

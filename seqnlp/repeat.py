@@ -107,7 +107,7 @@ def gather(out: Path, wanted: list[int] | None = None) -> dict:
             runs[seed] = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     if not runs:
         raise ConfigError(f"{out}: no seed has finished yet")
-    from seqnlp.tasks import get_task
+    from seqnlp.tasks.base import get_task
 
     task_names = {m["task"] for m in runs.values()}
     if len(task_names) > 1:
@@ -160,7 +160,7 @@ def report(summary: dict) -> str:
 
 def main(argv: list[str]) -> None:
     from seqnlp.config import ArgumentParser
-    from seqnlp.tasks import TASKS
+    from seqnlp.tasks import task_names
 
     parser = ArgumentParser(
         prog="seqnlp repeat",
@@ -168,7 +168,7 @@ def main(argv: list[str]) -> None:
         description="Train one configuration once per seed into OUT/seed-K/ and summarize the seeds.",
         allow_abbrev=False,  # --seed (a train option repeat refuses) must not read as --seeds
     )
-    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("task", choices=task_names())
     parser.add_argument("--seeds", required=True, help="1,2,3 or 1-5: the runs' --seed values")
     parser.add_argument("--output-dir", required=True, help="the repeat's folder (one seed-K/ run folder per seed)")
     args, rest = parser.parse_known_args(argv)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from seqnlp.data.batching import to_device as move
-from seqnlp.tasks import load_model_dir
+from seqnlp.tasks.base import load_model_dir
 from tests.conftest import ROOT
 from tests.test_recipes import SMALL
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from seqnlp.tasks.sentiment import SentimentConfig
+from seqnlp.tasks.sentiment.task import SentimentConfig
 from tests.conftest import ROOT
 
 TINY = {

@@ -782,7 +782,7 @@ def test_a_non_finite_loss_does_not_claim_a_checkpoint_that_does_not_exist(tmp_p
 
 def test_a_single_data_file_is_the_training_split_only(tmp_path):
     from seqnlp.config import from_dict
-    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+    from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
 
     path = tmp_path / "all.jsonl"
     path.write_text("".join(json.dumps({"text": f"text {i}", "label": i % 2}) + "\n" for i in range(20)))
@@ -794,7 +794,7 @@ def test_a_single_data_file_is_the_training_split_only(tmp_path):
 def test_a_single_saved_dataset_is_the_training_split_only(tmp_path):
     datasets = pytest.importorskip("datasets")
     from seqnlp.config import from_dict
-    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+    from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
 
     datasets.Dataset.from_dict({"text": ["good", "bad"] * 10, "label": [1, 0] * 10}).save_to_disk(str(tmp_path / "one"))
     task = SentimentTask(from_dict(SentimentConfig, {"dataset": str(tmp_path / "one")}))
@@ -841,7 +841,7 @@ def test_evaluate_a_single_file_with_a_split_name_fails(model_dirs, tmp_path):
 
 def test_textgen_without_a_dev_file_holds_out_the_end_of_its_one_text(tmp_path):
     from seqnlp.config import from_dict
-    from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+    from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
 
     task = TextgenTask(from_dict(TextgenConfig, {}))
     train, dev, note = task.hold_out([Document("abcdefghij" * 10, "t.txt")])
@@ -852,7 +852,7 @@ def test_textgen_without_a_dev_file_holds_out_the_end_of_its_one_text(tmp_path):
 def test_a_known_entity_type_in_an_unseen_tag_form_is_accepted(tmp_path):
     from seqnlp.config import from_dict
     from seqnlp.data.conll import TaggedSentence
-    from seqnlp.tasks.ner import NERConfig, NERTask
+    from seqnlp.tasks.ner.task import NERConfig, NERTask
 
     task = NERTask(from_dict(NERConfig, {"tag_scheme": "bioes"}))
     task.build_vocabularies([TaggedSentence(["Anna", "Berg"], ["B-PER", "E-PER"], "t:1")])
@@ -1033,8 +1033,8 @@ def readers():
     from seqnlp.data.table import pick_column, read_records
     from seqnlp.data.text import read_text_lines
     from seqnlp.io import read_json, read_model_config
-    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
-    from seqnlp.tasks.textgen import TextgenConfig, TextgenTask
+    from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
+    from seqnlp.tasks.textgen.task import TextgenConfig, TextgenTask
     from seqnlp.vocab import Vocab
 
     return {

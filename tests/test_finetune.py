@@ -9,7 +9,7 @@ from seqnlp.config import from_dict
 from seqnlp.finetune import adapted_model, extend, parse_label_map, relabel
 from seqnlp.io import read_model_config
 from seqnlp.tasks.base import load_model_dir
-from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.tasks.ner.task import NERConfig, NERTask
 from seqnlp.vocab import Vocab
 from tests.conftest import TINY_NER, run_cli, train_cli
 

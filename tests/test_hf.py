@@ -4,7 +4,7 @@ import pytest
 
 from seqnlp.config import from_dict
 from seqnlp.errors import DataError
-from seqnlp.tasks.ner import NERConfig, NERTask
+from seqnlp.tasks.ner.task import NERConfig, NERTask
 
 datasets = pytest.importorskip("datasets")
 

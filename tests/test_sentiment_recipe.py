@@ -114,7 +114,7 @@ def test_hf_dataset_with_classlabel_names(tmp_path):
 
 def test_long_texts_are_truncated_to_max_length(tmp_path, sentiment_files):
     from seqnlp.config import from_dict
-    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+    from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
 
     task = SentimentTask(from_dict(SentimentConfig, {"max_length": 5}))
     assert task.tokenize("one two three four five six seven") == ["one", "two", "three", "four", "five"]
@@ -196,7 +196,7 @@ def test_predict_names_the_line_of_a_non_utf8_byte_and_keeps_the_outputs_before_
 
 def test_balanced_class_weights_follow_label_frequencies(tmp_path):
     from seqnlp.config import from_dict
-    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask, TextExample
+    from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask, TextExample
 
     task = SentimentTask(from_dict(SentimentConfig, {"class_weights": "balanced"}))
     task.build_vocabularies(
@@ -206,7 +206,7 @@ def test_balanced_class_weights_follow_label_frequencies(tmp_path):
 
 
 def test_accuracy_is_reported_by_input_length():
-    from seqnlp.tasks.sentiment import accuracy_by_length
+    from seqnlp.tasks.sentiment.task import accuracy_by_length
 
     lengths = [1, 5, 6, 12, 30, 3]
     gold = ["pos", "neg", "pos", "pos", "neg", "neg"]
@@ -220,7 +220,7 @@ def test_accuracy_is_reported_by_input_length():
 
 
 def test_an_ensemble_predicts_its_members_mean_probabilities_and_trains_on_their_mean_loss():
-    from seqnlp.models.classifier import ClassifierEnsemble
+    from seqnlp.tasks.sentiment.model import ClassifierEnsemble
 
     torch.manual_seed(0)
     ensemble = ClassifierEnsemble(3, num_words=20, num_classes=4, word_dim=8, hidden=8, dropout=0.0).eval()
@@ -261,7 +261,7 @@ def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_at_
 
 def test_pretrained_vectors_start_the_word_embeddings_of_every_member(tmp_path, sentiment_files):
     from seqnlp.config import from_dict
-    from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
+    from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
 
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("2 4\njoy 0.5 0.5 0.5 0.5\ndull -1 0 1 0\n", encoding="utf-8")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.models.charlm import CharLM, sample
-from seqnlp.tasks.textgen import Document, TextgenConfig, TextgenTask
+from seqnlp.tasks.textgen.model import CharLM, sample
+from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
 from tests.conftest import run_cli, train_cli
 
 TINY = [

@@ -36,7 +36,7 @@ SMALL_SEQ2SEQ = dict(
 
 
 def seq2seq(src_vocab, tgt_vocab, **settings):
-    from seqnlp.models.seq2seq import Seq2Seq
+    from seqnlp.tasks.translate.model import Seq2Seq
 
     return Seq2Seq(src_vocab, tgt_vocab, **{**SMALL_SEQ2SEQ, **settings})
 
@@ -310,7 +310,7 @@ def test_coverage_penalty_sums_the_log_of_capped_attention_over_real_positions()
 
 def test_negative_coverage_penalty_is_a_config_error():
     from seqnlp.config import ConfigError
-    from seqnlp.tasks.translate import TranslateConfig
+    from seqnlp.tasks.translate.task import TranslateConfig
 
     with pytest.raises(ConfigError, match=r"invalid value for coverage_penalty: -0.1 \(must be >= 0.0"):
         TranslateConfig(coverage_penalty=-0.1).validate()
@@ -320,7 +320,7 @@ def test_checkpoints_are_selected_by_the_bleu_of_the_decoding_beam(monkeypatch):
     import sacrebleu
 
     from seqnlp.data.parallel import SentencePair
-    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+    from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 
     task = TranslateTask(TranslateConfig(beam=4))
     beams = []
@@ -725,7 +725,7 @@ def test_fused_teacher_forcing_without_input_feeding_equals_the_step_loop(cell, 
 
 
 def test_rows_added_to_round_the_output_layers_products_change_neither_loss_nor_gradients(monkeypatch):
-    import seqnlp.models.seq2seq as seq2seq_module
+    import seqnlp.tasks.translate.model as seq2seq_module
 
     torch.manual_seed(0)
     model = seq2seq(12, 12, input_feed=False)
@@ -858,7 +858,7 @@ def test_the_decoder_follows_the_weight_average_in_and_out():
 
 def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
     from seqnlp.data.parallel import SentencePair
-    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+    from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 
     words = ["Hund", "Katze", "Kinder", "spielen", "laufen", "schnell", "langsam", "Garten", "Straße", "Wasser"]
     pairs = [
@@ -877,9 +877,9 @@ def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():
 
 
 def test_long_inputs_are_translated_whole(monkeypatch):
-    import seqnlp.tasks.translate as translate_module
+    import seqnlp.tasks.translate.task as translate_module
     from seqnlp.data.parallel import SentencePair
-    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+    from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 
     pairs = [
         SentencePair("Ein Hund läuft.", "A dog runs.", "train:1"),

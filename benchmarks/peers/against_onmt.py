@@ -82,7 +82,7 @@ def shared_subwords(work: Path) -> dict:
     """seqnlp's SentencePiece model of the training text, saved for its worker, and the segmented files OpenNMT-py
     reads (``train.src``, ``train.tgt``, ``val.src``, ``vocab.txt``); the assets ``load_assets`` takes."""
     from seqnlp.config import from_dict
-    from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+    from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 
     task = TranslateTask(from_dict(TranslateConfig, SEQNLP_TRANSLATOR))
     train = task.read_file(str(DATA / "multi30k/train"))

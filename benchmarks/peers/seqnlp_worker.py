@@ -14,9 +14,9 @@ import torch
 from protocol import serve
 
 from seqnlp.config import from_dict
-from seqnlp.tasks.ner import NERConfig, NERTask
-from seqnlp.tasks.sentiment import SentimentConfig, SentimentTask
-from seqnlp.tasks.translate import TranslateConfig, TranslateTask
+from seqnlp.tasks.ner.task import NERConfig, NERTask
+from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
+from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 from seqnlp.trainer import build_optimizer
 
 

@@ -1,6 +1,6 @@
 """The searches an exported model runs in NumPy over its graphs' outputs: the CRF's Viterbi path and span
 probabilities (as ``seqnlp.nn.crf.CRF``), beam search with GNMT's penalties (as ``seqnlp.nn.beam.beam_search``),
-and sampling (as ``seqnlp.models.charlm.sample``). The PyTorch versions are the reference; the parity tests hold
+and sampling (as ``seqnlp.tasks.textgen.model.sample``). The PyTorch versions are the reference; the parity tests hold
 these to them."""
 
 from __future__ import annotations

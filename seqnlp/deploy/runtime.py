@@ -16,19 +16,16 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from seqnlp.data import tags as tagging
 from seqnlp.data.batching import bucket_batches
-from seqnlp.data.tokenize import MAX_WORD_CHARS, casing, normalize_word, word_tokens
-from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST, decoding
+from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.errors import ConfigError, SeqNLPError
 from seqnlp.io import read_json, read_model_config
-from seqnlp.predictions import GENERATION_OPTIONS, Generation, classifications, taggings, translations
-from seqnlp.vocab import SubwordTokenizer, Vocab
+from seqnlp.tasks import task_part
 
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit for one ONNX file
 
 
-def _pad(rows: list[list[int]], value: int = 0) -> np.ndarray:
+def pad_ids(rows: list[list[int]], value: int = 0) -> np.ndarray:
     longest = max((len(r) for r in rows), default=0)
     return np.array([list(r) + [value] * (longest - len(r)) for r in rows], dtype=np.int64).reshape(len(rows), longest)
 
@@ -57,7 +54,7 @@ class Graphs:
         for name, spec in graphs.items():
             if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
                 raise SeqNLPError(f"graph {str(name)[:40]!r} must name its file", where)
-            path = _member(directory, spec["file"], where)
+            path = member(directory, spec["file"], where)
             if path.stat().st_size > MAX_GRAPH_BYTES:
                 raise SeqNLPError(f"too large for an ONNX graph ({path.stat().st_size} bytes)", str(path))
             try:
@@ -77,7 +74,7 @@ class Graphs:
         return dict(zip(self.outputs[name], values))
 
 
-def _member(directory: Path, name: str, where: str) -> Path:
+def member(directory: Path, name: str, where: str) -> Path:
     """A file of the folder named by the (untrusted) manifest: a plain name, no path."""
     if Path(name).name != name or name in ("", ".", ".."):
         raise SeqNLPError(f"file name {name[:60]!r} must be a plain name inside the folder", where)
@@ -92,7 +89,7 @@ def _arrays(directory: Path, manifest: dict) -> dict[str, np.ndarray]:
         return {}
     from safetensors.numpy import load_file
 
-    path = _member(directory, manifest["arrays"], str(directory / MANIFEST))
+    path = member(directory, manifest["arrays"], str(directory / MANIFEST))
     try:
         return load_file(str(path))
     except Exception as err:
@@ -140,224 +137,6 @@ class Runner:
         )
 
 
-class TaggerRunner(Runner):
-    name = "ner"
-    predict_options = {"pretokenized": bool}
-    token_list_inputs = True
-    output_formats = ("text", "json", "conll")
-
-    def load_assets(self, assets):
-        self.words = Vocab.from_dict(assets["words"])
-        self.chars = Vocab.from_dict(assets["chars"]) if assets.get("chars") else None
-        self.tags = Vocab.from_dict(assets["tags"])
-
-    def label_names(self):
-        return tagging.entity_types(self.tags.itos)
-
-    def emissions(self, sentences: list[list[str]]) -> np.ndarray:
-        config = self.config
-        feeds = {
-            "words": _pad([self.words.encode(normalize_word(t, config.lowercase) for t in s) for s in sentences]),
-            "lengths": np.array([len(s) for s in sentences], dtype=np.int64),
-        }
-        if self.chars is not None:
-            distinct: dict[str, int] = {}
-            feeds["char_index"] = _pad([[distinct.setdefault(t, len(distinct)) for t in s] for s in sentences])
-            feeds["chars"] = _pad([self.chars.encode(t[:MAX_WORD_CHARS]) for t in distinct])
-        if config.casing_dim:
-            feeds["casing"] = _pad([[casing(t) for t in s] for s in sentences])
-        return self.graphs.run("emissions", feeds)["emissions"].astype(np.float32), feeds["lengths"]
-
-    def tag_entities(self, sentences: list[list[str]]) -> list:
-        """IOB2 tags and entities ``(type, start, end, probability)``, as ``NERTask.tag_entities``."""
-        results: list = [None] * len(sentences)
-        crf = bool(self.arrays)
-        if crf:
-            start, transitions, end = (self.arrays[k] for k in ("crf_start", "crf_transitions", "crf_end"))
-            continues = self.arrays["continues"].astype(bool)
-        for group in self.batches([{"words": s} for s in sentences]):
-            emissions, lengths = self.emissions([sentences[i] for i in group])
-            if crf:
-                paths = decoding.viterbi(emissions, lengths, start, transitions, end)
-            else:
-                probabilities = np.exp(decoding.log_softmax(emissions))
-                paths = [row[:n].tolist() for row, n in zip(probabilities.argmax(-1), lengths)]
-            tags = [self.tags.decode(path) for path in paths]
-            spans = tagging.sentence_spans(tags)
-            if crf:
-                log_probs = decoding.span_log_probs(
-                    emissions,
-                    lengths,
-                    [(r, s, paths[r][s:e]) for r, s, e, _ in spans],
-                    start,
-                    transitions,
-                    end,
-                    continues,
-                )
-                scores = [math.exp(x) for x in log_probs]
-            else:
-                scores = [float(np.prod(probabilities[r, np.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans]
-            for i, tagged in zip(group, tagging.tagged_sentences(tags, spans, scores)):
-                results[i] = tagged
-        return results
-
-    def predict(self, inputs, options):
-        return taggings(inputs, options.get("pretokenized", False), self.tag_entities)
-
-
-class ClassifierRunner(Runner):
-    name = "sentiment"
-
-    def load_assets(self, assets):
-        self.words = Vocab.from_dict(assets["words"]) if assets.get("words") else None
-        self.subwords = (
-            SubwordTokenizer.load(_member(self.directory, "subwords.model", str(self.directory)))
-            if self.config.tokenizer == "subword"
-            else None
-        )
-        self.labels = Vocab.from_dict(assets["labels"])
-
-    def label_names(self):
-        return list(self.labels.itos)
-
-    def whole_tokens(self, text: str) -> list:
-        text = text.lower() if self.config.lowercase else text
-        return self.subwords.encode(text) if self.subwords is not None else word_tokens(text)
-
-    def probabilities(self, encoded: list[list[int]]) -> np.ndarray:
-        out = np.empty((len(encoded), len(self.labels)), dtype=np.float32)
-        for group in self.batches([{"words": ids} for ids in encoded]):
-            rows = [encoded[i] for i in group]
-            feeds = {"words": _pad(rows), "lengths": np.array([len(r) for r in rows], dtype=np.int64)}
-            out[group] = self.graphs.run("probabilities", feeds)["probabilities"]
-        return out
-
-    def predict(self, inputs, options):
-        limit = self.config.max_length
-        tokens = [self.whole_tokens(text) if text.strip() else [] for text in inputs]
-        ids = [(t[:limit] if self.subwords is not None else self.words.encode(t[:limit])) or [1] for t in tokens]
-        return classifications(
-            inputs, [len(t) for t in tokens], self.probabilities(ids).tolist(), self.labels.itos, limit
-        )
-
-
-class TranslatorRunner(Runner):
-    name = "translate"
-    predict_options = {"beam": int, "n_best": int}
-    length_key = "src"
-
-    def load_assets(self, assets):
-        where = str(self.directory)
-        self.src_sp = SubwordTokenizer.load(_member(self.directory, "source.model", where))
-        joint = assets.get("joint_vocab", True)
-        self.tgt_sp = self.src_sp if joint else SubwordTokenizer.load(_member(self.directory, "target.model", where))
-        self.output_ids = self.arrays["output_ids"].astype(np.int64)
-
-    def encode(self, src, src_lengths):
-        out = self.graphs.run("encode", {"src": src, "src_lengths": src_lengths})
-        memory = {name: out[name] for name in ("keys", "values", "mask_bias")}
-        hidden = out["hidden"]
-        state = {"hidden": hidden}
-        if "cell" in self.graphs.inputs["step"]:
-            state["cell"] = np.zeros_like(hidden)
-        if "feed" in self.graphs.inputs["step"]:
-            width = memory["values"].shape[2]
-            state["feed"] = np.zeros((hidden.shape[1], width), dtype=hidden.dtype)
-        return memory, state
-
-    def step(self, tokens, memory, state):
-        out = self.graphs.run("step", {"tokens": tokens, **memory, **state})
-        next_state = {name: out[f"next_{name}"] for name in state}
-        return out["log_probs"], next_state, out["attention"]
-
-    def translate(self, sentences: list[str], beam: int, n_best: int) -> list[list[tuple[str, float]]]:
-        config = self.config
-        items = [{"src": self.src_sp.encode(s) or [self.src_sp.unk_id]} for s in sentences]
-        results: list = [None] * len(sentences)
-        for group in self.batches(items):
-            rows = [items[i]["src"] for i in group]
-            src_lengths = np.array([len(r) for r in rows], dtype=np.int64)
-            hyps = decoding.beam_search(
-                self.encode,
-                self.step,
-                _pad(rows),
-                src_lengths,
-                beam=beam,
-                max_lengths=(src_lengths.astype(np.float32) * np.float32(config.max_len_ratio)).astype(np.int64) + 5,
-                bos=self.tgt_sp.bos_id,
-                eos=self.tgt_sp.eos_id,
-                output_ids=self.output_ids,
-                length_penalty=config.length_penalty,
-                coverage_penalty=config.coverage_penalty,
-                n_best=n_best,
-            )
-            for i, nbest in zip(group, hyps):
-                results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
-        return results
-
-    def predict(self, inputs, options):
-        n_best = options.get("n_best") or self.config.n_best
-        beam = options.get("beam") or self.config.beam
-        if n_best > beam:
-            raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
-        return translations(inputs, lambda sentences: self.translate(sentences, beam, n_best), n_best)
-
-
-class CharLMRunner(Runner):
-    name = "textgen"
-    shares_batches = False
-    predict_options = {**GENERATION_OPTIONS, "generator": np.random.Generator}
-
-    def load_assets(self, assets):
-        self.chars = Vocab.from_dict(assets["chars"])
-
-    def input_from_line(self, line):
-        return line.replace("\\n", "\n")
-
-    def step(self, inputs: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
-        out = self.graphs.run("step", {"inputs": inputs, **state})
-        return out["logits"], {name: out[f"next_{name}"] for name in state}
-
-    def generate(self, prompts: list[list[int]], length: int, temperature, top_k, top_p, rng) -> list[list[int]]:
-        """``CharLM.generate``: prompts fed one position at a time, each row keeping its own last logits."""
-        config = self.config
-        zeros = np.zeros((config.layers, len(prompts), config.hidden), dtype=np.float32)
-        state = {"hidden": zeros, **({"cell": zeros} if "cell" in self.graphs.inputs["step"] else {})}
-        lengths = np.array([len(p) for p in prompts])
-        padded = _pad([[p[min(t, len(p) - 1)] for t in range(lengths.max())] for p in prompts])
-        last = np.zeros((len(prompts), len(self.chars)), dtype=np.float32)
-        for t in range(padded.shape[1]):
-            logits, new_state = self.step(padded[:, t : t + 1], state)
-            active = t < lengths
-            last = np.where(active[:, None], logits[:, 0], last)
-            state = {name: np.where(active[None, :, None], new_state[name], state[name]) for name in state}
-        out = []
-        for _ in range(length):
-            masked = last.copy()
-            masked[:, [0, 1]] = -np.inf  # padding and unknown are never drawn
-            next_chars = decoding.sample(masked, temperature, top_k, top_p, rng)
-            out.append(next_chars)
-            logits, state = self.step(next_chars[:, None], state)
-            last = logits[:, 0]
-        return np.stack(out, axis=1).tolist() if out else [[] for _ in prompts]
-
-    def predict(self, inputs, options):
-        rng = options.get("generator") or np.random.default_rng(options.get("seed", 0))
-        encoded = [self.chars.encode(p) or [self.chars.unk_id] for p in inputs]
-        ids = self.generate(
-            encoded,
-            options.get("max_chars", 200),
-            options.get("temperature", 1.0),
-            options.get("top_k", 0),
-            options.get("top_p", 1.0),
-            rng,
-        )
-        return [Generation(prompt, "".join(self.chars.decode(row))) for prompt, row in zip(inputs, ids)]
-
-
-RUNNERS = {r.name: r for r in (TaggerRunner, ClassifierRunner, TranslatorRunner, CharLMRunner)}
-
-
 def load_runner(path, overrides: dict | None = None, threads: int | None = None) -> Runner:
     """The runner of an exported folder; ``overrides`` change saved decoding settings (``--set``)."""
     from seqnlp.hub import model_directory
@@ -368,7 +147,8 @@ def load_runner(path, overrides: dict | None = None, threads: int | None = None)
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise SeqNLPError(f"not a {FORMAT} folder of version {FORMAT_VERSION} (re-export the model)", where)
     saved = read_model_config(directory)
-    runner_class = RUNNERS.get(saved["task"])
+    part = task_part(saved["task"], "runner") if isinstance(saved["task"], str) else None
+    runner_class = getattr(part, "RUNNER", None)
     if runner_class is None or manifest.get("task") != saved["task"]:
         raise SeqNLPError(f"unknown or inconsistent task {str(saved['task'])[:40]!r}", where)
     settings = with_settings(saved["config"], overrides or {}, saved["task"])

@@ -41,6 +41,9 @@ class Task:
     token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
     output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
     shares_batches: bool = True  # whether the server may batch concurrent requests into one ``predict`` call
+    # the model card (``seqnlp.card``): the Hub's pipeline tag and the example input of its usage section
+    pipeline_tag: str = ""
+    usage_input: str = "..."
     # a loaded model's fitted temperature and what it was fitted on (``config.json``'s "calibration")
     calibration: dict | None = None
 
@@ -96,6 +99,14 @@ class Task:
     def data_exists(self, path: str) -> bool:
         """Whether ``path`` names this task's data on disk (rather than a HuggingFace dataset name)."""
         return os.path.exists(path)
+
+    def description(self) -> str:
+        """What the model is, as the first line of its card says it (``a named-entity tagger (...)``)."""
+        return f"a {self.name} model"
+
+    def languages(self) -> list[str] | None:
+        """The languages the model reads and writes, where it names them (the card's ``language``)."""
+        return None
 
     def label_names(self) -> list[str] | None:
         """The entity types or classes the model predicts; None for tasks without labels."""
@@ -265,10 +276,11 @@ def register(cls):
 
 
 def get_task(name: str) -> type[Task]:
-    from seqnlp import tasks  # noqa: F401  (registers the tasks)
+    """The ``Task`` class of ``name``: its package's ``task`` module registers it (``seqnlp.tasks``)."""
+    from seqnlp.tasks import task_names, task_part
 
-    if name not in TASKS:
-        raise DataError(f"unknown task {str(name)[:40]!r}; choose from {', '.join(sorted(TASKS))}")
+    if not isinstance(name, str) or task_part(name, "task") is None or name not in TASKS:
+        raise DataError(f"unknown task {str(name)[:40]!r}; choose from {', '.join(task_names())}")
     return TASKS[name]
 
 

@@ -138,7 +138,7 @@ class Seq2Seq(nn.Module):
     share of it: roughly half of the pieces never occur in the target language). The output layer
     scores only those, which is where most of the compute of a step goes; log-probabilities index
     into ``output_ids``. Training targets outside it count as ``unk_id``. The sizes and switches have
-    no defaults here: ``TranslateConfig`` holds them (``seqnlp.tasks.translate.translator``).
+    no defaults here: ``TranslateConfig`` holds them (``seqnlp.tasks.translate.task``).
     """
 
     # Off: teacher forcing with input feeding is autograd's step loop (benchmarks/translate_speed.py compares them).

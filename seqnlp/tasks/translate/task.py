@@ -15,12 +15,12 @@ from seqnlp.data.parallel import SentencePair, read_parallel
 from seqnlp.errors import DataError
 from seqnlp.evidence import attach_intervals
 from seqnlp.metrics import translation_scores, translation_statistics
-from seqnlp.models.seq2seq import Seq2Seq
 from seqnlp.nn.attention import ATTENTION_KINDS
 from seqnlp.nn.beam import GNMTScorer, beam_search
 from seqnlp.predictions import translations
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.translate.model import Seq2Seq
 from seqnlp.vocab import SubwordTokenizer
 
 LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, None))
@@ -86,6 +86,18 @@ class TranslateTask(Task):
     length_key = "src"
     settings_added_later = {"coverage_penalty": 0.0}  # older models decode as they did
     predict_options = {"beam": int, "n_best": int}
+    pipeline_tag = "translation"
+    usage_input = "Ein Hund läuft über die Wiese."
+
+    def description(self):
+        config = self.config
+        return (
+            f"an attentional encoder-decoder translator ({config.src_lang} → {config.tgt_lang}, SentencePiece "
+            "subwords, beam search)"
+        )
+
+    def languages(self):
+        return [self.config.src_lang, self.config.tgt_lang]
 
     # -- data --------------------------------------------------------------------------
     def columns(self) -> tuple[str, str]:

@@ -18,12 +18,12 @@ from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import ConfigError, DataError, shorten
 from seqnlp.evidence import attach_intervals
 from seqnlp.metrics import calibration_before_after, classification_scores, classification_statistics
-from seqnlp.models.classifier import Classifier, ClassifierEnsemble
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
 from seqnlp.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.sentiment.model import Classifier, ClassifierEnsemble
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
 
 SUBWORD_FILE = "subwords.model"
@@ -81,6 +81,11 @@ class SentimentTask(Task):
     name = "sentiment"
     config_class = SentimentConfig
     metric = "accuracy"
+    pipeline_tag = "text-classification"
+    usage_input = "A gripping, beautifully acted film."
+
+    def description(self):
+        return f"a text classifier (embeddings, a recurrent encoder, {self.config.pooling} pooling)"
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):

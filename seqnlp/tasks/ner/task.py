@@ -27,11 +27,11 @@ from seqnlp.metrics import (
     entity_statistics,
     token_accuracy,
 )
-from seqnlp.models.tagger import Tagger
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
 from seqnlp.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.ner.model import Tagger
 from seqnlp.vocab import Vocab, label_vocab
 
 MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
@@ -94,6 +94,11 @@ class NERTask(Task):
     predict_options = {"pretokenized": bool}
     token_list_inputs = True
     output_formats = ("text", "json", "conll")
+    pipeline_tag = "token-classification"
+    usage_input = "Peter Blackburn visited Brussels."
+
+    def description(self):
+        return f"a named-entity tagger (embeddings, a recurrent encoder{' and a CRF' if self.config.crf else ''})"
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):

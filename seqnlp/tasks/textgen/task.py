@@ -14,10 +14,10 @@ from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
 from seqnlp.evidence import attach_intervals
 from seqnlp.metrics import language_model_scores, language_model_statistics, loss_by_character_class
-from seqnlp.models.charlm import CharLM
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
 from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.textgen.model import CharLM
 from seqnlp.vocab import PAD, UNK, Vocab
 
 CHUNK_CHARS = 256  # evaluation segments; each stream's part of one is a unit of the bootstrap interval
@@ -63,6 +63,11 @@ class TextgenTask(Task):
     # its continuation depends on its seed alone.
     shares_batches = False
     higher_is_better = False
+    pipeline_tag = "text-generation"
+    usage_input = "ROMEO:"
+
+    def description(self):
+        return "a character-level language model"
 
     # -- data --------------------------------------------------------------------------
     def read_file(self, path):

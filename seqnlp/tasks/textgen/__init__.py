@@ -1,0 +1,1 @@
+"""The textgen task: task.py, model.py, export.py, runner.py (see seqnlp.tasks)."""

@@ -1,0 +1,1 @@
+"""The translate task: task.py, model.py, export.py, runner.py (see seqnlp.tasks)."""

@@ -1,0 +1,76 @@
+"""Translating from an export: the encoder and step graphs inside NumPy's beam search."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from seqnlp.deploy import decoding
+from seqnlp.deploy.runtime import Runner, member, pad_ids
+from seqnlp.errors import ConfigError
+from seqnlp.predictions import translations
+from seqnlp.vocab import SubwordTokenizer
+
+
+class TranslatorRunner(Runner):
+    name = "translate"
+    predict_options = {"beam": int, "n_best": int}
+    length_key = "src"
+
+    def load_assets(self, assets):
+        where = str(self.directory)
+        self.src_sp = SubwordTokenizer.load(member(self.directory, "source.model", where))
+        joint = assets.get("joint_vocab", True)
+        self.tgt_sp = self.src_sp if joint else SubwordTokenizer.load(member(self.directory, "target.model", where))
+        self.output_ids = self.arrays["output_ids"].astype(np.int64)
+
+    def encode(self, src, src_lengths):
+        out = self.graphs.run("encode", {"src": src, "src_lengths": src_lengths})
+        memory = {name: out[name] for name in ("keys", "values", "mask_bias")}
+        hidden = out["hidden"]
+        state = {"hidden": hidden}
+        if "cell" in self.graphs.inputs["step"]:
+            state["cell"] = np.zeros_like(hidden)
+        if "feed" in self.graphs.inputs["step"]:
+            width = memory["values"].shape[2]
+            state["feed"] = np.zeros((hidden.shape[1], width), dtype=hidden.dtype)
+        return memory, state
+
+    def step(self, tokens, memory, state):
+        out = self.graphs.run("step", {"tokens": tokens, **memory, **state})
+        next_state = {name: out[f"next_{name}"] for name in state}
+        return out["log_probs"], next_state, out["attention"]
+
+    def translate(self, sentences: list[str], beam: int, n_best: int) -> list[list[tuple[str, float]]]:
+        config = self.config
+        items = [{"src": self.src_sp.encode(s) or [self.src_sp.unk_id]} for s in sentences]
+        results: list = [None] * len(sentences)
+        for group in self.batches(items):
+            rows = [items[i]["src"] for i in group]
+            src_lengths = np.array([len(r) for r in rows], dtype=np.int64)
+            hyps = decoding.beam_search(
+                self.encode,
+                self.step,
+                pad_ids(rows),
+                src_lengths,
+                beam=beam,
+                max_lengths=(src_lengths.astype(np.float32) * np.float32(config.max_len_ratio)).astype(np.int64) + 5,
+                bos=self.tgt_sp.bos_id,
+                eos=self.tgt_sp.eos_id,
+                output_ids=self.output_ids,
+                length_penalty=config.length_penalty,
+                coverage_penalty=config.coverage_penalty,
+                n_best=n_best,
+            )
+            for i, nbest in zip(group, hyps):
+                results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
+        return results
+
+    def predict(self, inputs, options):
+        n_best = options.get("n_best") or self.config.n_best
+        beam = options.get("beam") or self.config.beam
+        if n_best > beam:
+            raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
+        return translations(inputs, lambda sentences: self.translate(sentences, beam, n_best), n_best)
+
+
+RUNNER = TranslatorRunner
