@@ -5,10 +5,9 @@
 see ``seqnlp/api.py`` and the README.
 """
 
-__version__ = "0.1.0"
-
 from seqnlp.api import Model, calibrate, compare, evaluate, export, load, train
 from seqnlp.predictions import Classification, Entity, Generation, Tagging, Translation
+from seqnlp.version import __version__
 
 __all__ = [
     "Classification",

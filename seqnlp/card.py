@@ -30,7 +30,7 @@ def model_card(task, parameters: int, metrics: dict | None = None, summary: dict
     if labels:
         lines += [f"Labels: {', '.join(labels)}.", ""]
     lines += usage_section(task) + limitations_section(task)
-    from seqnlp import __version__
+    from seqnlp.version import __version__
 
     lines += [f"Written by seqnlp {__version__} from the run's `metrics.json` and `config.json`.", ""]
     return "\n".join(lines)

@@ -286,7 +286,7 @@ def format_prediction(prediction, form: str) -> str:
 
 def check_decoding_options(args) -> None:
     """Refuse decoding options that would crash or silently mean something else (the checks of the Python API)."""
-    from seqnlp.api import OPTION_CHECKS
+    from seqnlp.predictions import OPTION_CHECKS
 
     for name in ("beam", "max_chars", "temperature", "top_k", "top_p", "seed"):
         value = getattr(args, name)
@@ -375,7 +375,7 @@ def run_cli(function, argv) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] in (["--version"], ["-V"]):
-        from seqnlp import __version__
+        from seqnlp.version import __version__
 
         print(f"seqnlp {__version__}")
         return 0

@@ -8,11 +8,9 @@ the tensors the task's ``weight_axes`` names, and whole for every other tensor.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -154,36 +152,3 @@ def freeze(model: torch.nn.Module, parts: list[str]) -> None:
             if module is None:
                 raise ConfigError(f"--freeze {part}: this model has no {part} to freeze")
             module.requires_grad_(False)
-
-
-def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tuple[torch.nn.Module, dict]:
-    """The model in ``base`` carried over to the new data's labels and words, and what the report says of it.
-
-    ``task`` holds the new run's config; the base model is checked like any model directory.
-    """
-    from seqnlp.tasks.base import build_checked_model, load_task_assets
-
-    load_task_assets(task, base, assets)
-    if task.config.new_vocab and not task.uses_subwords():
-        raise ConfigError(
-            "--new-vocab re-trains a SentencePiece model; this model reads words and characters, "
-            "which --extend-vocab extends"
-        )
-    old_model = build_checked_model(task, base / "model.safetensors")
-    adaptation = task.adapt(train)
-    task.check_labels(train)
-    task.check_labels(dev)
-    model = task.build_model()
-    transfer_weights(old_model.state_dict(), model, task.weight_axes(), adaptation.maps)
-    del old_model
-    for what, note in adaptation.notes.items():
-        print(f"fine-tuning: {what}: {note}", flush=True)
-    before = task.evaluate(model, dev)[task.metric]
-    print(f"fine-tuning: the base model's dev {task.metric} before training: {before:.4f}", flush=True)
-    config_sha256 = hashlib.sha256((base / "config.json").read_bytes()).hexdigest()
-    return model, {
-        "base_model": str(base),
-        "base_config_sha256": config_sha256,
-        "dev_before": before,
-        **adaptation.notes,
-    }

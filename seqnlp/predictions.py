@@ -1,13 +1,17 @@
-"""What ``predict`` returns, for every task: dataclasses with ``to_dict()`` (the JSON of ``--format json`` and
-of ``seqnlp serve``) and ``to_text()`` (the line ``seqnlp predict`` writes by default), and the functions that build
-them from a model's outputs. No torch here: the PyTorch tasks and the ONNX runtime build their answers alike."""
+"""What ``predict`` takes and returns, for every task: the checks of its inputs and options, dataclasses with
+``to_dict()`` (the JSON of ``--format json`` and of ``seqnlp serve``) and ``to_text()`` (the line ``seqnlp predict``
+writes by default), and the functions that build them from a model's outputs. No torch here: the PyTorch tasks, the
+ONNX runtime and the server check and build alike."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import gc
+import math
 from dataclasses import dataclass, field
+
+from seqnlp.errors import ConfigError
 
 
 @dataclass
@@ -185,3 +189,72 @@ def _plain(value):
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     return value
+
+
+# -- what predict takes: checked the same way by both runtimes and the server -------------------------------------
+
+# What a valid value of each option is (the command line's `seqnlp predict` checks its flags with these too).
+OPTION_CHECKS = {
+    "beam": lambda v: v >= 1,
+    "n_best": lambda v: v >= 1,
+    "max_chars": lambda v: v >= 0,
+    "top_k": lambda v: v >= 0,
+    "temperature": lambda v: math.isfinite(v) and v > 0,
+    "top_p": lambda v: math.isfinite(v) and 0 < v <= 1,
+    "seed": lambda v: 0 <= v < 2**32,
+}
+
+
+def split_options(task, options: dict, names: set[str] | None = None) -> tuple[dict, dict]:
+    """``predict``'s keyword options as (the task's decoding options, config settings); anything else is an error.
+
+    ``names``: the settings there are (default: the fields of the task's config dataclass).
+    """
+    allowed = task.predict_options
+    names = {f.name for f in dataclasses.fields(task.config)} if names is None else names
+    task_options, settings = {}, {}
+    for key, value in options.items():
+        if key in allowed:
+            kind = allowed[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ConfigError(f"{key} must be of type {kind.__name__}, not {type(value).__name__}")
+            check = OPTION_CHECKS.get(key)
+            if check is not None and not check(value):
+                raise ConfigError(f"invalid value for {key}: {value!r}")
+            task_options[key] = value
+        elif key in names:
+            settings[key] = value
+        else:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ConfigError(
+                f"unknown option {key!r} for a {task.name} model (its options: {known}; or a setting of its config)"
+            )
+    return task_options, settings
+
+
+def check_inputs(task, items: list) -> None:
+    """Each input is a string of Unicode text (or, where the task takes them, a list of token strings); anything else
+    is a ``ConfigError``."""
+    for number, item in enumerate(items):
+        if isinstance(item, str):
+            check_text(item, f"inputs[{number}]")
+            continue
+        if task.token_list_inputs and isinstance(item, (list, tuple)) and all(isinstance(t, str) for t in item):
+            for position, token in enumerate(item):
+                check_text(token, f"inputs[{number}][{position}]")
+            continue
+        expected = "a string or a list of token strings" if task.token_list_inputs else "a string"
+        raise ConfigError(f"inputs[{number}] must be {expected}, not {type(item).__name__}")
+
+
+def check_text(text: str, name: str) -> None:
+    """A lone surrogate (valid in JSON's ``\\ud800`` escapes and in Python strings) is no character: the tokenizers
+    and every UTF-8 writer fail on it, so it is the caller's error, named with its position."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ConfigError(
+            f"{name} is not Unicode text: a lone surrogate {text[err.start]!r} at character {err.start}"
+        ) from None

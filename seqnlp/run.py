@@ -21,12 +21,19 @@ from seqnlp import config as configs
 from seqnlp import distributed
 from seqnlp.card import ece_changes, write_model_card
 from seqnlp.errors import ConfigError, DataError
-from seqnlp.finetune import adapted_model, freeze
+from seqnlp.finetune import freeze, transfer_weights
 from seqnlp.heap import configure_heap, release_memory
 from seqnlp.hub import model_directory
 from seqnlp.io import OutputDirectory, existing_directory, read_model_config
 from seqnlp.report import remove_run_files, write_predictions, write_report
-from seqnlp.tasks.base import calibrate_model_dir, get_task, load_model_dir, load_task_assets, write_model_files
+from seqnlp.tasks.base import (
+    build_checked_model,
+    calibrate_model_dir,
+    get_task,
+    load_model_dir,
+    load_task_assets,
+    write_model_files,
+)
 from seqnlp.trainer import Trainer, checkpoint_path, pick_device
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
@@ -243,6 +250,37 @@ def prepare_model(task, saved: dict | None, resume: bool, data: Data) -> tuple[t
     if task.config.frozen_parts():
         freeze(model, task.config.frozen_parts())
     return model, extras
+
+
+def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tuple[torch.nn.Module, dict]:
+    """The model in ``base`` carried over to the new data's labels and words, and what the report says of it.
+
+    ``task`` holds the new run's config; the base model is checked like any model directory.
+    """
+    load_task_assets(task, base, assets)
+    if task.config.new_vocab and not task.uses_subwords():
+        raise ConfigError(
+            "--new-vocab re-trains a SentencePiece model; this model reads words and characters, "
+            "which --extend-vocab extends"
+        )
+    old_model = build_checked_model(task, base / "model.safetensors")
+    adaptation = task.adapt(train)
+    task.check_labels(train)
+    task.check_labels(dev)
+    model = task.build_model()
+    transfer_weights(old_model.state_dict(), model, task.weight_axes(), adaptation.maps)
+    del old_model
+    for what, note in adaptation.notes.items():
+        print(f"fine-tuning: {what}: {note}", flush=True)
+    before = task.evaluate(model, dev)[task.metric]
+    print(f"fine-tuning: the base model's dev {task.metric} before training: {before:.4f}", flush=True)
+    config_sha256 = hashlib.sha256((base / "config.json").read_bytes()).hexdigest()
+    return model, {
+        "base_model": str(base),
+        "base_config_sha256": config_sha256,
+        "dev_before": before,
+        **adaptation.notes,
+    }
 
 
 def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None):

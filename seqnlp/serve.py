@@ -21,9 +21,9 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from seqnlp.api import check_inputs
 from seqnlp.config import setting
 from seqnlp.errors import SeqNLPError
+from seqnlp.predictions import check_inputs
 
 
 @dataclass

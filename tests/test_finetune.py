@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.finetune import adapted_model, extend, parse_label_map, relabel
+from seqnlp.finetune import extend, parse_label_map, relabel
 from seqnlp.io import read_model_config
+from seqnlp.run import adapted_model
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.ner.task import NERConfig, NERTask
 from seqnlp.vocab import Vocab

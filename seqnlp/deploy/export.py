@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqnlp import __version__
+from seqnlp.version import __version__
 from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.errors import ConfigError
 from seqnlp.io import atomic_directory, write_json

@@ -20,6 +20,7 @@ from seqnlp.data.batching import bucket_batches
 from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.errors import ConfigError, SeqNLPError
 from seqnlp.io import read_json, read_model_config
+from seqnlp.predictions import check_inputs, split_options
 from seqnlp.tasks import task_part
 
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit for one ONNX file
@@ -219,7 +220,7 @@ class OnnxModel:
         return self.runner.label_names()
 
     def info(self) -> dict:
-        from seqnlp import __version__
+        from seqnlp.version import __version__
 
         config_file = self.path / "config.json"
         return {
@@ -233,8 +234,6 @@ class OnnxModel:
 
     def predict(self, inputs, batch_size: int | None = None, **options):
         """As ``seqnlp.Model.predict``."""
-        from seqnlp.api import check_inputs, split_options
-
         single = isinstance(inputs, str)
         items = [inputs] if single else list(inputs)
         check_inputs(self.runner, items)
