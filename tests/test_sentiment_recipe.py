@@ -220,10 +220,13 @@ def test_accuracy_is_reported_by_input_length():
 
 
 def test_an_ensemble_predicts_its_members_mean_probabilities_and_trains_on_their_mean_loss():
+    from seqnlp.config import from_dict
     from seqnlp.tasks.sentiment.model import ClassifierEnsemble
+    from seqnlp.tasks.sentiment.task import SentimentConfig
 
     torch.manual_seed(0)
-    ensemble = ClassifierEnsemble(3, num_words=20, num_classes=4, word_dim=8, hidden=8, dropout=0.0).eval()
+    config = from_dict(SentimentConfig, {"ensemble": 3, "word_dim": 8, "hidden": 8, "dropout": 0.0})
+    ensemble = ClassifierEnsemble(config, num_words=20, num_classes=4).eval()
     words = torch.tensor([[2, 5, 7], [3, 9, 0]])
     batch = {"words": words, "lengths": torch.tensor([3, 2]), "mask": words != 0, "labels": torch.tensor([1, 3])}
     members = [member.predict(batch) for member in ensemble.members]

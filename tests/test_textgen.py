@@ -1,6 +1,7 @@
 """Character language model: stateful TBPTT batches, sampling, the recipe end to end."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,6 +30,10 @@ TINY = [
 ]
 
 
+def LM_SHAPE(cell):  # noqa: N802  (a tiny language model's settings, as TextgenConfig holds them)
+    return SimpleNamespace(embed_dim=4, hidden=6, layers=1, cell=cell, dropout=0.0)
+
+
 def task_with(text, **settings):
     task = TextgenTask(from_dict(TextgenConfig, {"batch_size": 2, "seq_len": 3, **settings}))
     task.build_vocabularies([Document(text)])
@@ -48,7 +53,7 @@ def test_batches_are_consecutive_segments_of_parallel_streams():
 
 def test_hidden_state_is_carried_across_segments_until_reset():
     torch.manual_seed(0)
-    model = CharLM(5, 4, 6, 1, "lstm", 0.0)
+    model = CharLM(LM_SHAPE("lstm"), 5)
     tokens = torch.randint(0, 5, (2, 8))
     whole, _ = model.step(tokens)
     model({"inputs": tokens[:, :4], "targets": tokens[:, :4], "reset": True})
@@ -62,7 +67,7 @@ def test_hidden_state_is_carried_across_segments_until_reset():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_carried_state_stays_float32_when_a_step_returns_bf16(cell, monkeypatch):
     # what bf16 autocast does; oneDNN's LSTM refuses a bf16 start state beside float32 weights
-    model = CharLM(5, 4, 6, 1, cell, 0.0)
+    model = CharLM(LM_SHAPE(cell), 5)
     plain_step = model.step
 
     def bf16_step(inputs, state=None):
@@ -76,11 +81,11 @@ def test_the_carried_state_stays_float32_when_a_step_returns_bf16(cell, monkeypa
 
 
 def test_carried_state_survives_a_state_dict_round_trip():
-    model = CharLM(5, 4, 6, 1, "gru", 0.0)
+    model = CharLM(LM_SHAPE("gru"), 5)
     model(
         {"inputs": torch.zeros(2, 3, dtype=torch.long), "targets": torch.zeros(2, 3, dtype=torch.long), "reset": True}
     )
-    clone = CharLM(5, 4, 6, 1, "gru", 0.0)
+    clone = CharLM(LM_SHAPE("gru"), 5)
     clone.load_state_dict(model.state_dict())
     assert torch.equal(clone.carried, model.carried)
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqnlp.version import __version__
 from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.errors import ConfigError
 from seqnlp.io import atomic_directory, write_json
 from seqnlp.tasks import task_part
+from seqnlp.version import __version__
 
 OPSET = 18
 ARRAYS = "arrays.safetensors"

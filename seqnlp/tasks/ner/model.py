@@ -24,46 +24,43 @@ class Tagger(nn.Module):
 
     def __init__(
         self,
+        config,
         num_words: int,
         num_chars: int,
         num_tags: int,
-        word_dim: int = 100,
-        char_dim: int = 30,
-        char_out: int = 50,
-        char_encoder: str = "cnn",
-        hidden: int = 256,
-        layers: int = 1,
-        cell: str = "lstm",
-        bidirectional: bool = True,
-        dropout: float = 0.5,
-        word_dropout: float = 0.05,
-        rare_word_dropout: float = 0.0,
         rare_from: int | None = None,
-        crf: bool = True,
         allowed=None,
         num_casings: int = 0,
-        casing_dim: int = 0,
-        cell_impl: str = "fused",
     ):
+        """``config``: the task's settings (``NERConfig``); the sizes come from its vocabularies, ``allowed`` from
+        its tag scheme (``CRF``)."""
         super().__init__()
         self.embedding = WordCharEmbedding(
             num_words,
-            word_dim,
+            config.word_dim,
             num_chars,
-            char_dim,
-            char_out,
-            char_encoder,
-            dropout,
-            word_dropout,
-            rare_word_dropout,
+            config.char_dim,
+            config.char_out,
+            config.char_encoder,
+            config.dropout,
+            config.word_dropout,
+            config.rare_word_dropout,
             rare_from,
             num_casings=num_casings,
-            casing_dim=casing_dim,
+            casing_dim=config.casing_dim,
         )
-        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
-        self.dropout = LockedDropout(dropout)
+        self.encoder = RNNEncoder(
+            self.embedding.out_dim,
+            config.hidden,
+            config.layers,
+            config.cell,
+            config.bidirectional,
+            config.dropout,
+            config.cell_impl,
+        )
+        self.dropout = LockedDropout(config.dropout)
         self.emit = Linear(self.encoder.out_dim, num_tags)
-        self.crf = CRF(num_tags, allowed) if crf else None
+        self.crf = CRF(num_tags, allowed) if config.crf else None
 
     def emissions(self, batch: dict) -> torch.Tensor:
         x = self.embedding(

@@ -202,26 +202,13 @@ class NERTask(Task):
         config = self.config
         allowed = tagging.allowed_transitions(self.tags.itos, config.tag_scheme) if config.constrained else None
         model = Tagger(
+            config,
             len(self.words),
             len(self.chars) if self.chars else 0,
             len(self.tags),
-            word_dim=config.word_dim,
-            char_dim=config.char_dim,
-            char_out=config.char_out,
-            char_encoder=config.char_encoder,
-            hidden=config.hidden,
-            layers=config.layers,
-            cell=config.cell,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            word_dropout=config.word_dropout,
-            rare_word_dropout=config.rare_word_dropout,
             rare_from=self.rare_from,
-            crf=config.crf,
             allowed=allowed,
-            cell_impl=config.cell_impl,
             num_casings=len(CASINGS) + 1,
-            casing_dim=config.casing_dim,
         )
         return model
 

@@ -20,26 +20,23 @@ class Classifier(nn.Module):
 
     temperature = 1.0
 
-    def __init__(
-        self,
-        num_words: int,
-        num_classes: int,
-        word_dim: int = 300,
-        hidden: int = 256,
-        layers: int = 1,
-        cell: str = "lstm",
-        bidirectional: bool = True,
-        dropout: float = 0.5,
-        word_dropout: float = 0.0,
-        pooling: str = "max",
-        class_weights: list[float] | None = None,
-        cell_impl: str = "fused",
-    ):
+    def __init__(self, config, num_words: int, num_classes: int, class_weights: list[float] | None = None):
+        """``config``: the task's settings (``SentimentConfig``); the sizes come from its vocabularies."""
         super().__init__()
-        self.embedding = WordCharEmbedding(num_words, word_dim, dropout=dropout, word_dropout=word_dropout)
-        self.encoder = RNNEncoder(self.embedding.out_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
-        self.pool = Pooling(pooling, self.encoder.out_dim)
-        self.dropout = nn.Dropout(dropout)
+        self.embedding = WordCharEmbedding(
+            num_words, config.word_dim, dropout=config.dropout, word_dropout=config.word_dropout
+        )
+        self.encoder = RNNEncoder(
+            self.embedding.out_dim,
+            config.hidden,
+            config.layers,
+            config.cell,
+            config.bidirectional,
+            config.dropout,
+            config.cell_impl,
+        )
+        self.pool = Pooling(config.pooling, self.encoder.out_dim)
+        self.dropout = nn.Dropout(config.dropout)
         self.out = Linear(self.encoder.out_dim, num_classes)
         self.register_buffer("class_weights", torch.tensor(class_weights) if class_weights else None, persistent=False)
 
@@ -57,7 +54,7 @@ class Classifier(nn.Module):
 
 
 class ClassifierEnsemble(nn.Module):
-    """``members`` classifiers of one shape, each initialised on its own and trained side by side on the same
+    """``config.ensemble`` classifiers of one shape, each initialised on its own and trained side by side on the same
     batches (their dropout masks differ); they answer with their averaged probabilities.
 
     ``forward`` is the members' mean loss, so each member learns as it would alone; ``logits`` are the log of the
@@ -66,9 +63,12 @@ class ClassifierEnsemble(nn.Module):
 
     temperature = 1.0
 
-    def __init__(self, members: int, **classifier_settings):
+    def __init__(self, config, num_words: int, num_classes: int, class_weights: list[float] | None = None):
+        """``config.ensemble`` members, each built as ``Classifier`` is."""
         super().__init__()
-        self.members = nn.ModuleList(Classifier(**classifier_settings) for _ in range(members))
+        self.members = nn.ModuleList(
+            Classifier(config, num_words, num_classes, class_weights) for _ in range(config.ensemble)
+        )
 
     def logits(self, batch: dict) -> torch.Tensor:
         log_probs = torch.stack([member.logits(batch).log_softmax(dim=-1) for member in self.members])

@@ -233,21 +233,8 @@ class SentimentTask(Task):
 
     def build_model(self):
         config = self.config
-        settings = dict(
-            num_words=self.vocab_size(),
-            num_classes=len(self.labels),
-            word_dim=config.word_dim,
-            hidden=config.hidden,
-            layers=config.layers,
-            cell=config.cell,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-            word_dropout=config.word_dropout,
-            pooling=config.pooling,
-            class_weights=self.weights,
-            cell_impl=config.cell_impl,
-        )
-        return Classifier(**settings) if config.ensemble == 1 else ClassifierEnsemble(config.ensemble, **settings)
+        kind = Classifier if config.ensemble == 1 else ClassifierEnsemble
+        return kind(config, self.vocab_size(), len(self.labels), self.weights)
 
     def init_model(self, model):
         members = model.members if isinstance(model, ClassifierEnsemble) else [model]

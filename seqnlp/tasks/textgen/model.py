@@ -19,23 +19,19 @@ class CharLM(nn.Module):
     The carried state is part of the module's extra state, so a checkpoint resumes exactly.
     """
 
-    def __init__(
-        self,
-        num_chars: int,
-        embed_dim: int = 64,
-        hidden: int = 512,
-        layers: int = 2,
-        cell: str = "lstm",
-        dropout: float = 0.2,
-    ):
+    def __init__(self, config, num_chars: int):
+        """``config``: the task's settings (``TextgenConfig``: ``embed_dim``, ``hidden``, ``layers``, ``cell``,
+        ``dropout``); ``num_chars``: its character vocabulary's size."""
         super().__init__()
-        self.cell = cell
-        self.embed = nn.Embedding(num_chars, embed_dim)
-        self.rnn = CELLS[cell](
-            embed_dim, hidden, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0
-        )
+        self.cell = config.cell
+        self.embed = nn.Embedding(num_chars, config.embed_dim)
+        dropout = config.dropout
+        self.rnn = CELLS[config.cell](
+            config.embed_dim, config.hidden, num_layers=config.layers, batch_first=True,
+            dropout=dropout if config.layers > 1 else 0.0,
+        )  # fmt: skip
         self.drop = LockedDropout(dropout)
-        self.out = Linear(hidden, num_chars)
+        self.out = Linear(config.hidden, num_chars)
         self.carried = None
 
     def step(self, inputs: torch.Tensor, state=None):

@@ -122,7 +122,7 @@ class TextgenTask(Task):
 
     def build_model(self):
         config = self.config
-        return CharLM(len(self.chars), config.embed_dim, config.hidden, config.layers, config.cell, config.dropout)
+        return CharLM(config, len(self.chars))
 
     def save_assets(self, directory):
         return {"chars": self.chars.to_dict()}
