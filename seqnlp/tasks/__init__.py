@@ -4,7 +4,8 @@ A task package ``<name>/`` has ``task.py`` (its config and ``Task`` subclass, re
 ``model.py`` (its ``nn.Module``), ``export.py`` (its ONNX graphs: ``graphs(task, model)``, and ``refusal(task)``
 where some of its models cannot export) and ``runner.py`` (``RUNNER``: what predicts from an export with
 onnxruntime and NumPy, without torch). Other distributions add tasks through the entry-point group
-``seqnlp.tasks`` (``name = "their.package"``), laid out the same way.
+``seqnlp.tasks`` (``name = "their.package"``), laid out the same way, or as one module that holds every part
+(its runner then imports what the module imports, torch included).
 
 Nothing here imports torch, so that a torch-free runtime finds a task's runner through it.
 """
@@ -12,6 +13,7 @@ Nothing here imports torch, so that a torch-free runtime finds a task's runner t
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -38,6 +40,8 @@ def task_part(name: str, part: str) -> ModuleType | None:
     package = task_packages().get(name)
     if package is None:
         return None
+    if importlib.util.find_spec(package).submodule_search_locations is None:  # a task in one module
+        return importlib.import_module(package)
     try:
         return importlib.import_module(f"{package}.{part}")
     except ModuleNotFoundError as err:
