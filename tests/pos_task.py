@@ -72,10 +72,7 @@ class POSTagger(nn.Module):
     def __init__(self, config, num_words: int, num_tags: int):
         super().__init__()
         self.embedding = WordCharEmbedding(num_words, config.word_dim, dropout=config.dropout)
-        self.encoder = RNNEncoder(
-            self.embedding.out_dim, config.hidden, config.layers, config.cell, config.bidirectional, config.dropout,
-            config.cell_impl,
-        )  # fmt: skip
+        self.encoder = RNNEncoder.from_config(self.embedding.out_dim, config)
         self.out = Linear(self.encoder.out_dim, num_tags)
 
     def scores(self, batch: dict) -> torch.Tensor:

@@ -48,6 +48,15 @@ class RNNEncoder(nn.Module):
     (one mask per sequence, shared across time).
     """
 
+    @classmethod
+    def from_config(cls, input_size: int, config) -> RNNEncoder:
+        """The encoder a task's config describes (``hidden``, ``layers``, ``cell``, ``bidirectional``, ``dropout``,
+        ``cell_impl``: ``RunConfig``'s shared settings)."""
+        return cls(
+            input_size, config.hidden, config.layers, config.cell, config.bidirectional, config.dropout,
+            config.cell_impl,
+        )  # fmt: skip
+
     def __init__(
         self,
         input_size: int,

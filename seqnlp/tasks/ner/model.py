@@ -49,15 +49,7 @@ class Tagger(nn.Module):
             num_casings=num_casings,
             casing_dim=config.casing_dim,
         )
-        self.encoder = RNNEncoder(
-            self.embedding.out_dim,
-            config.hidden,
-            config.layers,
-            config.cell,
-            config.bidirectional,
-            config.dropout,
-            config.cell_impl,
-        )
+        self.encoder = RNNEncoder.from_config(self.embedding.out_dim, config)
         self.dropout = LockedDropout(config.dropout)
         self.emit = Linear(self.encoder.out_dim, num_tags)
         self.crf = CRF(num_tags, allowed) if config.crf else None

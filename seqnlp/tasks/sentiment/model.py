@@ -26,15 +26,7 @@ class Classifier(nn.Module):
         self.embedding = WordCharEmbedding(
             num_words, config.word_dim, dropout=config.dropout, word_dropout=config.word_dropout
         )
-        self.encoder = RNNEncoder(
-            self.embedding.out_dim,
-            config.hidden,
-            config.layers,
-            config.cell,
-            config.bidirectional,
-            config.dropout,
-            config.cell_impl,
-        )
+        self.encoder = RNNEncoder.from_config(self.embedding.out_dim, config)
         self.pool = Pooling(config.pooling, self.encoder.out_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.out = Linear(self.encoder.out_dim, num_classes)
