@@ -28,7 +28,7 @@ import torch
 
 from seqnlp.config import from_dict
 from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
-from seqnlp.trainer import build_optimizer
+from seqnlp.training.trainer import build_optimizer
 
 
 def random_text(config, batches: int) -> str:

@@ -23,7 +23,7 @@ import torch
 
 from seqnlp.config import from_dict
 from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask, TextExample
-from seqnlp.trainer import build_optimizer
+from seqnlp.training.trainer import build_optimizer
 
 # Length deciles (min, 10%, ..., max) of ../shared/data/sst2/train.tsv, in whitespace tokens.
 SST2_LENGTH_DECILES = [1, 2, 3, 4, 5, 7, 9, 12, 15, 21, 52]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from seqnlp.data import tags as tagging
 from seqnlp.data.conll import read_conll
-from seqnlp.evidence import bootstrap_intervals, paired_comparison
-from seqnlp.metrics import entity_error_analysis, entity_statistics
+from seqnlp.evaluation.evidence import bootstrap_intervals, paired_comparison
+from seqnlp.evaluation.metrics import entity_error_analysis, entity_statistics
 
 
 def degraded(gold: list[list[str]], rng: random.Random, types: list[str]) -> list[list[str]]:

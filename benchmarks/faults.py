@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seqnlp.io import existing_directory  # noqa: E402
+from seqnlp.storage.folders import existing_directory  # noqa: E402
 
 SENTENCES = [
     "Anna/B-PER Berg/I-PER visited/O Berlin/B-LOC ./O",
@@ -120,12 +120,12 @@ def checkpoint_step(out: Path) -> int | None:
 
 
 def reference_run(train, dev, out: Path, epochs: int) -> tuple[float, float]:
-    """Train uninterrupted into ``out``; returns its seconds and those of a bare ``import seqnlp.run``."""
+    """Train uninterrupted into ``out``; returns its seconds and those of a bare ``import seqnlp.training.run``."""
     started = time.perf_counter()
     subprocess.run(command(train, dev, out, epochs, False), check=True, capture_output=True)
     seconds = time.perf_counter() - started
     startup = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import seqnlp.run"], check=True)
+    subprocess.run([sys.executable, "-c", "import seqnlp.training.run"], check=True)
     return seconds, time.perf_counter() - startup
 
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import seqnlp
-from seqnlp.deploy.export import export
+from seqnlp.serving.export import export
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

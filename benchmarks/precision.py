@@ -37,7 +37,7 @@ from seqnlp.tasks.ner.task import NERConfig, NERTask
 from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
 from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
 from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
-from seqnlp.trainer import build_optimizer, has_bf16_matrix_units
+from seqnlp.training.trainer import build_optimizer, has_bf16_matrix_units
 
 
 def compare(task, examples, device: torch.device, seconds: float) -> dict:

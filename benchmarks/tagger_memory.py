@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.heap import memory_mib, release_memory
 from seqnlp.tasks.base import save_model_dir
 from seqnlp.tasks.ner.task import NERConfig, NERTask
-from seqnlp.trainer import build_optimizer
+from seqnlp.training.heap import memory_mib, release_memory
+from seqnlp.training.trainer import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
 

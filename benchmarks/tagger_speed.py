@@ -23,7 +23,7 @@ import torch
 from seqnlp.config import from_dict
 from seqnlp.data.conll import TaggedSentence, read_conll
 from seqnlp.tasks.ner.task import NERConfig, NERTask
-from seqnlp.trainer import build_optimizer
+from seqnlp.training.trainer import build_optimizer
 
 # Sentence-length deciles (min, 10%, ..., max) of ../shared/data/conll2003/train.txt, used when no file is given.
 CONLL_LENGTH_DECILES = [1, 3, 5, 7, 8, 10, 13, 19, 26, 32, 113]

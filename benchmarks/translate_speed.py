@@ -49,7 +49,7 @@ from seqnlp.nn import gemm
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.translate.model import Seq2Seq
 from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
-from seqnlp.trainer import build_optimizer
+from seqnlp.training.trainer import build_optimizer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 

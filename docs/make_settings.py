@@ -15,10 +15,10 @@ sys.path.insert(0, str(ROOT))
 
 def settings_markdown() -> str:
     from seqnlp.config import RunConfig, describe_range, spec
-    from seqnlp.diagnose import DiagnosisConfig
-    from seqnlp.serve import ServeConfig
+    from seqnlp.serving.server import ServeConfig
     from seqnlp.tasks import task_names
     from seqnlp.tasks.base import get_task
+    from seqnlp.training.diagnose import DiagnosisConfig
 
     tasks = task_names()
     classes = {name: get_task(name).config_class for name in tasks}

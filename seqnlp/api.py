@@ -83,17 +83,17 @@ def load(path, device: str = "auto", threads: int | None = None, **settings) -> 
 
     ``settings`` override saved decoding and data settings, as ``--set`` does on the command line.
     """
-    from seqnlp.deploy import is_export
-    from seqnlp.hub import model_directory
-    from seqnlp.io import existing_directory
+    from seqnlp.serving import is_export
+    from seqnlp.storage.folders import existing_directory
+    from seqnlp.storage.hub import model_directory
 
     path = model_directory(path)
     if is_export(path):  # a folder of ``seqnlp export``: onnxruntime, no torch
-        from seqnlp.deploy.runtime import OnnxModel, load_runner
+        from seqnlp.serving.runtime import OnnxModel, load_runner
 
         return OnnxModel(load_runner(path, settings or None, threads), Path(path))
     from seqnlp.tasks.base import load_model_dir
-    from seqnlp.trainer import pick_device
+    from seqnlp.training.trainer import pick_device
 
     task, module = load_model_dir(path, device=pick_device(device), overrides=settings or None)
     return Model(task, module, existing_directory(path) or path)
@@ -102,7 +102,7 @@ def load(path, device: str = "auto", threads: int | None = None, **settings) -> 
 def export(model, out_dir, overwrite: bool = False) -> dict:
     """``seqnlp export MODEL_DIR OUT_DIR``: the model as ONNX graphs that ``load(out_dir)`` runs without torch;
     returns the export's manifest (``onnx.json``)."""
-    from seqnlp.deploy.export import export as write_export
+    from seqnlp.serving.export import export as write_export
 
     return write_export(model, out_dir, overwrite=overwrite)
 
@@ -113,7 +113,7 @@ def train(task: str, config: str | os.PathLike | None = None, **settings) -> dic
     ``config``: a YAML file of settings; ``settings``: flags by their setting names (``train_file=...,
     epochs=3, bidirectional=False``), which win over the file. ``resume=True`` and ``overwrite=True`` as the flags.
     """
-    from seqnlp.run import train as run_recipe
+    from seqnlp.training.run import train as run_recipe
 
     argv = ["--config", str(config)] if config is not None else []
     for name, value in settings.items():
@@ -213,7 +213,7 @@ def calibrate(
 def evaluation_record(model: Model, task, test_file, dataset, split) -> dict:
     """What an evaluation scored: the model (folder and config hash), the data (its files and their SHA-256, or the
     dataset and split) and the settings that differ from the model's saved ones (``--set``, ``--bootstrap``)."""
-    from seqnlp.io import read_model_config
+    from seqnlp.storage.folders import read_model_config
 
     record = {"model": str(model.path), "config_sha256": model.info()["config_sha256"]}
     if test_file is not None:
@@ -252,8 +252,8 @@ def compare(
     ``models``: ``Model`` objects, model folders, run folders (holding ``model/``) or ``hf://`` names; ``data`` as
     for ``evaluate``. ``resamples``: bootstrap resamples (intervals); ``trials``: randomization trials.
     """
-    from seqnlp.evidence import paired_comparison
-    from seqnlp.repeat import is_repeat_folder
+    from seqnlp.evaluation.evidence import paired_comparison
+    from seqnlp.training.repeat import is_repeat_folder
 
     if len(models) < 2:
         raise ConfigError("compare: give at least two models")
@@ -308,8 +308,8 @@ def compare(
 def compare_groups(folders: list, split: str, resamples: int, trials: int) -> dict:
     """``compare`` of folders of ``seqnlp repeat``: each group's recorded ``split`` scores over its seeds, and for
     each pair the difference of the means, its bootstrap interval and a permutation test's p-value."""
-    from seqnlp.evidence import group_comparison
-    from seqnlp.repeat import gather
+    from seqnlp.evaluation.evidence import group_comparison
+    from seqnlp.training.repeat import gather
 
     summaries = [gather(Path(folder)) for folder in folders]
     kinds = sorted({s["task"] for s in summaries})

@@ -48,7 +48,7 @@ def _evaluate(argv):
     data = {"dataset": args.dataset} if args.dataset else {"test_file": args.test_file}
     metrics, scores, examples = api.score(model, **data, split=args.split, dataset_config=args.dataset_config)
     if args.output_dir:
-        from seqnlp.report import write_evaluation_report, write_predictions
+        from seqnlp.evaluation.report import write_evaluation_report, write_predictions
 
         task = model.task
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -229,8 +229,8 @@ def _predict(argv):
 def _predictor(args, overrides: dict):
     """``(task, predict(inputs, options), random stream)`` for ``--runtime``: the task (or the ONNX runner, which
     offers the same ``name``, ``output_formats``, ``input_from_line`` and ``config``) and how it predicts."""
-    from seqnlp.deploy import is_export
-    from seqnlp.hub import model_directory
+    from seqnlp.serving import is_export
+    from seqnlp.storage.hub import model_directory
 
     exported = is_export(model_directory(args.model_dir))
     runtime = args.runtime if args.runtime != "auto" else "onnx" if exported else "torch"
@@ -241,7 +241,7 @@ def _predictor(args, overrides: dict):
                 "`seqnlp export MODEL_DIR OUT_DIR` makes one",
                 args.model_dir,
             )
-        from seqnlp.deploy.runtime import load_runner
+        from seqnlp.serving.runtime import load_runner
 
         runner = load_runner(args.model_dir, overrides)
         return runner, runner.predict, runner.random_stream(args.seed)
@@ -250,7 +250,7 @@ def _predictor(args, overrides: dict):
     import torch
 
     from seqnlp.tasks.base import load_model_dir
-    from seqnlp.trainer import pick_device
+    from seqnlp.training.trainer import pick_device
 
     task, model = load_model_dir(args.model_dir, device=pick_device(args.device), overrides=overrides)
     return task, lambda inputs, options: task.predict(model, inputs, options), torch.Generator().manual_seed(args.seed)
@@ -267,7 +267,7 @@ def _export(argv):
     parser.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (the only one so far)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds files")
     args = parser.parse_args(argv)
-    from seqnlp.deploy.export import export
+    from seqnlp.serving.export import export
 
     manifest = export(args.model_dir, args.out_dir, overwrite=args.overwrite)
     print(json.dumps({"out_dir": args.out_dir, "task": manifest["task"], "graphs": sorted(manifest["graphs"])}))
@@ -299,25 +299,25 @@ def _train(argv):
         from seqnlp.tasks import task_names
 
         raise SeqNLPError(f"usage: seqnlp train TASK [options]; TASK is one of {', '.join(task_names())}")
-    from seqnlp.run import train
+    from seqnlp.training.run import train
 
     train(argv[0], argv[1:])
 
 
 def _repeat(argv):
-    from seqnlp.repeat import main as repeat
+    from seqnlp.training.repeat import main as repeat
 
     repeat(argv)
 
 
 def _diagnose(argv):
-    from seqnlp.diagnose import main as diagnose
+    from seqnlp.training.diagnose import main as diagnose
 
     diagnose(argv)
 
 
 def _serve(argv):
-    from seqnlp.serve import main as serve
+    from seqnlp.serving.server import main as serve
 
     serve(argv)
 
@@ -330,8 +330,8 @@ def _push(argv):
     parser.add_argument("--revision", help="the branch to commit to (created if needed; default: main)")
     parser.add_argument("--message", help="the commit message")
     args = parser.parse_args(argv)
-    from seqnlp.hub import push
-    from seqnlp.io import existing_directory
+    from seqnlp.storage.folders import existing_directory
+    from seqnlp.storage.hub import push
     from seqnlp.tasks.base import load_model_dir
 
     load_model_dir(args.model_dir)  # what a user will download must load: every file is checked first
@@ -409,7 +409,7 @@ def recipe(task_name: str, default_data: dict) -> int:
 
     ``--diagnose-gradients`` runs ``seqnlp diagnose gradients`` instead (into ``--output-dir``).
     """
-    from seqnlp.run import train
+    from seqnlp.training.run import train
 
     argv = sys.argv[1:]
     if "--diagnose-gradients" in argv:

@@ -18,13 +18,13 @@ from torch.nn import functional as F
 from seqnlp.config import MAX_WIDTH, RunConfig, setting
 from seqnlp.data.batching import pad
 from seqnlp.data.text import read_text_lines
-from seqnlp.deploy.export import Graph, Named
-from seqnlp.deploy.runtime import Runner, pad_ids
 from seqnlp.errors import DataError
 from seqnlp.nn.embedding import WordCharEmbedding
 from seqnlp.nn.encoder import RNNEncoder
 from seqnlp.nn.gemm import Linear
 from seqnlp.predictions import taggings
+from seqnlp.serving.export import Graph, Named
+from seqnlp.serving.runtime import Runner, pad_ids
 from seqnlp.tasks.base import Task, register
 from seqnlp.vocab import Vocab, label_vocab
 

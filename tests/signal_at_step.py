@@ -12,7 +12,7 @@ import signal
 import sys
 
 from seqnlp.cli import main
-from seqnlp.trainer import Trainer
+from seqnlp.training.trainer import Trainer
 
 rank, epoch, step, name, *argv = sys.argv[1:]
 if os.environ.get("RANK", "0") == rank:

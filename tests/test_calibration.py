@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seqnlp.calibration import HIGHEST, LOWEST, binary_log_loss, fit_temperature
+from seqnlp.evaluation.calibration import HIGHEST, LOWEST, binary_log_loss, fit_temperature
 from seqnlp.nn.crf import CRF
 from tests.conftest import ROOT, TINY_NER, run_cli, train_cli, write_tiny_conll
 

@@ -2,7 +2,7 @@
 
 import json
 
-from seqnlp.diagnose import DiagnosisConfig, diagnose_gradients, exploding_run, vanishing_run
+from seqnlp.training.diagnose import DiagnosisConfig, diagnose_gradients, exploding_run, vanishing_run
 from tests.conftest import run_cli
 
 

@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 def launch(
-    world: int, argv: list, cwds=None, timeout: float = 180, signal_at: tuple | None = None
+    world: int, argv: list, cwds=None, timeout: float = 180, signal_at: tuple | None = None, environment=None
 ) -> list[subprocess.CompletedProcess]:
     """``seqnlp train ...`` in ``world`` processes, as torchrun starts them (its environment, one per rank).
 
@@ -51,6 +51,7 @@ def launch(
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
             "OMP_NUM_THREADS": "1",
+            **(environment or {}),
         }
         if world == 1:
             for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
@@ -105,7 +106,7 @@ def weights(out) -> dict:
 
 
 def test_only_embedding_tables_of_their_own_bypass_the_dense_all_reduce():
-    from seqnlp.distributed import row_sparse_parameters
+    from seqnlp.training.distributed import row_sparse_parameters
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -119,18 +120,24 @@ def test_only_embedding_tables_of_their_own_bypass_the_dense_all_reduce():
     assert list(row_sparse_parameters(Model())) == ["words.weight"]
 
 
-@pytest.mark.parametrize("task", sorted(TINY))
-def test_two_processes_with_half_batches_take_the_one_process_step_on_the_whole_batch(task, tmp_path):
+@pytest.mark.parametrize(
+    ("task", "private"),
+    [*((task, "1") for task in sorted(TINY)), ("ner", "0")],
+    ids=[*sorted(TINY), "ner-without-private-torch"],
+)
+def test_two_processes_with_half_batches_take_the_one_process_step_on_the_whole_batch(task, private, tmp_path):
+    """(Without PyTorch's private paths, DDP reduces the embedding tables densely instead of RowExchange.)"""
     train, dev = one_batch_of_data(task, tmp_path / "data")
     # SGD: the step is the gradient itself. (Adam's first step divides each gradient by its own size, so a
     # gradient that is rounding noise on either side moves its weight by the full rate.)
     common = ["--train-file", train, "--dev-file", dev, "--epochs", "1", "--dropout", "0", "--quiet",
               "--optimizer", "sgd", "--momentum", "0", "--lr", "0.5", "--average-decay", "0", *TINY[task]]  # fmt: skip
+    environment = {"SEQNLP_PRIVATE_TORCH": private}
     (single,) = launch(1, [task, *common, "--batch-size", "8" if task != "textgen" else "4", "--output-dir",
-                           tmp_path / "one"])  # fmt: skip
+                           tmp_path / "one"], environment=environment)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
     pair = launch(2, [task, *common, "--batch-size", "4" if task != "textgen" else "2", "--output-dir",
-                      tmp_path / "two"])  # fmt: skip
+                      tmp_path / "two"], environment=environment)  # fmt: skip
     assert [p.returncode for p in pair] == [0, 0], pair[0].stderr[-2000:] + pair[1].stderr[-2000:]
     assert "data-parallel: 2 processes (gloo)" in pair[0].stdout and pair[1].stdout == ""
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
@@ -221,7 +228,7 @@ def test_a_killed_process_ends_the_other_and_resume_recovers(tmp_path):
 
 
 def test_only_the_transports_errors_inside_forward_and_backward_mean_a_lost_process():
-    from seqnlp.distributed import PeerFailure, collective
+    from seqnlp.training.distributed import PeerFailure, collective
 
     def fail(message):
         def function():

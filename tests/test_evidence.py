@@ -9,8 +9,15 @@ import random
 import numpy as np
 import pytest
 
-from seqnlp.evidence import SEED, UnitStatistics, bootstrap_intervals, interval, paired_comparison, resample_counts
-from seqnlp.metrics import (
+from seqnlp.evaluation.evidence import (
+    SEED,
+    UnitStatistics,
+    bootstrap_intervals,
+    interval,
+    paired_comparison,
+    resample_counts,
+)
+from seqnlp.evaluation.metrics import (
     calibration,
     classification_scores,
     classification_statistics,

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import seqnlp
-from seqnlp.deploy.export import export
-from seqnlp.deploy.runtime import OnnxModel, load_runner
+from seqnlp.serving.export import export
+from seqnlp.serving.runtime import OnnxModel, load_runner
 from seqnlp.tasks.base import load_model_dir
 from tests.conftest import ROOT, run_cli
 from tests.test_api import SAMPLES

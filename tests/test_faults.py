@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqnlp.io import LOCK_FILE, atomic_directory, existing_directory, write_json
+from seqnlp.storage.folders import LOCK_FILE, atomic_directory, existing_directory, write_json
 from tests.conftest import ROOT, TINY_NER, run_cli, train_cli
 
 
@@ -697,7 +697,7 @@ def test_help_lists_every_setting_with_its_default_and_range():
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer), pytest.raises(SystemExit):
-        from seqnlp.run import build_parser
+        from seqnlp.training.run import build_parser
 
         build_parser("ner").parse_args(["--help"])
     text = " ".join(buffer.getvalue().split())
@@ -751,7 +751,7 @@ class Exploding(torch.nn.Module):
 
 def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
     from seqnlp.config import RunConfig
-    from seqnlp.trainer import Trainer, TrainingError
+    from seqnlp.training.trainer import Trainer, TrainingError
 
     model = Exploding()
     config = RunConfig(epochs=1, lr=10.0, optimizer="sgd", momentum=0.0, clip_norm=0.0, quiet=True, log_every=1)
@@ -767,7 +767,7 @@ def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
 
 
 def test_a_non_finite_loss_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path):
-    from seqnlp.trainer import TrainingError
+    from seqnlp.training.trainer import TrainingError
     from tests.test_trainer import config, make_trainer
 
     trainer, model = make_trainer(tmp_path, config())
@@ -1032,7 +1032,7 @@ def readers():
     from seqnlp.data.parallel import read_parallel
     from seqnlp.data.table import pick_column, read_records
     from seqnlp.data.text import read_text_lines
-    from seqnlp.io import read_json, read_model_config
+    from seqnlp.storage.folders import read_json, read_model_config
     from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
     from seqnlp.tasks.textgen.task import TextgenConfig, TextgenTask
     from seqnlp.vocab import Vocab

@@ -99,7 +99,7 @@ def test_it_serves(trained):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     import seqnlp
-    from seqnlp.serve import ServeConfig
+    from seqnlp.serving.server import ServeConfig
     from tests.test_serve import call, serving
 
     model = seqnlp.load(trained / "run" / "model")

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.finetune import extend, parse_label_map, relabel
-from seqnlp.io import read_model_config
-from seqnlp.run import adapted_model
+from seqnlp.storage.folders import read_model_config
 from seqnlp.tasks.base import load_model_dir
 from seqnlp.tasks.ner.task import NERConfig, NERTask
+from seqnlp.training.finetune import extend, parse_label_map, relabel
+from seqnlp.training.run import adapted_model
 from seqnlp.vocab import Vocab
 from tests.conftest import TINY_NER, run_cli, train_cli
 
@@ -59,8 +59,8 @@ def adapt(base, tmp_path, **settings):
 
 def task_for(base, **settings):
     """The fine-tuning task for ``base`` with ``settings``, and the examples of its ``train_file``."""
-    from seqnlp.run import RUN_SETTINGS
     from seqnlp.tasks.base import get_task
+    from seqnlp.training.run import RUN_SETTINGS
 
     saved = read_model_config(base)
     cls = get_task(saved["task"])
@@ -297,14 +297,14 @@ def test_the_character_vocabulary_holds_characters(tmp_path):
 
 
 def test_fine_tuning_settings_of_the_base_run_are_not_inherited(base_ner, tmp_path):
-    from seqnlp.run import RUN_SETTINGS
+    from seqnlp.training.run import RUN_SETTINGS
 
     assert {"labels", "label_map", "reset_head", "extend_vocab", "freeze", "lr_pretrained"} <= RUN_SETTINGS
 
 
 def test_lr_pretrained_moves_the_body_at_its_own_rate():
     from seqnlp.config import RunConfig
-    from seqnlp.trainer import build_optimizer
+    from seqnlp.training.trainer import build_optimizer
 
     class Model(torch.nn.Module):
         def __init__(self):

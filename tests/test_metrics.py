@@ -2,7 +2,13 @@ import random
 
 import pytest
 
-from seqnlp.metrics import classification_scores, entity_f1, entity_scores, language_model_scores, translation_scores
+from seqnlp.evaluation.metrics import (
+    classification_scores,
+    entity_f1,
+    entity_scores,
+    language_model_scores,
+    translation_scores,
+)
 
 
 def test_entity_scores_on_a_hand_checked_example():
@@ -58,7 +64,7 @@ def test_translation_scores_use_sacrebleu_on_detokenized_text():
 
 
 def test_each_kind_of_entity_error_is_named_once():
-    from seqnlp.metrics import entity_errors
+    from seqnlp.evaluation.metrics import entity_errors
 
     gold = {("PER", 0, 2), ("LOC", 3, 4), ("ORG", 5, 7), ("MISC", 8, 9), ("PER", 10, 11), ("LOC", 12, 13)}
     predicted = {("PER", 0, 2), ("ORG", 3, 4), ("ORG", 5, 6), ("PER", 8, 10), ("LOC", 14, 15), ("LOC", 12, 13)}
@@ -72,7 +78,7 @@ def test_each_kind_of_entity_error_is_named_once():
 
 
 def test_error_analysis_counts_errors_by_type_confusions_and_f1_by_length_and_seen_words():
-    from seqnlp.metrics import entity_error_analysis
+    from seqnlp.evaluation.metrics import entity_error_analysis
 
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "O"]]
     predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "O", "B-LOC"]]
@@ -91,7 +97,7 @@ def test_error_analysis_counts_errors_by_type_confusions_and_f1_by_length_and_se
 
 
 def test_expected_calibration_error_weighs_each_bins_gap_by_its_share():
-    from seqnlp.metrics import calibration
+    from seqnlp.evaluation.metrics import calibration
 
     got = calibration([0.95, 0.95, 0.15, 0.55], [True, False, False, True])
     # bins: 0.9-1.0 holds two (confidence 0.95, half right), 0.1-0.2 one (0.15, wrong), 0.5-0.6 one (0.55, right)
@@ -104,7 +110,7 @@ def test_expected_calibration_error_weighs_each_bins_gap_by_its_share():
 
 
 def test_characters_fall_in_the_classes_a_language_model_report_shows():
-    from seqnlp.metrics import character_class
+    from seqnlp.evaluation.metrics import character_class
 
     assert [character_class(c) for c in ["a", "É", "7", " ", "\t", "\n", ",", "<unk>", "\x07"]] == [
         "letters", "letters", "digits", "spaces", "spaces", "newlines", "punctuation", "other", "other",
@@ -112,7 +118,7 @@ def test_characters_fall_in_the_classes_a_language_model_report_shows():
 
 
 def test_loss_by_character_class_sums_each_class_and_weighs_it_by_its_characters():
-    from seqnlp.metrics import loss_by_character_class
+    from seqnlp.evaluation.metrics import loss_by_character_class
 
     classes = loss_by_character_class(["<pad>", "a", "b", " ", "."], [0.0, 3.0, 1.0, 1.0, 5.0], [0, 2, 2, 1, 0])
     assert list(classes) == ["letters", "spaces"]  # most characters first; no "." predicted, no class

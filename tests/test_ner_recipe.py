@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from seqnlp.io import COMPLETE_MARKER
+from seqnlp.storage.folders import COMPLETE_MARKER
 from tests.conftest import TINY_NER, run_cli, train_cli
 
 

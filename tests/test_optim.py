@@ -4,7 +4,8 @@ import sys
 import pytest
 import torch
 
-from seqnlp.optim import FusedOptimizer
+from seqnlp import compat
+from seqnlp.training.optim import FusedOptimizer
 
 REFERENCES = {
     "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01),
@@ -27,11 +28,13 @@ def train(make_optimizer, steps=5):
     return [p.detach().clone() for p in (*first.parameters(), *second.parameters())], optimizer
 
 
+@pytest.mark.parametrize("private", [True, False], ids=["fused kernels", "public fallback"])
 @pytest.mark.parametrize("kind", ["sgd", "adam", "adamw"])
-def test_updates_equal_torch_optim_including_parameters_without_gradients(kind):
+def test_updates_equal_torch_optim_including_parameters_without_gradients(kind, private):
     lr = 0.1 if kind == "sgd" else 0.01
     momentum = 0.9 if kind == "sgd" else 0.0
-    mine, _ = train(lambda params: FusedOptimizer(params, kind, lr, weight_decay=0.01, momentum=momentum))
+    with compat.use_private(private):
+        mine, _ = train(lambda params: FusedOptimizer(params, kind, lr, weight_decay=0.01, momentum=momentum))
     reference, _ = train(REFERENCES[kind])
     for a, b in zip(mine, reference):
         torch.testing.assert_close(a, b)
@@ -74,7 +77,7 @@ def test_training_does_not_import_the_compiler_stack():
     code = (
         "import sys, torch\n"
         "from seqnlp.config import RunConfig\n"
-        "from seqnlp.trainer import build_optimizer\n"
+        "from seqnlp.training.trainer import build_optimizer\n"
         "model = torch.nn.Linear(2, 1)\n"
         "optimizer = build_optimizer(model, RunConfig())\n"
         "model(torch.ones(1, 2)).sum().backward()\n"

@@ -7,9 +7,9 @@ import statistics
 import pytest
 
 from seqnlp.errors import ConfigError
-from seqnlp.evidence import group_comparison
-from seqnlp.io import LOCK_FILE
-from seqnlp.repeat import parse_seeds, t_interval
+from seqnlp.evaluation.evidence import group_comparison
+from seqnlp.storage.folders import LOCK_FILE
+from seqnlp.training.repeat import parse_seeds, t_interval
 from tests.conftest import run_cli
 
 TINY = ["--word-dim", "8", "--hidden", "8", "--epochs", "1", "--quiet"]

@@ -237,7 +237,7 @@ def test_an_ensemble_predicts_its_members_mean_probabilities_and_trains_on_their
 
 def test_an_ensemble_run_saves_a_model_that_evaluates_exports_and_fine_tunes_at_its_own_size(tmp_path, sentiment_files):
     import seqnlp
-    from seqnlp.deploy.export import export
+    from seqnlp.serving.export import export
 
     train_file, dev_file = sentiment_files
     out = train(tmp_path, train_file, dev_file, "--ensemble", "2")

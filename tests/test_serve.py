@@ -21,7 +21,7 @@ pytest.importorskip("fastapi")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base URL, the served model) of a tiny tagger behind ``create_app`` on a free local port."""
-    from seqnlp.serve import ServeConfig
+    from seqnlp.serving.server import ServeConfig
 
     folder = tmp_path_factory.mktemp("serve")
     train, dev = write_tiny_conll(folder)
@@ -45,7 +45,7 @@ def server(tmp_path_factory):
 @contextlib.contextmanager
 def serving(model, config):
     """The base URL of ``create_app(model, config)`` served on a free local port while the block runs."""
-    from seqnlp.serve import create_app
+    from seqnlp.serving.server import create_app
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -168,7 +168,7 @@ def test_several_worker_processes_serve_one_port_on_this_machine_only(server, tm
 
 def test_an_exported_model_is_served_by_onnxruntime_with_the_same_answers(server, tmp_path):
     pytest.importorskip("onnxruntime")
-    from seqnlp.serve import ServeConfig
+    from seqnlp.serving.server import ServeConfig
 
     _, model = server
     seqnlp.export(model.path, tmp_path / "onnx")
@@ -194,7 +194,7 @@ def test_a_worker_process_serving_an_export_never_imports_torch(server, tmp_path
     settings = {"model_dir": str(tmp_path / "onnx"), "device": "auto", "config": {"workers": 2}}
     script = (
         "import sys\n"
-        "from seqnlp.serve import worker_app\n"
+        "from seqnlp.serving.server import worker_app\n"
         "worker_app()\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

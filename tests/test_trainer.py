@@ -6,7 +6,7 @@ import torch
 
 from seqnlp.config import RunConfig
 from seqnlp.errors import SeqNLPError
-from seqnlp.trainer import Trainer, TrainingError, lr_factor
+from seqnlp.training.trainer import Trainer, TrainingError, lr_factor
 
 
 class Regression(torch.nn.Module):
@@ -70,7 +70,7 @@ def make_trainer(tmp_path, config, interrupt_at=None):
             return {"neg_mse": -float(((m.layer(x.to(device)).squeeze(1) - y.to(device)) ** 2).mean())}
 
     def write_model(directory):
-        from seqnlp.io import save_weights
+        from seqnlp.storage.folders import save_weights
 
         save_weights(model, directory / "model.safetensors")
 
@@ -171,7 +171,7 @@ def test_linear_schedule_decays_to_one_percent_and_warms_up():
 
 
 def test_weight_average_follows_the_parameters_with_the_configured_decay():
-    from seqnlp.trainer import WeightAverage
+    from seqnlp.training.trainer import WeightAverage
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
@@ -186,7 +186,7 @@ def test_weight_average_follows_the_parameters_with_the_configured_decay():
 
 
 def test_averaged_weights_are_evaluated_and_saved_and_resume_exactly(tmp_path):
-    from seqnlp.io import load_weights
+    from seqnlp.storage.folders import load_weights
 
     full, full_model = make_trainer(tmp_path / "full", config(average_decay=0.9))
     full.fit()
@@ -204,7 +204,7 @@ def test_averaged_weights_are_evaluated_and_saved_and_resume_exactly(tmp_path):
 
 def test_weights_in_one_flat_buffer_and_tied_weights_save_and_load(tmp_path):
     """On a GPU cuDNN keeps an RNN's weights as views of one buffer; tied embeddings are one tensor under two names."""
-    from seqnlp.io import load_weights, save_weights
+    from seqnlp.storage.folders import load_weights, save_weights
 
     def tied_model(seed):
         torch.manual_seed(seed)
@@ -231,7 +231,7 @@ def test_weights_in_one_flat_buffer_and_tied_weights_save_and_load(tmp_path):
 
 def test_an_unknown_or_absent_device_is_a_clear_error():
     from seqnlp.errors import ConfigError
-    from seqnlp.trainer import pick_device
+    from seqnlp.training.trainer import pick_device
 
     with pytest.raises(ConfigError, match="not 'gpu'"):
         pick_device("gpu")
@@ -242,18 +242,18 @@ def test_an_unknown_or_absent_device_is_a_clear_error():
 
 
 def test_bf16_where_it_would_be_emulated_is_refused(tmp_path, monkeypatch):
-    import seqnlp.trainer
+    import seqnlp.training.trainer
     from seqnlp.errors import ConfigError
 
-    monkeypatch.setattr(seqnlp.trainer, "has_bf16_matrix_units", lambda device: False)
+    monkeypatch.setattr(seqnlp.training.trainer, "has_bf16_matrix_units", lambda device: False)
     with pytest.raises(ConfigError, match="--precision bf16 needs bf16 matrix instructions"):
         make_trainer(tmp_path, config(precision="bf16"))
 
 
 def test_bf16_runs_the_training_forward_in_bf16_and_keeps_fp32_weights(tmp_path, monkeypatch):
-    import seqnlp.trainer
+    import seqnlp.training.trainer
 
-    monkeypatch.setattr(seqnlp.trainer, "has_bf16_matrix_units", lambda device: True)
+    monkeypatch.setattr(seqnlp.training.trainer, "has_bf16_matrix_units", lambda device: True)
     trainer, model = make_trainer(tmp_path, config(precision="bf16", epochs=1))
     seen = []
     model.layer.register_forward_hook(lambda module, inputs, output: seen.append((module.training, output.dtype)))

@@ -819,7 +819,7 @@ def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
 
 
 def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
-    from seqnlp.optim import FusedOptimizer
+    from seqnlp.training.optim import FusedOptimizer
 
     torch.manual_seed(0)
     model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0)
@@ -841,7 +841,7 @@ def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
 
 
 def test_the_decoder_follows_the_weight_average_in_and_out():
-    from seqnlp.trainer import WeightAverage
+    from seqnlp.training.trainer import WeightAverage
 
     torch.manual_seed(0)
     model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()

@@ -17,7 +17,7 @@ from seqnlp.config import from_dict
 from seqnlp.tasks.ner.task import NERConfig, NERTask
 from seqnlp.tasks.sentiment.task import SentimentConfig, SentimentTask
 from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
-from seqnlp.trainer import build_optimizer
+from seqnlp.training.trainer import build_optimizer
 
 
 def train_steps_of(model, config, batches):

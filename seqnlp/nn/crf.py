@@ -132,7 +132,7 @@ class CRF(nn.Module):
         ``I-X``/``E-X``): the tag before the span may not lead into it and the tag after it may not extend it, so
         each probability is that of this entity, not of a longer one that contains it. Everything else is
         summed over, by one forward-backward pass over the batch. ``temperature`` divides every score first
-        (``seqnlp.calibration``): the probabilities change, the best path does not.
+        (``seqnlp.evaluation.calibration``): the probabilities change, the best path does not.
         """
         if not spans:
             return []

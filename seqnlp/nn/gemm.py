@@ -10,17 +10,14 @@ dtypes, small products, while tracing or exporting, and in a PyTorch without one
 from __future__ import annotations
 
 import contextlib
-import platform
 
 import torch
 import torch.nn.functional as F
 
+from seqnlp import compat
+
 # the operator TorchInductor lowers a CPU linear layer to; absent from builds without oneDNN
-_ONEDNN_LINEAR = (
-    getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-    if platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-    else None
-)
+_ONEDNN_LINEAR = compat.onednn_linear()
 AVAILABLE = _ONEDNN_LINEAR is not None
 _enabled = [AVAILABLE]
 
@@ -47,6 +44,7 @@ def _takes(multiply_adds: int, least: int, *tensors: torch.Tensor) -> bool:
     """Whether a product of ``multiply_adds`` over ``tensors`` takes oneDNN: float32 on the CPU, at least ``least``."""
     return (
         _enabled[0]
+        and compat.enabled[0]
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
         and not torch.compiler.is_compiling()

@@ -13,6 +13,7 @@ import warnings
 
 import torch
 
+from seqnlp import compat
 from seqnlp.nn.gemm import linear
 
 INT8_ENGINES = ("x86", "fbgemm")  # where int8 decoding was measured (AVX2): other engines multiply in float32
@@ -42,17 +43,11 @@ class Int8Product:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         weight = weight.detach().float().contiguous()
         scales = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
-        # PyTorch marks quantized tensors deprecated; fbgemm's kernels take nothing else yet.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            quantized = torch.quantize_per_channel(
-                weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8
-            )
-        self.packed = torch.ops.quantized.linear_prepack(quantized, None)
+        self.packed = compat.int8_pack(weight, scales)
         self.bias = None if bias is None else bias.detach()
 
     def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
-        y = torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=True)
+        y = compat.int8_linear(x, self.packed)
         add = self.bias if add is None else add
         return y if add is None else y.add_(add)
 
@@ -65,7 +60,12 @@ def decoding_product(weight: torch.Tensor, bias: torch.Tensor | None, int8: bool
 
     Where this PyTorch cannot build int8 weights, decoding warns and goes on in float32.
     """
-    if int8 and weight.device.type == "cpu" and torch.backends.quantized.engine in INT8_ENGINES:
+    if (
+        int8
+        and weight.device.type == "cpu"
+        and torch.backends.quantized.engine in INT8_ENGINES
+        and compat.int8_linear_available()
+    ):
         try:
             return Int8Product(weight, bias)
         except (RuntimeError, AttributeError, NotImplementedError) as error:

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 from seqnlp import config as configs
-from seqnlp.calibration import check_calibration
 from seqnlp.data.batching import Batches, bucket_batches, to_device
-from seqnlp.deploy import is_export
 from seqnlp.errors import ConfigError, DataError, SeqNLPError
-from seqnlp.io import (
+from seqnlp.evaluation.calibration import check_calibration
+from seqnlp.serving import is_export
+from seqnlp.storage.folders import (
     COMPLETE_MARKER,
     atomic_directory,
     check_weights,
@@ -41,7 +41,7 @@ class Task:
     token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
     output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
     shares_batches: bool = True  # whether the server may batch concurrent requests into one ``predict`` call
-    # the model card (``seqnlp.card``): the Hub's pipeline tag and the example input of its usage section
+    # the model card (``seqnlp.storage.card``): the Hub's pipeline tag and the example input of its usage section
     pipeline_tag: str = ""
     usage_input: str = "..."
     # a loaded model's fitted temperature and what it was fitted on (``config.json``'s "calibration")
@@ -56,8 +56,8 @@ class Task:
 
     @property
     def temperature(self) -> float:
-        """What the model's scores are divided by before they become probabilities (``seqnlp.calibration``): the
-        fitted temperature, unless the config turns calibration off."""
+        """What the model's scores are divided by before they become probabilities
+        (``seqnlp.evaluation.calibration``): the fitted temperature, unless the config turns calibration off."""
         applied = self.applied_calibration()
         return 1.0 if applied is None else float(applied["temperature"])
 
@@ -157,11 +157,12 @@ class Task:
         raise NotImplementedError
 
     def adapt(self, train: list):
-        """Fine-tuning: turn the loaded vocabularies into the new run's; returns a ``seqnlp.finetune.Adaptation``.
+        """Fine-tuning: turn the loaded vocabularies into the new run's; returns a
+        ``seqnlp.training.finetune.Adaptation``.
 
         The default keeps everything as the model has it.
         """
-        from seqnlp.finetune import Adaptation
+        from seqnlp.training.finetune import Adaptation
 
         return Adaptation()
 
@@ -247,7 +248,8 @@ class Task:
 
     def fit_temperature(self, model, examples: list) -> dict | None:
         """For a task whose predictions carry probabilities: the temperature that makes them calibrated on
-        ``examples`` (``{"temperature", "objective", "items"}``, ``seqnlp.calibration``); None for the others."""
+        ``examples`` (``{"temperature", "objective", "items"}``, ``seqnlp.evaluation.calibration``); None for the
+        others."""
         return None
 
     def report_sections(self, results: dict, output_dir=None) -> list[str]:
@@ -287,9 +289,9 @@ def get_task(name: str) -> type[Task]:
 def write_model_files(task: Task, model: torch.nn.Module, directory) -> None:
     """Write ``config.json``, ``model.safetensors``, the task's assets and a model card into ``directory``.
 
-    The card has no scores yet: the run's end rewrites it with them (``seqnlp.card``).
+    The card has no scores yet: the run's end rewrites it with them (``seqnlp.storage.card``).
     """
-    from seqnlp.card import write_model_card
+    from seqnlp.storage.card import write_model_card
 
     directory = Path(directory)
     save_weights(model, directory / "model.safetensors")
@@ -378,7 +380,7 @@ def build_checked_model(task: Task, weights: Path) -> torch.nn.Module:
 
 def load_model_dir(directory, device: str = "cpu", overrides: dict | None = None) -> tuple[Task, torch.nn.Module]:
     """Rebuild a task and its model from a model directory (no pickle involved; every file is checked)."""
-    from seqnlp.hub import model_directory
+    from seqnlp.storage.hub import model_directory
 
     directory = model_directory(directory)  # hf://ORG/NAME: from the HuggingFace cache
     directory = existing_directory(directory) or directory  # a crash between a save's renames leaves DIR.old

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from seqnlp.data import tags as tagging
-from seqnlp.deploy.export import Graph, Named
+from seqnlp.serving.export import Graph, Named
 
 
 def refusal(task) -> str | None:

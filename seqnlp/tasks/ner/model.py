@@ -17,7 +17,7 @@ class Tagger(nn.Module):
     """``forward(batch)`` returns the mean negative log-likelihood per sentence; ``predict(batch)`` the tag ids.
 
     ``temperature`` divides the scores where they become probabilities (entity and token probabilities), never in
-    training or in the best path: 1 until a calibration sets it (``seqnlp.calibration``).
+    training or in the best path: 1 until a calibration sets it (``seqnlp.evaluation.calibration``).
     """
 
     temperature = 1.0

@@ -8,9 +8,9 @@ import numpy as np
 
 from seqnlp.data import tags as tagging
 from seqnlp.data.tokenize import MAX_WORD_CHARS, casing, normalize_word
-from seqnlp.deploy import decoding
-from seqnlp.deploy.runtime import Runner, pad_ids
 from seqnlp.predictions import taggings
+from seqnlp.serving import decoding
+from seqnlp.serving.runtime import Runner, pad_ids
 from seqnlp.vocab import Vocab
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from seqnlp.calibration import binary_log_loss, fit_temperature
 from seqnlp.config import MAX_WIDTH, RunConfig, calibrate_setting, setting, word_vectors_setting
 from seqnlp.data import tags as tagging
 from seqnlp.data.batching import pad
@@ -16,8 +15,9 @@ from seqnlp.data.conll import TaggedSentence, read_conll
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.tokenize import CASINGS, MAX_WORD_CHARS, casing, normalize_word
 from seqnlp.errors import DataError
-from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import (
+from seqnlp.evaluation.calibration import binary_log_loss, fit_temperature
+from seqnlp.evaluation.evidence import attach_intervals
+from seqnlp.evaluation.metrics import (
     ERROR_KINDS,
     calibration_before_after,
     entity_error_analysis,
@@ -27,9 +27,9 @@ from seqnlp.metrics import (
     entity_statistics,
     token_accuracy,
 )
+from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
-from seqnlp.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.ner.model import Tagger
 from seqnlp.vocab import Vocab, label_vocab
@@ -151,7 +151,7 @@ class NERTask(Task):
 
     def adapt(self, train):
         """New entity types get fresh rows (and zero CRF transitions); known ones keep theirs; new words are added."""
-        from seqnlp import finetune
+        from seqnlp.training import finetune
 
         config = self.config
         old_tags, old_words, old_chars = self.tags, self.words, self.chars

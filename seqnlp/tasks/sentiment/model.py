@@ -16,7 +16,7 @@ from seqnlp.nn.pooling import Pooling
 
 class Classifier(nn.Module):
     """``forward(batch)`` returns the mean cross-entropy; ``predict(batch)`` class probabilities ``[B, C]``, of the
-    logits divided by ``temperature`` (1 until a calibration sets it: ``seqnlp.calibration``)."""
+    logits divided by ``temperature`` (1 until a calibration sets it: ``seqnlp.evaluation.calibration``)."""
 
     temperature = 1.0
 

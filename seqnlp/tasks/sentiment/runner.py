@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from seqnlp.data.tokenize import word_tokens
-from seqnlp.deploy.runtime import Runner, member, pad_ids
 from seqnlp.predictions import classifications
+from seqnlp.serving.runtime import Runner, member, pad_ids
 from seqnlp.vocab import SubwordTokenizer, Vocab
 
 

@@ -9,19 +9,19 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from seqnlp.calibration import fit_temperature
 from seqnlp.config import MAX_VOCAB, MAX_WIDTH, RunConfig, calibrate_setting, setting, word_vectors_setting
 from seqnlp.data.batching import pad
 from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.table import pick_column, read_records
 from seqnlp.data.tokenize import word_tokens
 from seqnlp.errors import ConfigError, DataError, shorten
-from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import calibration_before_after, classification_scores, classification_statistics
+from seqnlp.evaluation.calibration import fit_temperature
+from seqnlp.evaluation.evidence import attach_intervals
+from seqnlp.evaluation.metrics import calibration_before_after, classification_scores, classification_statistics
+from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
-from seqnlp.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.sentiment.model import Classifier, ClassifierEnsemble
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
@@ -184,7 +184,7 @@ class SentimentTask(Task):
 
     def adapt(self, train):
         """New classes get fresh output rows, known ones keep theirs; new words are added (word tokenizer)."""
-        from seqnlp import finetune
+        from seqnlp.training import finetune
 
         config = self.config
         old_labels, old_words = self.labels, self.words

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from seqnlp.deploy.export import Graph, Named
+from seqnlp.serving.export import Graph, Named
 
 
 def _lm_step(model, batch):

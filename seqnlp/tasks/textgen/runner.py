@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqnlp.deploy import decoding
-from seqnlp.deploy.runtime import Runner, pad_ids
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
+from seqnlp.serving import decoding
+from seqnlp.serving.runtime import Runner, pad_ids
 from seqnlp.vocab import Vocab
 
 

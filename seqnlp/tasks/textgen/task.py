@@ -12,10 +12,10 @@ from seqnlp.config import MAX_WIDTH, ConfigError, RunConfig, setting
 from seqnlp.data.hf import require_columns
 from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
-from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import language_model_scores, language_model_statistics, loss_by_character_class
+from seqnlp.evaluation.evidence import attach_intervals
+from seqnlp.evaluation.metrics import language_model_scores, language_model_statistics, loss_by_character_class
+from seqnlp.evaluation.report import markdown_table
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
-from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.textgen.model import CharLM
 from seqnlp.vocab import PAD, UNK, Vocab
@@ -105,7 +105,7 @@ class TextgenTask(Task):
 
     def adapt(self, train):
         """New characters get fresh embedding and output rows; every known one keeps its weights."""
-        from seqnlp import finetune
+        from seqnlp.training import finetune
 
         if not self.config.extend_vocab:
             return finetune.Adaptation()

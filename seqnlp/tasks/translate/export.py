@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from seqnlp.deploy.export import Graph, Named
+from seqnlp.serving.export import Graph, Named
 from seqnlp.tasks.translate.model import DecoderState, Hypotheses, SourceMemory
 
 

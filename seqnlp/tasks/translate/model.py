@@ -15,6 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from seqnlp import compat
 from seqnlp.nn.attention import Attention
 from seqnlp.nn.cells import JOINT_PRODUCT_CELLS, cell_step
 from seqnlp.nn.dropout import Dropout, LockedDropout
@@ -111,10 +112,6 @@ class Hypotheses:
         return replace(self, state=self.state.rows(rows))
 
 
-# Without input feeding, teacher forcing runs the decoder cells' weights through the fused multi-step kernels.
-FUSED_LAYERS = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}
-
-
 def fused_layers(
     cell: str, x: torch.Tensor, hx, weights: list[torch.Tensor], dropout: float, training: bool
 ) -> torch.Tensor:
@@ -124,11 +121,10 @@ def fused_layers(
     one per call (the decoder's few MB) and warns that it does. The copy is the price of one set of
     cell weights serving both this path and the step-by-step one, so the warning is silenced here.
     """
-    layers = len(weights) // 4
     with warnings.catch_warnings():
         if x.is_cuda:
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
-        return FUSED_LAYERS[cell](x, hx, weights, True, layers, dropout, training, False, True)[0]
+        return compat.fused_rnn(cell, x, hx, weights, dropout, training)
 
 
 class Seq2Seq(nn.Module):
@@ -364,7 +360,7 @@ class Seq2Seq(nn.Module):
         the decoder is kept and given again while no parameter has changed: an optimizer step, a load or a copy
         into a parameter bumps its version, and a move to another device makes new tensors. A write that
         bypasses the version counter (through ``.data``, or a fused kernel such as ``torch._fused_adam_``,
-        which ``seqnlp.optim`` follows with ``increment_version``) leaves a stale decoder.
+        which ``seqnlp.training.optim`` follows with ``increment_version``) leaves a stale decoder.
         """
         if self.training:
             raise ValueError("decoder() needs an evaluation-mode model (call .eval() first)")

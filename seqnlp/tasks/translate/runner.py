@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from seqnlp.deploy import decoding
-from seqnlp.deploy.runtime import Runner, member, pad_ids
 from seqnlp.errors import ConfigError
 from seqnlp.predictions import translations
+from seqnlp.serving import decoding
+from seqnlp.serving.runtime import Runner, member, pad_ids
 from seqnlp.vocab import SubwordTokenizer
 
 

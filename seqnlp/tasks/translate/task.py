@@ -13,12 +13,12 @@ from seqnlp.data.batching import pad
 from seqnlp.data.hf import require_columns
 from seqnlp.data.parallel import SentencePair, read_parallel
 from seqnlp.errors import DataError
-from seqnlp.evidence import attach_intervals
-from seqnlp.metrics import translation_scores, translation_statistics
+from seqnlp.evaluation.evidence import attach_intervals
+from seqnlp.evaluation.metrics import translation_scores, translation_statistics
+from seqnlp.evaluation.report import markdown_table
 from seqnlp.nn.attention import ATTENTION_KINDS
 from seqnlp.nn.beam import GNMTScorer, beam_search
 from seqnlp.predictions import translations
-from seqnlp.report import markdown_table
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.translate.model import Seq2Seq
 from seqnlp.vocab import SubwordTokenizer
@@ -168,7 +168,7 @@ class TranslateTask(Task):
     def adapt(self, train):
         """The model's SentencePiece model kept (the output layer also scores the new data's target subwords),
         or a new one trained on the new data (``--new-vocab``), whose pieces the model knows keep their rows."""
-        from seqnlp import finetune
+        from seqnlp.training import finetune
 
         old_src, old_tgt = self.src_sp, self.tgt_sp
         if self.config.new_vocab:

@@ -19,7 +19,14 @@ import statistics
 from pathlib import Path
 
 from seqnlp.errors import ConfigError
-from seqnlp.io import FolderBusy, OutputDirectory, atomic_directory, existing_directory, write_json, write_text_atomic
+from seqnlp.storage.folders import (
+    FolderBusy,
+    OutputDirectory,
+    atomic_directory,
+    existing_directory,
+    write_json,
+    write_text_atomic,
+)
 
 # Student's t quantile at 0.975 for 1..30 degrees of freedom; beyond, the normal's 1.96 is within 2%.
 T_975 = [
@@ -60,7 +67,7 @@ def is_repeat_folder(path) -> bool:
 
 def train_seed(task: str, argv: list[str], out: Path, seed: int) -> str:
     """Train one seed's run unless it is finished or another process holds it; returns what happened."""
-    from seqnlp.run import train
+    from seqnlp.training.run import train
 
     folder = out / f"seed-{seed}"
     if (folder / "metrics.json").is_file():
@@ -143,7 +150,7 @@ def summarize(out: Path, wanted: list[int] | None = None) -> dict:
 
 
 def report(summary: dict) -> str:
-    from seqnlp.report import markdown_table, shown_interval
+    from seqnlp.evaluation.report import markdown_table, shown_interval
 
     metric, splits = summary["metric"], [s for s in ("dev", "test") if s in summary]
     lines = [f"# seqnlp {summary['task']} over {len(summary['seeds'])} seeds", ""]

@@ -25,9 +25,9 @@ from torch.nn import functional as F
 
 from seqnlp import config as configs
 from seqnlp.config import RunConfig, setting
+from seqnlp.evaluation.report import markdown_table
 from seqnlp.nn.cells import ReferenceRNN
 from seqnlp.nn.encoder import CELLS
-from seqnlp.report import markdown_table
 
 
 @dataclass

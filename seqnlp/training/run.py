@@ -18,14 +18,11 @@ from pathlib import Path
 import torch
 
 from seqnlp import config as configs
-from seqnlp import distributed
-from seqnlp.card import ece_changes, write_model_card
 from seqnlp.errors import ConfigError, DataError
-from seqnlp.finetune import freeze, transfer_weights
-from seqnlp.heap import configure_heap, release_memory
-from seqnlp.hub import model_directory
-from seqnlp.io import OutputDirectory, existing_directory, read_model_config
-from seqnlp.report import remove_run_files, write_predictions, write_report
+from seqnlp.evaluation.report import remove_run_files, write_predictions, write_report
+from seqnlp.storage.card import ece_changes, write_model_card
+from seqnlp.storage.folders import OutputDirectory, existing_directory, read_model_config
+from seqnlp.storage.hub import model_directory
 from seqnlp.tasks.base import (
     build_checked_model,
     calibrate_model_dir,
@@ -34,7 +31,10 @@ from seqnlp.tasks.base import (
     load_task_assets,
     write_model_files,
 )
-from seqnlp.trainer import Trainer, checkpoint_path, pick_device
+from seqnlp.training import distributed
+from seqnlp.training.finetune import freeze, transfer_weights
+from seqnlp.training.heap import configure_heap, release_memory
+from seqnlp.training.trainer import Trainer, checkpoint_path, pick_device
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
 # takes these over from the model directory (which is untrusted input, and names another run's
@@ -286,7 +286,7 @@ def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tup
 def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None):
     """Train with the one Trainer; the best model by the dev metric is in ``output_dir/model``.
 
-    ``group``: this process's place in a data-parallel run (``seqnlp.distributed``), which deals each global
+    ``group``: this process's place in a data-parallel run (``seqnlp.training.distributed``), which deals each global
     batch, ``batch_size`` x processes examples, out to the processes.
     """
     if group is None:

@@ -1,7 +1,7 @@
 """Models on the HuggingFace Hub: ``hf://ORG/NAME[@REVISION]`` wherever a model folder is accepted, and
 ``seqnlp push``.
 
-A downloaded model is a model folder like any other and goes through the same checks (``seqnlp.io``): only
+A downloaded model is a model folder like any other and goes through the same checks (``seqnlp.storage.folders``): only
 the files a model folder holds are fetched (JSON, safetensors, SentencePiece models, the card), never code
 or pickles.
 """

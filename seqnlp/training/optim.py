@@ -15,6 +15,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from seqnlp import compat
+
 KINDS = ("sgd", "adam", "adamw")
 
 
@@ -86,36 +88,16 @@ class FusedOptimizer:
         grads = [self.params[i].grad for i in indices]
         picked = {name: [tensors[i] for i in indices] for name, tensors in state.items()}
         if self.kind == "sgd":
-            torch._fused_sgd_(
-                params,
-                grads,
-                picked.get("momentum", []),
-                weight_decay=self.weight_decay,
-                momentum=self.momentum,
-                lr=lr,
-                dampening=0.0,
-                nesterov=False,
-                maximize=False,
-                is_first_step=first_step and bool(self.momentum),
-            )
+            compat.sgd_(
+                params, grads, picked.get("momentum", []), lr=lr, momentum=self.momentum,
+                weight_decay=self.weight_decay, first_step=first_step,
+            )  # fmt: skip
             return
-        torch._foreach_add_(picked["step"], 1)
-        update = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
-        update(
-            params,
-            grads,
-            picked["exp_avg"],
-            picked["exp_avg_sq"],
-            [],
-            picked["step"],
-            amsgrad=False,
-            lr=lr,
-            beta1=self.betas[0],
-            beta2=self.betas[1],
-            weight_decay=self.weight_decay,
-            eps=self.eps,
-            maximize=False,
-        )
+        compat.add_(picked["step"], 1)
+        compat.adam_(
+            params, grads, picked["exp_avg"], picked["exp_avg_sq"], picked["step"], lr=lr, beta1=self.betas[0],
+            beta2=self.betas[1], weight_decay=self.weight_decay, eps=self.eps, decoupled=self.kind == "adamw",
+        )  # fmt: skip
 
     def state_dict(self) -> dict:
         return {"kind": self.kind, "param_groups": [dict(g) for g in self.param_groups], "state": self.state}

@@ -2,7 +2,7 @@
 
 Each task exports the part of its model that is tensor arithmetic, with dynamic batch and length axes; what is
 search (the CRF's Viterbi and span marginals, beam search, sampling) runs in NumPy over the graphs' outputs
-(``seqnlp.deploy.decoding``), so a graph never holds a loop over time steps of its own:
+(``seqnlp.serving.decoding``), so a graph never holds a loop over time steps of its own:
 
 - ner: ``emissions`` (words, lengths[, chars, char_index][, casing] -> scores [B, T, K]); the CRF's scores beside
   it in ``arrays.safetensors``.
@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
+from seqnlp import compat
 from seqnlp.errors import ConfigError
-from seqnlp.io import atomic_directory, write_json
+from seqnlp.serving import FORMAT, FORMAT_VERSION, MANIFEST
+from seqnlp.storage.folders import atomic_directory, write_json
 from seqnlp.tasks import task_part
 from seqnlp.version import __version__
 
@@ -89,7 +90,7 @@ def _export_graph(graph: Graph, path: Path) -> None:
     # (which start from zeros, as in PyTorch: the parity tests check every batch size).
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        compat.onnx_export(
             graph.module,
             tuple(graph.inputs.values()),
             str(path),
@@ -97,14 +98,13 @@ def _export_graph(graph: Graph, path: Path) -> None:
             output_names=graph.outputs,
             dynamic_axes=axes,
             opset_version=OPSET,
-            dynamo=False,
         )
 
 
 def export(model_dir, out_dir, overwrite: bool = False) -> dict:
     """Export ``model_dir`` (a model directory or ``hf://`` name) into ``out_dir``; returns the manifest."""
-    from seqnlp.hub import model_directory
-    from seqnlp.io import existing_directory, read_model_config
+    from seqnlp.storage.folders import existing_directory, read_model_config
+    from seqnlp.storage.hub import model_directory
     from seqnlp.tasks.base import build_checked_model, task_from_model_config, write_task_config
 
     source = model_directory(model_dir)

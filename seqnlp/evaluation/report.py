@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqnlp.io import write_json, write_text_atomic
+from seqnlp.storage.folders import write_json, write_text_atomic
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

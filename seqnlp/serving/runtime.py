@@ -17,10 +17,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from seqnlp.data.batching import bucket_batches
-from seqnlp.deploy import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.errors import ConfigError, SeqNLPError
-from seqnlp.io import read_json, read_model_config
 from seqnlp.predictions import check_inputs, split_options
+from seqnlp.serving import FORMAT, FORMAT_VERSION, MANIFEST
+from seqnlp.storage.folders import read_json, read_model_config
 from seqnlp.tasks import task_part
 
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit for one ONNX file
@@ -140,7 +140,7 @@ class Runner:
 
 def load_runner(path, overrides: dict | None = None, threads: int | None = None) -> Runner:
     """The runner of an exported folder; ``overrides`` change saved decoding settings (``--set``)."""
-    from seqnlp.hub import model_directory
+    from seqnlp.storage.hub import model_directory
 
     directory = Path(model_directory(path))
     manifest = read_json(directory / MANIFEST)

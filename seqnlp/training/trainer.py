@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from seqnlp import compat
 from seqnlp.config import UNBOUNDED_EPOCHS, RunConfig
 from seqnlp.data.batching import to_device
 from seqnlp.errors import ConfigError, SeqNLPError
-from seqnlp.heap import memory_mib, release_memory
-from seqnlp.io import (
+from seqnlp.storage.folders import (
     atomic_directory,
     existing_directory,
     load_weights,
@@ -32,7 +32,8 @@ from seqnlp.io import (
     write_json,
     write_text_atomic,
 )
-from seqnlp.optim import FusedOptimizer
+from seqnlp.training.heap import memory_mib, release_memory
+from seqnlp.training.optim import FusedOptimizer
 
 
 class TrainingError(SeqNLPError):
@@ -56,7 +57,7 @@ def has_bf16_matrix_units(device: torch.device) -> bool:
     """Whether bf16 arithmetic runs in hardware here (without it, oneDNN has no bf16 LSTM kernel at all)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return device.type == "cpu" and compat.bf16_matrix_units_on_cpu()
 
 
 def training_precision(precision: str, device: torch.device):
@@ -73,7 +74,8 @@ def training_precision(precision: str, device: torch.device):
 
 
 def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer:
-    """SGD with momentum, Adam or AdamW on torch's fused kernels (see ``seqnlp.optim`` for why not ``torch.optim``)."""
+    """SGD with momentum, Adam or AdamW on torch's fused kernels (``seqnlp.training.optim`` says why not
+    ``torch.optim``)."""
     momentum = config.momentum if config.optimizer == "sgd" else 0.0
     scales = None
     if config.lr_pretrained is not None:  # fine-tuning: the body (embeddings, encoder) learns at its own rate
@@ -124,7 +126,7 @@ class WeightAverage:
 
     def update(self, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.average, [p.detach() for _, p in self.named], 1.0 - decay)
+        compat.lerp_(self.average, [p.detach() for _, p in self.named], 1.0 - decay)
 
     @contextmanager
     def applied(self):
@@ -134,19 +136,19 @@ class WeightAverage:
         params = [p for _, p in self.named]
         own = [p.detach().clone() for p in params]
         with torch.no_grad():
-            torch._foreach_copy_(params, self.average)
+            compat.copy_(params, self.average)
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(params, own)
+                compat.copy_(params, own)
 
     def save(self, path: Path) -> None:
         save_file({name: t.contiguous() for (name, _), t in zip(self.named, self.average)}, str(path))
 
     def load(self, path: Path) -> None:
         saved = load_file(str(path))
-        torch._foreach_copy_(self.average, [saved[name].to(t.device) for (name, _), t in zip(self.named, self.average)])
+        compat.copy_(self.average, [saved[name].to(t.device) for (name, _), t in zip(self.named, self.average)])
 
 
 @dataclass
@@ -195,7 +197,7 @@ class Trainer:
         loss_units: Callable[[dict], float] | None = None,
     ):
         self.model = model
-        self.group = group  # seqnlp.distributed.Group of a data-parallel run; None: one process
+        self.group = group  # seqnlp.training.distributed.Group of a data-parallel run; None: one process
         self.loss_units = loss_units  # what a batch's loss averages over: weights each process's share of a step
         self.is_writer = group is None or group.is_writer
         self.config = config
@@ -211,7 +213,7 @@ class Trainer:
         # it has a model or checkpoint of its own to put in their place; its log lines wait until then.
         self.on_first_save = on_first_save
         self.pending_log: list[dict] | None = None
-        from seqnlp import distributed
+        from seqnlp.training import distributed
 
         self.device = distributed.device_of(group, pick_device(config.device))
         self.model.to(self.device)
@@ -221,7 +223,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             tables = distributed.row_sparse_parameters(model)
-            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(tables))
+            if tables and not compat.leave_to_row_exchange(model, list(tables)):
+                tables = {}  # this PyTorch's DDP cannot be told to leave them: it reduces them densely
             self.row_exchange = distributed.RowExchange(tables.values(), group.world) if tables else None
             # Buffers (CRF masks, output ids) never change: nothing to broadcast at each forward.
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -271,7 +274,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rank_states = None
         if self.group is not None:  # every rank's random state, so that each resumes its own stream
-            from seqnlp import distributed
+            from seqnlp.training import distributed
 
             rank_states = distributed.gather_to_writer((self._own_states(), _jsonable(random.getstate())))
         if not self.is_writer:
@@ -378,13 +381,13 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             if self.group is not None and not self.is_writer:
-                from seqnlp import distributed
+                from seqnlp.training import distributed
 
                 distributed.barrier()  # the writer has put the checkpoint in place
             if not self.load_checkpoint():
                 raise TrainingError(f"--resume: no checkpoint in {self.checkpoint_dir}")
             if self.group is not None and self.is_writer:
-                from seqnlp import distributed
+                from seqnlp.training import distributed
 
                 distributed.barrier()
             self._forget_lost_steps()
@@ -509,7 +512,7 @@ class Trainer:
 
     def _agree(self) -> None:
         """Every process takes rank 0's clock (the schedule and the budget follow it) and stops if any was asked to."""
-        from seqnlp import distributed
+        from seqnlp.training import distributed
 
         clock, stops = distributed.all_sum(
             [self.state.seconds if self.is_writer else 0.0, float(self.signalled)], self.device
@@ -551,7 +554,7 @@ class Trainer:
     def _step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step; returns the step's loss and tokens (of the whole global batch in a data-parallel run)."""
         if self.group is not None:
-            from seqnlp import distributed
+            from seqnlp.training import distributed
         with self.precision():
             if self.parallel is None:
                 loss = self.model(to_device(batch, self.device))
@@ -595,7 +598,7 @@ class Trainer:
         """
         state = self.state
         if self.group is not None:
-            from seqnlp import distributed
+            from seqnlp.training import distributed
 
             if self.is_writer:
                 self._evaluate_here(epoch_loss)

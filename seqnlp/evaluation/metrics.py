@@ -104,13 +104,13 @@ def translation_scores(hypotheses: Sequence[str], references: Sequence[str]) -> 
     }
 
 
-# -- per-unit sufficient statistics, for bootstrap intervals and paired tests (seqnlp.evidence) ------------------
+# -- per-unit sufficient statistics, for bootstrap intervals and paired tests (seqnlp.evaluation.evidence) ---
 
 
 def entity_statistics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], types: Sequence[str]):
     """A row per sentence: ``[correct, predicted, gold]`` entity counts, then the same for each of ``types``."""
     from seqnlp.data.tags import to_spans
-    from seqnlp.evidence import UnitStatistics, span_scores
+    from seqnlp.evaluation.evidence import UnitStatistics, span_scores
 
     column = {t: 3 * (i + 1) for i, t in enumerate(types)}
     rows = []
@@ -134,7 +134,7 @@ def classification_statistics(gold: Sequence[str], predicted: Sequence[str], lab
     """A row per example: the one cell of the ``labels`` x ``labels`` confusion matrix (gold, predicted) it adds to."""
     import numpy as np
 
-    from seqnlp.evidence import UnitStatistics, ratio
+    from seqnlp.evaluation.evidence import UnitStatistics, ratio
 
     index, size = {label: i for i, label in enumerate(labels)}, len(labels)
     rows = np.zeros((len(gold), size * size))
@@ -175,7 +175,7 @@ def translation_statistics(hypotheses: Sequence[str], references: Sequence[str])
     import numpy as np
     import sacrebleu
 
-    from seqnlp.evidence import UnitStatistics
+    from seqnlp.evaluation.evidence import UnitStatistics
 
     scores, blocks, start = {}, [], 0
     for name, metric in (("bleu", sacrebleu.metrics.BLEU()), ("chrf", sacrebleu.metrics.CHRF())):
@@ -193,7 +193,7 @@ def language_model_statistics(chunks: Sequence[tuple[float, int]], chunk_chars: 
     """A row per chunk of text: ``(nats, characters)``."""
     import numpy as np
 
-    from seqnlp.evidence import UnitStatistics
+    from seqnlp.evaluation.evidence import UnitStatistics
 
     def loss(sums):
         return sums[:, 0] / np.maximum(1, sums[:, 1])

@@ -258,8 +258,8 @@ WORKER_SETTINGS = "SEQNLP_SERVE_WORKER"  # how `seqnlp serve --workers N` hands 
 def worker_app():
     """The application of one of ``--workers`` processes: the model loaded again, the CPU threads shared out."""
     from seqnlp import api
-    from seqnlp.deploy import is_export
-    from seqnlp.hub import model_directory
+    from seqnlp.serving import is_export
+    from seqnlp.storage.hub import model_directory
 
     settings = json.loads(os.environ[WORKER_SETTINGS])
     config = ServeConfig(**settings["config"])

@@ -1,0 +1,1 @@
+"""Evaluation: scores, their per-unit statistics, bootstrap intervals and paired tests, calibration, reports."""

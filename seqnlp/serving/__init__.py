@@ -1,0 +1,15 @@
+"""Serving: ``server`` answers HTTP requests with a loaded model (PyTorch or an export); ``export`` turns a model
+directory into ONNX graphs (torch side); ``runtime`` predicts with them through onnxruntime and NumPy, never
+importing torch; ``decoding`` holds the NumPy searches (CRF Viterbi and marginals, beam search) that run over the
+graphs' outputs."""
+
+MANIFEST = "onnx.json"  # what marks an exported folder, beside the model's config.json
+FORMAT = "seqnlp-onnx"
+FORMAT_VERSION = 1
+
+
+def is_export(path) -> bool:
+    """Whether ``path`` is a folder that ``seqnlp export`` wrote."""
+    from pathlib import Path
+
+    return (Path(path) / MANIFEST).is_file()
