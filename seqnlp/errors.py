@@ -49,3 +49,7 @@ def unreadable(err: OSError, path, expected: str = "a file", kind: type = None) 
 def shorten(text: str, limit: int = 80) -> str:
     """Input echoed in an error line is cut: a 1 MB bad token must not become a 1 MB error."""
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+class TrainingError(SeqNLPError):
+    """Training cannot go on (for example a non-finite loss)."""

@@ -171,7 +171,7 @@ def test_linear_schedule_decays_to_one_percent_and_warms_up():
 
 
 def test_weight_average_follows_the_parameters_with_the_configured_decay():
-    from seqnlp.training.trainer import WeightAverage
+    from seqnlp.training.averaging import WeightAverage
 
     model = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(model.weight)

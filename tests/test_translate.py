@@ -841,7 +841,7 @@ def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
 
 
 def test_the_decoder_follows_the_weight_average_in_and_out():
-    from seqnlp.training.trainer import WeightAverage
+    from seqnlp.training.averaging import WeightAverage
 
     torch.manual_seed(0)
     model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()

@@ -207,3 +207,37 @@ class Shard(Sequence):
         mine["num_tokens"] = batch["num_tokens"] * len(range(self.rank, rows, self.world)) // rows
         mine["loss_weight"] = 1.0
         return mine
+
+
+def data_parallel(model: torch.nn.Module, group: Group, device: torch.device):
+    """``(DDP-wrapped model, RowExchange or None)``: DistributedDataParallel all-reduces the dense gradients; the
+    embedding tables of their own are left to a ``RowExchange``, which sends only the rows a step touched (where
+    this PyTorch's DDP can be told to leave them alone: ``seqnlp.compat``)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from seqnlp import compat
+
+    tables = row_sparse_parameters(model)
+    if tables and not compat.leave_to_row_exchange(model, list(tables)):
+        tables = {}  # this PyTorch's DDP cannot be told to leave them: it reduces them densely
+    row_exchange = RowExchange(tables.values(), group.world) if tables else None
+    # Buffers (CRF masks, output ids) never change: nothing to broadcast at each forward.
+    ids = [device.index] if device.type == "cuda" else None
+    parallel = collective(lambda: DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False))
+    return parallel, row_exchange
+
+
+def agree(seconds: float, signalled: bool, is_writer: bool, device: torch.device) -> tuple[float, bool]:
+    """After each step: rank 0's clock (the schedule and the budget follow it), and whether any process was asked to
+    stop."""
+    clock, stops = all_sum([seconds if is_writer else 0.0, float(signalled)], device)
+    return clock, stops > 0
+
+
+def global_batch_loss(loss: torch.Tensor, units: float, tokens: int, world: int, device: torch.device):
+    """``(loss to differentiate, the global batch's loss, its tokens)`` for this process's ``loss`` over ``units``.
+
+    DDP averages the processes' gradients; weighting each loss by its share of the global batch's units (examples,
+    target tokens) makes that average the gradient of the global batch's loss."""
+    total, loss_sum, tokens = all_sum([units, loss.item() * units, tokens], device)
+    return loss * (units * world / total), loss_sum / total, int(tokens)

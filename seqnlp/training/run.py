@@ -32,9 +32,10 @@ from seqnlp.tasks.base import (
     write_model_files,
 )
 from seqnlp.training import distributed
+from seqnlp.training.checkpoints import checkpoint_path
 from seqnlp.training.finetune import freeze, transfer_weights
 from seqnlp.training.heap import configure_heap, release_memory
-from seqnlp.training.trainer import Trainer, checkpoint_path, pick_device
+from seqnlp.training.trainer import Trainer, pick_device
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
 # takes these over from the model directory (which is untrusted input, and names another run's
