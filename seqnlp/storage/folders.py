@@ -25,6 +25,8 @@ COMPLETE_MARKER = ".seqnlp-complete.json"
 
 def _fsync_path(path: Path) -> None:
     """Flush a file's (or a directory's entries') data to the disk before it is renamed into place."""
+    if path.is_dir() and not hasattr(os, "O_DIRECTORY"):
+        return  # Windows opens no directory to flush: its renames are what they are
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
     try:
         os.fsync(fd)
@@ -307,6 +309,19 @@ def read_model_config(directory) -> dict:
 LOCK_FILE = ".seqnlp.lock"
 
 
+def lock_without_waiting(handle) -> None:
+    """Take an exclusive lock on the open file ``handle`` or raise OSError at once if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 class FolderBusy(SeqNLPError):
     """Another process holds the output folder's lock."""
 
@@ -314,8 +329,8 @@ class FolderBusy(SeqNLPError):
 class OutputDirectory:
     """A run's output folder, held with an OS lock for the life of the process.
 
-    The lock is ``flock`` on a file inside the folder: the kernel drops it when the process ends,
-    however it ends, so a killed run never leaves a stale lock behind.
+    The lock is ``flock`` on a file inside the folder (``msvcrt.locking`` on Windows): the kernel drops it when the
+    process ends, however it ends, so a killed run never leaves a stale lock behind.
     """
 
     def __init__(self, path):
@@ -323,8 +338,6 @@ class OutputDirectory:
         self._handle = None
 
     def acquire(self) -> OutputDirectory:
-        import fcntl
-
         if self._handle is not None:
             return self
         if self.path.exists() and not self.path.is_dir():
@@ -335,7 +348,7 @@ class OutputDirectory:
         except OSError as err:
             raise SeqNLPError(f"cannot use as the output folder: {err.strerror or err}", str(self.path)) from None
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_without_waiting(handle)
         except OSError:
             handle.close()
             raise FolderBusy(

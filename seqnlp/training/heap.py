@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import resource
 from pathlib import Path
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt options, from glibc's malloc.h
@@ -50,8 +49,10 @@ def configure_heap() -> None:
 def memory_mib() -> dict:
     """Resident memory of this process now and at its peak, in MiB (Linux; empty elsewhere)."""
     try:
+        import resource  # POSIX only
+
         pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
+    except (ImportError, OSError, IndexError, ValueError):
         return {}
     return {
         "rss_mib": round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20),
