@@ -14,14 +14,4 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(
-        recipe(
-            "ner",
-            {
-                "train_file": str(ROOT / "data/ner/train.txt"),
-                "max_minutes": 1.5,
-                "dev_file": str(ROOT / "data/ner/dev.txt"),
-                "test_file": str(ROOT / "data/ner/test.txt"),
-            },
-        )
-    )
+    sys.exit(recipe("ner"))  # no data given: the sample in seqnlp/tasks/ner/sample (data/ner)

@@ -14,14 +14,4 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(
-        recipe(
-            "sentiment",
-            {
-                "train_file": str(ROOT / "data/sentiment/train.tsv"),
-                "max_minutes": 1.5,
-                "dev_file": str(ROOT / "data/sentiment/dev.tsv"),
-                "test_file": str(ROOT / "data/sentiment/test.tsv"),
-            },
-        )
-    )
+    sys.exit(recipe("sentiment"))  # no data given: the sample in seqnlp/tasks/sentiment/sample (data/sentiment)

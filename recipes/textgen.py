@@ -14,11 +14,4 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sample = {
-        "train_file": str(ROOT / "data/textgen/train.txt"),
-        "dev_file": str(ROOT / "data/textgen/val.txt"),
-        "test_file": str(ROOT / "data/textgen/test.txt"),
-        "sample_prompts": "The |Police in |Shares in ",
-        "max_minutes": 1.5,
-    }
-    sys.exit(recipe("textgen", sample))
+    sys.exit(recipe("textgen"))  # no data given: the sample in seqnlp/tasks/textgen/sample (data/textgen)

@@ -15,14 +15,4 @@ sys.path.insert(0, str(ROOT))
 from seqnlp.cli import recipe  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(
-        recipe(
-            "translate",
-            {
-                "train_file": str(ROOT / "data/translate/train"),
-                "max_minutes": 1.5,
-                "dev_file": str(ROOT / "data/translate/val"),
-                "test_file": str(ROOT / "data/translate/test"),
-            },
-        )
-    )
+    sys.exit(recipe("translate"))  # no data given: the sample in seqnlp/tasks/translate/sample (data/translate)

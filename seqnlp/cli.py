@@ -120,6 +120,34 @@ def _calibrate(argv):
     print(json.dumps(result, indent=2))
 
 
+def _demo(argv):
+    from seqnlp.tasks import task_names
+
+    parser = ArgumentParser(
+        prog="seqnlp demo",
+        description="Train every task on the sample shipped with seqnlp (1.5 minutes each), evaluate it on the "
+        "sample's test file and write its report: what the recipes do in a clone, anywhere seqnlp is installed.",
+    )
+    parser.add_argument(
+        "--output-dir", default="seqnlp-demo", help="a folder per task inside it (default: seqnlp-demo)"
+    )
+    parser.add_argument("--tasks", default=",".join(task_names()), help="comma-separated (default: every task)")
+    parser.add_argument("--max-minutes", type=float, default=1.5, help="training budget per task (default 1.5)")
+    args = parser.parse_args(argv)
+    from seqnlp.tasks.base import get_task
+    from seqnlp.training.run import train
+
+    chosen = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    for name in chosen:
+        if get_task(name).sample_data() is None:
+            raise ConfigError(f"the {name} task ships no sample to train on")
+    for name in chosen:
+        folder = Path(args.output_dir) / name
+        print(f"== {name}: training on its sample into {folder}", flush=True)
+        train(name, ["--output-dir", str(folder), "--overwrite", "--quiet", "--max-minutes", str(args.max_minutes)])
+    print(f"reports: {', '.join(str(Path(args.output_dir) / name / 'report.md') for name in chosen)}")
+
+
 def _parse_override(item: str):
     key, sep, value = item.partition("=")
     if not sep:
@@ -344,6 +372,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "compare": _compare,
     "calibrate": _calibrate,
+    "demo": _demo,
     "repeat": _repeat,
     "predict": _predict,
     "serve": _serve,
@@ -383,9 +412,11 @@ def main(argv=None) -> int:
         from seqnlp.tasks import task_names
 
         print(
-            "usage: seqnlp {train,repeat,evaluate,compare,calibrate,predict,serve,push,export,diagnose} ... | "
+            "usage: seqnlp {demo,train,repeat,evaluate,compare,calibrate,predict,serve,push,export,diagnose} ... | "
             "seqnlp --version\n"
-            f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(task_names())})\n"
+            "  seqnlp demo [--output-dir DIR]     every task trained on its bundled sample, with its report\n"
+            f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(task_names())}; "
+            "no data: its sample)\n"
             "  seqnlp repeat TASK --seeds 1,2,3 --output-dir OUT [options]   one run per seed, and their summary\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S] [--bootstrap N]\n"
             "  seqnlp compare MODEL_A MODEL_B [...] --test-file F | --dataset D   paired tests between models\n"
@@ -404,8 +435,8 @@ def main(argv=None) -> int:
     return run_cli(COMMANDS[argv[0]], argv[1:])
 
 
-def recipe(task_name: str, default_data: dict) -> int:
-    """Entry point of ``recipes/<task>.py``: the sample data in ``data/`` unless data is given.
+def recipe(task_name: str) -> int:
+    """Entry point of ``recipes/<task>.py``: the task's sample (``data/<task>``) unless data is given.
 
     ``--diagnose-gradients`` runs ``seqnlp diagnose gradients`` instead (into ``--output-dir``).
     """
@@ -415,7 +446,7 @@ def recipe(task_name: str, default_data: dict) -> int:
     if "--diagnose-gradients" in argv:
         argv.remove("--diagnose-gradients")
         return run_cli(_diagnose, ["gradients", *argv])
-    return run_cli(lambda args: train(task_name, args, default_data=default_data, prog=f"recipes/{task_name}.py"), argv)
+    return run_cli(lambda args: train(task_name, args, prog=f"recipes/{task_name}.py"), argv)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,8 +41,9 @@ def test_recipe_runs_on_its_bundled_sample(tmp_path, task):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == task and METRIC[task] in metrics["dev"] and METRIC[task] in metrics["test"]
-    assert metrics["config"]["train_file"].startswith(str(ROOT / "data"))
-    assert metrics["config"]["test_file"].startswith(str(ROOT / "data"))  # the sample's held-out file
+    sample = (ROOT / "data" / task).resolve()  # data/<task> links to the sample inside the task's package
+    assert Path(metrics["config"]["train_file"]).parent == sample
+    assert Path(metrics["config"]["test_file"]).parent == sample  # the sample's held-out file
     assert (out / "report.md").exists() and (out / "curves.png").exists()
 
 
@@ -104,3 +106,27 @@ def test_given_epochs_cap_a_budgeted_run_and_the_report_says_so(tmp_path):
     metrics, printed, report = _train(tmp_path, "--max-minutes", "5", "--epochs", "2")
     assert metrics["train"]["ended_by"] == "epochs" and metrics["train"]["epochs"] == 2
     assert "the time budget ends the run" not in printed and "| epochs |" in report
+
+
+def test_seqnlp_train_without_data_trains_on_the_sample_inside_the_package(tmp_path):
+    from tests.conftest import run_cli
+
+    code, out, err = run_cli(
+        "train", "sentiment", "--output-dir", tmp_path / "run", "--epochs", "1", "--quiet", "--hidden", "8",
+        "--word-dim", "8",
+    )  # fmt: skip
+    assert code == 0, err
+    sample = ROOT / "seqnlp" / "tasks" / "sentiment" / "sample"
+    assert f"no data given: training on the sentiment sample in {sample}" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["config"]["train_file"] == str(sample / "train.tsv") and "test" in metrics
+
+
+def test_demo_trains_each_task_asked_for_on_its_sample(tmp_path):
+    from tests.conftest import run_cli
+
+    code, out, err = run_cli("demo", "--tasks", "textgen", "--max-minutes", "0.02", "--output-dir", tmp_path)
+    assert code == 0, err
+    assert (tmp_path / "textgen" / "report.md").is_file() and f"reports: {tmp_path / 'textgen' / 'report.md'}" in out
+    code, _, err = run_cli("demo", "--tasks", "nosuchtask", "--output-dir", tmp_path)
+    assert code == 2 and "unknown task" in err and err.count("\n") == 1

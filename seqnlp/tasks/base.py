@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -66,6 +67,16 @@ class Task:
         """The settings a saved config stands for: its own, and for settings added since it was saved, the old
         behaviour."""
         return {**cls.settings_added_later, **saved}
+
+    @classmethod
+    def sample_data(cls) -> dict | None:
+        """The data settings of a run on the task's sample, shipped inside its package: ``seqnlp train TASK`` and
+        the recipes train on it when no data is given, with a 1.5-minute budget."""
+        if cls.sample_files is None:
+            return None
+        folder = Path(sys.modules[cls.__module__].__file__).resolve().parent / "sample"
+        train, dev, test = (str(folder / name) for name in cls.sample_files)
+        return {"train_file": train, "dev_file": dev, "test_file": test, "max_minutes": 1.5}
 
     @classmethod
     def fine_tuning_settings(cls, inherited: dict) -> dict:

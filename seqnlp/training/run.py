@@ -112,9 +112,7 @@ class Data:
     selected_on: str
 
 
-def train(
-    task_name: str, argv: list[str] | None = None, default_data: dict | None = None, prog: str | None = None
-) -> dict:
+def train(task_name: str, argv: list[str] | None = None, prog: str | None = None) -> dict:
     """Run a whole recipe; returns the metrics written to ``metrics.json``."""
     configure_heap()
     cls = get_task(task_name)
@@ -128,7 +126,7 @@ def train(
     if writer and output.path.exists():  # a busy or used folder fails at once, before any data is read
         _claim(output, args)
     with contextlib.nullcontext() if writer else contextlib.redirect_stdout(io.StringIO()):  # rank 0 speaks
-        config, saved, device = resolve_config(cls, args, output.path, default_data)
+        config, saved, device = resolve_config(cls, args, output.path)
         group = distributed.start(config.ddp_backend, device)
         try:
             task = seeded_task(cls, config)
@@ -147,15 +145,17 @@ def train(
     return metrics
 
 
-def resolve_config(cls, args, output_dir: Path, default_data: dict | None):
+def resolve_config(cls, args, output_dir: Path):
     """The run's config (defaults < saved model or checkpoint < YAML < flags), the saved model's record, the device."""
     saved, base = _saved_settings(cls, args, output_dir)
     config = configs.resolve(cls.config_class, args, args.config, base=base)
     if not config.train_file and not config.dataset:
-        if default_data is None:
+        sample = cls.sample_data()
+        if sample is None:
             raise ConfigError("no training data: give --train-file or --dataset")
-        # The bundled sample: its settings sit below the YAML file and the flags, which still win.
-        config = configs.resolve(cls.config_class, args, args.config, base={**base, **default_data})
+        print(f"no data given: training on the {cls.name} sample in {Path(sample['train_file']).parent}", flush=True)
+        # The sample's settings sit below the YAML file and the flags, which still win.
+        config = configs.resolve(cls.config_class, args, args.config, base={**base, **sample})
     config.output_dir = str(output_dir)
     given = _given_settings(args)
     if config.max_minutes and not args.resume and "epochs" not in given:

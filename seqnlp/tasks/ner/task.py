@@ -94,6 +94,7 @@ class NERTask(Task):
     predict_options = {"pretokenized": bool}
     token_list_inputs = True
     output_formats = ("text", "json", "conll")
+    sample_files = ("train.txt", "dev.txt", "test.txt")
     pipeline_tag = "token-classification"
     usage_input = "Peter Blackburn visited Brussels."
 

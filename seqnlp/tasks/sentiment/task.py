@@ -81,6 +81,7 @@ class SentimentTask(Task):
     name = "sentiment"
     config_class = SentimentConfig
     metric = "accuracy"
+    sample_files = ("train.tsv", "dev.tsv", "test.tsv")
     pipeline_tag = "text-classification"
     usage_input = "A gripping, beautifully acted film."
 

@@ -63,6 +63,7 @@ class TextgenTask(Task):
     # its continuation depends on its seed alone.
     shares_batches = False
     higher_is_better = False
+    sample_files = ("train.txt", "val.txt", "test.txt")
     pipeline_tag = "text-generation"
     usage_input = "ROMEO:"
 

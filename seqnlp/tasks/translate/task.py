@@ -86,6 +86,7 @@ class TranslateTask(Task):
     length_key = "src"
     settings_added_later = {"coverage_penalty": 0.0}  # older models decode as they did
     predict_options = {"beam": int, "n_best": int}
+    sample_files = ("train", "val", "test")
     pipeline_tag = "translation"
     usage_input = "Ein Hund läuft über die Wiese."
 
