@@ -11,18 +11,24 @@ from seqnlp.config import ArgumentParser
 from seqnlp.errors import ConfigError, SeqNLPError
 
 
+def add_data_arguments(parser, file_flag: str, file_help: str, split_help: str, required: bool = True) -> None:
+    """The data a command scores or fits on: a file (``file_flag``) or a HuggingFace dataset and its split."""
+    source = parser.add_mutually_exclusive_group(required=required)
+    source.add_argument(file_flag, help=file_help)
+    source.add_argument("--dataset", help="a HuggingFace dataset: hub name, save_to_disk folder or data file")
+    parser.add_argument("--dataset-config", help="the dataset's configuration name")
+    parser.add_argument("--split", help=split_help)
+
+
 def _evaluate(argv):
     parser = ArgumentParser(
         prog="seqnlp evaluate", description="Score a trained model on test data; prints the metrics JSON."
     )
     parser.add_argument("model_dir")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--test-file")
-    source.add_argument("--dataset")
-    parser.add_argument("--dataset-config")
-    parser.add_argument(
-        "--split", help="the DatasetDict split to score (default: test); a data file or single Dataset is scored whole"
-    )
+    add_data_arguments(
+        parser, "--test-file", "the data file to score",
+        "the DatasetDict split to score (default: test); a data file or single Dataset is scored whole",
+    )  # fmt: skip
     parser.add_argument("--output-dir", help="also write metrics.json and report.md here")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     parser.add_argument(
@@ -71,15 +77,12 @@ def _compare(argv):
         "(prints JSON).",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL", help="model folders, run folders or hf://ORG/NAME")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--test-file", help="the data to score model folders on (folders of seqnlp repeat need none)")
-    source.add_argument("--dataset")
-    parser.add_argument("--dataset-config")
-    parser.add_argument(
-        "--split",
-        help="the DatasetDict split to score (default: test); for folders of seqnlp repeat, the recorded scores "
+    add_data_arguments(
+        parser, "--test-file", "the data to score model folders on (folders of seqnlp repeat need none)",
+        "the DatasetDict split to score (default: test); for folders of seqnlp repeat, the recorded scores "
         "compared: dev (default) or test",
-    )
+        required=False,
+    )  # fmt: skip
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000)")
     parser.add_argument(
         "--trials", type=int, default=10_000, metavar="N", help="approximate-randomization trials (default 10000)"
@@ -103,11 +106,10 @@ def _calibrate(argv):
         "right (no prediction changes), and write it into the model folder (prints the calibration JSON).",
     )
     parser.add_argument("model_dir", help="a model folder, run folder or hf://ORG/NAME (with --output-dir)")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dev-file", help="held-out data the model was not trained on")
-    source.add_argument("--dataset")
-    parser.add_argument("--dataset-config")
-    parser.add_argument("--split", help="the DatasetDict split to fit on (default: validation)")
+    add_data_arguments(
+        parser, "--dev-file", "held-out data the model was not trained on",
+        "the DatasetDict split to fit on (default: validation)",
+    )  # fmt: skip
     parser.add_argument("--output-dir", help="write a calibrated copy of the model folder here instead")
     parser.add_argument("--device", default="auto", help="auto (default): the GPU if torch sees one, else cpu")
     args = parser.parse_args(argv)
