@@ -325,9 +325,8 @@ class NERTask(Task):
             scores["error_analysis"] = entity_error_analysis(gold, predicted, words, self.words)
             # each predicted entity's probability (at each temperature), and whether it is a gold entity
             confidences = [[p for _, found in at for *_, p in found] for at in tagged]
-            right = [
-                (t, s, e) in set(tagging.to_spans(g)) for g, (_, found) in zip(gold, tagged[0]) for t, s, e, _ in found
-            ]
+            gold_spans = [set(tagging.to_spans(g)) for g in gold]
+            right = [(t, s, e) in spans for spans, (_, found) in zip(gold_spans, tagged[0]) for t, s, e, _ in found]
             fitted = self.applied_calibration()
             scores["calibration"] = calibration_before_after(confidences[0], confidences[-1], right, fitted)
             scores["_predictions"] = [
