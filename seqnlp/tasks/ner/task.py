@@ -40,7 +40,8 @@ MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
 @dataclass
 class Decoded:
     """One inference batch tagged: the sentences' indices, emissions ``[B, T, K]``, mask, best tag-id paths, their
-    tags and entity spans ``(row, start, end, type)``."""
+    tags, entity spans ``(row, start, end, type)`` with their tag ids ``(row, start, tag ids)``, and the moves that
+    continue an entity (``CRF.span_log_probs``): what every temperature's probabilities are computed from."""
 
     group: list[int]
     emissions: torch.Tensor
@@ -48,6 +49,8 @@ class Decoded:
     paths: list[list[int]]
     tags: list[list[str]]
     spans: list[tuple[int, int, int, str]]
+    span_paths: list[tuple[int, int, list[int]]]
+    continues: torch.Tensor
 
 
 @dataclass
@@ -355,6 +358,7 @@ class NERTask(Task):
 
     def decoded_batches(self, model, sentences: list[list[str]]):
         """Each inference batch of ``sentences`` with its emissions and best tag paths (``Decoded``), decoded once."""
+        continues = tagging.continuation_mask(self.tags.itos).to(next(model.parameters()).device)
         for group, batch in self.inference_batches(model, self.encode(sentences)):
             with torch.inference_mode():
                 emissions = model.emissions(batch).float()
@@ -364,7 +368,9 @@ class NERTask(Task):
                 else:
                     paths = [row[:n] for row, n in zip(emissions.argmax(-1).tolist(), mask.sum(1).tolist())]
             tags = [self.tags.decode(path) for path in paths]
-            yield Decoded(group, emissions, mask, paths, tags, tagging.sentence_spans(tags))
+            spans = tagging.sentence_spans(tags)
+            span_paths = [(r, start, paths[r][start:end]) for r, start, end, _ in spans]
+            yield Decoded(group, emissions, mask, paths, tags, spans, span_paths, continues)
 
     def entity_probabilities(self, model, decoded: Decoded, temperature: float) -> list[float]:
         """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``.
@@ -375,9 +381,9 @@ class NERTask(Task):
         spans = decoded.spans
         with torch.inference_mode():
             if model.crf is not None:
-                continues = tagging.continuation_mask(self.tags.itos).to(decoded.emissions.device)
-                paths = [(r, s, decoded.paths[r][s:e]) for r, s, e, _ in spans]
-                log_probs = model.crf.span_log_probs(decoded.emissions, decoded.mask, paths, continues, temperature)
+                log_probs = model.crf.span_log_probs(
+                    decoded.emissions, decoded.mask, decoded.span_paths, decoded.continues, temperature
+                )
                 return [math.exp(x) for x in log_probs]
             probabilities = (decoded.emissions / temperature).softmax(-1)
             return [

@@ -331,8 +331,8 @@ class SentimentTask(Task):
             statistics = classification_statistics(gold, predicted, self.labels.itos)
             attach_intervals(scores, statistics, self.config.bootstrap)
             correct = [g == p for g, p in zip(gold, predicted)]
-            trained = logits.softmax(dim=1).max(dim=1).values.tolist()
-            fitted = self.applied_calibration()
+            fitted = self.applied_calibration()  # the trained probabilities matter only beside a temperature
+            trained = logits.softmax(dim=1).max(dim=1).values.tolist() if fitted else []
             scores["calibration"] = calibration_before_after(confidence.tolist(), trained, correct, fitted)
             scores["_predictions"] = [
                 {"source": e.source, "text": e.text, "gold": g, "predicted": p, "probability": round(float(c), 6),
