@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench bench-peers clean
+.PHONY: setup demo test test-oldest lint format bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ demo: $(STAMP)
 ## The test suite (fast; SEQNLP_SLOW=1 adds the opt-in runs on ../shared/data).
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+## The suite on the oldest release of every dependency pyproject.toml admits (.ci/oldest.txt), in .venv-oldest.
+## That torch is a CUDA build from the package index (about 3 GB); it runs on the CPU like the CPU build.
+test-oldest:
+	$(PYTHON) -m venv .venv-oldest
+	.venv-oldest/bin/pip install --quiet -c .ci/oldest.txt torch -e ".[dev]"
+	.venv-oldest/bin/python -m pytest -q
 
 ## Lint and formatting checks (CI runs them before the tests); `make format` rewrites the files.
 lint: $(STAMP)
@@ -53,4 +60,4 @@ bench-peers: $(STAMP)
 	$(PY) benchmarks/peers/all.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-oldest runs

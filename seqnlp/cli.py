@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from seqnlp.config import ArgumentParser
-from seqnlp.errors import ConfigError, SeqNLPError
+from seqnlp.errors import ConfigError, SeqNLPError, missing_training_package
 
 
 def add_data_arguments(parser, file_flag: str, file_help: str, split_help: str, required: bool = True) -> None:
@@ -396,6 +396,12 @@ def run_cli(function, argv) -> int:
             return 0
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        message = missing_training_package(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

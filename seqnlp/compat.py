@@ -1,4 +1,5 @@
-"""Every private PyTorch function seqnlp calls, in one place.
+"""Every private PyTorch function seqnlp calls, and every public one whose form differs across the PyTorch releases
+it is tested on (2.4 to 2.14), in one place.
 
 Each is here because it is faster than its public form (fused optimizer kernels, the fused multi-step RNN kernel,
 oneDNN's linear operator, int8 products) or because no public form exists (the TorchScript ONNX exporter, which
@@ -63,6 +64,18 @@ def use_private(on: bool):
 
 
 # -- optimizers and weight averaging ---------------------------------------------------------------------------
+
+
+def increment_version(tensors: list) -> None:
+    """Tell autograd (and what caches products of the weights) that kernels wrote into ``tensors``.
+
+    PyTorch before 2.5 takes one tensor at a time.
+    """
+    try:
+        torch.autograd.graph.increment_version(tensors)
+    except (TypeError, RuntimeError):
+        for tensor in tensors:
+            torch.autograd.graph.increment_version(tensor)
 
 
 def sgd_(params, grads, momentum_buffers, *, lr, momentum, weight_decay, first_step) -> None:
@@ -205,6 +218,18 @@ def leave_to_row_exchange(model: torch.nn.Module, names: list[str]) -> bool:
 
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
     return True
+
+
+def data_parallel_without_buffer_sync(model: torch.nn.Module, device_ids):
+    """DistributedDataParallel that broadcasts no buffers at each forward (``forward_sync_buffers=False`` from
+    PyTorch 2.13, ``broadcast_buffers=False`` before, which 2.13 deprecates)."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def onnx_export(module: torch.nn.Module, inputs: tuple, path: str, **options) -> None:

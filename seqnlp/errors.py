@@ -53,3 +53,18 @@ def shorten(text: str, limit: int = 80) -> str:
 
 class TrainingError(SeqNLPError):
     """Training cannot go on (for example a non-finite loss)."""
+
+
+# What `pip install 'seqnlp[train]'` adds to the base install, which runs ONNX exports without them.
+TRAINING_PACKAGES = ("torch", "datasets", "sacrebleu", "seqeval", "tqdm", "matplotlib")
+
+
+def missing_training_package(err: ModuleNotFoundError) -> str | None:
+    """The one-line error for a training package absent from a base (runtime-only) install; None for other modules."""
+    name = (err.name or "").split(".")[0]
+    if name not in TRAINING_PACKAGES:
+        return None
+    return (
+        f"{name} is not installed: training and PyTorch models need pip install 'seqnlp[train]' "
+        "(a folder of seqnlp export runs without it)"
+    )

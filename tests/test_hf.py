@@ -78,12 +78,11 @@ def hub_cache_entry(cache, repo_id: str, splits: dict) -> None:
             out.writelines(json.dumps(row) + "\n" for row in rows)
     staging = cache.parent / "staging"
     Json(
-        cache_dir=str(staging),
-        dataset_name=name,
-        config_id="default",
-        hash="0123456789abcdef0123456789abcdef01234567",
-        data_files=files,
+        cache_dir=str(staging), dataset_name=name, hash="0123456789abcdef0123456789abcdef01234567", data_files=files
     ).download_and_prepare()
+    # The builder names its folder after the config and its data files; a hub download's folder is "default".
+    (built,) = (staging / name).iterdir()
+    built.rename(built.parent / "default")
     shutil.move(str(staging / name), str(cache / f"{namespace}___{name}"))
 
 

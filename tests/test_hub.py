@@ -1,9 +1,12 @@
 """Sharing models: model cards, hf:// model paths through the HuggingFace cache, seqnlp push (no network)."""
 
 import base64
+import gzip
 import hashlib
+import http.server
 import json
 import shutil
+import threading
 
 import pytest
 import yaml
@@ -123,56 +126,91 @@ def test_fine_tuning_starts_from_a_hub_model(tagger, offline_cache, tmp_path):
     assert "fine-tuned from the seqnlp model `tagger`" in (tmp_path / "tuned" / "model" / "README.md").read_text()
 
 
-class FakeHub:
-    """The Hub's HTTP API as ``huggingface_hub``'s client speaks it when uploading a folder (LFS, no Xet)."""
+class FakeHub(http.server.BaseHTTPRequestHandler):
+    """The Hub's HTTP API as ``huggingface_hub``'s client speaks it when uploading a folder (LFS, no Xet), served on
+    a loopback port: the client is the real one, over real HTTP, with nothing inside it replaced."""
 
-    def __init__(self):
-        self.requests, self.uploaded, self.commit = [], {}, None
+    requests: list
+    uploaded: dict
+    commit: list | None
 
-    def __call__(self, request):
-        import httpx2
+    def log_message(self, *args):  # the test's output stays quiet
+        pass
 
-        path = request.url.path
-        self.requests.append((request.method, path))
+    def body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int(self.rfile.readline().strip(), 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()
+            content = b"".join(chunks)
+        else:
+            content = self.rfile.read(int(self.headers.get("content-length") or 0))
+        return gzip.decompress(content) if self.headers.get("content-encoding") == "gzip" else content
+
+    def answer(self, status: int, payload: dict | None = None) -> None:
+        content = json.dumps(payload or {}).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def do_GET(self):
+        self.requests.append(("GET", self.path))
+        self.answer(404, {"error": f"not part of the upload: GET {self.path}"})
+
+    def do_PUT(self):
+        self.requests.append(("PUT", self.path))
+        content = self.body()
+        if self.path == "/lfs-upload":
+            type(self).uploaded[hashlib.sha256(content).hexdigest()] = content
+            return self.answer(200)
+        self.answer(404, {"error": f"not part of the upload: PUT {self.path}"})
+
+    def do_POST(self):
+        path = self.path.split("?")[0]
+        self.requests.append(("POST", path))
+        content = self.body()
+        host = f"http://{self.headers['host']}"
         if path == "/api/validate-yaml":
-            return httpx2.Response(200, json={"errors": [], "warnings": []})
+            return self.answer(200, {"errors": [], "warnings": []})
         if path == "/api/repos/create":
-            return httpx2.Response(200, json={"url": "https://huggingface.co/org/tagger", "name": "org/tagger"})
+            return self.answer(200, {"url": f"{host}/org/tagger", "name": "org/tagger"})
         if "/preupload/" in path:
-            files = json.loads(request.content)["files"]
             modes = [{"path": f["path"], "uploadMode": "lfs" if f["path"].endswith(".safetensors") else "regular",
-                      "shouldIgnore": False} for f in files]  # fmt: skip
-            return httpx2.Response(200, json={"files": modes})
+                      "shouldIgnore": False} for f in json.loads(content)["files"]]  # fmt: skip
+            return self.answer(200, {"files": modes})
         if path.endswith("/info/lfs/objects/batch"):
-            objects = json.loads(request.content)["objects"]
-            actions = {"upload": {"href": "https://lfs.test/upload"}}
-            return httpx2.Response(200, json={"objects": [{**o, "actions": actions} for o in objects]})
-        if request.method == "PUT" and request.url.host == "lfs.test":
-            content = request.read()
-            self.uploaded[hashlib.sha256(content).hexdigest()] = content
-            return httpx2.Response(200)
+            actions = {"upload": {"href": f"{host}/lfs-upload"}}
+            objects = [{**o, "actions": actions} for o in json.loads(content)["objects"]]
+            return self.answer(200, {"objects": objects})
         if "/commit/" in path:
-            self.commit = [json.loads(line) for line in request.read().decode().splitlines()]
-            url = f"https://huggingface.co/org/tagger/commit/{COMMIT}"
-            return httpx2.Response(200, json={"commitUrl": url, "commitOid": COMMIT, "success": True})
-        return httpx2.Response(404, json={"error": f"not part of the upload: {request.method} {path}"})
+            type(self).commit = [json.loads(line) for line in content.decode().splitlines()]
+            return self.answer(200, {"commitUrl": f"https://huggingface.co/org/tagger/commit/{COMMIT}",
+                                     "commitOid": COMMIT, "success": True})  # fmt: skip
+        self.answer(404, {"error": f"not part of the upload: POST {path}"})
 
 
 def push_to_fake_hub(model_dir, monkeypatch):
-    """``seqnlp push MODEL_DIR org/tagger`` against ``FakeHub`` (the client's HTTP layer replaced); returns the hub
-    and ``run_cli``'s result."""
-    import httpx2
+    """``seqnlp push MODEL_DIR org/tagger`` against ``FakeHub`` on a loopback port (the Hub's address pointed at it);
+    returns the hub and ``run_cli``'s result."""
     from huggingface_hub import constants
-    from huggingface_hub.utils import _http
 
-    hub = FakeHub()
+    hub = type("Hub", (FakeHub,), {"requests": [], "uploaded": {}, "commit": None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HF_TOKEN", "hf_test")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite runs offline; this server is on loopback
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     try:
         return (hub, *run_cli("push", model_dir, "org/tagger"))
     finally:
-        _http.set_client_factory(_http.default_client_factory)
+        server.shutdown()
+        server.server_close()
 
 
 def test_push_uploads_the_model_folder_through_the_hub_client(tagger, monkeypatch, capsys):

@@ -38,7 +38,7 @@ class Graphs:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ConfigError("an ONNX export runs with onnxruntime: pip install onnxruntime") from None
+            raise ConfigError("an ONNX export runs with onnxruntime: pip install 'seqnlp[runtime]'") from None
 
         where = str(directory / MANIFEST)
         graphs = manifest.get("graphs")

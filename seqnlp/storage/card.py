@@ -150,7 +150,7 @@ def usage_section(task) -> list[str]:
         "## Use",
         "",
         "```bash",
-        "pip install seqnlp",
+        "pip install 'seqnlp[train]'  # torch and what a PyTorch model needs",
         f"echo {text!r} | seqnlp predict MODEL_DIR --format json",
         "```",
         "",

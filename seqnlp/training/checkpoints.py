@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from seqnlp.errors import TrainingError
 from seqnlp.storage.folders import (
@@ -79,7 +79,8 @@ class Checkpoints:
         if self.group is not None:  # every rank's random state, so that each resumes its own stream
             from seqnlp.training import distributed
 
-            rank_states = distributed.gather_to_writer((self._own_states(), _jsonable(random.getstate())))
+            # as safetensors bytes: pickled tensors would be unpickled with torch.load (which warns before 2.6)
+            rank_states = distributed.gather_to_writer((save(self._own_states()), _jsonable(random.getstate())))
         if not self.is_writer:
             return
         before_writing()
@@ -93,7 +94,7 @@ class Checkpoints:
             extra = {}
             if rank_states is not None:
                 for rank, (tensors, python) in enumerate(rank_states):
-                    save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+                    (tmp / f"rng-rank{rank}.safetensors").write_bytes(tensors)
                     rng[f"python-rank{rank}"] = python
                 extra["processes"] = self.group.world
             write_json(tmp / "trainer_state.json", {"state": vars(state), "rng": rng, **extra})

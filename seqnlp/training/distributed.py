@@ -213,8 +213,6 @@ def data_parallel(model: torch.nn.Module, group: Group, device: torch.device):
     """``(DDP-wrapped model, RowExchange or None)``: DistributedDataParallel all-reduces the dense gradients; the
     embedding tables of their own are left to a ``RowExchange``, which sends only the rows a step touched (where
     this PyTorch's DDP can be told to leave them alone: ``seqnlp.compat``)."""
-    from torch.nn.parallel import DistributedDataParallel
-
     from seqnlp import compat
 
     tables = row_sparse_parameters(model)
@@ -223,7 +221,7 @@ def data_parallel(model: torch.nn.Module, group: Group, device: torch.device):
     row_exchange = RowExchange(tables.values(), group.world) if tables else None
     # Buffers (CRF masks, output ids) never change: nothing to broadcast at each forward.
     ids = [device.index] if device.type == "cuda" else None
-    parallel = collective(lambda: DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False))
+    parallel = collective(lambda: compat.data_parallel_without_buffer_sync(model, ids))
     return parallel, row_exchange
 
 

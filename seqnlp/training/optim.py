@@ -81,7 +81,7 @@ class FusedOptimizer:
             )
         # The fused kernels write through the tensors' memory without telling autograd; version counters are
         # how whatever holds products of the weights (Seq2Seq.decoder) knows they changed.
-        torch.autograd.graph.increment_version([self.params[i] for i in live])
+        compat.increment_version([self.params[i] for i in live])
 
     def _update(self, indices: list[int], state: dict, lr: float, first_step: bool) -> None:
         params = [self.params[i] for i in indices]
