@@ -340,6 +340,12 @@ def _repeat(argv):
     repeat(argv)
 
 
+def _tune(argv):
+    from seqnlp.training.tune import main as tune
+
+    tune(argv)
+
+
 def _diagnose(argv):
     from seqnlp.training.diagnose import main as diagnose
 
@@ -376,6 +382,7 @@ COMMANDS = {
     "calibrate": _calibrate,
     "demo": _demo,
     "repeat": _repeat,
+    "tune": _tune,
     "predict": _predict,
     "serve": _serve,
     "push": _push,
@@ -420,12 +427,13 @@ def main(argv=None) -> int:
         from seqnlp.tasks import task_names
 
         print(
-            "usage: seqnlp {demo,train,repeat,evaluate,compare,calibrate,predict,serve,push,export,diagnose} ... | "
-            "seqnlp --version\n"
+            "usage: seqnlp {demo,train,repeat,tune,evaluate,compare,calibrate,predict,serve,push,export,diagnose} "
+            "... | seqnlp --version\n"
             "  seqnlp demo [--output-dir DIR]     every task trained on its bundled sample, with its report\n"
             f"  seqnlp train TASK [options]        train, evaluate and report (TASK: {', '.join(task_names())}; "
             "no data: its sample)\n"
             "  seqnlp repeat TASK --seeds 1,2,3 --output-dir OUT [options]   one run per seed, and their summary\n"
+            "  seqnlp tune TASK --trials N --output-dir OUT [--trial-minutes M] [options]   search settings (Optuna)\n"
             "  seqnlp evaluate MODEL_DIR --test-file F | --dataset D [--split S] [--bootstrap N]\n"
             "  seqnlp compare MODEL_A MODEL_B [...] --test-file F | --dataset D   paired tests between models\n"
             "  seqnlp calibrate MODEL_DIR --dev-file F | --dataset D [--output-dir OUT]   fit its temperature\n"

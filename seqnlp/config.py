@@ -169,6 +169,12 @@ class RunConfig:
     max_minutes: float | None = setting(
         None, "training time budget in minutes (the schedule anneals to its end)", above=0.0
     )
+    max_steps: int | None = setting(
+        None,
+        "most optimizer steps (the schedule anneals over them): a budget that gives the same run on any machine, "
+        "unlike max_minutes; with no epochs given, it alone ends the run",
+        low=1,
+    )
     batch_size: int = setting(32, "examples per training batch", low=1, high=1_000_000)
     batch_max_tokens: int = setting(
         0,

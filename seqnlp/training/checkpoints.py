@@ -38,10 +38,13 @@ class TrainState:
     finished: bool = False  # stopped early: resuming has nothing left to do
     first_loss: float | None = None  # the untrained model's loss, which the divergence check compares against
     ended_by: str | None = None  # what ended training: ENDINGS
+    # the steps the learning-rate schedule annealed over (epochs x batches, max_steps, or the steps a time budget
+    # held): --max-steps with it re-runs the same schedule on any machine
+    schedule_steps: int | None = None
 
 
 # What can end a run's training, as metrics.json and the report name it.
-ENDINGS = ("epochs", "time budget", "early stopping", "interrupted")
+ENDINGS = ("epochs", "time budget", "step budget", "early stopping", "pruned", "interrupted")
 
 
 def checkpoint_path(output_dir) -> Path:

@@ -112,8 +112,12 @@ class Data:
     selected_on: str
 
 
-def train(task_name: str, argv: list[str] | None = None, prog: str | None = None) -> dict:
-    """Run a whole recipe; returns the metrics written to ``metrics.json``."""
+def train(task_name: str, argv: list[str] | None = None, prog: str | None = None, on_evaluation=None) -> dict:
+    """Run a whole recipe; returns the metrics written to ``metrics.json``.
+
+    ``on_evaluation(epoch, dev_metric)``, if given, follows each dev evaluation; True stops training there (a
+    search's pruned trial), and the run is evaluated and reported as it stands.
+    """
     configure_heap()
     cls = get_task(task_name)
     args = build_parser(task_name, prog).parse_args(argv)
@@ -134,7 +138,7 @@ def train(task_name: str, argv: list[str] | None = None, prog: str | None = None
             model, extras = prepare_model(task, saved, args.resume, data)
             if writer:
                 _claim(output, args)
-            state = fit(task, model, output.path, data, args.resume, group)
+            state = fit(task, model, output.path, data, args.resume, group, on_evaluation)
             if not writer:
                 return {}
             metrics = evaluate_and_report(task, model, state, data, output.path, device, extras)
@@ -158,12 +162,13 @@ def resolve_config(cls, args, output_dir: Path):
         config = configs.resolve(cls.config_class, args, args.config, base={**base, **sample})
     config.output_dir = str(output_dir)
     given = _given_settings(args)
-    if config.max_minutes and not args.resume and "epochs" not in given:
+    if (config.max_minutes or config.max_steps) and not args.resume and "epochs" not in given:
         # "20 minutes" means 20 minutes: no epoch cap ends the run first (the schedule follows the budget alone).
         config.epochs = configs.UNBOUNDED_EPOCHS
-        print(
-            f"the time budget ends the run: {config.max_minutes:g} minutes (--epochs N would also cap it)", flush=True
-        )
+        budgets = [f"{config.max_minutes:g} minutes"] if config.max_minutes else []
+        budgets += [f"{config.max_steps} steps"] if config.max_steps else []
+        kind = "time" if not config.max_steps else "step" if not config.max_minutes else "first"
+        print(f"the {kind} budget ends the run: {' or '.join(budgets)} (--epochs N would also cap it)", flush=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not args.resume and "lr" not in given:
         # A step averages `world` batches: half as many steps of twice the batch want a larger rate; the square
@@ -284,7 +289,7 @@ def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tup
     }
 
 
-def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None):
+def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None, on_evaluation=None):
     """Train with the one Trainer; the best model by the dev metric is in ``output_dir/model``.
 
     ``group``: this process's place in a data-parallel run (``seqnlp.training.distributed``), which deals each global
@@ -321,6 +326,7 @@ def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None):
         on_first_save=partial(remove_run_files, output_dir),
         group=group,
         loss_units=task.loss_units,
+        on_evaluation=on_evaluation,
     )
     state = trainer.fit(resume=resume)
     if group is not None and not group.is_writer:
@@ -353,6 +359,7 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
         "train": {
             "epochs": state.epoch + (state.step_in_epoch > 0),
             "steps": state.step,
+            "schedule_steps": state.schedule_steps,
             "seconds": state.seconds,
             "tokens_per_second": state.tokens / max(1e-9, state.seconds),
             "best_epoch": state.best_epoch,

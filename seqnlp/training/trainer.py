@@ -118,12 +118,15 @@ class Trainer:
         on_first_save: Callable[[], None] | None = None,
         group=None,
         loss_units: Callable[[dict], float] | None = None,
+        on_evaluation: Callable[[int, float], bool] | None = None,
     ):
         from seqnlp.training import distributed
 
         self.model = model
         self.group = group  # seqnlp.training.distributed.Group of a data-parallel run; None: one process
         self.loss_units = loss_units  # what a batch's loss averages over: weights each process's share of a step
+        # called with (epoch, dev metric) after each evaluation; True stops the run (a search's pruned trial)
+        self.on_evaluation = on_evaluation
         self.is_writer = group is None or group.is_writer
         self.config = config
         self.output_dir = Path(output_dir)
@@ -184,6 +187,8 @@ class Trainer:
             return state
         batches = self.train_batches(state.epoch)
         self.total_steps = max(1, len(batches) * config.epochs)  # every epoch has the same number of batches
+        if config.max_steps:
+            self.total_steps = min(self.total_steps, config.max_steps)
         self.budget = config.max_minutes * 60 if config.max_minutes else None
         self.started = time.perf_counter() - state.seconds
         # A run that its budget ends has no step count to show progress against: steps and their rate only.
@@ -191,6 +196,7 @@ class Trainer:
         self.progress = Progress(not config.quiet and self.is_writer, total, state.step)
         with stop_on_signals(self):
             self._train_epochs(batches)
+        state.schedule_steps = self._schedule_steps()
         self.progress.close()
         if self.stop_requested:
             print(
@@ -224,22 +230,25 @@ class Trainer:
             interrupted, epoch_loss = self._train_epoch(batches)
             self._check_divergence(epoch_loss)
             out_of_time = bool(self.budget and state.seconds >= self.budget)
-            if not interrupted or out_of_time:
+            out_of_steps = bool(config.max_steps and state.step >= config.max_steps)
+            if not interrupted or out_of_time or out_of_steps:
                 self._evaluate(epoch_loss)
             if not interrupted:
                 state.epoch += 1
                 state.step_in_epoch = 0
                 batches = None
-            if config.patience and state.bad_epochs >= config.patience:
+            if config.patience and state.bad_epochs >= config.patience and not state.finished:
                 print(f"early stopping: no dev {self.metric} improvement for {state.bad_epochs} epochs", flush=True)
                 state.finished = True
                 state.ended_by = "early stopping"
-            stop = interrupted or state.finished or self.stop_requested
+            stop = interrupted or out_of_steps or state.finished or self.stop_requested
             if out_of_time:
                 state.ended_by = "time budget"
+            elif out_of_steps:
+                state.ended_by = "step budget"
             elif self.stop_requested:
                 state.ended_by = "interrupted"
-            elif state.epoch >= config.epochs:
+            elif state.epoch >= config.epochs and state.ended_by != "pruned":
                 state.ended_by = "epochs"
             self.save_checkpoint()
             release_memory()
@@ -286,6 +295,14 @@ class Trainer:
                     flush=True,
                 )
                 return True, loss_sum / loss_count
+            if config.max_steps and state.step >= config.max_steps and index + 1 < len(batches):
+                self.progress.close()
+                print(
+                    f"step budget of {config.max_steps} steps used up in epoch {state.epoch + 1}: a last dev "
+                    "evaluation, then the end",
+                    flush=True,
+                )
+                return True, loss_sum / loss_count
             if self.stop_requested and index + 1 < len(batches):  # at an epoch's end, the epoch is finished first
                 return True, loss_sum / loss_count
             if state.seconds - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
@@ -302,6 +319,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
+
+    def _schedule_steps(self) -> int:
+        """The steps the schedule annealed over: its step count, or where the clock led it, the steps the time
+        budget held at the run's rate."""
+        state = self.state
+        by_clock = state.seconds / self.budget if self.budget else 0.0
+        if by_clock <= state.step / self.total_steps:
+            return self.total_steps
+        return max(1, round(state.step / min(1.0, by_clock)))
 
     def _what_is_kept(self) -> str:
         kept = []
@@ -367,8 +393,10 @@ class Trainer:
 
             if self.is_writer:
                 self._evaluate_here(epoch_loss)
-            verdict = distributed.from_writer((state.best_metric, state.best_epoch, state.bad_epochs))
-            state.best_metric, state.best_epoch, state.bad_epochs = verdict
+            verdict = distributed.from_writer(
+                (state.best_metric, state.best_epoch, state.bad_epochs, state.finished, state.ended_by)
+            )
+            state.best_metric, state.best_epoch, state.bad_epochs, state.finished, state.ended_by = verdict
             return
         self._evaluate_here(epoch_loss)
 
@@ -394,6 +422,9 @@ class Trainer:
              "seconds": state.seconds, **memory_mib()}
         )  # fmt: skip
         self._show(epoch_loss)
+        if self.on_evaluation is not None and self.on_evaluation(state.epoch + 1, value):
+            print(f"pruned at step {state.step} (epoch {state.epoch + 1}): dev {self.metric} {value:.4f}", flush=True)
+            state.finished, state.ended_by = True, "pruned"
 
     def _show(self, loss: float, speed: float | None = None) -> None:
         self.progress.show(self.state.epoch + 1, loss, {f"best_dev_{self.metric}": self.state.best_metric}, speed)
