@@ -29,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 ## The suite on the oldest release of every dependency pyproject.toml admits (.ci/oldest.txt), in .venv-oldest.
-## That torch is a CUDA build from the package index (about 3 GB); it runs on the CPU like the CPU build.
+## That torch is a CUDA build from the package index (the venv holds about 6 GB); it runs on the CPU like the CPU build.
 test-oldest:
 	$(PYTHON) -m venv .venv-oldest
 	.venv-oldest/bin/pip install --quiet -c .ci/oldest.txt torch -e ".[dev]"

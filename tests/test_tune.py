@@ -149,6 +149,28 @@ def test_two_processes_on_one_machine_share_the_output_folders_study_and_run_eac
     assert len(trained) == len(set(trained)) == 3
 
 
+OPEN_AT = """
+import sys, time
+from pathlib import Path
+from seqnlp.training.tune import storage_for
+while time.time() < float(sys.argv[2]):
+    pass
+storage_for(None, Path(sys.argv[1]))
+"""
+
+
+def test_processes_that_open_a_new_study_at_the_same_moment_all_open_it(tmp_path):
+    """They race to create Optuna's tables (without the retry, the first round failed in each of two tries here)."""
+    for round in range(4):
+        folder = tmp_path / str(round)
+        folder.mkdir()
+        at = str(time.time() + 2)
+        openers = [subprocess.Popen([sys.executable, "-c", OPEN_AT, str(folder), at], cwd=ROOT,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]  # fmt: skip
+        for opener in openers:
+            assert opener.wait(timeout=60) == 0, opener.stderr.read()[-1000:]
+
+
 @pytest.fixture(scope="module")
 def postgres():
     """A PostgreSQL server of its own in a temporary folder, started as an unprivileged user; its database URL."""
@@ -186,3 +208,24 @@ def test_two_workers_on_a_postgresql_server_share_six_trials_and_run_each_once(t
     ran = [sorted(p.parent.name for p in out.glob("trials/*/metrics.json")) for out in outs]
     assert not set(ran[0]) & set(ran[1]) and len(ran[0]) + len(ran[1]) == 6
     assert all(ran), "each worker ran trials of its own"
+
+
+def test_with_seeds_the_best_trials_are_retrained_per_seed_and_chosen_by_their_mean(tmp_path):
+    out = tmp_path / "search"
+    code, printed, err = run_cli(*tune_argv(out, space_file(tmp_path), 2, "--seeds", "2"))
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    means = {int(n): f["mean"] for n, f in summary["finalists"].items()}
+    assert sorted(means) == [0, 1] and summary["best"]["number"] == max(means, key=means.get)
+    for number in means:  # each finalist an ordinary repeat folder of two seeds
+        seeds = json.loads((out / "seeds" / f"{number:04d}" / "summary.json").read_text())["seeds"]
+        assert [s["seed"] for s in seeds] == [1, 2]
+    chosen = json.loads((out / "seeds" / f"{summary['best']['number']:04d}" / "summary.json").read_text())
+    assert sha256(out / "best" / "model.safetensors") == sha256(
+        out
+        / "seeds"
+        / f"{summary['best']['number']:04d}"
+        / f"seed-{chosen['median_seed']}"
+        / "model"
+        / "model.safetensors"
+    )

@@ -36,6 +36,9 @@ NOT_SEARCHED = {"output_dir", "train_file", "dev_file", "test_file", "dataset", 
                 "device", "threads", "quiet", "report_to", "seed", "max_minutes", "max_steps"}  # fmt: skip
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a database's trial whose process sent nothing for 2 minutes is failed
 WAIT_SECONDS = 2.0  # between looks at other processes' running trials
+FINALISTS = 3  # with --seeds: the best trials re-trained with each seed
+# what PostgreSQL and SQLite say when two processes create Optuna's tables at once
+CREATION_RACES = ("duplicate key", "already exists", "UNIQUE constraint", "database is locked")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class Search:
     trials: int
     trial_minutes: float | None
     deadline: float | None  # time.time() after which no trial starts; trials are cut to end by it
+    seeds: int | None = None  # re-train the FINALISTS with seeds 1..seeds and choose by the mean
 
 
 def objective(search: Search, trial) -> float:
@@ -274,8 +278,8 @@ def storage_for(url: str | None, out: Path):
                     url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS
                 )
         except Exception as err:
-            # workers that start together on an empty database race to create Optuna's tables: the losers retry
-            if attempt < 4 and ("duplicate key" in str(err) or "already exists" in str(err)):
+            # processes that start together on an empty database race to create Optuna's tables: the losers retry
+            if attempt < 4 and any(race in str(err) for race in CREATION_RACES):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise ConfigError(f"--storage {shown_url(url)}: {storage_failure(err)}") from None
@@ -366,11 +370,20 @@ def write_results(search: Search, study, storage_url: str | None) -> dict:
     complete = [r for r in rows if r["state"] == "complete"]
     if not complete:
         raise SeqNLPError(f"{search.out}: no trial has finished yet")
-    best = study.best_trial
-    record = best.user_attrs["run"]
-    settings = best_settings(record)
+    finalists = rerun_finalists(search, study) if search.seeds else {}
+    if finalists:
+        choose = max if search.higher_is_better else min
+        number = choose(finalists, key=lambda n: finalists[n]["dev"]["mean"])
+        best = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        record = best.user_attrs["run"]
+        settings = {**best_settings(record), "seed": finalists[number]["median_seed"]}
+        source = existing_directory(search.out / "seeds" / f"{number:04d}" / "model")  # the median seed's
+    else:
+        best = study.best_trial
+        record = best.user_attrs["run"]
+        settings = best_settings(record)
+        source = existing_directory(Path(best.user_attrs["folder"]) / "model")
     write_text_atomic(search.out / "best.yaml", yaml.safe_dump(settings, sort_keys=False))
-    source = existing_directory(Path(best.user_attrs["folder"]) / "model")
     model = None
     if source is not None and best.user_attrs.get("host") == socket.gethostname():
         with atomic_directory(search.out / "best") as tmp:
@@ -384,12 +397,40 @@ def write_results(search: Search, study, storage_url: str | None) -> dict:
         "trials": rows,
         "best": {"number": best.number, "value": best.value, "params": best.params, "model": model,
                  "folder": best.user_attrs["folder"], "host": best.user_attrs.get("host"),
-                 "config": str(search.out / "best.yaml"), "clock": bool(record["config"].get("max_minutes"))},
+                 "config": str(search.out / "best.yaml"),
+                 "clock": bool(record["config"].get("max_minutes")) and not finalists},
+        "finalists": {str(n): {**f["dev"], "median_seed": f["median_seed"]} for n, f in finalists.items()},
     }  # fmt: skip
     write_json(search.out / "summary.json", summary)
     plots = write_plots(study, search.out)
     write_text_atomic(search.out / "report.md", report(summary, settings, plots))
     return summary
+
+
+def rerun_finalists(search: Search, study) -> dict[int, dict]:
+    """The FINALISTS best complete trials re-trained from their step-pinned settings with seeds 1..K, each an
+    ordinary ``seqnlp repeat`` folder (``OUT/seeds/NNNN/``): the best of N dev scores is biased upwards, a mean
+    over seeds much less. Returns each finalist's repeat summary."""
+    import yaml
+    from optuna.trial import TrialState
+
+    from seqnlp.training import repeat
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if not t.user_attrs.get("surplus")]  # fmt: skip
+    complete.sort(key=lambda t: t.value, reverse=search.higher_is_better)
+    seeds = list(range(1, search.seeds + 1))
+    results = {}
+    for trial in complete[:FINALISTS]:
+        folder = search.out / "seeds" / f"{trial.number:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = folder / "settings.yaml"
+        write_text_atomic(settings, yaml.safe_dump(best_settings(trial.user_attrs["run"]), sort_keys=False))
+        for seed in seeds:
+            done = repeat.train_seed(search.task, ["--config", str(settings), "--quiet"], folder, seed)
+            print(f"trial {trial.number}, seed {seed}: {done}", flush=True)
+        results[trial.number] = repeat.summarize(folder, seeds)
+    return results
 
 
 def write_plots(study, out: Path) -> list[str]:
@@ -428,12 +469,20 @@ def report(summary: dict, settings: dict, plots: list[str]) -> str:
 
     best, metric, names = summary["best"], summary["metric"], list(summary["space"])
     lines = [f"# seqnlp tune {summary['task']}: {len(summary['trials'])} trials", ""]
-    lines += [f"Best: trial {best['number']}, dev {metric} {best['value']:.4f} ({summary['direction']}d); "
+    over_seeds = summary["finalists"].get(str(best["number"]))
+    chosen = f", mean over {over_seeds['seeds']} seeds {over_seeds['mean']:.4f}" if over_seeds else ""
+    lines += [f"Best: trial {best['number']}, dev {metric} {best['value']:.4f}{chosen} ({summary['direction']}d); "
               f"its model: `{best['model'] or best['folder'] + '/model on ' + str(best['host'])}`.", ""]  # fmt: skip
     rows = [[r["number"], r["state"] + (f" (epoch {r['pruned_at_epoch']})" if r["pruned_at_epoch"] else ""),
              "-" if r["value"] is None else r["value"], *(shown(r["params"].get(n, "-")) for n in names),
              r["steps"] or "-", r["ended_by"] or "-"] for r in summary["trials"]]  # fmt: skip
     lines += ["## Trials", "", markdown_table(["trial", "state", f"dev {metric}", *names, "steps", "ended by"], rows)]
+    if summary["finalists"]:
+        seeds = [[n, f["mean"], f["sd"], f["min"], f["max"], f["seeds"]] for n, f in summary["finalists"].items()]
+        lines += ["", "## The finalists over seeds", "", f"The best {len(seeds)} trials re-trained with each seed from "
+                  "their step-pinned settings (`seeds/NNNN/`); the best is chosen by the mean, its model is the "
+                  "median seed's.", "", markdown_table(["trial", f"mean dev {metric}", "sd", "min", "max", "seeds"],
+                                                       seeds)]  # fmt: skip
     lines += ["", "## The best settings", "", f"`seqnlp train {summary['task']} --config best.yaml` re-runs the best "
               f"trial over the {settings['max_steps']} steps its schedule annealed over (`max_steps`): the same "
               "schedule on any machine.", ""]  # fmt: skip
@@ -473,6 +522,8 @@ def main(argv: list[str], pruner=None) -> dict:
                         "(postgresql://USER:PASSWORD@HOST/DB); default: OUT/study.db (SQLite)")  # fmt: skip
     parser.add_argument("--study", default="seqnlp", help="the study's name in the storage (default: seqnlp)")
     parser.add_argument("--sampler-seed", type=int, help="TPE's seed: the same proposals on a re-run of one process")
+    parser.add_argument("--seeds", type=int, metavar="K", help=f"re-train the best {FINALISTS} trials with seeds "
+                        "1..K and choose by their mean dev score (K >= 2)")  # fmt: skip
     args, fixed = parser.parse_known_args(argv)
     try:
         import optuna
@@ -502,6 +553,8 @@ def prepare(cls, args, fixed: list[str]) -> Search:
         raise ConfigError(f"seqnlp tune sets {managed[0].split('=')[0]} for each trial: leave it out")
     if args.trials < 1:
         raise ConfigError("--trials must be at least 1")
+    if args.seeds is not None and not 2 <= args.seeds <= 100:
+        raise ConfigError("--seeds must be between 2 and 100")
     for name in ("trial_minutes", "max_minutes"):
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -521,4 +574,4 @@ def prepare(cls, args, fixed: list[str]) -> Search:
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + args.max_minutes * 60 if args.max_minutes else None
     return Search(cls.name, cls.metric, cls.higher_is_better, dimensions, fixed, out, args.trials,
-                  args.trial_minutes, deadline)  # fmt: skip
+                  args.trial_minutes, deadline, args.seeds)  # fmt: skip
