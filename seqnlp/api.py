@@ -113,18 +113,12 @@ def train(task: str, config: str | os.PathLike | None = None, **settings) -> dic
     ``config``: a YAML file of settings; ``settings``: flags by their setting names (``train_file=...,
     epochs=3, bidirectional=False``), which win over the file. ``resume=True`` and ``overwrite=True`` as the flags.
     """
+    from seqnlp.config import as_flags
     from seqnlp.training.run import train as run_recipe
 
     argv = ["--config", str(config)] if config is not None else []
-    for name, value in settings.items():
-        flag = "--" + name.replace("_", "-")
-        if name in ("resume", "overwrite"):
-            argv += [flag] if value else []
-        elif isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        elif value is not None:
-            argv += [flag, str(value)]
-    return run_recipe(task, argv)
+    argv += [f"--{name}" for name in ("resume", "overwrite") if settings.pop(name, False)]
+    return run_recipe(task, argv + as_flags(settings))
 
 
 def evaluate(

@@ -385,5 +385,17 @@ def resolve(cls, namespace: argparse.Namespace, config_file: str | None = None, 
     return from_dict(cls, values, source=config_file or "command line")
 
 
+def as_flags(settings: dict) -> list[str]:
+    """Command-line flags for settings by name (``bidirectional=False`` is ``--no-bidirectional``; None: left out)."""
+    argv = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)

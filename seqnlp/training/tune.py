@@ -117,18 +117,6 @@ def sample(trial, dimensions: list[Dimension]) -> dict:
     return settings
 
 
-def as_flags(settings: dict) -> list[str]:
-    """``seqnlp train`` flags for settings by name (``bidirectional=False`` is ``--no-bidirectional``)."""
-    argv = []
-    for name, value in settings.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        elif value is not None:
-            argv += [flag, repr(value) if isinstance(value, float) else str(value)]
-    return argv
-
-
 @dataclass
 class Search:
     """What every trial of one search shares."""
@@ -159,7 +147,7 @@ def objective(search: Search, trial) -> float:
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     settings = sample(trial, search.dimensions)
-    argv = [*search.fixed, *as_flags(settings), "--output-dir", str(folder), "--overwrite"]
+    argv = [*search.fixed, *configs.as_flags(settings), "--output-dir", str(folder), "--overwrite"]
     minutes = trial_budget(search)
     if minutes is not None:
         argv += ["--max-minutes", repr(minutes)]
