@@ -37,7 +37,6 @@ import json
 import statistics
 import time
 from pathlib import Path
-from unittest.mock import patch
 
 import torch
 import yaml
@@ -45,9 +44,8 @@ import yaml
 from seqnlp.config import from_dict
 from seqnlp.data.batching import bucket_batches
 from seqnlp.data.parallel import read_parallel_files
-from seqnlp.nn import gemm
+from seqnlp.nn import gemm, kernels
 from seqnlp.tasks.base import load_model_dir
-from seqnlp.tasks.translate.model import Seq2Seq
 from seqnlp.tasks.translate.task import TranslateConfig, TranslateTask
 from seqnlp.training.trainer import build_optimizer
 
@@ -103,17 +101,17 @@ def step_within(step, context):
 
 def autograd_loop():
     """The input-feeding decoder differentiated by autograd step by step, not by hand."""
-    return patch.object(Seq2Seq, "hand_differentiated_input_feeding", False)
+    return kernels.use(input_feeding="autograd")
 
 
 def torch_products():
     """Matrix products in PyTorch's kernels (MKL on CPU) instead of oneDNN's (``seqnlp.nn.gemm``)."""
-    return gemm.onednn(False)
+    return kernels.use(products="torch")
 
 
 def unrounded_rows():
-    """The output layer's rows as they come instead of rounded up to ``gemm.ROW_MULTIPLE``."""
-    return patch.object(gemm, "ROW_MULTIPLE", 1)
+    """The output layer's rows as they come instead of rounded up to ``Kernels.row_multiple``."""
+    return kernels.use(row_multiple=1)
 
 
 def batch_fill(items: list[dict], groups: list[list[int]]) -> dict:
@@ -136,28 +134,19 @@ def variant_fields(comparison: dict, ours: str, theirs: str, ratio: str) -> dict
     }
 
 
-def force_lengths(task, lengths: list[int]) -> None:
-    """Make ``task`` translate input ``i`` into exactly ``lengths[i]`` subwords: random weights would end anywhere."""
-
-    def exact(sentences, src_lengths):
-        bounds = torch.tensor([lengths[i] for i in sentences])
-        return bounds, bounds
-
-    task.length_bounds = exact
-
-
-def decoding_speeds(task, model, sources: list[str], rounds: int) -> dict[str, list[float]]:
-    """Sentences per second of greedy, beam-5 and (with int8 decoding) float32 beam-5 passes that take turns."""
+def decoding_speeds(task, model, sources: list[str], rounds: int, lengths=None) -> dict[str, list[float]]:
+    """Sentences per second of greedy, beam-5 and (with int8 decoding) float32 beam-5 passes that take turns;
+    ``lengths``: each translation's length, where the model's own would be arbitrary (random weights)."""
     int8 = task.config.int8_decoding
     passes = [("beam1", 1, int8), ("beam5", 5, int8)] + ([("beam5_float32", 5, False)] if int8 else [])
     for _, beam, _ in passes:
-        task.translate(model, sources[:64], beam=beam)  # warm-up
+        task.translate(model, sources[:64], beam=beam, lengths=lengths)  # warm-up
     speeds = {name: [] for name, _, _ in passes}
     for r in range(rounds):  # each ratio compares adjacent runs
         for name, beam, pass_int8 in passes[r % len(passes) :] + passes[: r % len(passes)]:
             task.config.int8_decoding = pass_int8
             start = time.perf_counter()
-            task.translate(model, sources, beam=beam)
+            task.translate(model, sources, beam=beam, lengths=lengths)
             speeds[name].append(len(sources) / (time.perf_counter() - start))
     task.config.int8_decoding = int8
     return speeds
@@ -215,13 +204,13 @@ def main():
         variants.update(variant_fields(both, "onednn_products", "torch_products", "onednn_over_torch_products"))
         rounded = side_by_side(step, step_within(step, unrounded_rows), batches, args.seconds)
         variants.update(variant_fields(rounded, "rounded_rows", "unrounded_rows", "rounded_over_unrounded_rows"))
-    sources = [p.src for p in val]
+    sources, lengths = [p.src for p in val], None
     if args.model:
         task, model = load_model_dir(args.model, overrides={"eval_batch_size": 64})
-    else:
-        force_lengths(task, [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val])
+    else:  # random weights would end anywhere: each translation as long as its reference
+        lengths = [len(task.tgt_sp.encode(p.tgt)) + 1 for p in val]
     int8 = task.config.int8_decoding
-    speeds = decoding_speeds(task, model, sources, args.decode_rounds)
+    speeds = decoding_speeds(task, model, sources, args.decode_rounds, lengths)
     print(
         json.dumps(
             {

@@ -261,14 +261,7 @@ def compare(
                 "(their seeds' recorded scores are compared)"
             )
         return compare_groups(models, split or "dev", resamples, trials)
-    loaded = [m if isinstance(m, Model) else load(model_folder(m), device=device, bootstrap=resamples) for m in models]
-    names = [str(m.path) if isinstance(m, Model) else str(m) for m in models]
-    exports = [name for name, m in zip(names, loaded) if not isinstance(m, Model)]
-    if exports:
-        raise ConfigError(f"compare: {exports[0]} is an ONNX export: compare the model folders it was exported from")
-    kinds = sorted({m.task.name for m in loaded})
-    if len(kinds) > 1:
-        raise ConfigError(f"compare: the models are of different tasks ({', '.join(kinds)})")
+    names, loaded = comparable_models(models, device, resamples)
     metric = loaded[0].task.metric
     results = []
     for model in loaded:
@@ -287,7 +280,7 @@ def compare(
             ) from None
         pairs.append({"a": names[i], "b": names[j], **tested})
     return {
-        "task": kinds[0],
+        "task": loaded[0].task.name,
         "metric": metric,
         "units": results[0]["_statistics"].units,
         "examples": len(examples),
@@ -297,6 +290,19 @@ def compare(
         ],
         "comparisons": pairs,
     }
+
+
+def comparable_models(models: list, device: str, resamples: int) -> tuple[list[str], list[Model]]:
+    """The models ``compare`` scores, loaded, with the names it shows; exports and mixed tasks are refused."""
+    loaded = [m if isinstance(m, Model) else load(model_folder(m), device=device, bootstrap=resamples) for m in models]
+    names = [str(m.path) if isinstance(m, Model) else str(m) for m in models]
+    exports = [name for name, m in zip(names, loaded) if not isinstance(m, Model)]
+    if exports:
+        raise ConfigError(f"compare: {exports[0]} is an ONNX export: compare the model folders it was exported from")
+    kinds = sorted({m.task.name for m in loaded})
+    if len(kinds) > 1:
+        raise ConfigError(f"compare: the models are of different tasks ({', '.join(kinds)})")
+    return names, loaded
 
 
 def compare_groups(folders: list, split: str, resamples: int, trials: int) -> dict:

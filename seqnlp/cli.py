@@ -54,18 +54,9 @@ def _evaluate(argv):
     data = {"dataset": args.dataset} if args.dataset else {"test_file": args.test_file}
     metrics, scores, examples = api.score(model, **data, split=args.split, dataset_config=args.dataset_config)
     if args.output_dir:
-        from seqnlp.evaluation.report import write_evaluation_report, write_predictions
+        from seqnlp.evaluation.report import write_evaluation
 
-        task = model.task
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        write_evaluation_report(
-            args.output_dir,
-            task.name,
-            metrics,
-            task.report_sections({"test": scores}, args.output_dir),
-            task.data_summary({"test": examples}),
-        )
-        write_predictions(args.output_dir, {"test": scores})
+        write_evaluation(args.output_dir, model.task, metrics, scores, examples)
     print(json.dumps(metrics, indent=2))
 
 

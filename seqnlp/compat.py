@@ -66,18 +66,6 @@ def use_private(on: bool):
 # -- optimizers and weight averaging ---------------------------------------------------------------------------
 
 
-def increment_version(tensors: list) -> None:
-    """Tell autograd (and what caches products of the weights) that kernels wrote into ``tensors``.
-
-    PyTorch before 2.5 takes one tensor at a time.
-    """
-    try:
-        torch.autograd.graph.increment_version(tensors)
-    except (TypeError, RuntimeError):
-        for tensor in tensors:
-            torch.autograd.graph.increment_version(tensor)
-
-
 def sgd_(params, grads, momentum_buffers, *, lr, momentum, weight_decay, first_step) -> None:
     """One SGD step (momentum without dampening, L2 weight decay) over lists of tensors, as ``torch.optim.SGD``."""
     if private("fused_optimizers"):

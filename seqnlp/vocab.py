@@ -26,6 +26,7 @@ class Vocab:
     ):
         self.itos = list(tokens)
         self.sources = list(sources or [])
+        self.counts: Counter | None = None  # a built vocabulary's training counts (not saved): vector coverage
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise ValueError("duplicate tokens in vocabulary")
@@ -53,7 +54,9 @@ class Vocab:
         if max_size is not None:
             kept = kept[: max(0, max_size - len(specials))]
         tokens = list(specials) + kept
-        return cls(tokens, unk=unk, pad=pad, sources=[{"source": source, "entries": len(tokens)}])
+        vocab = cls(tokens, unk=unk, pad=pad, sources=[{"source": source, "entries": len(tokens)}])
+        vocab.counts = counts
+        return vocab
 
     def __len__(self) -> int:
         return len(self.itos)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqnlp.nn import gemm
+from seqnlp.nn import gemm, kernels
 
 needs_onednn = pytest.mark.skipif(not gemm.AVAILABLE, reason="this PyTorch has no oneDNN linear operator")
 
@@ -62,7 +62,7 @@ def test_products_for_hand_written_gradients_match_torch():
 @needs_onednn
 def test_switched_off_the_products_are_torchs():
     x, weight = torch.randn(64, 512), torch.randn(1024, 512)
-    with gemm.onednn(False):
+    with kernels.use(products="torch"):
         assert not ran_onednn(lambda: gemm.mm_t(x, weight))
     assert ran_onednn(lambda: gemm.mm_t(x, weight))
 
@@ -77,9 +77,19 @@ def test_a_traced_layer_holds_torchs_linear_operator():
 @needs_onednn
 def test_rows_of_large_training_products_are_rounded_so_that_their_kernels_recur():
     output_layer = torch.randn(2209, 256, requires_grad=True)
-    assert gemm.row_multiple(1237, output_layer) == gemm.ROW_MULTIPLE
+    assert gemm.row_multiple(1237, output_layer) == kernels.current().row_multiple == 64
     assert gemm.row_multiple(1237, torch.randn(17, 256, requires_grad=True)) == 1  # too small for oneDNN
     with torch.no_grad():
         assert gemm.row_multiple(1237, output_layer) == 1
-    with gemm.onednn(False):
+    with kernels.use(products="torch"):
         assert gemm.row_multiple(1237, output_layer) == 1
+
+
+def test_a_kernel_choice_holds_within_its_block_and_is_checked():
+    with kernels.use(row_multiple=1, input_feeding="autograd") as chosen:
+        assert kernels.current() == chosen and chosen.products == "onednn"
+    assert kernels.current() == kernels.Kernels()
+    with pytest.raises(ValueError, match="products must be one of"):
+        kernels.use(products="mkl").__enter__()
+    with pytest.raises(ValueError, match="no kernel choice 'precision'"):
+        kernels.use(precision="int8").__enter__()

@@ -270,7 +270,10 @@ def test_pretrained_vectors_are_loaded_and_reported(tmp_path, conll_files):
         *TINY_NER,
     )
     assert code == 0, err
-    assert "| pretrained vectors | 2/" in (out / "report.md").read_text()
+    report = json.loads((out / "metrics.json").read_text())["pretrained_vectors"]
+    assert (report["found"], report["file"]) == (2, str(vectors))
+    assert "| pretrained vectors | the file `vectors.txt`; 2 of " in (out / "report.md").read_text()
+    assert "Pretrained word vectors: the file `vectors.txt`; 2 of" in (out / "model" / "README.md").read_text()
 
 
 def test_resume_reports_changed_settings(trained, capsys):

@@ -283,7 +283,7 @@ def test_pretrained_vectors_are_run_and_reported_and_need_word_tokens(tmp_path, 
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("joy " + " ".join(["0.5"] * 16) + "\n", encoding="utf-8")
     out = train(tmp_path, *sentiment_files, "--pretrained-vectors", vectors)
-    assert "| pretrained vectors | 1/" in (out / "report.md").read_text()
+    assert "| pretrained vectors | the file `vectors.txt`; 1 of " in (out / "report.md").read_text()
     code, _, err = run_cli(
         "train", "sentiment", "--train-file", sentiment_files[0], "--output-dir", tmp_path / "sub",
         "--pretrained-vectors", vectors, "--tokenizer", "subword", *TINY,

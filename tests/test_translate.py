@@ -840,6 +840,24 @@ def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
     assert torch.allclose(given, expected, atol=1e-5)
 
 
+def test_the_decoder_is_dropped_by_loaded_weights_and_kept_across_evaluation_calls(tmp_path):
+    from seqnlp.storage.folders import load_weights, save_weights
+
+    torch.manual_seed(0)
+    model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
+    other = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0)
+    save_weights(other, tmp_path / "other.safetensors")
+    decoder = model.decoder()
+    assert model.eval().decoder() is decoder  # eval() again: the weights are the same
+    load_weights(model, tmp_path / "other.safetensors")
+    renewed = model.decoder()
+    assert renewed is not decoder
+    given, expected = _one_step_logits(model, renewed)
+    assert torch.allclose(given, expected, atol=1e-5)
+    model.weights_changed()
+    assert model.decoder() is not renewed
+
+
 def test_the_decoder_follows_the_weight_average_in_and_out():
     from seqnlp.training.averaging import WeightAverage
 

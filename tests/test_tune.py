@@ -130,6 +130,99 @@ def test_a_killed_search_resumes_and_runs_only_the_missing_trials(tmp_path):
     assert "trial 1: its process" in printed and "marked failed" in printed
     assert trial_states(out) == {0: "complete", 1: "fail", 2: "complete", 3: "complete"}
     assert sha256(out / "trials" / "0000" / "model" / "model.safetensors") == first_model  # not trained again
+    trials = optuna.load_study(study_name="seqnlp", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert trials[2].params == trials[1].params and trials[2].user_attrs["rerun_of"] == 1  # the killed one first
+
+
+def test_ctrl_c_stops_the_trial_with_a_checkpoint_and_the_same_command_resumes_it(tmp_path):
+    out = tmp_path / "search"
+    argv = tune_argv(out, space_file(tmp_path), 2, "--epochs", "12")
+    worker = start_worker(argv, tmp_path / "first.log")
+    deadline = time.time() + 120
+    while not (out / "trials" / "0001" / "train_log.jsonl").exists():  # trial 1 training
+        assert worker.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()[-2000:]
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=120) == 130
+    printed = (tmp_path / "first.log").read_text()
+    assert "interrupted with 1 of 2 trials finished: the stopped trial is marked failed" in printed, printed[-2000:]
+    assert trial_states(out) == {0: "complete", 1: "fail"}  # the study intact
+    code, printed, err = run_cli(*argv)
+    assert code == 0, err
+    assert "trial 2 (trial 1 again, resumed):" in printed and "resuming from" in printed
+    assert trial_states(out) == {0: "complete", 1: "fail", 2: "complete"}
+    metrics = json.loads((out / "trials" / "0001" / "metrics.json").read_text())
+    assert metrics["train"]["epochs"] == 12  # the resumed run finished its epochs in its own folder
+
+
+def test_a_diverging_trial_is_recorded_as_failed_with_its_reason_and_the_search_goes_on(tmp_path):
+    out = tmp_path / "search"
+    space = space_file(tmp_path, "lr: {choices: [0.01, 100.0]}\n")
+    code, printed, err = run_cli(*tune_argv(out, space, 4, "--sampler-seed", "1"))
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    by_lr = {t["params"]["lr"]: t for t in summary["trials"]}
+    failed = by_lr[100.0]
+    assert (failed["state"], failed["ended_by"]) == ("fail", "failed")
+    assert failed["failure"].startswith(("training diverged", "loss became"))
+    assert f"trial {failed['number']} failed: {failed['failure']}" in printed
+    assert by_lr[0.01]["state"] == "complete" and summary["best"]["params"] == {"lr": 0.01}
+    assert len(summary["trials"]) == 4  # a failed trial counts as one of the trials asked for
+
+
+def test_bad_data_fails_the_search_once_with_one_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("EU B-ORG\nrejects\n")
+    argv = tune_argv(tmp_path / "search", space_file(tmp_path), 3)
+    argv[argv.index(str(ROOT / "data/ner/train.txt"))] = str(bad)
+    code, printed, err = run_cli(*argv)
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {bad}:2: ")
+    assert trial_states(tmp_path / "search") == {0: "fail"}
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory):
+    out = tmp_path_factory.mktemp("translator")
+    data = ["--train-file", str(ROOT / "data/translate/train"), "--dev-file", str(ROOT / "data/translate/val")]
+    sizes = ["--hidden", "16", "--decoder-hidden", "16", "--embed-dim", "16"]
+    code, _, err = run_cli("train", "translate", *data, *sizes, "--epochs", "1", "--bootstrap", "0", "--quiet",
+                           "--output-dir", str(out))  # fmt: skip
+    assert code == 0, err
+    return out / "model"
+
+
+def test_decoding_settings_are_searched_on_a_trained_model_without_retraining_it(tmp_path, translator):
+    import seqnlp
+
+    out = tmp_path / "search"
+    code, printed, err = run_cli("tune", "translate", "--model", str(translator), "--trials", "3", "--output-dir",
+                                 str(out), "--sampler-seed", "2")  # fmt: skip
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["space"]) == {"beam", "length_penalty", "coverage_penalty"}
+    for trial in summary["trials"]:  # each trial an evaluation folder of the dev data with the trial's settings
+        metrics = json.loads((Path(trial["folder"]) / "metrics.json").read_text())
+        assert metrics["dev"]["bleu"] == trial["value"] and trial["steps"] is None
+        assert metrics["evaluated"]["model"] == str(translator)
+        assert {k: metrics["evaluated"]["settings"].get(k, v) for k, v in trial["params"].items()} == trial["params"]
+    best = seqnlp.load(out / "best")
+    assert {k: getattr(best.task.config, k) for k in summary["best"]["params"]} == summary["best"]["params"]
+    assert best.evaluate(test_file=str(ROOT / "data/translate/val"))["test"]["bleu"] == summary["best"]["value"]
+    assert sha256(out / "best" / "model.safetensors") == sha256(translator / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "task, extra, message",
+    [
+        ("translate", ["--lr", "0.1"], "with --model the trials only decode: --lr does not apply"),
+        ("translate", ["--trial-minutes", "1"], "with --model the trials only decode: --trial-minutes and --seeds"),
+        ("ner", [], "a ner model has no decoding settings to search: leave out --model"),
+    ],
+)
+def test_a_decoding_search_refuses_what_needs_training(tmp_path, translator, task, extra, message):
+    code, _, err = run_cli("tune", task, "--model", str(translator), "--trials", "2", "--output-dir",
+                           str(tmp_path / "out"), *extra)  # fmt: skip
+    assert code == 2 and err.startswith(f"error: {message}"), err
 
 
 def run_two_workers(tmp_path, outs: list[Path], trials: int, *extra) -> None:

@@ -154,6 +154,17 @@ def write_evaluation_report(output_dir, task: str, metrics: dict, sections: Sequ
     write_text_atomic(output_dir / "report.md", "\n".join(lines))
 
 
+def write_evaluation(output_dir, task, metrics: dict, scores: dict, examples: list, split: str = "test") -> dict:
+    """An evaluation folder (metrics.json, report.md, predictions.jsonl) of ``task``'s ``scores`` on ``examples``,
+    filed under ``split`` ("test" for ``seqnlp evaluate``, "dev" for a tuning trial); returns the metrics written."""
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    metrics = {**{k: v for k, v in metrics.items() if k != "test"}, split: metrics["test"]}
+    sections = task.report_sections({split: scores}, output_dir)
+    write_evaluation_report(output_dir, task.name, metrics, sections, task.data_summary({split: examples}))
+    write_predictions(output_dir, {split: scores})
+    return metrics
+
+
 def calibration_lines(split: str, calibration: dict, what: str, output_dir=None) -> list[str]:
     """A report section: the expected calibration error of ``what`` and its reliability diagram (a picture in
     ``output_dir``, and the bins as a table)."""

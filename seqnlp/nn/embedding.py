@@ -7,8 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from seqnlp.data.text import iter_text_lines
-from seqnlp.errors import DataError
+from seqnlp.data.vectors import vectors_for
 from seqnlp.nn.dropout import LockedDropout
 from seqnlp.nn.gemm import linear
 
@@ -131,72 +130,22 @@ class WordCharEmbedding(nn.Module):
         return self.dropout(x)
 
 
-def load_vectors(path, vocab, dim: int, lowercase_fallback: bool = True) -> tuple[torch.Tensor, dict]:
-    """Rows for ``vocab`` from a GloVe, word2vec or fastText text file, and a coverage report.
-
-    The file is read line by line and only the vocabulary's vectors are kept, so a file of millions of words
-    costs the time to read it, not the memory to hold it. Words missing from the file keep a small random
-    vector; a word found only in its lowercase form takes that form's vector. The report counts the
-    vocabulary types found and how many were matched only through their lowercase form.
-    """
-    path = str(path)
-    index = {word: i for i, word in enumerate(vocab.itos)}
-    lowered_index: dict[str, list[int]] = {}
-    if lowercase_fallback:
-        for i, word in enumerate(vocab.itos):
-            if word.lower() != word:
-                lowered_index.setdefault(word.lower(), []).append(i)
+def load_vectors(spec, vocab, dim: int) -> tuple[torch.Tensor, dict]:
+    """An embedding table for ``vocab`` from pretrained vectors (``seqnlp.data.vectors``: a named source or a text
+    file), and their coverage report. Words without a vector keep a small random one; padding is zero."""
+    rows, vectors, report = vectors_for(str(spec), vocab, dim)
     weight = torch.randn(len(vocab), dim) * 0.1
     weight[0] = 0
-    exact, lowered = set(), set()
-    first = True  # the first vector gives the file's size; a later line may have more fields, never fewer
-    for number, line in enumerate(iter_text_lines(path), start=1):
-        line = line.rstrip()
-        if number == 1 and line.count(" ") == 1 and all(p.isdigit() for p in line.split(" ")):
-            continue  # word2vec header: "count dim"
-        if " " not in line:
-            continue
-        spaces = line.count(" ")
-        if spaces < dim or (first and spaces != dim):
-            raise DataError(
-                f"vector has {spaces} dimensions, expected {dim} (set word_dim to the file's size)", path, number
-            )
-        first = False
-        if spaces == dim:
-            word, _, values = line.partition(" ")
-        else:  # a word holding spaces (a few of GloVe 840B's): the vector is the last ``dim`` fields
-            word, *fields = line.rsplit(" ", dim)
-            values = " ".join(fields)
-        same = [index[word]] if word in index else []
-        through_lowercase = [i for i in lowered_index.get(word, ()) if i not in exact]
-        if not same and not through_lowercase:
-            continue
-        try:
-            vector = torch.tensor([float(v) for v in values.split(" ")])
-        except ValueError:
-            raise DataError("vector values must be numbers", path, number) from None
-        for i in same + through_lowercase:
-            weight[i] = vector
-        exact.update(same)
-        lowered.update(through_lowercase)
-    lowered -= exact
-    found = len(exact) + len(lowered)
-    report = {
-        "file": path,
-        "vocab_size": len(vocab),
-        "found": found,
-        "found_lowercase": len(lowered),
-        "coverage": found / max(1, len(vocab)),
-    }
+    weight[torch.from_numpy(rows)] = torch.from_numpy(vectors)
     return weight, report
 
 
-def start_from_vectors(path: str | None, vocab, embeddings: list[nn.Embedding]) -> dict | None:
-    """Copy ``path``'s vectors of ``vocab`` into each of ``embeddings`` (all of one size); the coverage report, or
-    None without a file."""
-    if not path:
+def start_from_vectors(spec: str | None, vocab, embeddings: list[nn.Embedding]) -> dict | None:
+    """Copy the vectors ``spec`` names (a source or a file) of ``vocab`` into each of ``embeddings`` (all of one
+    size); the coverage report, or None without vectors."""
+    if not spec:
         return None
-    weight, report = load_vectors(path, vocab, embeddings[0].embedding_dim)
+    weight, report = load_vectors(spec, vocab, embeddings[0].embedding_dim)
     with torch.no_grad():
         for embedding in embeddings:
             embedding.weight.copy_(weight)

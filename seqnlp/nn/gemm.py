@@ -9,29 +9,15 @@ dtypes, small products, while tracing or exporting, and in a PyTorch without one
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 
 from seqnlp import compat
+from seqnlp.nn import kernels
 
 # the operator TorchInductor lowers a CPU linear layer to; absent from builds without oneDNN
 _ONEDNN_LINEAR = compat.onednn_linear()
 AVAILABLE = _ONEDNN_LINEAR is not None
-_enabled = [AVAILABLE]
-
-
-@contextlib.contextmanager
-def onednn(enabled: bool):
-    """Within the block, products take oneDNN's path (where it applies) or, with ``enabled=False``, PyTorch's:
-    for comparing the two."""
-    before = _enabled[0]
-    _enabled[0] = enabled and AVAILABLE
-    try:
-        yield
-    finally:
-        _enabled[0] = before
 
 
 def _applies(x: torch.Tensor, weight: torch.Tensor, least: int = 1 << 21) -> bool:
@@ -43,7 +29,8 @@ def _applies(x: torch.Tensor, weight: torch.Tensor, least: int = 1 << 21) -> boo
 def _takes(multiply_adds: int, least: int, *tensors: torch.Tensor) -> bool:
     """Whether a product of ``multiply_adds`` over ``tensors`` takes oneDNN: float32 on the CPU, at least ``least``."""
     return (
-        _enabled[0]
+        AVAILABLE
+        and kernels.current().products == "onednn"
         and compat.enabled[0]
         and not torch.jit.is_tracing()
         and not torch.jit.is_scripting()
@@ -88,16 +75,15 @@ def _dense(weight: torch.Tensor) -> torch.Tensor:
 
 # oneDNN builds a kernel for each shape it meets (about as long as the product then runs) and keeps the last 1,024
 # (ONEDNN_PRIMITIVE_CACHE_CAPACITY). From LARGE multiply-adds a product on a new shape is no slower than MKL's; with
-# its rows rounded up to ROW_MULTIPLE, shapes recur and their kernels run at about twice MKL's speed.
+# its rows rounded up (``Kernels.row_multiple``), shapes recur and their kernels run at about twice MKL's speed.
 LARGE = 1 << 27
-ROW_MULTIPLE = 64
 
 
 def row_multiple(rows: int, weight: torch.Tensor) -> int:
     """What to round up the ``rows`` of a training product ``x @ weight^T`` to, so that its kernels are reused:
-    ``ROW_MULTIPLE`` where ``linear`` takes oneDNN's path for it, 1 (no rounding) where it takes PyTorch's."""
+    ``Kernels.row_multiple`` where ``linear`` takes oneDNN's path for it, 1 (no rounding) where it takes PyTorch's."""
     onednn = torch.is_grad_enabled() and weight.requires_grad and _takes(rows * weight.numel(), LARGE, weight)
-    return ROW_MULTIPLE if onednn else 1
+    return kernels.current().row_multiple if onednn else 1
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

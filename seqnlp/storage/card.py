@@ -83,6 +83,9 @@ def hub_dataset(dataset: str | None) -> str | None:
 def origin(config) -> str:
     if config.init_from:
         return f"fine-tuned from the seqnlp model `{Path(config.init_from).name}`"
+    vectors = getattr(config, "pretrained_vectors", None)
+    if vectors:
+        return f"trained from scratch, its word embeddings started from the pretrained vectors `{Path(vectors).name}`"
     return "trained from scratch"
 
 
@@ -141,7 +144,24 @@ def data_section(metrics: dict, summary: dict) -> list[str]:
     elif data:
         lines.append(f"HuggingFace dataset `{data}`.")
     counts = [f"{key}: {value:,}" for key, value in summary.items() if key.endswith(("examples", "tokens"))]
-    return [*lines, "", "; ".join([*counts, f"seed {protocol.get('seed')}"]) + ".", ""]
+    lines += ["", "; ".join([*counts, f"seed {protocol.get('seed')}"]) + ".", ""]
+    if metrics.get("pretrained_vectors"):
+        lines += [f"Pretrained word vectors: {vectors_summary(metrics['pretrained_vectors'])}.", ""]
+    return lines
+
+
+def vectors_summary(report: dict) -> str:
+    """The source of a run's pretrained vectors (its licence where it is a named source) and their coverage."""
+    if "source" in report:
+        source = f"`{report['source']}`, {report['description']} (licence: {report['licence']}; matched "
+        source += f"{report['matched']})"
+    else:
+        source = f"the file `{Path(report['file']).name}`"
+    found = f"{report['found']:,} of {report['vocab_size']:,} vocabulary words found ({report['coverage']:.1%}; "
+    found += f"{report['found_lowercase']:,} through their lowercase form)"
+    if "token_coverage" in report:
+        found += f", {report['token_coverage']:.1%} of the training tokens"
+    return f"{source}; {found}"
 
 
 def usage_section(task) -> list[str]:

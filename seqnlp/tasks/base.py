@@ -45,6 +45,8 @@ class Task:
     # the model card (``seqnlp.storage.card``): the Hub's pipeline tag and the example input of its usage section
     pipeline_tag: str = ""
     usage_input: str = "..."
+    # settings that decoding alone reads, with the ranges ``seqnlp tune --model`` searches without retraining
+    decoding_space: dict = {}
     # a loaded model's fitted temperature and what it was fitted on (``config.json``'s "calibration")
     calibration: dict | None = None
 
@@ -333,13 +335,18 @@ def calibrate_model_dir(task: Task, model: torch.nn.Module, examples: list, fitt
         raise ConfigError(f"a {task.name} model gives no probabilities to calibrate (ner and sentiment do)")
     task.calibration = {**fitted, "fitted_on": fitted_on}
     model.temperature = task.temperature
-    source = Path(source)
+    copy_model_dir(task, source, target)
+    return task.calibration
+
+
+def copy_model_dir(task: Task, source, target) -> None:
+    """Write the model folder ``source`` to ``target`` (which may be ``source``: a copy replaces it atomically) with
+    ``task``'s config in its ``config.json``; the weights and every other file are copied unchanged."""
     with atomic_directory(target) as tmp:
-        for path in source.iterdir():
+        for path in Path(source).iterdir():
             if path.is_file() and path.name not in (COMPLETE_MARKER, "config.json"):
                 shutil.copyfile(path, tmp / path.name)
         write_task_config(task, tmp)
-    return task.calibration
 
 
 def task_from_model_config(directory: Path, saved: dict, overrides: dict | None = None) -> Task:

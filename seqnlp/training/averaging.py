@@ -22,6 +22,7 @@ class WeightAverage:
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
+        self.model = model
         self.named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
         self.average = [p.detach().clone() for _, p in self.named]
 
@@ -32,17 +33,17 @@ class WeightAverage:
     @contextmanager
     def applied(self):
         """The model holds the averaged weights inside the ``with`` block and its own weights again after it."""
-        # Copies into the parameters themselves, not their .data, so their version counters move: products
-        # prepared from the weights (Seq2Seq.decoder) are rebuilt for the averaged weights and again after.
         params = [p for _, p in self.named]
         own = [p.detach().clone() for p in params]
         with torch.no_grad():
             compat.copy_(params, self.average)
+        weights_changed(self.model)
         try:
             yield
         finally:
             with torch.no_grad():
                 compat.copy_(params, own)
+            weights_changed(self.model)
 
     def save(self, path: Path) -> None:
         save_file({name: t.contiguous() for (name, _), t in zip(self.named, self.average)}, str(path))
@@ -50,3 +51,10 @@ class WeightAverage:
     def load(self, path: Path) -> None:
         saved = load_file(str(path))
         compat.copy_(self.average, [saved[name].to(t.device) for (name, _), t in zip(self.named, self.average)])
+
+
+def weights_changed(model: torch.nn.Module) -> None:
+    """Tell each part of ``model`` that keeps products of its weights (``Seq2Seq.decoder``) that they changed."""
+    for module in model.modules():
+        if hasattr(module, "weights_changed"):
+            module.weights_changed()

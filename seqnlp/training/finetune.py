@@ -91,6 +91,30 @@ def extension_map(new: Vocab, old: Vocab, new_rows_from: str) -> tuple[list[int]
     return index_map(new.itos, old), " (fresh rows)"
 
 
+def head_adaptation(config, labels: Vocab, old: Vocab, source: dict, name: str, noted: str, account: str) -> Adaptation:
+    """The adaptation of a classifier's output rows from the base model's labels ``old`` to ``labels`` (each new
+    label starting from its ``source`` label's row, or fresh; all fresh with ``--reset-head``): the row map under
+    ``name``, ``relabel``'s account under ``noted``."""
+    adaptation = Adaptation(notes={noted: account})
+    if config.reset_head:
+        adaptation.maps[name] = [-1] * len(labels)
+        adaptation.notes["output layer"] = "reset (--reset-head)"
+    else:
+        adaptation.maps[name] = index_map(labels.itos, old, source)
+    return adaptation
+
+
+def extend_vocabulary(
+    adaptation: Adaptation, name: str, old: Vocab, sequences, config, source: str, min_freq: int = 1, noted: str = ""
+) -> Vocab:
+    """``old`` extended with the new data's symbols (``extend``); its row map goes into ``adaptation`` under
+    ``name`` and a note under ``noted`` (default: ``name``)."""
+    new, added = extend(old, sequences, min_freq, source)
+    adaptation.maps[name], start = extension_map(new, old, config.new_rows_from)
+    adaptation.notes[noted or name] = f"{len(old)} from the model, {added} added from the new training data{start}"
+    return new
+
+
 def subword_adaptation(old, new, name: str, texts: Iterable[str]) -> tuple[list[int] | None, str]:
     """The row map from SentencePiece model ``old`` to ``new`` (None when ``new`` is ``old``), and a one-line account.
 

@@ -79,9 +79,6 @@ class FusedOptimizer:
             self._update(
                 [i for i in live if self.lr_scales[i] == scale], state, self.param_groups[0]["lr"] * scale, first_step
             )
-        # The fused kernels write through the tensors' memory without telling autograd; version counters are
-        # how whatever holds products of the weights (Seq2Seq.decoder) knows they changed.
-        compat.increment_version([self.params[i] for i in live])
 
     def _update(self, indices: list[int], state: dict, lr: float, first_step: bool) -> None:
         params = [self.params[i] for i in indices]

@@ -20,7 +20,7 @@ import torch
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError, DataError
 from seqnlp.evaluation.report import remove_run_files, write_predictions, write_report
-from seqnlp.storage.card import ece_changes, write_model_card
+from seqnlp.storage.card import ece_changes, vectors_summary, write_model_card
 from seqnlp.storage.folders import OutputDirectory, existing_directory, read_model_config
 from seqnlp.storage.hub import model_directory
 from seqnlp.tasks.base import (
@@ -378,7 +378,8 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
     if fine_tuning:
         metrics["fine_tuning"] = {**fine_tuning, "dev_after": results["dev"][task.metric]}
     if vectors:
-        summary["pretrained vectors"] = f"{vectors['found']}/{vectors['vocab_size']} found ({vectors['coverage']:.1%})"
+        metrics["pretrained_vectors"] = vectors
+        summary["pretrained vectors"] = vectors_summary(vectors)
     summary["model parameters"] = parameters
     if trainable != parameters:
         summary["trainable parameters"] = f"{trainable} (frozen: {config.freeze})"

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from seqnlp import compat
 from seqnlp.config import UNBOUNDED_EPOCHS, RunConfig
 from seqnlp.data.batching import to_device
-from seqnlp.errors import ConfigError, TrainingError
+from seqnlp.errors import ConfigError, DivergedError, TrainingError
 from seqnlp.storage.folders import (
     atomic_directory,
     existing_directory,
@@ -92,6 +93,50 @@ def lr_factor(schedule: str, progress: float, step: int, warmup_steps: int) -> f
     else:
         decay = 1.0
     return warmup * max(decay, 0.01)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What ends a run's training, and where its learning-rate schedule stands: the epochs' steps (cut to
+    ``--max-steps``) or ``--max-minutes``, whichever binds first."""
+
+    total_steps: int  # the steps the schedule anneals over
+    max_steps: int | None
+    seconds: float | None  # --max-minutes in seconds
+
+    @staticmethod
+    def of(config: RunConfig, steps_per_epoch: int) -> Budget:
+        total = max(1, steps_per_epoch * config.epochs)
+        return Budget(
+            min(total, config.max_steps) if config.max_steps else total,
+            config.max_steps,
+            config.max_minutes * 60 if config.max_minutes else None,
+        )
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """How far along the schedule is: the larger of the steps' share and the clock's."""
+        return max(step / self.total_steps, elapsed / self.seconds if self.seconds else 0.0)
+
+    def out_of_time(self, state: TrainState) -> bool:
+        return bool(self.seconds and state.seconds >= self.seconds)
+
+    def spent(self, state: TrainState, last_in_epoch: bool) -> str | None:
+        """What a budget says if it ends the run at this step: the clock's, or the step count's before an epoch's
+        last step (after it, the epoch's own evaluation and end follow)."""
+        if self.out_of_time(state):
+            minutes = self.seconds / 60
+            return f"time budget of {minutes:g} minutes used up at step {state.step} (epoch {state.epoch + 1})"
+        if self.max_steps and state.step >= self.max_steps and not last_in_epoch:
+            return f"step budget of {self.max_steps} steps used up in epoch {state.epoch + 1}"
+        return None
+
+    def schedule_steps(self, state: TrainState) -> int:
+        """The steps the schedule annealed over: its step count, or where the clock led it, the steps the time
+        budget held at the run's rate."""
+        by_clock = state.seconds / self.seconds if self.seconds else 0.0
+        if by_clock <= state.step / self.total_steps:
+            return self.total_steps
+        return max(1, round(state.step / min(1.0, by_clock)))
 
 
 class Trainer:
@@ -186,17 +231,14 @@ class Trainer:
             print(f"nothing left to train: the checkpoint finished {state.epoch} of {config.epochs} epochs", flush=True)
             return state
         batches = self.train_batches(state.epoch)
-        self.total_steps = max(1, len(batches) * config.epochs)  # every epoch has the same number of batches
-        if config.max_steps:
-            self.total_steps = min(self.total_steps, config.max_steps)
-        self.budget = config.max_minutes * 60 if config.max_minutes else None
+        self.budget = Budget.of(config, len(batches))  # every epoch has the same number of batches
         self.started = time.perf_counter() - state.seconds
         # A run that its budget ends has no step count to show progress against: steps and their rate only.
-        total = None if self.budget and config.epochs >= UNBOUNDED_EPOCHS else self.total_steps
+        total = None if self.budget.seconds and config.epochs >= UNBOUNDED_EPOCHS else self.budget.total_steps
         self.progress = Progress(not config.quiet and self.is_writer, total, state.step)
         with stop_on_signals(self):
             self._train_epochs(batches)
-        state.schedule_steps = self._schedule_steps()
+        state.schedule_steps = self.budget.schedule_steps(state)
         self.progress.close()
         if self.stop_requested:
             print(
@@ -229,7 +271,7 @@ class Trainer:
             batches = batches or self.train_batches(state.epoch)
             interrupted, epoch_loss = self._train_epoch(batches)
             self._check_divergence(epoch_loss)
-            out_of_time = bool(self.budget and state.seconds >= self.budget)
+            out_of_time = self.budget.out_of_time(state)
             out_of_steps = bool(config.max_steps and state.step >= config.max_steps)
             if not interrupted or out_of_time or out_of_steps:
                 self._evaluate(epoch_loss)
@@ -287,21 +329,10 @@ class Trainer:
                 self._show(loss_sum / loss_count, speed)
                 window_tokens, window_start = 0, time.perf_counter()
             self.progress.update()
-            if self.budget and state.seconds >= self.budget:
+            spent = self.budget.spent(state, last_in_epoch=index + 1 == len(batches))
+            if spent:
                 self.progress.close()
-                print(
-                    f"time budget of {config.max_minutes:g} minutes used up at step {state.step} (epoch "
-                    f"{state.epoch + 1}): a last dev evaluation, then the end",
-                    flush=True,
-                )
-                return True, loss_sum / loss_count
-            if config.max_steps and state.step >= config.max_steps and index + 1 < len(batches):
-                self.progress.close()
-                print(
-                    f"step budget of {config.max_steps} steps used up in epoch {state.epoch + 1}: a last dev "
-                    "evaluation, then the end",
-                    flush=True,
-                )
+                print(f"{spent}: a last dev evaluation, then the end", flush=True)
                 return True, loss_sum / loss_count
             if self.stop_requested and index + 1 < len(batches):  # at an epoch's end, the epoch is finished first
                 return True, loss_sum / loss_count
@@ -314,20 +345,11 @@ class Trainer:
         state = self.state
         # a data-parallel run's processes must agree on the rate: rank 0's clock at the last step
         elapsed = state.seconds if self.group is not None else time.perf_counter() - self.started
-        progress = max(state.step / self.total_steps, elapsed / self.budget if self.budget else 0.0)
+        progress = self.budget.progress(state.step, elapsed)
         lr = self.config.lr * lr_factor(self.config.schedule, progress, state.step, self.config.warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
-
-    def _schedule_steps(self) -> int:
-        """The steps the schedule annealed over: its step count, or where the clock led it, the steps the time
-        budget held at the run's rate."""
-        state = self.state
-        by_clock = state.seconds / self.budget if self.budget else 0.0
-        if by_clock <= state.step / self.total_steps:
-            return self.total_steps
-        return max(1, round(state.step / min(1.0, by_clock)))
 
     def _what_is_kept(self) -> str:
         kept = []
@@ -340,7 +362,7 @@ class Trainer:
     def _check_divergence(self, mean_loss: float) -> None:
         state, factor = self.state, self.config.divergence_factor
         if diverged(state.first_loss, mean_loss, factor):
-            raise TrainingError(
+            raise DivergedError(
                 f"training diverged: the mean loss reached {mean_loss:.4g} at step {state.step} (epoch "
                 f"{state.epoch + 1}), over {factor:g} times its first value {state.first_loss:.4g}; "
                 f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
@@ -362,7 +384,7 @@ class Trainer:
         else:
             scaled, value = loss, loss.item()
         if not math.isfinite(value):
-            raise TrainingError(
+            raise DivergedError(
                 f"loss became {value} at step {self.state.step} (epoch {self.state.epoch + 1}); "
                 f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
             )

@@ -10,6 +10,10 @@ a killed process's trial is marked failed (at once on the same machine, by its s
 run again, and running the command again continues the study until it holds N finished trials. At the end:
 ``OUT/best/`` (the best trial's model), ``OUT/best.yaml`` (its settings, with the steps its schedule annealed over,
 for ``seqnlp train TASK --config OUT/best.yaml``), ``OUT/summary.json`` and ``OUT/report.md`` with plots.
+
+A diverging trial is failed with its reason and the search goes on; Ctrl-C stops the running trial with a
+checkpoint, and the next run of the command resumes it first. With ``--model DIR`` the trials train nothing: each
+scores the trained model on the dev data with other decoding settings (the translator's beam and penalties).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from seqnlp import config as configs
-from seqnlp.errors import ConfigError, SeqNLPError
+from seqnlp.errors import ConfigError, DivergedError, SeqNLPError
 from seqnlp.storage.folders import atomic_directory, existing_directory, write_json, write_text_atomic
 
 KINDS = ("log", "range", "int", "choices")  # log-uniform, uniform, uniform over whole numbers, one of a list
@@ -37,6 +41,7 @@ NOT_SEARCHED = {"output_dir", "train_file", "dev_file", "test_file", "dataset", 
 HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120  # a database's trial whose process sent nothing for 2 minutes is failed
 WAIT_SECONDS = 2.0  # between looks at other processes' running trials
 FINALISTS = 3  # with --seeds: the best trials re-trained with each seed
+DECODING_DATA = ("dev_file", "dataset", "dataset_config", "dev_split", "device")  # what --model trials take
 # what PostgreSQL and SQLite say when two processes create Optuna's tables at once
 CREATION_RACES = ("duplicate key", "already exists", "UNIQUE constraint", "database is locked")
 
@@ -131,27 +136,61 @@ class Search:
     trial_minutes: float | None
     deadline: float | None  # time.time() after which no trial starts; trials are cut to end by it
     seeds: int | None = None  # re-train the FINALISTS with seeds 1..seeds and choose by the mean
+    decoder: object = None  # with --model: the trained seqnlp.api.Model whose decoding settings the trials vary
+    dev_data: dict | None = None  # with --model: what api.score reads as the dev data
 
 
 def objective(search: Search, trial) -> float:
-    """Train one trial's run; its dev score. Optuna records a pruned run as pruned."""
+    """Train one trial's run (or, with --model, decode the dev data); its dev score. Optuna records a pruned run as
+    pruned and a diverged one (returned as NaN) as failed; bad data or settings fail the search."""
     import optuna
-
-    from seqnlp.training.run import train
 
     if surplus(search, trial):
         trial.set_user_attr("surplus", True)  # another process claimed the last trial first
         raise optuna.TrialPruned()
-    folder = search.out / "trials" / f"{trial.number:04d}"
+    resumed = resumable_folder(trial)
+    folder = resumed or search.out / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("folder", str(folder))
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     settings = sample(trial, search.dimensions)
-    argv = [*search.fixed, *configs.as_flags(settings), "--output-dir", str(folder), "--overwrite"]
+    again = ""
+    if "rerun_of" in trial.user_attrs:
+        again = f" (trial {trial.user_attrs['rerun_of']} again{', resumed' if resumed else ''})"
+    print(f"trial {trial.number}{again}: {', '.join(f'{k} {v:.4g}' for k, v in settings.items())}", flush=True)
+    try:
+        if search.decoder is not None:
+            value = decoding_trial(search, trial, settings, folder)
+        else:
+            value = training_trial(search, trial, settings, folder, resumed is not None)
+        ended = trial.user_attrs["run"]["ended_by"]
+        print(f"trial {trial.number}: dev {search.metric} {value:.4f} ({ended}; {folder})", flush=True)
+        return value
+    except optuna.TrialPruned:
+        print(f"trial {trial.number}: pruned after epoch {trial.user_attrs['run']['epochs']} ({folder})", flush=True)
+        raise
+    except DivergedError as err:
+        trial.set_user_attr("failure", str(err))
+        print(f"trial {trial.number} failed: {err}", flush=True)
+        return math.nan
+    except SeqNLPError as err:  # every trial would fail the same way
+        trial.set_user_attr("failure", str(err))
+        raise
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
+
+
+def training_trial(search: Search, trial, settings: dict, folder: Path, resume: bool) -> float:
+    import optuna
+
+    from seqnlp.training.run import train
+
+    argv = [*search.fixed, *configs.as_flags(settings), "--output-dir", str(folder)]
+    argv.append("--resume" if resume else "--overwrite")
     minutes = trial_budget(search)
     if minutes is not None:
         argv += ["--max-minutes", repr(minutes)]
-    print(f"trial {trial.number}: {', '.join(f'{k} {v:.4g}' for k, v in settings.items())}", flush=True)
 
     def report(epoch: int, value: float) -> bool:
         trial.report(value, epoch)
@@ -162,6 +201,47 @@ def objective(search: Search, trial) -> float:
     if metrics["train"]["ended_by"] == "pruned":
         raise optuna.TrialPruned()
     return metrics["dev"][search.metric]
+
+
+def decoding_trial(search: Search, trial, settings: dict, folder: Path) -> float:
+    """The trained model scored on the dev data with the trial's decoding settings: an evaluation folder (as
+    ``seqnlp evaluate --output-dir`` writes), no training."""
+    from seqnlp import api
+    from seqnlp.evaluation.report import write_evaluation
+
+    model = search.decoder
+    decoding = api.Model(api.with_settings(model.task, settings), model.module, model.path)
+    started = time.perf_counter()
+    metrics, scores, examples = api.score(decoding, **search.dev_data)
+    metrics = write_evaluation(folder, decoding.task, metrics, scores, examples, split="dev")
+    value = metrics["dev"][search.metric]
+    record = {"dev": value, "steps": None, "schedule_steps": None, "epochs": None, "ended_by": "decoded",
+              "seconds": round(time.perf_counter() - started, 1), "config": settings}  # fmt: skip
+    trial.set_user_attr("run", record)
+    return value
+
+
+def resumable_folder(trial) -> Path | None:
+    """A re-run trial's folder, where the stopped run left a checkpoint to resume from."""
+    from seqnlp.training.checkpoints import checkpoint_path
+
+    if "rerun_of" not in trial.user_attrs:
+        return None
+    folder = Path(trial.user_attrs["folder"])
+    return folder if existing_directory(checkpoint_path(folder)) is not None else None
+
+
+def requeue_stopped(study) -> None:
+    """Trials stopped by Ctrl-C or a killed process run again first, with their settings (and from their checkpoint
+    where one is here): the study gets the trial its sampler asked for."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    requeued = {t.user_attrs.get("rerun_of") for t in trials}
+    for t in trials:
+        stopped = t.state == TrialState.FAIL and "failure" not in t.user_attrs and "folder" in t.user_attrs
+        if stopped and t.number not in requeued and not t.user_attrs.get("surplus"):
+            study.enqueue_trial(t.params, user_attrs={"rerun_of": t.number, "folder": t.user_attrs["folder"]})
 
 
 def trial_budget(search: Search) -> float | None:
@@ -191,8 +271,10 @@ def surplus(search: Search, trial) -> bool:
     a trial at the same moment can both get one: the later number gives it up)."""
     from optuna.trial import TrialState
 
-    taken = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
-    ahead = [t for t in taken if t.number < trial.number and not t.user_attrs.get("surplus")]
+    taken = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                                            TrialState.FAIL))  # fmt: skip
+    ahead = [t for t in taken if t.number < trial.number and not t.user_attrs.get("surplus")
+             and (t.state != TrialState.FAIL or "failure" in t.user_attrs)]  # fmt: skip
     return len(ahead) >= search.trials
 
 
@@ -201,7 +283,8 @@ def counted(study) -> tuple[int, int]:
     from optuna.trial import TrialState
 
     trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
-    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    ended = (TrialState.COMPLETE, TrialState.PRUNED)  # or failed for a reason: interrupted or killed ones run again
+    finished = sum(t.state in ended or (t.state == TrialState.FAIL and "failure" in t.user_attrs) for t in trials)
     return finished, sum(t.state == TrialState.RUNNING for t in trials)
 
 
@@ -242,6 +325,7 @@ def run_trials(search: Search, study) -> None:
     other processes' trials would complete the count, wait for them (or for their death to be noticed)."""
     while True:
         fail_dead_trials(study)
+        requeue_stopped(study)
         finished, running = counted(study)
         if finished >= search.trials or (search.deadline is not None and time.time() >= search.deadline):
             return
@@ -329,13 +413,14 @@ def trial_rows(study) -> list[dict]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("surplus"):
             continue
-        run = t.user_attrs.get("run", {})
+        run, failure = t.user_attrs.get("run", {}), t.user_attrs.get("failure")
+        stopped = "interrupted" if t.user_attrs.get("interrupted") else "failed" if failure else None
         pruned_at = max(t.intermediate_values) if t.state.name == "PRUNED" and t.intermediate_values else None
         rows.append({
             "number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
             "folder": t.user_attrs.get("folder"), "host": t.user_attrs.get("host"),
             "steps": run.get("steps"), "schedule_steps": run.get("schedule_steps"), "seconds": run.get("seconds"),
-            "ended_by": run.get("ended_by"), "pruned_at_epoch": pruned_at,
+            "ended_by": run.get("ended_by") or stopped, "failure": failure, "pruned_at_epoch": pruned_at,
         })  # fmt: skip
     return rows
 
@@ -357,7 +442,9 @@ def write_results(search: Search, study, storage_url: str | None) -> dict:
     rows = trial_rows(study)
     complete = [r for r in rows if r["state"] == "complete"]
     if not complete:
-        raise SeqNLPError(f"{search.out}: no trial has finished yet")
+        failed = [r for r in rows if r["failure"]]
+        why = f": {len(failed)} failed, the last with {failed[-1]['failure']}" if failed else " yet"
+        raise SeqNLPError(f"{search.out}: no trial has completed{why}")
     finalists = rerun_finalists(search, study) if search.seeds else {}
     if finalists:
         choose = max if search.higher_is_better else min
@@ -369,14 +456,20 @@ def write_results(search: Search, study, storage_url: str | None) -> dict:
     else:
         best = study.best_trial
         record = best.user_attrs["run"]
-        settings = best_settings(record)
+        settings = record["config"] if search.decoder else best_settings(record)
         source = existing_directory(Path(best.user_attrs["folder"]) / "model")
     write_text_atomic(search.out / "best.yaml", yaml.safe_dump(settings, sort_keys=False))
-    model = None
-    if source is not None and best.user_attrs.get("host") == socket.gethostname():
+    model = str(search.out / "best")
+    if search.decoder is not None:  # the trained model with the best decoding settings saved in its config
+        from seqnlp.api import with_settings
+        from seqnlp.tasks.base import copy_model_dir
+
+        copy_model_dir(with_settings(search.decoder.task, settings), search.decoder.path, model)
+    elif source is not None and best.user_attrs.get("host") == socket.gethostname():
         with atomic_directory(search.out / "best") as tmp:
             shutil.copytree(source, tmp, dirs_exist_ok=True)
-        model = str(search.out / "best")
+    else:
+        model = None
     summary = {
         "task": search.task, "metric": search.metric,
         "direction": "maximize" if search.higher_is_better else "minimize",
@@ -386,7 +479,8 @@ def write_results(search: Search, study, storage_url: str | None) -> dict:
         "best": {"number": best.number, "value": best.value, "params": best.params, "model": model,
                  "folder": best.user_attrs["folder"], "host": best.user_attrs.get("host"),
                  "config": str(search.out / "best.yaml"),
-                 "clock": bool(record["config"].get("max_minutes")) and not finalists},
+                 "clock": bool(record["config"].get("max_minutes")) and not finalists,
+                 "decoded": None if search.decoder is None else str(search.decoder.path)},
         "finalists": {str(n): {**f["dev"], "median_seed": f["median_seed"]} for n, f in finalists.items()},
     }  # fmt: skip
     write_json(search.out / "summary.json", summary)
@@ -471,19 +565,32 @@ def report(summary: dict, settings: dict, plots: list[str]) -> str:
                   "their step-pinned settings (`seeds/NNNN/`); the best is chosen by the mean, its model is the "
                   "median seed's.", "", markdown_table(["trial", f"mean dev {metric}", "sd", "min", "max", "seeds"],
                                                        seeds)]  # fmt: skip
-    lines += ["", "## The best settings", "", f"`seqnlp train {summary['task']} --config best.yaml` re-runs the best "
-              f"trial over the {settings['max_steps']} steps its schedule annealed over (`max_steps`): the same "
-              "schedule on any machine.", ""]  # fmt: skip
-    if summary["best"]["clock"]:
-        lines += ["The trial's own schedule followed the clock (a time budget), so the re-run is the same length, not "
-                  "the same run: the trial's rate at each step depended on how fast that machine was.", ""]  # fmt: skip
-    else:
-        lines += ["The trial's schedule was counted in steps too, so on this machine the re-run equals it bit for "
-                  "bit.", ""]  # fmt: skip
+    lines += ["", "## The best settings", "", *best_settings_lines(summary, settings), ""]
     lines += ["```yaml", yaml.safe_dump(settings, sort_keys=False).strip(), "```", ""]
     lines += ["## Search space", "", "```yaml", yaml.safe_dump(summary["space"], sort_keys=False).strip(), "```", ""]
     lines += [f"![{name[:-4]}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
+
+
+def best_settings_lines(summary: dict, settings: dict) -> list[str]:
+    """How best.yaml re-runs the best trial, and how closely."""
+    best, task = summary["best"], summary["task"]
+    if best["decoded"]:
+        return [
+            f"The trials decoded `{best['decoded']}` with these settings (no training); `best/` is that model with "
+            f"them saved, and `seqnlp train {task} --config best.yaml` trains a new model that decodes so."
+        ]
+    rerun = (f"`seqnlp train {task} --config best.yaml` re-runs the best trial over the {settings['max_steps']} steps "
+             "its schedule annealed over (`max_steps`): the same schedule on any machine.")  # fmt: skip
+    if best["clock"]:
+        return [
+            rerun,
+            "",
+            "The trial's own schedule followed the clock (a time budget), so the re-run is the same "
+            "length, not the same run: the trial's rate at each step depended on how fast that machine was.",
+        ]
+    return [rerun, "", "The trial's schedule was counted in steps too, so on this machine the re-run equals it bit for "
+            "bit."]  # fmt: skip
 
 
 def main(argv: list[str], pruner=None) -> dict:
@@ -512,16 +619,25 @@ def main(argv: list[str], pruner=None) -> dict:
     parser.add_argument("--sampler-seed", type=int, help="TPE's seed: the same proposals on a re-run of one process")
     parser.add_argument("--seeds", type=int, metavar="K", help=f"re-train the best {FINALISTS} trials with seeds "
                         "1..K and choose by their mean dev score (K >= 2)")  # fmt: skip
+    parser.add_argument("--model", help="a trained model folder: the trials vary its decoding settings alone (the "
+                        "translator's beam and penalties) on the dev data, with no training")  # fmt: skip
     args, fixed = parser.parse_known_args(argv)
     try:
         import optuna
     except ImportError:
         raise ConfigError("seqnlp tune needs Optuna: pip install 'seqnlp[tune]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    search = prepare(get_task(args.task), args, fixed)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is printed here, in one line
+    cls = get_task(args.task)
+    search = prepare_decoding(cls, args, fixed) if args.model else prepare(cls, args, fixed)
     storage = storage_for(args.storage, search.out)
     study = open_study(search, storage, args.study, pruner or pruner_for(args.pruner), args.sampler_seed)
-    run_trials(search, study)
+    try:
+        run_trials(search, study)
+    except KeyboardInterrupt:
+        finished, _ = counted(study)
+        print(f"interrupted with {finished} of {search.trials} trials finished: the stopped trial is marked failed, "
+              "and the same command continues the study with its settings first", flush=True)  # fmt: skip
+        raise
     summary = write_results(search, study, args.storage)
     best = summary["best"]
     print(
@@ -532,10 +648,7 @@ def main(argv: list[str], pruner=None) -> dict:
     return summary
 
 
-def prepare(cls, args, fixed: list[str]) -> Search:
-    """The search, with every fixed option and the space checked before any trial runs."""
-    from seqnlp.training.run import _given_settings, build_parser
-
+def check_search_options(args, fixed: list[str]) -> None:
     managed = [flag for flag in fixed if flag.split("=")[0] in MANAGED]
     if managed:
         raise ConfigError(f"seqnlp tune sets {managed[0].split('=')[0]} for each trial: leave it out")
@@ -547,6 +660,13 @@ def prepare(cls, args, fixed: list[str]) -> Search:
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a number of minutes above 0")
+
+
+def prepare(cls, args, fixed: list[str]) -> Search:
+    """The search, with every fixed option and the space checked before any trial runs."""
+    from seqnlp.training.run import _given_settings, build_parser
+
+    check_search_options(args, fixed)
     namespace = build_parser(cls.name).parse_args(fixed)
     configs.resolve(cls.config_class, namespace, namespace.config)  # a bad fixed value fails now, not in trial 1
     if args.space:
@@ -563,3 +683,45 @@ def prepare(cls, args, fixed: list[str]) -> Search:
     deadline = time.time() + args.max_minutes * 60 if args.max_minutes else None
     return Search(cls.name, cls.metric, cls.higher_is_better, dimensions, fixed, out, args.trials,
                   args.trial_minutes, deadline, args.seeds)  # fmt: skip
+
+
+def prepare_decoding(cls, args, fixed: list[str]) -> Search:
+    """A search over a trained model's decoding settings: the model loaded once, the dev data (the options' or the
+    model's own) and the space checked before any trial runs."""
+    from seqnlp import api
+    from seqnlp.training.run import _given_settings, build_parser
+
+    check_search_options(args, fixed)
+    if not cls.decoding_space:
+        raise ConfigError(f"a {cls.name} model has no decoding settings to search: leave out --model to search its "
+                          "training settings")  # fmt: skip
+    if args.trial_minutes is not None or args.seeds is not None:
+        raise ConfigError("with --model the trials only decode: --trial-minutes and --seeds do not apply")
+    namespace = build_parser(cls.name).parse_args(fixed)
+    given = _given_settings(namespace) & {f.name for f in fields(cls.config_class)}
+    training = sorted(given - set(DECODING_DATA) - {"quiet"})
+    if training:
+        raise ConfigError(f"with --model the trials only decode: --{training[0].replace('_', '-')} does not apply "
+                          f"(give {', '.join('--' + k.replace('_', '-') for k in DECODING_DATA)})")  # fmt: skip
+    space = configs.load_yaml(args.space) if args.space else cls.decoding_space
+    dimensions = parse_space(cls.config_class, space, args.space or "the default decoding space")
+    outside = [d.name for d in dimensions if d.name not in cls.decoding_space]
+    if outside:
+        raise ConfigError(f"{outside[0]} needs retraining: with --model, search {', '.join(cls.decoding_space)}",
+                          args.space)  # fmt: skip
+    model = api.load(args.model, device=getattr(namespace, "device", "auto"))
+    if not isinstance(model, api.Model) or model.task_name != cls.name:
+        raise ConfigError(f"--model {args.model}: not a {cls.name} model folder (an ONNX export is not evaluated)")
+    config = model.task.config
+    dev = {k: getattr(namespace, k, getattr(config, k)) for k in ("dev_file", "dataset", "dataset_config")}
+    if "dev_file" in given or "dataset" in given:  # the given data replaces the model's, not joins it
+        dev = {k: getattr(namespace, k, None) for k in dev}
+    if not dev["dev_file"] and not dev["dataset"]:
+        raise ConfigError(f"{args.model} records no dev data: give --dev-file or --dataset")
+    data = {"test_file": dev["dev_file"], "dataset": dev["dataset"], "dataset_config": dev["dataset_config"],
+            "split": getattr(namespace, "dev_split", config.dev_split) if dev["dataset"] else None}  # fmt: skip
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + args.max_minutes * 60 if args.max_minutes else None
+    return Search(cls.name, cls.metric, cls.higher_is_better, dimensions, fixed, out, args.trials, None, deadline,
+                  None, decoder=model, dev_data=data)  # fmt: skip

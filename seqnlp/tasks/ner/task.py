@@ -18,7 +18,6 @@ from seqnlp.errors import DataError
 from seqnlp.evaluation.calibration import binary_log_loss, fit_temperature
 from seqnlp.evaluation.evidence import attach_intervals
 from seqnlp.evaluation.metrics import (
-    ERROR_KINDS,
     calibration_before_after,
     entity_error_analysis,
     entity_errors,
@@ -27,10 +26,10 @@ from seqnlp.evaluation.metrics import (
     entity_statistics,
     token_accuracy,
 )
-from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.ner import report
 from seqnlp.tasks.ner.model import Tagger
 from seqnlp.vocab import Vocab, label_vocab
 
@@ -169,26 +168,17 @@ class NERTask(Task):
         for tag in self.tags.itos:
             prefix, entity = tagging.split_tag(tag)
             tag_source[tag] = "O" if entity is None else (f"{prefix}-{source[entity]}" if source.get(entity) else None)
-        adaptation = finetune.Adaptation(notes={"entity types": account})
-        adaptation.maps["tags"] = (
-            [-1] * len(self.tags) if config.reset_head else finetune.index_map(self.tags.itos, old_tags, tag_source)
-        )
-        if config.reset_head:
-            adaptation.notes["output layer"] = "reset (--reset-head)"
+        adaptation = finetune.head_adaptation(config, self.tags, old_tags, tag_source, "tags", "entity types", account)
         if config.extend_vocab:
-            self.words, added = finetune.extend(
-                old_words, ([self.normalize(t) for t in s.tokens] for s in train), config.min_freq, self.data_source()
-            )
-            adaptation.maps["words"], start = finetune.extension_map(self.words, old_words, config.new_rows_from)
-            adaptation.notes["words"] = (
-                f"{len(old_words)} from the model, {added} added from the new training data{start}"
+            words = ([self.normalize(t) for t in s.tokens] for s in train)
+            self.words = finetune.extend_vocabulary(
+                adaptation, "words", old_words, words, config, self.data_source(), config.min_freq
             )
             if old_chars is not None:
-                self.chars, added = finetune.extend(
-                    old_chars, ("".join(s.tokens) for s in train), source=self.data_source()
+                chars = ("".join(s.tokens) for s in train)
+                self.chars = finetune.extend_vocabulary(
+                    adaptation, "chars", old_chars, chars, config, self.data_source(), noted="characters"
                 )
-                adaptation.maps["chars"], start = finetune.extension_map(self.chars, old_chars, config.new_rows_from)
-                adaptation.notes["characters"] = f"{len(old_chars)} from the model, {added} added{start}"
         return adaptation
 
     def weight_axes(self):
@@ -413,29 +403,7 @@ class NERTask(Task):
         pretokenized = options.get("pretokenized", False)
         return taggings(inputs, pretokenized, lambda sentences: self.tag_entities(model, sentences))
 
-    def report_sections(self, results, output_dir=None):
-        sections = []
-        for split, scores in results.items():
-            intervals = scores.get("intervals", {})
-            rows = [
-                precision_recall_row(name, r, intervals.get("per_type", {}).get(name))
-                for name, r in scores["per_type"].items()
-            ]
-            micro = {**scores, "support": sum(r["support"] for r in scores["per_type"].values())}
-            rows.append(precision_recall_row("**all (micro)**", micro, intervals))
-            sections += [
-                f"## {split}: entities by type",
-                "",
-                markdown_table(["type", "precision", "recall", "F1", "support"], rows),
-                "",
-                f"Token accuracy {scores['token_accuracy']:.4f}; unknown-word rate {scores['unknown_word_rate']:.2%}.",
-                "",
-            ]
-            if "error_analysis" in scores:
-                sections += error_analysis_lines(split, scores["error_analysis"])
-            if "calibration" in scores:
-                sections += calibration_lines(split, scores["calibration"], "entity probabilities", output_dir)
-        return sections
+    report_sections = staticmethod(report.report_sections)
 
 
 def tagging_record(example, gold: list[str], entities: list[tuple]) -> dict:
@@ -456,32 +424,6 @@ def tagging_record(example, gold: list[str], entities: list[tuple]) -> dict:
             for kind, g, p in entity_errors(gold_spans, predicted_spans)
         ],
     }
-
-
-def error_analysis_lines(split: str, analysis: dict) -> list[str]:
-    """The report's entity errors: by kind and type, the most confused types, F1 by length and by seen words."""
-    by_type = analysis["errors_by_type"]
-    rows = [[name, *counts.values(), sum(counts.values())] for name, counts in by_type.items()]
-    lines = [
-        f"## {split}: entity errors by kind",
-        "",
-        "A gold entity not found exactly is of the wrong type (a prediction has its span), of the wrong boundary "
-        "(an overlapping prediction has its type), wrong in both, or missed; a prediction overlapping no gold entity "
-        "is spurious (counted under its own type).",
-        "",
-        markdown_table(["type", *ERROR_KINDS, "all"], rows) if rows else "No errors.",
-        "",
-    ]
-    if analysis["confused_types"]:
-        confused = [[c["gold"], c["predicted"], c["count"]] for c in analysis["confused_types"]]
-        lines += ["Most confused types (gold → predicted): "
-                  + ", ".join(f"{g} → {p} ({n})" for g, p, n in confused) + ".", ""]  # fmt: skip
-    groups = [("length " + k, v) for k, v in analysis["f1_by_length"].items()]
-    groups += [(f"words {k} in training", v) for k, v in analysis.get("f1_by_words", {}).items()]
-    rows = [[name, v["f1"], v["gold"], v["predicted"]] for name, v in groups]
-    lines += [f"## {split}: F1 by entity length and by seen words", "",
-              markdown_table(["entities", "F1", "gold", "predicted"], rows), ""]  # fmt: skip
-    return lines
 
 
 def _token_location(source: str, offset: int) -> str:

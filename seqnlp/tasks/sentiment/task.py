@@ -18,11 +18,11 @@ from seqnlp.errors import ConfigError, DataError, shorten
 from seqnlp.evaluation.calibration import fit_temperature
 from seqnlp.evaluation.evidence import attach_intervals
 from seqnlp.evaluation.metrics import calibration_before_after, classification_scores, classification_statistics
-from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row
 from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.nn.pooling import POOLINGS
 from seqnlp.predictions import classifications
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.sentiment import report
 from seqnlp.tasks.sentiment.model import Classifier, ClassifierEnsemble
 from seqnlp.vocab import SubwordTokenizer, Vocab, label_vocab
 
@@ -193,19 +193,11 @@ class SentimentTask(Task):
             old_labels.itos, (e.label for e in train), config.labels, finetune.parse_label_map(config.label_map)
         )
         self.labels = label_vocab(names)
-        adaptation = finetune.Adaptation(notes={"classes": account})
-        adaptation.maps["labels"] = (
-            [-1] * len(self.labels) if config.reset_head else finetune.index_map(self.labels.itos, old_labels, source)
-        )
-        if config.reset_head:
-            adaptation.notes["output layer"] = "reset (--reset-head)"
+        adaptation = finetune.head_adaptation(config, self.labels, old_labels, source, "labels", "classes", account)
         if config.extend_vocab and config.tokenizer == "word":
-            self.words, added = finetune.extend(
-                old_words, (self.tokenize(e.text) for e in train), config.min_freq, self.data_source()
-            )
-            adaptation.maps["words"], start = finetune.extension_map(self.words, old_words, config.new_rows_from)
-            adaptation.notes["words"] = (
-                f"{len(old_words)} from the model, {added} added from the new training data{start}"
+            words = (self.tokenize(e.text) for e in train)
+            self.words = finetune.extend_vocabulary(
+                adaptation, "words", old_words, words, config, self.data_source(), config.min_freq
             )
         elif config.tokenizer == "subword":
             old_subwords = self.subwords
@@ -357,75 +349,7 @@ class SentimentTask(Task):
         probs = self.probabilities(model, [self.ids(t[:limit]) for t in tokens])
         return classifications(inputs, [len(t) for t in tokens], probs.tolist(), self.labels.itos, limit)
 
-    def report_sections(self, results, output_dir=None):
-        sections = []
-        for split, scores in results.items():
-            labels = scores["confusion_matrix"]["labels"]
-            matrix = scores["confusion_matrix"]["matrix"]
-            per_class = scores.get("intervals", {}).get("per_class", {})
-            rows = [precision_recall_row(label, r, per_class.get(label)) for label, r in scores["per_class"].items()]
-            sections += [
-                f"## {split}: per class",
-                "",
-                markdown_table(["label", "precision", "recall", "F1", "support"], rows),
-                "",
-                f"## {split}: confusion matrix (rows: gold, columns: predicted)",
-                "",
-                markdown_table(["gold \\ predicted", *labels], [[g, *row] for g, row in zip(labels, matrix)]),
-                "",
-            ]
-            if output_dir is not None:
-                picture = f"confusion_{split}.png"
-                plot_confusion(labels, matrix, Path(output_dir) / picture)
-                sections += [f"![{split} confusion matrix]({picture})", ""]
-            if scores.get("accuracy_by_length"):
-                rows = [[name, b["examples"], b["accuracy"]] for name, b in scores["accuracy_by_length"].items()]
-                sections += [
-                    f"## {split}: accuracy by length (whitespace tokens)",
-                    "",
-                    markdown_table(["tokens", "examples", "accuracy"], rows),
-                    "",
-                ]
-            if "calibration" in scores:
-                sections += calibration_lines(
-                    split, scores["calibration"], "the predicted class's probability", output_dir
-                )
-            mistakes = sorted(
-                (r for r in scores.get("_predictions", []) if not r["correct"]), key=lambda r: -r["probability"]
-            )
-            if mistakes:
-                sections += [
-                    f"## {split}: most confident errors",
-                    "",
-                    markdown_table(
-                        ["text", "gold", "predicted", "probability"],
-                        [[r["text"][:200], r["gold"], r["predicted"], r["probability"]] for r in mistakes[:10]],
-                    ),
-                    "",
-                ]
-        return sections
-
-
-def plot_confusion(labels, matrix, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    size = 2.5 + 0.5 * len(labels)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("gold")
-    peak = max(max(row) for row in matrix) or 1
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    report_sections = staticmethod(report.report_sections)
 
 
 LENGTH_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, None))  # phrases sit in the first buckets, whole sentences later

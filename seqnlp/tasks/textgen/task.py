@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 
@@ -14,9 +13,9 @@ from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
 from seqnlp.evaluation.evidence import attach_intervals
 from seqnlp.evaluation.metrics import language_model_scores, language_model_statistics, loss_by_character_class
-from seqnlp.evaluation.report import markdown_table
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.textgen import report
 from seqnlp.tasks.textgen.model import CharLM
 from seqnlp.vocab import PAD, UNK, Vocab
 
@@ -220,32 +219,4 @@ class TextgenTask(Task):
         )
         return [Generation(prompt, text) for prompt, text in zip(inputs, texts)]
 
-    def report_sections(self, results, output_dir=None):
-        sections = []
-        for split, scores in results.items():
-            rows = [[scores["loss"], scores["bpc"], scores["perplexity"], f"{scores['unknown_char_rate']:.3%}"]]
-            sections += [
-                f"## {split}",
-                "",
-                markdown_table(["nats/char", "bits/char", "perplexity", "unknown chars"], rows),
-                "",
-            ]
-            if scores.get("loss_by_character_class"):
-                rows = [
-                    [name, c["characters"], f"{c['share']:.1%}", c["loss"], c["loss"] / math.log(2),
-                     f"{c['share_of_loss']:.1%}"]
-                    for name, c in scores["loss_by_character_class"].items()
-                ]  # fmt: skip
-                sections += [
-                    f"## {split}: loss by character class (of the predicted character)",
-                    "",
-                    markdown_table(
-                        ["class", "characters", "share", "nats/char", "bits/char", "share of the loss"], rows
-                    ),
-                    "",
-                ]
-            if scores.get("_samples"):
-                sections += [f"## {split}: samples (temperature 0.8, seed 0)", ""]
-                for prompt, text in scores["_samples"].items():
-                    sections += ["```", prompt + text, "```", ""]
-        return sections
+    report_sections = staticmethod(report.report_sections)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from seqnlp import compat
+from seqnlp.nn import kernels
 from seqnlp.nn.attention import Attention
 from seqnlp.nn.cells import JOINT_PRODUCT_CELLS, cell_step
 from seqnlp.nn.dropout import Dropout, LockedDropout
@@ -136,9 +137,6 @@ class Seq2Seq(nn.Module):
     into ``output_ids``. Training targets outside it count as ``unk_id``. The sizes and switches have
     no defaults here: ``TranslateConfig`` holds them (``seqnlp.tasks.translate.task``).
     """
-
-    # Off: teacher forcing with input feeding is autograd's step loop (benchmarks/translate_speed.py compares them).
-    hand_differentiated_input_feeding = True
 
     def __init__(
         self,
@@ -312,7 +310,7 @@ class Seq2Seq(nn.Module):
         """Whether teacher forcing with input feeding takes ``input_fed_lstm``: a one-layer LSTM decoder with
         multiplicative attention (no dropout inside its loop), outside autocast (its buffers take one dtype)."""
         return (
-            self.hand_differentiated_input_feeding
+            kernels.current().input_feeding == "hand"
             and self.cell == "lstm"
             and len(self.cells) == 1
             and self.attention.kind != "additive"
@@ -357,19 +355,34 @@ class Seq2Seq(nn.Module):
         """What a search drives: this evaluation-mode model with ``decoding_weights(int8)``.
 
         Preparing the weights costs more than translating one short sentence (int8 packing, the gate table), so
-        the decoder is kept and given again while no parameter has changed: an optimizer step, a load or a copy
-        into a parameter bumps its version, and a move to another device makes new tensors. A write that
-        bypasses the version counter (through ``.data``, or a fused kernel such as ``torch._fused_adam_``,
-        which ``seqnlp.training.optim`` follows with ``increment_version``) leaves a stale decoder.
+        the decoder is kept and given again until the weights change: ``weights_changed`` drops it, and so do
+        training mode (every optimizer step runs in it), loading a state dict and a move to another device or
+        dtype. A write into a parameter in evaluation mode must call ``weights_changed`` itself.
         """
         if self.training:
             raise ValueError("decoder() needs an evaluation-mode model (call .eval() first)")
-        key = (int8, tuple((p.data_ptr(), p._version) for p in self.parameters()))
         cached = self.__dict__.get("_decoder")
-        if cached is None or cached[0] != key:
-            cached = (key, Decoder(self, self.decoding_weights(int8)))
+        if cached is None or cached[0] != int8:
+            cached = (int8, Decoder(self, self.decoding_weights(int8)))
             self.__dict__["_decoder"] = cached
         return cached[1]
+
+    def weights_changed(self) -> None:
+        """Drop the prepared decoder: its products were made from weights that are no longer the model's."""
+        self.__dict__.pop("_decoder", None)
+
+    def train(self, mode: bool = True):
+        if mode:
+            self.weights_changed()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.weights_changed()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.weights_changed()
+        return super()._load_from_state_dict(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class TranslatorRunner(Runner):
                 pad_ids(rows),
                 src_lengths,
                 beam=beam,
-                max_lengths=(src_lengths.astype(np.float32) * np.float32(config.max_len_ratio)).astype(np.int64) + 5,
+                max_lengths=decoding.max_target_lengths(src_lengths, config.max_len_ratio),
                 bos=self.tgt_sp.bos_id,
                 eos=self.tgt_sp.eos_id,
                 output_ids=self.output_ids,

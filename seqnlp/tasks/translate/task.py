@@ -15,11 +15,12 @@ from seqnlp.data.parallel import SentencePair, read_parallel
 from seqnlp.errors import DataError
 from seqnlp.evaluation.evidence import attach_intervals
 from seqnlp.evaluation.metrics import translation_scores, translation_statistics
-from seqnlp.evaluation.report import markdown_table
 from seqnlp.nn.attention import ATTENTION_KINDS
 from seqnlp.nn.beam import GNMTScorer, beam_search
 from seqnlp.predictions import translations
+from seqnlp.serving.decoding import max_target_lengths
 from seqnlp.tasks.base import Task, register
+from seqnlp.tasks.translate import report
 from seqnlp.tasks.translate.model import Seq2Seq
 from seqnlp.vocab import SubwordTokenizer
 
@@ -86,6 +87,11 @@ class TranslateTask(Task):
     length_key = "src"
     settings_added_later = {"coverage_penalty": 0.0}  # older models decode as they did
     predict_options = {"beam": int, "n_best": int}
+    decoding_space = {
+        "beam": {"choices": [1, 2, 3, 4, 5, 6, 8, 10, 12]},
+        "length_penalty": {"range": [0.0, 2.0]},
+        "coverage_penalty": {"range": [0.0, 1.0]},
+    }
     sample_files = ("train", "val", "test")
     pipeline_tag = "translation"
     usage_input = "Ein Hund läuft über die Wiese."
@@ -269,9 +275,11 @@ class TranslateTask(Task):
 
     # -- decoding, evaluation, prediction ----------------------------------------------
     def translate(
-        self, model, sentences: list[str], beam: int | None = None, n_best: int = 1
+        self, model, sentences: list[str], beam: int | None = None, n_best: int = 1, lengths: list[int] | None = None
     ) -> list[list[tuple[str, float]]]:
-        """``n_best`` detokenized translations with their scores for each sentence, in input order."""
+        """``n_best`` detokenized translations with their scores for each sentence, in input order. ``lengths``:
+        the exact number of subwords (EOS included) to translate each sentence into, for timing a model whose own
+        ends are arbitrary (``benchmarks/translate_speed.py`` with random weights); None: the model decides."""
         config = self.config
         beam = beam or config.beam
         model.eval()
@@ -282,7 +290,11 @@ class TranslateTask(Task):
         decoder = model.decoder(int8=config.int8_decoding)
         results: list = [None] * len(sentences)
         for group, batch in self.inference_batches(model, items):
-            max_lengths, min_lengths = self.length_bounds(group, batch["src_lengths"])
+            if lengths is None:
+                limits = max_target_lengths(batch["src_lengths"].cpu().numpy(), config.max_len_ratio)
+                max_lengths, min_lengths = torch.from_numpy(limits).to(batch["src_lengths"].device), None
+            else:
+                max_lengths = min_lengths = torch.tensor([lengths[i] for i in group])
             hyps = beam_search(
                 decoder,
                 batch["src"],
@@ -298,13 +310,6 @@ class TranslateTask(Task):
             for i, nbest in zip(group, hyps):
                 results[i] = [(self.tgt_sp.decode(ids), score) for ids, score in nbest]
         return results
-
-    def length_bounds(
-        self, sentences: list[int], src_lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The most subwords (EOS included) each of these input ``sentences`` may translate to, and the fewest (None:
-        1)."""
-        return (src_lengths.float() * self.config.max_len_ratio).long() + 5, None
 
     def evaluate(self, model, examples, selection=False):
         beam = (self.config.selection_beam or self.config.beam) if selection else self.config.beam
@@ -360,53 +365,7 @@ class TranslateTask(Task):
             raise ConfigError(f"n_best ({n_best}) must be at most the beam width ({beam})")
         return translations(inputs, lambda sentences: self.translate(model, sentences, beam, n_best), n_best)
 
-    def report_sections(self, results, output_dir=None):
-        sections = []
-        for split, scores in results.items():
-            sections += [
-                f"## {split}: scores (beam {scores['beam']})",
-                "",
-                markdown_table(
-                    ["metric", "value", "signature"],
-                    [
-                        ["BLEU", scores["bleu"], scores["signature"]["bleu"]],
-                        ["chrF", scores["chrf"], scores["signature"]["chrf"]],
-                    ],
-                ),
-                "",
-                f"Unknown subwords in the source: {scores.get('unknown_subword_rate', 0):.3%}.",
-                "",
-            ]
-            if scores.get("bleu_by_source_length"):
-                sections += [
-                    f"## {split}: BLEU by source length (words)",
-                    "",
-                    markdown_table(
-                        ["length", "sentences", "BLEU"],
-                        [[k, v["sentences"], v["bleu"]] for k, v in scores["bleu_by_source_length"].items()],
-                    ),
-                    "",
-                ]
-            if scores.get("_predictions"):
-                worst = sorted(scores["_predictions"], key=lambda r: r["chrf"])[:10]
-                sections += [
-                    f"## {split}: the sentences with the lowest chrF",
-                    "",
-                    markdown_table(["chrF", "source", "reference", "translation"],
-                                   [[r["chrf"], r["src"], r["reference"], r["translation"]] for r in worst]),
-                    "",
-                ]  # fmt: skip
-            if scores.get("_samples"):
-                sections += [
-                    f"## {split}: sample translations",
-                    "",
-                    markdown_table(
-                        ["source", "reference", "translation"],
-                        [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]],
-                    ),
-                    "",
-                ]
-        return sections
+    report_sections = staticmethod(report.report_sections)
 
 
 def translator(
