@@ -247,19 +247,12 @@ def compare(
     for ``evaluate``. ``resamples``: bootstrap resamples (intervals); ``trials``: randomization trials.
     """
     from seqnlp.evaluation.evidence import paired_comparison
-    from seqnlp.training.repeat import is_repeat_folder
 
     if len(models) < 2:
         raise ConfigError("compare: give at least two models")
     if resamples < 1 or trials < 1:
         raise ConfigError("compare: --bootstrap and --trials must be at least 1")
-    groups = [not isinstance(m, Model) and is_repeat_folder(m) for m in models]
-    if any(groups):
-        if not all(groups) or data is not None or test_file is not None or dataset is not None:
-            raise ConfigError(
-                "compare: give model folders with the data to score them on, or folders of seqnlp repeat alone "
-                "(their seeds' recorded scores are compared)"
-            )
+    if repeat_folders(models, given_data=data is not None or test_file is not None or dataset is not None):
         return compare_groups(models, split or "dev", resamples, trials)
     names, loaded = comparable_models(models, device, resamples)
     metric = loaded[0].task.metric
@@ -290,6 +283,19 @@ def compare(
         ],
         "comparisons": pairs,
     }
+
+
+def repeat_folders(models: list, given_data: bool) -> bool:
+    """Whether ``compare`` compares folders of ``seqnlp repeat`` (their recorded seeds) rather than models."""
+    from seqnlp.training.repeat import is_repeat_folder
+
+    groups = [not isinstance(m, Model) and is_repeat_folder(m) for m in models]
+    if any(groups) and (not all(groups) or given_data):
+        raise ConfigError(
+            "compare: give model folders with the data to score them on, or folders of seqnlp repeat alone "
+            "(their seeds' recorded scores are compared)"
+        )
+    return any(groups)
 
 
 def comparable_models(models: list, device: str, resamples: int) -> tuple[list[str], list[Model]]:
