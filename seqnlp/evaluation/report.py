@@ -21,6 +21,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
+def table_section(title: str, header: Sequence[str], rows: Sequence[Sequence], *notes: str) -> list[str]:
+    """A report section: its heading, a table, and any notes below it, as lines."""
+    lines = [f"## {title}", "", markdown_table(header, rows), ""]
+    for note in notes:
+        lines += [note, ""]
+    return lines
+
+
 def shown_interval(bounds) -> str:
     """``[low, high]`` as the report prints it; ``-`` where there is none."""
     return f"{bounds[0]:.4f}–{bounds[1]:.4f}" if bounds else "-"

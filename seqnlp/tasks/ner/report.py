@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from seqnlp.evaluation.metrics import ERROR_KINDS
-from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row
+from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row, table_section
 
 
 def report_sections(results: dict, output_dir=None) -> list[str]:
@@ -16,14 +16,10 @@ def report_sections(results: dict, output_dir=None) -> list[str]:
         ]
         micro = {**scores, "support": sum(r["support"] for r in scores["per_type"].values())}
         rows.append(precision_recall_row("**all (micro)**", micro, intervals))
-        sections += [
-            f"## {split}: entities by type",
-            "",
-            markdown_table(["type", "precision", "recall", "F1", "support"], rows),
-            "",
+        sections += table_section(
+            f"{split}: entities by type", ["type", "precision", "recall", "F1", "support"], rows,
             f"Token accuracy {scores['token_accuracy']:.4f}; unknown-word rate {scores['unknown_word_rate']:.2%}.",
-            "",
-        ]
+        )  # fmt: skip
         if "error_analysis" in scores:
             sections += error_analysis_lines(split, scores["error_analysis"])
         if "calibration" in scores:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row
+from seqnlp.evaluation.report import calibration_lines, markdown_table, precision_recall_row, table_section
 
 
 def report_sections(results: dict, output_dir=None) -> list[str]:
@@ -15,16 +15,11 @@ def report_sections(results: dict, output_dir=None) -> list[str]:
         matrix = scores["confusion_matrix"]["matrix"]
         per_class = scores.get("intervals", {}).get("per_class", {})
         rows = [precision_recall_row(label, r, per_class.get(label)) for label, r in scores["per_class"].items()]
-        sections += [
-            f"## {split}: per class",
-            "",
-            markdown_table(["label", "precision", "recall", "F1", "support"], rows),
-            "",
-            f"## {split}: confusion matrix (rows: gold, columns: predicted)",
-            "",
-            markdown_table(["gold \\ predicted", *labels], [[g, *row] for g, row in zip(labels, matrix)]),
-            "",
-        ]
+        sections += table_section(f"{split}: per class", ["label", "precision", "recall", "F1", "support"], rows)
+        sections += table_section(
+            f"{split}: confusion matrix (rows: gold, columns: predicted)", ["gold \\ predicted", *labels],
+            [[g, *row] for g, row in zip(labels, matrix)],
+        )  # fmt: skip
         if output_dir is not None:
             picture = f"confusion_{split}.png"
             plot_confusion(labels, matrix, Path(output_dir) / picture)

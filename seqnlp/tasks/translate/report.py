@@ -3,7 +3,7 @@ and some sample translations."""
 
 from __future__ import annotations
 
-from seqnlp.evaluation.report import markdown_table
+from seqnlp.evaluation.report import markdown_table, table_section
 
 
 def report_sections(results: dict, output_dir=None) -> list[str]:
@@ -24,32 +24,14 @@ def report_sections(results: dict, output_dir=None) -> list[str]:
             "",
         ]
         if scores.get("bleu_by_source_length"):
-            sections += [
-                f"## {split}: BLEU by source length (words)",
-                "",
-                markdown_table(
-                    ["length", "sentences", "BLEU"],
-                    [[k, v["sentences"], v["bleu"]] for k, v in scores["bleu_by_source_length"].items()],
-                ),
-                "",
-            ]
+            rows = [[k, v["sentences"], v["bleu"]] for k, v in scores["bleu_by_source_length"].items()]
+            sections += table_section(f"{split}: BLEU by source length (words)", ["length", "sentences", "BLEU"], rows)
         if scores.get("_predictions"):
             worst = sorted(scores["_predictions"], key=lambda r: r["chrf"])[:10]
-            sections += [
-                f"## {split}: the sentences with the lowest chrF",
-                "",
-                markdown_table(["chrF", "source", "reference", "translation"],
-                               [[r["chrf"], r["src"], r["reference"], r["translation"]] for r in worst]),
-                "",
-            ]  # fmt: skip
+            rows = [[r["chrf"], r["src"], r["reference"], r["translation"]] for r in worst]
+            sections += table_section(f"{split}: the sentences with the lowest chrF",
+                                      ["chrF", "source", "reference", "translation"], rows)  # fmt: skip
         if scores.get("_samples"):
-            sections += [
-                f"## {split}: sample translations",
-                "",
-                markdown_table(
-                    ["source", "reference", "translation"],
-                    [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]],
-                ),
-                "",
-            ]
+            rows = [[s["source"], s["reference"], s["translation"]] for s in scores["_samples"]]
+            sections += table_section(f"{split}: sample translations", ["source", "reference", "translation"], rows)
     return sections
