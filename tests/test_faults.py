@@ -620,6 +620,8 @@ def test_a_harmful_training_setting_is_refused(flag, conll_files, tmp_path):
         ("translate", "--max-len-ratio", "-1", "invalid value for max_len_ratio: -1.0"),
         ("translate", "--n-best", "9", "n_best (9) must be at most beam (5)"),
         ("textgen", "--seq-len", "1", "invalid value for seq_len: 1"),
+        ("textgen", "--word-embedding-lr", "1e-4", "word_embedding_lr: this task's model has no word embedding table"),
+        ("translate", "--word-embedding-frozen-epochs", "1", "word_embedding_frozen_epochs: this task's model has no"),
     ],
 )
 def test_a_harmful_task_setting_is_refused(task, flag, value, expected, tmp_path):

@@ -106,11 +106,18 @@ def test_pretrained_vectors_of_words_holding_spaces_are_their_last_fields(tmp_pa
 def test_pretrained_vectors_of_wrong_size_are_reported(tmp_path):
     path = tmp_path / "v.txt"
     path.write_text("city 1 2 3\n", encoding="utf-8")
-    with pytest.raises(Exception, match=":1: vector has 3 dimensions, expected 2"):
+    with pytest.raises(Exception, match=":1: vector has 3 dimensions, more than word_dim 2"):
         load_vectors(path, Vocab(["<pad>", "<unk>"]), 2)
     path.write_text("city 1 2\nroad 1\n", encoding="utf-8")
-    with pytest.raises(Exception, match=":2: vector has 1 dimensions, expected 2"):
-        load_vectors(path, Vocab(["<pad>", "<unk>"]), 2)
+    with pytest.raises(Exception, match=r":2: vector has 1 dimensions, expected 2 \(the first vector's\)"):
+        load_vectors(path, Vocab(["<pad>", "<unk>"]), 3)
+
+
+def test_pretrained_vectors_narrower_than_the_table_fill_its_first_columns(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("city 1 2\n", encoding="utf-8")
+    weight, report = load_vectors(path, Vocab(["<pad>", "<unk>", "city"]), 5)
+    assert weight[2, :2].tolist() == [1, 2] and abs(weight[2, 2:]).max() < 1 and report["dimensions"] == 2
 
 
 def test_inference_batches_respect_a_token_budget():

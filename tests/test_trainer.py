@@ -131,12 +131,39 @@ def test_best_model_and_checkpoint_are_written_and_log_has_every_epoch(tmp_path)
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tmp_path):
-    cfg = config(patience=1)
+    cfg = config(patience=1, patience_after=0.0)
     cfg.lr = 1e-12  # nothing improves after the first evaluation
     cfg.epochs = 10
     trainer, _ = make_trainer(tmp_path, cfg)
     state = trainer.fit()
     assert state.epoch == 2 and state.finished
+
+
+def test_early_stopping_counts_epochs_only_once_the_schedule_has_passed_patience_after(tmp_path):
+    cfg = config(patience=1, patience_after=0.5, lr=1e-12, epochs=10)
+    trainer, _ = make_trainer(tmp_path, cfg)
+    state = trainer.fit()
+    assert state.epoch == 5 and state.finished  # epochs 2-4 end before half the schedule; epoch 5 ends at half
+
+
+def test_the_word_embedding_table_learns_at_its_own_rate():
+    from seqnlp.nn.embedding import WordCharEmbedding
+    from seqnlp.training.trainer import build_optimizer
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = WordCharEmbedding(4, 2, num_casings=3, casing_dim=2)
+            self.out = torch.nn.Linear(2, 2, bias=False)
+
+    model = Model()
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = build_optimizer(model, RunConfig(optimizer="sgd", momentum=0.0, lr=0.1, word_embedding_lr=0.01))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    moved = [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())]
+    assert moved == pytest.approx([0.01, 0.1, 0.1])  # the word table; the casing table and the output layer at --lr
 
 
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
@@ -293,3 +320,15 @@ def test_report_to_tensorboard_writes_the_scalars_of_the_log(tmp_path):
     dev = [(r["step"], r["dev"]["neg_mse"]) for r in logged if "dev" in r]
     assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("dev/neg_mse")] == dev
     assert len(events.Scalars("loss")) == sum("loss" in r for r in logged)
+
+
+def test_precision_auto_is_bf16_only_where_the_device_has_bf16_arithmetic_and_the_model_gains(monkeypatch):
+    from seqnlp import compat
+    from seqnlp.training.trainer import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(compat, "bf16_matrix_units_on_cpu", lambda: True)
+    assert [resolve_precision("auto", cpu, True), resolve_precision("auto", cpu, False)] == ["bf16", "fp32"]
+    assert resolve_precision("fp32", cpu, True) == "fp32"
+    monkeypatch.setattr(compat, "bf16_matrix_units_on_cpu", lambda: False)
+    assert resolve_precision("auto", cpu, True) == "fp32"

@@ -47,8 +47,14 @@ def test_a_named_source_gives_each_vocabulary_word_its_row_matching_lowercase(gl
     assert report["licence"].startswith("PDDL-1.0")
 
 
-def test_a_named_source_of_another_size_than_the_embedding_is_refused(glove_package):
-    with pytest.raises(Exception, match="pretrained_vectors glove-6b-50d has 50 dimensions: set word_dim to 50"):
+def test_a_named_source_narrower_than_the_embedding_fills_its_first_columns(glove_package):
+    weight, report = load_vectors("glove-6b-50d", Vocab.build([["city"]]), 64)
+    assert weight[2, :50].tolist() == [3.0] * 50 and abs(weight[2, 50:]).max() < 1  # the rest: a small random start
+    assert (report["dimensions"], report["columns"]) == (50, 64)
+
+
+def test_a_named_source_wider_than_the_embedding_is_refused(glove_package):
+    with pytest.raises(Exception, match="glove-6b-50d has 50 dimensions: set word_dim to 50 or more"):
         load_vectors("glove-6b-50d", Vocab.build([["city"]]), 16)
 
 
@@ -98,5 +104,41 @@ def test_a_named_source_and_another_word_dim_are_refused_before_any_data_is_read
 
     missing = tmp_path / "no-such-train.txt"
     code, _, err = run_cli("train", "ner", "--train-file", missing, "--dev-file", missing, "--output-dir",
-                           tmp_path / "out", "--pretrained-vectors", "glove-6b-50d")  # fmt: skip
-    assert (code, err) == (2, "error: pretrained_vectors glove-6b-50d has 50 dimensions: set word_dim to 50\n")
+                           tmp_path / "out", "--pretrained-vectors", "glove-6b-50d", "--word-dim", "16")  # fmt: skip
+    assert (code, err) == (2, "error: pretrained_vectors glove-6b-50d has 50 dimensions: set word_dim to 50 or more\n")
+
+
+def word_rows(model_dir, words) -> dict:
+    """The saved word embedding row of each of ``words`` in a tagger's model folder."""
+    from safetensors.torch import load_file
+
+    table = load_file(str(model_dir / "model.safetensors"))["embedding.words.weight"]
+    itos = json.loads((model_dir / "config.json").read_text())["assets"]["words"]["tokens"]
+    return {word: table[itos.index(word)] for word in words}
+
+
+def test_the_word_table_stays_as_the_vectors_start_it_for_its_frozen_epochs(tmp_path, conll_files, glove_package):
+    train, dev = conll_files
+    out = tmp_path / "out"
+    code, _, err = train_cli("ner", train, dev, out, "--pretrained-vectors", "glove-6b-50d", *TINY_NER,
+                             "--word-dim", "50", "--epochs", "1", "--word-embedding-frozen-epochs", "1")  # fmt: skip
+    assert code == 0, err
+    rows = word_rows(out / "model", ["anna", "berlin", "the"])
+    assert [rows[w].tolist() for w in ("anna", "berlin", "the")] == [[4.0] * 50, [5.0] * 50, [1.0] * 50]
+
+
+def test_fine_tuning_starts_the_words_it_adds_from_the_vectors(tmp_path, conll_files, glove_package):
+    train, dev = conll_files
+    base = tmp_path / "base"
+    assert train_cli("ner", train, dev, base, *TINY_NER, "--word-dim", "50", "--epochs", "1")[0] == 0
+    new_train = tmp_path / "new.txt"
+    new_train.write_text("Paris B-LOC\nis O\na O\ncity O\n\nAnna B-PER\nsaw O\nParis B-LOC\n\n" * 4)
+    out = tmp_path / "tuned"
+    code, stdout, err = train_cli("ner", new_train, new_train, out, "--init-from", base / "model",
+                                  "--pretrained-vectors", "glove-6b-50d", "--epochs", "1",
+                                  "--word-embedding-frozen-epochs", "1")  # fmt: skip
+    assert code == 0, err
+    assert "fine-tuning: word vectors: 2 of the 5 added words start from glove-6b-50d" in stdout  # paris, city
+    rows = word_rows(out / "model", ["paris", "city", "saw"])
+    assert rows["paris"].tolist() == [2.0] * 50 and rows["city"].tolist() == [3.0] * 50
+    assert rows["saw"].tolist() == word_rows(base / "model", ["<unk>"])["<unk>"].tolist()  # no vector: as unknown

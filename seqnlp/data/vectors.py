@@ -61,7 +61,8 @@ class Found:
 
 def vectors_for(spec: str, vocab, dim: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """``(rows, vectors, report)``: the vocabulary ids ``spec`` has a vector for, those vectors (float32 ``[rows,
-    dim]``) and a coverage report. ``spec`` names a source of ``NAMED`` or a text file of vectors."""
+    size]``, ``size`` the source's own, at most ``dim``) and a coverage report. ``spec`` names a source of ``NAMED``
+    or a text file of vectors."""
     if spec in NAMED:
         found, described = named_vectors(NAMED[spec], vocab, dim), describe(NAMED[spec])
     else:
@@ -69,7 +70,7 @@ def vectors_for(spec: str, vocab, dim: int) -> tuple[np.ndarray, np.ndarray, dic
     order = np.argsort(found.rows, kind="stable")
     rows = np.asarray(found.rows, dtype=np.int64)[order]
     vectors = np.stack(found.vectors).astype(np.float32)[order] if found.rows else np.zeros((0, dim), np.float32)
-    return rows, vectors, {**described, **coverage(vocab, rows, found.lowercase)}
+    return rows, vectors, {**described, "dimensions": int(vectors.shape[1]), **coverage(vocab, rows, found.lowercase)}
 
 
 def describe(source: NamedVectors) -> dict:
@@ -95,10 +96,12 @@ def coverage(vocab, rows: np.ndarray, lowercase: set[int]) -> dict:
 
 
 def check_dimensions(spec: str | None, dim: int) -> None:
-    """A named source starts only an embedding of its own size (a file's size is checked as it is read)."""
+    """Vectors start an embedding at least their size: its first columns (a file's size is checked as it is read)."""
     source = NAMED.get(spec or "")
-    if source is not None and dim != source.dim:
-        raise ConfigError(f"pretrained_vectors {source.name} has {source.dim} dimensions: set word_dim to {source.dim}")
+    if source is not None and dim < source.dim:
+        raise ConfigError(
+            f"pretrained_vectors {source.name} has {source.dim} dimensions: set word_dim to {source.dim} or more"
+        )
 
 
 def named_vectors(source: NamedVectors, vocab, dim: int) -> Found:
@@ -160,7 +163,7 @@ def file_vectors(path, vocab, dim: int) -> Found:
             lowered_index.setdefault(word.lower(), []).append(i)
     vectors: dict[int, np.ndarray] = {}
     exact, lowered = set(), set()
-    first = True  # the first vector gives the file's size; a later line may have more fields, never fewer
+    size = None  # the first vector gives the file's size; a later line may have more fields, never fewer
     for number, line in enumerate(iter_text_lines(path), start=1):
         line = line.rstrip()
         if number == 1 and line.count(" ") == 1 and all(p.isdigit() for p in line.split(" ")):
@@ -168,15 +171,15 @@ def file_vectors(path, vocab, dim: int) -> Found:
         if " " not in line:
             continue
         spaces = line.count(" ")
-        if spaces < dim or (first and spaces != dim):
-            raise DataError(
-                f"vector has {spaces} dimensions, expected {dim} (set word_dim to the file's size)", path, number
-            )
-        first = False
-        if spaces == dim:
+        if size is None and spaces > dim:
+            raise DataError(f"vector has {spaces} dimensions, more than word_dim {dim}", path, number)
+        size = size or spaces
+        if spaces < size:
+            raise DataError(f"vector has {spaces} dimensions, expected {size} (the first vector's)", path, number)
+        if spaces == size:
             word, _, values = line.partition(" ")
-        else:  # a word holding spaces (a few of GloVe 840B's): the vector is the last ``dim`` fields
-            word, *fields = line.rsplit(" ", dim)
+        else:  # a word holding spaces (a few of GloVe 840B's): the vector is the last ``size`` fields
+            word, *fields = line.rsplit(" ", size)
             values = " ".join(fields)
         same = [index[word]] if word in index else []
         through_lowercase = [i for i in lowered_index.get(word, ()) if i not in exact]

@@ -131,22 +131,42 @@ class WordCharEmbedding(nn.Module):
 
 
 def load_vectors(spec, vocab, dim: int) -> tuple[torch.Tensor, dict]:
-    """An embedding table for ``vocab`` from pretrained vectors (``seqnlp.data.vectors``: a named source or a text
-    file), and their coverage report. Words without a vector keep a small random one; padding is zero."""
-    rows, vectors, report = vectors_for(str(spec), vocab, dim)
-    weight = torch.randn(len(vocab), dim) * 0.1
-    weight[0] = 0
-    weight[torch.from_numpy(rows)] = torch.from_numpy(vectors)
+    """An embedding table of ``dim`` columns for ``vocab`` from pretrained vectors (``seqnlp.data.vectors``: a named
+    source or a text file), and their coverage report. The vectors fill the first columns (all of them when their
+    size is ``dim``); what they do not fill keeps a small random start, as words without a vector do; padding is
+    zero. A wider table lets the trained columns learn what the vectors lack, next to them."""
+    weight, _, report = vector_table(spec, vocab, dim)
     return weight, report
 
 
-def start_from_vectors(spec: str | None, vocab, embeddings: list[nn.Embedding]) -> dict | None:
+def vector_table(spec, vocab, dim: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """``load_vectors``' table, the ids of the rows the vectors filled, and the report."""
+    rows, vectors, report = vectors_for(str(spec), vocab, dim)
+    weight = torch.randn(len(vocab), dim) * 0.1
+    weight[0] = 0
+    found = torch.from_numpy(rows)
+    weight[found, : vectors.shape[1]] = torch.from_numpy(vectors)
+    return weight, found, {**report, "columns": dim}
+
+
+def word_tables(model: nn.Module) -> list[nn.Embedding]:
+    """The word embedding tables of ``model`` (one per ensemble member); empty for a model that reads no words."""
+    return [module.words for module in model.modules() if isinstance(module, WordCharEmbedding)]
+
+
+def start_from_vectors(spec: str | None, vocab, embeddings: list[nn.Embedding], rows=None) -> dict | None:
     """Copy the vectors ``spec`` names (a source or a file) of ``vocab`` into each of ``embeddings`` (all of one
-    size); the coverage report, or None without vectors."""
-    if not spec:
+    size): the whole table, or only the rows of the ids in ``rows`` that have a vector (the words fine-tuning
+    added; the others keep their start); the coverage report, or None without vectors."""
+    if not spec or not embeddings:
         return None
-    weight, report = load_vectors(spec, vocab, embeddings[0].embedding_dim)
+    weight, found, report = vector_table(spec, vocab, embeddings[0].embedding_dim)
+    if rows is None:
+        index = torch.arange(len(vocab))
+    else:
+        index = found[torch.isin(found, torch.as_tensor(list(rows), dtype=torch.long))]
+        report["started_rows"] = len(index)
     with torch.no_grad():
         for embedding in embeddings:
-            embedding.weight.copy_(weight)
+            embedding.weight[index] = weight[index]
     return report

@@ -161,6 +161,8 @@ def vectors_summary(report: dict) -> str:
     found += f"{report['found_lowercase']:,} through their lowercase form)"
     if "token_coverage" in report:
         found += f", {report['token_coverage']:.1%} of the training tokens"
+    if report.get("columns", 0) > report.get("dimensions", 0):
+        found += f"; their {report['dimensions']} dimensions fill the first of the word embedding's {report['columns']}"
     return f"{source}; {found}"
 
 

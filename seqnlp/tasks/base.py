@@ -17,6 +17,7 @@ from seqnlp import config as configs
 from seqnlp.data.batching import Batches, bucket_batches, to_device
 from seqnlp.errors import ConfigError, DataError, SeqNLPError
 from seqnlp.evaluation.calibration import check_calibration
+from seqnlp.nn.embedding import start_from_vectors, word_tables
 from seqnlp.serving import is_export
 from seqnlp.storage.folders import (
     COMPLETE_MARKER,
@@ -42,6 +43,9 @@ class Task:
     token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
     output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
     shares_batches: bool = True  # whether the server may batch concurrent requests into one ``predict`` call
+    # whether the model's training step is faster under bf16 autocast where the device has bf16 arithmetic
+    # (``--precision auto``; docs/experiments.md, "Mixed precision")
+    bf16_pays: bool = False
     # the model card (``seqnlp.storage.card``): the Hub's pipeline tag and the example input of its usage section
     pipeline_tag: str = ""
     usage_input: str = "..."
@@ -187,9 +191,11 @@ class Task:
         """Tensors whose rows (dims) are indexed by a vocabulary: ``{tensor name: (vocabulary, dims)}``."""
         return {}
 
-    def init_model(self, model: torch.nn.Module) -> dict | None:
-        """Initialise a fresh model (e.g. from pretrained vectors); returns a report for the data summary."""
-        return None
+    def init_model(self, model: torch.nn.Module, rows=None) -> dict | None:
+        """Start a model's word embeddings from the pretrained vectors its config names (all rows of a fresh model;
+        ``rows``: the ids fine-tuning added to the words); the vectors' report for the data summary, or None."""
+        spec = getattr(self.config, "pretrained_vectors", None)
+        return start_from_vectors(spec, getattr(self, "words", None), word_tables(model), rows)
 
     # -- batches, evaluation, prediction -------------------------------------------------
     def prepare(self, examples: list) -> list:

@@ -35,7 +35,7 @@ from seqnlp.training import distributed
 from seqnlp.training.checkpoints import checkpoint_path
 from seqnlp.training.finetune import freeze, transfer_weights
 from seqnlp.training.heap import configure_heap, release_memory
-from seqnlp.training.trainer import Trainer, pick_device
+from seqnlp.training.trainer import Trainer, pick_device, resolve_precision
 
 # What a saved config says about the run that made it, not about the model: a fine-tuning run never
 # takes these over from the model directory (which is untrusted input, and names another run's
@@ -276,6 +276,13 @@ def adapted_model(task, base: Path, assets: dict, train: list, dev: list) -> tup
     model = task.build_model()
     transfer_weights(old_model.state_dict(), model, task.weight_axes(), adaptation.maps)
     del old_model
+    added = [i for i, old in enumerate(adaptation.maps.get("words", [])) if old != i]
+    vectors = task.init_model(model, rows=added) if added else None
+    if vectors is not None:
+        source = vectors.get("source") or vectors.get("file")
+        adaptation.notes["word vectors"] = (
+            f"{vectors['started_rows']} of the {len(added)} added words start from {source}"
+        )
     for what, note in adaptation.notes.items():
         print(f"fine-tuning: {what}: {note}", flush=True)
     before = task.evaluate(model, dev)[task.metric]
@@ -295,6 +302,10 @@ def fit(task, model, output_dir: Path, data: Data, resume: bool, group=None, on_
     ``group``: this process's place in a data-parallel run (``seqnlp.training.distributed``), which deals each global
     batch, ``batch_size`` x processes examples, out to the processes.
     """
+    requested = task.config.precision
+    task.config.precision = resolve_precision(requested, pick_device(task.config.device), task.bf16_pays)
+    if requested == "auto":
+        print(f"precision auto: {task.config.precision}", flush=True)
     if group is None:
         train_batches = partial(task.batches, task.prepare(data.train), True)
     else:
@@ -381,6 +392,7 @@ def evaluate_and_report(task, model, state, data: Data, output_dir: Path, device
         metrics["pretrained_vectors"] = vectors
         summary["pretrained vectors"] = vectors_summary(vectors)
     summary["model parameters"] = parameters
+    summary["training precision"] = config.precision
     if trainable != parameters:
         summary["trainable parameters"] = f"{trainable} (frozen: {config.freeze})"
     if fine_tuning:

@@ -19,6 +19,7 @@ from seqnlp import compat
 from seqnlp.config import UNBOUNDED_EPOCHS, RunConfig
 from seqnlp.data.batching import to_device
 from seqnlp.errors import ConfigError, DivergedError, TrainingError
+from seqnlp.nn.embedding import word_tables
 from seqnlp.storage.folders import (
     atomic_directory,
     existing_directory,
@@ -50,6 +51,13 @@ def has_bf16_matrix_units(device: torch.device) -> bool:
     return device.type == "cpu" and compat.bf16_matrix_units_on_cpu()
 
 
+def resolve_precision(precision: str, device: torch.device, bf16_pays: bool) -> str:
+    """``auto``: bf16 where the device has bf16 arithmetic and the model trains faster in it, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_pays and has_bf16_matrix_units(device) else "fp32"
+
+
 def training_precision(precision: str, device: torch.device):
     """The context of a training forward: fp32 as written, or bf16 autocast (matrix products and recurrent
     layers in bf16, reductions and the loss in fp32); refused where the hardware has no bf16 arithmetic."""
@@ -67,12 +75,13 @@ def build_optimizer(model: torch.nn.Module, config: RunConfig) -> FusedOptimizer
     """SGD with momentum, Adam or AdamW on torch's fused kernels (``seqnlp.training.optim`` says why not
     ``torch.optim``)."""
     momentum = config.momentum if config.optimizer == "sgd" else 0.0
-    scales = None
+    rates = {}  # parameter -> its own peak rate, where it is not --lr
     if config.lr_pretrained is not None:  # fine-tuning: the body (embeddings, encoder) learns at its own rate
-        body = {id(p) for name, module in model.named_children() if name in BODY for p in module.parameters()}
-        scales = [
-            config.lr_pretrained / config.lr if id(p) in body else 1.0 for p in model.parameters() if p.requires_grad
-        ]
+        body = [p for name, module in model.named_children() if name in BODY for p in module.parameters()]
+        rates.update({id(p): config.lr_pretrained for p in body})
+    if config.word_embedding_lr is not None:
+        rates.update({id(table.weight): config.word_embedding_lr for table in word_tables(model)})
+    scales = [rates.get(id(p), config.lr) / config.lr for p in model.parameters() if p.requires_grad]
     return FusedOptimizer(
         model.parameters(), config.optimizer, config.lr, config.weight_decay, momentum, lr_scales=scales
     )
@@ -397,6 +406,9 @@ class Trainer:
             self.row_exchange()
         if self.config.clip_norm and self.config.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm, foreach=True)
+        if self.state.epoch < self.config.word_embedding_frozen_epochs:
+            for table in word_tables(self.model):
+                table.weight.grad = None  # the optimizer skips a parameter without a gradient, state and all
         self.optimizer.step()
         if self.average:
             self.average.update(self.state.step)
@@ -436,7 +448,7 @@ class Trainer:
                     self.write_model(tmp)
         if improved:
             state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
-        else:
+        elif self.budget.progress(state.step, state.seconds) >= self.config.patience_after:
             state.bad_epochs += 1
         numbers = {k: v for k, v in dev.items() if isinstance(v, (int, float))}
         self.log(

@@ -26,7 +26,6 @@ from seqnlp.evaluation.metrics import (
     entity_statistics,
     token_accuracy,
 )
-from seqnlp.nn.embedding import start_from_vectors
 from seqnlp.predictions import taggings
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.ner import report
@@ -205,9 +204,6 @@ class NERTask(Task):
             num_casings=len(CASINGS) + 1,
         )
         return model
-
-    def init_model(self, model):
-        return start_from_vectors(self.config.pretrained_vectors, self.words, [model.embedding.words])
 
     def label_names(self):
         return tagging.entity_types(self.tags.itos)
