@@ -753,7 +753,8 @@ class Exploding(torch.nn.Module):
 
 def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
     from seqnlp.config import RunConfig
-    from seqnlp.training.trainer import Trainer, TrainingError
+    from seqnlp.errors import TrainingError
+    from seqnlp.training.trainer import Trainer
 
     model = Exploding()
     config = RunConfig(epochs=1, lr=10.0, optimizer="sgd", momentum=0.0, clip_norm=0.0, quiet=True, log_every=1)
@@ -769,7 +770,7 @@ def test_an_exploding_loss_stops_with_an_error_and_saves_no_garbage(tmp_path):
 
 
 def test_a_non_finite_loss_does_not_claim_a_checkpoint_that_does_not_exist(tmp_path):
-    from seqnlp.training.trainer import TrainingError
+    from seqnlp.errors import TrainingError
     from tests.test_trainer import config, make_trainer
 
     trainer, model = make_trainer(tmp_path, config())

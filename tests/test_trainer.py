@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from seqnlp.config import RunConfig
-from seqnlp.errors import SeqNLPError
-from seqnlp.training.trainer import Trainer, TrainingError, lr_factor
+from seqnlp.errors import SeqNLPError, TrainingError
+from seqnlp.training.trainer import Trainer, lr_factor
 
 
 class Regression(torch.nn.Module):

@@ -102,6 +102,20 @@ class Checkpoints:
                 extra["processes"] = self.group.world
             write_json(tmp / "trainer_state.json", {"state": vars(state), "rng": rng, **extra})
 
+    def resume(self) -> TrainState:
+        """``load`` for ``--resume``: the writer puts the checkpoint in place while the other processes of a
+        data-parallel run wait; no checkpoint is an error."""
+        from seqnlp.training import distributed
+
+        if self.group is not None and not self.is_writer:
+            distributed.barrier()
+        state = self.load()
+        if state is None:
+            raise TrainingError(f"--resume: no checkpoint in {self.directory}")
+        if self.group is not None and self.is_writer:
+            distributed.barrier()
+        return state
+
     def load(self) -> TrainState | None:
         """The saved state, with the model, optimizer, average and random states put back; None without one."""
         # the newest complete copy a crash left, put in its place (by the writer alone; the others read it after)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -114,6 +114,17 @@ def from_writer(value):
     box = [value]
     collective(lambda: dist.broadcast_object_list(box, src=0))
     return box[0]
+
+
+def writer_selects(state, evaluate_here: Callable[[], None], is_writer: bool) -> None:
+    """The writer evaluates and updates ``state``'s model selection (``evaluate_here``); every rank takes its
+    verdict. The selection metrics (seqeval F1, BLEU) are not sums over shards, so a sharded evaluation would gather
+    every prediction anyway, and the dev sets here take seconds."""
+    if is_writer:
+        evaluate_here()
+    fields = ("best_metric", "best_epoch", "bad_epochs", "finished", "ended_by")
+    for name, value in zip(fields, from_writer(tuple(getattr(state, name) for name in fields))):
+        setattr(state, name, value)
 
 
 def gather_to_writer(value) -> list | None:

@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from seqnlp.errors import TrainingError
 from seqnlp.storage.folders import write_text_atomic
+
+
+class LossWindow:
+    """An epoch's mean training loss so far, and the tokens per second since the last log line (``speed``)."""
+
+    def __init__(self):
+        self.loss_sum, self.count, self.tokens, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss_sum += loss
+        self.count += 1
+        self.tokens += tokens
+
+    @property
+    def mean(self) -> float:
+        return self.loss_sum / max(1, self.count)
+
+    def speed(self) -> float:
+        """Tokens per second since the last call (or the start), and a new window from now."""
+        now = time.perf_counter()
+        rate = self.tokens / max(1e-9, now - self.start)
+        self.tokens, self.start = 0, now
+        return rate
 
 
 class RunLog:
@@ -34,6 +58,13 @@ class RunLog:
         self.path.unlink(missing_ok=True)
         for record in pending:
             self.write(record)
+
+    def take_over(self, remove_earlier_run) -> None:
+        """Before the run's first save: ``remove_earlier_run()``, then the lines held so far written (once)."""
+        if self.pending is None:
+            return
+        remove_earlier_run()
+        self.release()
 
     def write(self, record: dict) -> None:
         if not self.writes:

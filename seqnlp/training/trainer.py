@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,17 +19,18 @@ import torch
 from seqnlp import compat
 from seqnlp.config import UNBOUNDED_EPOCHS, RunConfig
 from seqnlp.data.batching import to_device
-from seqnlp.errors import ConfigError, DivergedError, TrainingError
+from seqnlp.errors import ConfigError
 from seqnlp.nn.embedding import word_tables
 from seqnlp.storage.folders import (
     atomic_directory,
-    existing_directory,
 )
 from seqnlp.training.averaging import WeightAverage
 from seqnlp.training.checkpoints import Checkpoints, TrainState, checkpoint_path
+from seqnlp.training.divergence import check_finite, check_mean_loss, what_is_kept
 from seqnlp.training.heap import memory_mib, release_memory
 from seqnlp.training.optim import FusedOptimizer
-from seqnlp.training.run_log import Progress, RunLog
+from seqnlp.training.run_log import LossWindow, Progress, RunLog
+from seqnlp.training.selection import Selection
 
 
 def pick_device(name: str) -> torch.device:
@@ -126,6 +128,10 @@ class Budget:
         """How far along the schedule is: the larger of the steps' share and the clock's."""
         return max(step / self.total_steps, elapsed / self.seconds if self.seconds else 0.0)
 
+    def learning_rate(self, config: RunConfig, step: int, elapsed: float) -> float:
+        progress = self.progress(step, elapsed)
+        return config.lr * lr_factor(config.schedule, progress, step, config.warmup_steps)
+
     def out_of_time(self, state: TrainState) -> bool:
         return bool(self.seconds and state.seconds >= self.seconds)
 
@@ -185,12 +191,10 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.train_batches, self.evaluate, self.write_model = train_batches, evaluate, write_model
-        self.metric, self.higher_is_better = metric, higher_is_better
+        self.metric = metric
+        self.selection = Selection(metric, higher_is_better, config.patience, config.patience_after)
         self.signalled = False  # set by Ctrl-C / SIGTERM: the step ends, a checkpoint is written, the run stops
         self.stop_agreed = False  # data-parallel: some process was signalled, as all agreed after the last step
-        # A fresh run into a used folder leaves the earlier run's files (model, metrics, log) alone until
-        # it has a model or checkpoint of its own to put in their place; its log lines wait until then.
-        self.on_first_save = on_first_save
         self.device = distributed.device_of(group, pick_device(config.device))
         self.model.to(self.device)
         self.precision = training_precision(config.precision, self.device)
@@ -204,6 +208,10 @@ class Trainer:
         self.checkpoints = Checkpoints(self.checkpoint_dir, model, self.optimizer, self.average, self.device, group)
         self.run_log = RunLog(self.output_dir, self.is_writer, config.report_to == "tensorboard")
         self.progress = Progress(False, None, 0)
+        self.kept = partial(what_is_kept, self.output_dir, self.checkpoint_dir)  # said when a run fails
+        # A fresh run into a used folder leaves the earlier run's files (model, metrics, log) alone until
+        # it has a model or checkpoint of its own to put in their place; its log lines wait until then.
+        self.take_over_folder = partial(self.run_log.take_over, partial(remove_run, on_first_save, self.checkpoint_dir))
 
     @property
     def stop_requested(self) -> bool:
@@ -212,17 +220,8 @@ class Trainer:
         return self.stop_agreed if self.group is not None else self.signalled
 
     # -- the folder ------------------------------------------------------------------
-    def _take_over_folder(self) -> None:
-        """Before this run's first save: remove the earlier run's files and write the log lines kept so far."""
-        if self.run_log.pending is None:
-            return
-        if self.on_first_save:
-            self.on_first_save()
-        shutil.rmtree(self.checkpoint_dir.parent, ignore_errors=True)  # the earlier run's: it would resume that run
-        self.run_log.release()
-
     def save_checkpoint(self) -> None:
-        self.checkpoints.save(self.state, self.write_model, self._take_over_folder)
+        self.checkpoints.save(self.state, self.write_model, self.take_over_folder)
 
     def log(self, record: dict) -> None:
         self.run_log.write(record)
@@ -259,16 +258,7 @@ class Trainer:
         return state
 
     def _resume(self) -> None:
-        from seqnlp.training import distributed
-
-        if self.group is not None and not self.is_writer:
-            distributed.barrier()  # the writer has put the checkpoint in place
-        state = self.checkpoints.load()
-        if state is None:
-            raise TrainingError(f"--resume: no checkpoint in {self.checkpoint_dir}")
-        self.state = state
-        if self.group is not None and self.is_writer:
-            distributed.barrier()
+        self.state = state = self.checkpoints.resume()
         self.run_log.forget_after(state.step)
         print(f"resuming from {self.checkpoint_dir}: epoch {state.epoch + 1}, step {state.step}", flush=True)
 
@@ -279,7 +269,7 @@ class Trainer:
         while state.epoch < config.epochs and not stop:
             batches = batches or self.train_batches(state.epoch)
             interrupted, epoch_loss = self._train_epoch(batches)
-            self._check_divergence(epoch_loss)
+            check_mean_loss(state, epoch_loss, config.divergence_factor, self.kept)
             out_of_time = self.budget.out_of_time(state)
             out_of_steps = bool(config.max_steps and state.step >= config.max_steps)
             if not interrupted or out_of_time or out_of_steps:
@@ -288,19 +278,9 @@ class Trainer:
                 state.epoch += 1
                 state.step_in_epoch = 0
                 batches = None
-            if config.patience and state.bad_epochs >= config.patience and not state.finished:
-                print(f"early stopping: no dev {self.metric} improvement for {state.bad_epochs} epochs", flush=True)
-                state.finished = True
-                state.ended_by = "early stopping"
+            self.selection.stops_early(state)
             stop = interrupted or out_of_steps or state.finished or self.stop_requested
-            if out_of_time:
-                state.ended_by = "time budget"
-            elif out_of_steps:
-                state.ended_by = "step budget"
-            elif self.stop_requested:
-                state.ended_by = "interrupted"
-            elif state.epoch >= config.epochs and state.ended_by != "pruned":
-                state.ended_by = "epochs"
+            state.ended_by = ending(state, out_of_time, out_of_steps, self.stop_requested, config.epochs)
             self.save_checkpoint()
             release_memory()
 
@@ -308,7 +288,7 @@ class Trainer:
         """Train on the epoch's remaining batches; returns (stopped before the end?, mean loss)."""
         config, state = self.config, self.state
         self.model.train()
-        loss_sum, loss_count, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+        window = LossWindow()
         last_checkpoint = state.seconds  # the run's clock, which a data-parallel run's processes share
         for index in range(state.step_in_epoch, len(batches)):
             lr = self._set_learning_rate()
@@ -325,57 +305,34 @@ class Trainer:
                 state.seconds, self.stop_agreed = distributed.agree(
                     state.seconds, self.signalled, self.is_writer, self.device
                 )
-            window_tokens += tokens
-            loss_sum += loss
-            loss_count += 1
+            window.add(loss, tokens)
             if state.step % config.log_every == 0:
-                self._check_divergence(loss_sum / loss_count)
-                speed = window_tokens / max(1e-9, time.perf_counter() - window_start)
-                self.log(
-                    {"step": state.step, "epoch": state.epoch + 1, "loss": loss_sum / loss_count, "lr": lr,
-                     "tokens_per_s": speed}
-                )  # fmt: skip
-                self._show(loss_sum / loss_count, speed)
-                window_tokens, window_start = 0, time.perf_counter()
+                check_mean_loss(state, window.mean, config.divergence_factor, self.kept)
+                speed = window.speed()
+                self.log({"step": state.step, "epoch": state.epoch + 1, "loss": window.mean, "lr": lr,
+                          "tokens_per_s": speed})  # fmt: skip
+                self._show(window.mean, speed)
             self.progress.update()
             spent = self.budget.spent(state, last_in_epoch=index + 1 == len(batches))
             if spent:
                 self.progress.close()
                 print(f"{spent}: a last dev evaluation, then the end", flush=True)
-                return True, loss_sum / loss_count
+                return True, window.mean
             if self.stop_requested and index + 1 < len(batches):  # at an epoch's end, the epoch is finished first
-                return True, loss_sum / loss_count
+                return True, window.mean
             if state.seconds - last_checkpoint > 600:  # long epochs: a crash loses at most ten minutes
                 self.save_checkpoint()
                 last_checkpoint = state.seconds
-        return False, loss_sum / max(1, loss_count)
+        return False, window.mean
 
     def _set_learning_rate(self) -> float:
         state = self.state
         # a data-parallel run's processes must agree on the rate: rank 0's clock at the last step
         elapsed = state.seconds if self.group is not None else time.perf_counter() - self.started
-        progress = self.budget.progress(state.step, elapsed)
-        lr = self.config.lr * lr_factor(self.config.schedule, progress, state.step, self.config.warmup_steps)
+        lr = self.budget.learning_rate(self.config, state.step, elapsed)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
-
-    def _what_is_kept(self) -> str:
-        kept = []
-        if existing_directory(self.output_dir / "model"):
-            kept.append(f"the best model so far is in {self.output_dir / 'model'}")
-        if existing_directory(self.checkpoint_dir):
-            kept.append(f"the last checkpoint is in {self.checkpoint_dir}")
-        return "; ".join(kept) if kept else "no model or checkpoint was saved"
-
-    def _check_divergence(self, mean_loss: float) -> None:
-        state, factor = self.state, self.config.divergence_factor
-        if diverged(state.first_loss, mean_loss, factor):
-            raise DivergedError(
-                f"training diverged: the mean loss reached {mean_loss:.4g} at step {state.step} (epoch "
-                f"{state.epoch + 1}), over {factor:g} times its first value {state.first_loss:.4g}; "
-                f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
-            )
 
     def _step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step; returns the step's loss and tokens (of the whole global batch in a data-parallel run)."""
@@ -392,11 +349,7 @@ class Trainer:
             scaled, value, tokens = distributed.global_batch_loss(loss, units, tokens, self.group.world, self.device)
         else:
             scaled, value = loss, loss.item()
-        if not math.isfinite(value):
-            raise DivergedError(
-                f"loss became {value} at step {self.state.step} (epoch {self.state.epoch + 1}); "
-                f"try a lower --lr or --clip-norm ({self._what_is_kept()})"
-            )
+        check_finite(self.state, value, self.kept)
         self.optimizer.zero_grad(set_to_none=True)
         if self.group is None:
             scaled.backward()
@@ -415,41 +368,26 @@ class Trainer:
         return value, tokens
 
     def _evaluate(self, epoch_loss: float) -> None:
-        """Dev evaluation (of the averaged weights, when averaging); the model is saved when the dev metric improves.
-
-        In a data-parallel run rank 0 evaluates and the others wait for its verdict: the selection metrics
-        (seqeval F1, BLEU) are not sums over shards, so a sharded evaluation would gather every prediction anyway,
-        and the dev sets here take seconds.
-        """
-        state = self.state
-        if self.group is not None:
-            from seqnlp.training import distributed
-
-            if self.is_writer:
-                self._evaluate_here(epoch_loss)
-            verdict = distributed.from_writer(
-                (state.best_metric, state.best_epoch, state.bad_epochs, state.finished, state.ended_by)
-            )
-            state.best_metric, state.best_epoch, state.bad_epochs, state.finished, state.ended_by = verdict
+        """Dev evaluation (of the averaged weights, when averaging); the model is saved when the dev metric improves
+        (in a data-parallel run, by the writer: ``distributed.writer_selects``)."""
+        if self.group is None:
+            self._evaluate_here(epoch_loss)
             return
-        self._evaluate_here(epoch_loss)
+        from seqnlp.training import distributed
+
+        distributed.writer_selects(self.state, partial(self._evaluate_here, epoch_loss), self.is_writer)
 
     def _evaluate_here(self, epoch_loss: float) -> None:
         state = self.state
         with self.average.applied() if self.average else nullcontext():
             dev = self.evaluate(self.model)
             value = dev[self.metric]
-            improved = state.best_metric is None or (
-                value > state.best_metric if self.higher_is_better else value < state.best_metric
-            )
+            improved = self.selection.improves(state, value)
             if improved:
-                self._take_over_folder()
+                self.take_over_folder()
                 with atomic_directory(self.output_dir / "model") as tmp:
                     self.write_model(tmp)
-        if improved:
-            state.best_metric, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
-        elif self.budget.progress(state.step, state.seconds) >= self.config.patience_after:
-            state.bad_epochs += 1
+        self.selection.record(state, value, improved, self.budget.progress(state.step, state.seconds))
         numbers = {k: v for k, v in dev.items() if isinstance(v, (int, float))}
         self.log(
             {"epoch": state.epoch + 1, "step": state.step, "train_loss": epoch_loss, "dev": numbers,
@@ -464,9 +402,24 @@ class Trainer:
         self.progress.show(self.state.epoch + 1, loss, {f"best_dev_{self.metric}": self.state.best_metric}, speed)
 
 
-def diverged(first_loss: float | None, mean_loss: float, factor: float) -> bool:
-    """Whether the training loss has exploded: over ``factor`` times the untrained model's (the first step's)."""
-    return first_loss is not None and mean_loss > factor * max(first_loss, 1e-3)
+def remove_run(remove_files: Callable[[], None] | None, checkpoint_dir: Path) -> None:
+    """Remove an earlier run's files (``remove_files``) and checkpoints, which would resume that run."""
+    if remove_files:
+        remove_files()
+    shutil.rmtree(checkpoint_dir.parent, ignore_errors=True)
+
+
+def ending(state: TrainState, out_of_time: bool, out_of_steps: bool, stop_requested: bool, epochs: int) -> str | None:
+    """What ended the run after an epoch (``checkpoints.ENDINGS``), or what already had (early stopping, pruning)."""
+    if out_of_time:
+        return "time budget"
+    if out_of_steps:
+        return "step budget"
+    if stop_requested:
+        return "interrupted"
+    if state.epoch >= epochs and state.ended_by != "pruned":
+        return "epochs"
+    return state.ended_by
 
 
 @contextmanager
