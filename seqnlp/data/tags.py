@@ -106,11 +106,14 @@ def allowed_transitions(labels: Sequence[str], scheme: str):
 
 
 def continuation_mask(labels: Sequence[str]):
-    """``[K, K]`` booleans: tag ``j`` after tag ``i`` extends the same entity (``B-X``/``I-X`` then ``I-X``/``E-X``)."""
-    import torch
+    """``[K, K]`` booleans (a NumPy array): tag ``j`` after tag ``i`` extends the same entity (``B-X``/``I-X`` then
+    ``I-X``/``E-X``)."""
+    import numpy as np
 
     parts = [split_tag(label) for label in labels]
-    return torch.tensor([[pi in ("B", "I") and pj in ("I", "E") and ei == ej for pj, ej in parts] for pi, ei in parts])
+    return np.array(
+        [[pi in ("B", "I") and pj in ("I", "E") and ei == ej for pj, ej in parts] for pi, ei in parts], dtype=bool
+    ).reshape(len(parts), len(parts))
 
 
 def entity_types(labels: Sequence[str]) -> list[str]:

@@ -38,7 +38,7 @@ def graphs(task, model) -> tuple[list[Graph], dict]:
             "crf_start": start,
             "crf_transitions": transitions,
             "crf_end": end,
-            "continues": tagging.continuation_mask(task.tags.itos).to(torch.uint8),
+            "continues": torch.from_numpy(tagging.continuation_mask(task.tags.itos)).to(torch.uint8),
         }
     return [graph], arrays
 

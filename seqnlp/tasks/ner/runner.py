@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from seqnlp.data import tags as tagging
 from seqnlp.data.tokenize import MAX_WORD_CHARS, casing, normalize_word
 from seqnlp.predictions import taggings
-from seqnlp.serving import decoding
 from seqnlp.serving.runtime import Runner, pad_ids
+from seqnlp.tasks.ner.decoding import Chain, best_paths, entity_probabilities
 from seqnlp.vocab import Vocab
 
 
@@ -45,32 +43,16 @@ class TaggerRunner(Runner):
     def tag_entities(self, sentences: list[list[str]]) -> list:
         """IOB2 tags and entities ``(type, start, end, probability)``, as ``NERTask.tag_entities``."""
         results: list = [None] * len(sentences)
-        crf = bool(self.arrays)
-        if crf:
-            start, transitions, end = (self.arrays[k] for k in ("crf_start", "crf_transitions", "crf_end"))
-            continues = self.arrays["continues"].astype(bool)
+        chain = None
+        if self.arrays:  # the export's CRF scores, divided by the model's temperature already
+            names = ("crf_start", "crf_transitions", "crf_end")
+            chain = Chain(*(self.arrays[k] for k in names), self.arrays["continues"].astype(bool))
         for group in self.batches([{"words": s} for s in sentences]):
             emissions, lengths = self.emissions([sentences[i] for i in group])
-            if crf:
-                paths = decoding.viterbi(emissions, lengths, start, transitions, end)
-            else:
-                probabilities = np.exp(decoding.log_softmax(emissions))
-                paths = [row[:n].tolist() for row, n in zip(probabilities.argmax(-1), lengths)]
+            paths = best_paths(emissions, lengths, chain)
             tags = [self.tags.decode(path) for path in paths]
             spans = tagging.sentence_spans(tags)
-            if crf:
-                log_probs = decoding.span_log_probs(
-                    emissions,
-                    lengths,
-                    [(r, s, paths[r][s:e]) for r, s, e, _ in spans],
-                    start,
-                    transitions,
-                    end,
-                    continues,
-                )
-                scores = [math.exp(x) for x in log_probs]
-            else:
-                scores = [float(np.prod(probabilities[r, np.arange(s, e), paths[r][s:e]])) for r, s, e, _ in spans]
+            scores = entity_probabilities(emissions, lengths, paths, spans, chain)
             for i, tagged in zip(group, tagging.tagged_sentences(tags, spans, scores)):
                 results[i] = tagged
         return results

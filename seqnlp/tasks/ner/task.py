@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from seqnlp.config import MAX_WIDTH, RunConfig, calibrate_setting, setting, word_vectors_setting
@@ -28,7 +28,7 @@ from seqnlp.evaluation.metrics import (
 )
 from seqnlp.predictions import taggings
 from seqnlp.tasks.base import Task, register
-from seqnlp.tasks.ner import report
+from seqnlp.tasks.ner import decoding, report
 from seqnlp.tasks.ner.model import Tagger
 from seqnlp.vocab import Vocab, label_vocab
 
@@ -37,18 +37,16 @@ MAX_CACHED_SPELLINGS = 200_000  # bounds the memo when tagging an endless stream
 
 @dataclass
 class Decoded:
-    """One inference batch tagged: the sentences' indices, emissions ``[B, T, K]``, mask, best tag-id paths, their
-    tags, entity spans ``(row, start, end, type)`` with their tag ids ``(row, start, tag ids)``, and the moves that
-    continue an entity (``CRF.span_log_probs``): what every temperature's probabilities are computed from."""
+    """One inference batch tagged: the sentences' indices, emissions ``[B, T, K]`` and lengths (arrays), best tag-id
+    paths, their tags and entity spans ``(row, start, end, type)``: what every temperature's probabilities are
+    computed from."""
 
     group: list[int]
-    emissions: torch.Tensor
-    mask: torch.Tensor
+    emissions: np.ndarray
+    lengths: np.ndarray
     paths: list[list[int]]
     tags: list[list[str]]
     spans: list[tuple[int, int, int, str]]
-    span_paths: list[tuple[int, int, list[int]]]
-    continues: torch.Tensor
 
 
 @dataclass
@@ -344,37 +342,27 @@ class NERTask(Task):
 
     def decoded_batches(self, model, sentences: list[list[str]]):
         """Each inference batch of ``sentences`` with its emissions and best tag paths (``Decoded``), decoded once."""
-        continues = tagging.continuation_mask(self.tags.itos).to(next(model.parameters()).device)
+        chain = self.chain(model)
         for group, batch in self.inference_batches(model, self.encode(sentences)):
             with torch.inference_mode():
-                emissions = model.emissions(batch).float()
-                mask = batch["mask"]
-                if model.crf is not None:
-                    paths = model.crf.decode(emissions, mask)
-                else:
-                    paths = [row[:n] for row, n in zip(emissions.argmax(-1).tolist(), mask.sum(1).tolist())]
+                emissions = model.emissions(batch).float().cpu().numpy()
+            lengths = batch["lengths"].cpu().numpy()
+            paths = decoding.best_paths(emissions, lengths, chain)
             tags = [self.tags.decode(path) for path in paths]
-            spans = tagging.sentence_spans(tags)
-            span_paths = [(r, start, paths[r][start:end]) for r, start, end, _ in spans]
-            yield Decoded(group, emissions, mask, paths, tags, spans, span_paths, continues)
+            yield Decoded(group, emissions, lengths, paths, tags, tagging.sentence_spans(tags))
+
+    def chain(self, model, temperature: float = 1.0) -> decoding.Chain | None:
+        """The model's CRF scores divided by ``temperature``, as the searches read them; None without a CRF."""
+        if model.crf is None:
+            return None
+        return decoding.Chain(*model.crf.arrays(temperature), tagging.continuation_mask(self.tags.itos))
 
     def entity_probabilities(self, model, decoded: Decoded, temperature: float) -> list[float]:
-        """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``.
-
-        With a CRF, the marginal probability of exactly that span and type (forward-backward;
-        ``CRF.span_log_probs``); without one, the product of its tokens' softmax probabilities.
-        """
-        spans = decoded.spans
-        with torch.inference_mode():
-            if model.crf is not None:
-                log_probs = model.crf.span_log_probs(
-                    decoded.emissions, decoded.mask, decoded.span_paths, decoded.continues, temperature
-                )
-                return [math.exp(x) for x in log_probs]
-            probabilities = (decoded.emissions / temperature).softmax(-1)
-            return [
-                float(torch.prod(probabilities[r, torch.arange(s, e), decoded.paths[r][s:e]])) for r, s, e, _ in spans
-            ]
+        """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``
+        (``decoding.entity_probabilities``)."""
+        emissions = decoded.emissions if temperature == 1.0 else decoded.emissions / temperature
+        chain = self.chain(model, temperature)
+        return decoding.entity_probabilities(emissions, decoded.lengths, decoded.paths, decoded.spans, chain)
 
     def tag_entities_at(self, model, sentences: list[list[str]], temperatures: tuple[float, ...]) -> list[list]:
         """``tag_entities`` at each of ``temperatures``: the same tags, their entities' probabilities at each."""
