@@ -17,62 +17,31 @@ from typing import TYPE_CHECKING
 
 from seqnlp import config as configs
 from seqnlp.errors import ConfigError
-from seqnlp.predictions import check_inputs, split_options
+from seqnlp.predictions import LoadedModel
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: the ONNX runtime never imports it
     import torch
 
 
 @dataclasses.dataclass
-class Model:
-    """A trained model of any task, ready to predict: what ``seqnlp.load`` returns."""
+class Model(LoadedModel):
+    """A trained model of any task, ready to predict: what ``seqnlp.load`` returns (``LoadedModel``)."""
 
     task: object  # the seqnlp.tasks.base.Task the model was trained as (its config, vocabularies, labels)
     module: torch.nn.Module
     path: Path
 
-    @property
-    def task_name(self) -> str:
-        return self.task.name
-
-    @property
-    def labels(self) -> list[str] | None:
-        """Entity types (ner) or classes (sentiment); None for the other tasks."""
-        return self.task.label_names()
-
-    def info(self) -> dict:
-        from seqnlp.version import __version__
-
-        config_file = self.path / "config.json"
-        return {
-            "task": self.task.name,
-            "labels": self.labels,
-            "path": str(self.path),
-            "version": __version__,
-            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None,
-            "parameters": sum(p.numel() for p in self.module.parameters()),
-        }
-
-    def predict(self, inputs, batch_size: int | None = None, **options):
-        """Predictions for a list of inputs (or one prediction for one input), in input order.
-
-        ``inputs``: strings (for ner also lists of tokens). ``options``: the task's decoding options
-        (ner: ``pretokenized``; translate: ``beam``, ``n_best``; textgen: ``max_chars``, ``temperature``,
-        ``top_k``, ``top_p``, ``seed``) and any setting of the model's config that decoding reads
-        (``length_penalty=0.6``). ``batch_size`` bounds the inputs per forward pass.
-        """
-        single = isinstance(inputs, str)
-        items = [inputs] if single else list(inputs)
-        check_inputs(self.task, items)
-        task_options, settings = split_options(self.task, options)
-        if batch_size is not None:
-            settings["eval_batch_size"] = batch_size
-        task = self.task if not settings else with_settings(self.task, settings)
-        predictions = task.predict(self.module, items, task_options)
-        return predictions[0] if single else predictions
-
     def evaluate(self, data=None, **kwargs) -> dict:
         return evaluate(self, data, **kwargs)
+
+    def _predict(self, task, items: list, options: dict) -> list:
+        return task.predict(self.module, items, options)
+
+    def _with_settings(self, settings: dict):
+        return with_settings(self.task, settings)
+
+    def _facts(self) -> dict:
+        return {"parameters": sum(p.numel() for p in self.module.parameters())}
 
 
 def load(path, device: str = "auto", threads: int | None = None, **settings) -> Model:

@@ -205,13 +205,11 @@ OPTION_CHECKS = {
 }
 
 
-def split_options(task, options: dict, names: set[str] | None = None) -> tuple[dict, dict]:
+def split_options(task, options: dict) -> tuple[dict, dict]:
     """``predict``'s keyword options as (the task's decoding options, config settings); anything else is an error.
-
-    ``names``: the settings there are (default: the fields of the task's config dataclass).
-    """
+    ``task``: a Task or an export's runner, whose config holds the settings there are."""
     allowed = task.predict_options
-    names = {f.name for f in dataclasses.fields(task.config)} if names is None else names
+    names = set(vars(task.config))
     task_options, settings = {}, {}
     for key, value in options.items():
         if key in allowed:
@@ -258,3 +256,59 @@ def check_text(text: str, name: str) -> None:
         raise ConfigError(
             f"{name} is not Unicode text: a lone surrogate {text[err.start]!r} at character {err.start}"
         ) from None
+
+
+class LoadedModel:
+    """What ``seqnlp.load`` returns, one behaviour for both runtimes: ``seqnlp.api.Model`` (PyTorch) and
+    ``seqnlp.serving.runtime.OnnxModel`` differ only in what predicts (``task``: a Task beside its module, or an
+    export's runner) and in ``_predict``, ``_with_settings`` and ``_facts``."""
+
+    task: object
+    path: object  # the model folder (a pathlib.Path)
+
+    @property
+    def task_name(self) -> str:
+        return self.task.name
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Entity types (ner) or classes (sentiment); None for the other tasks."""
+        return self.task.label_names()
+
+    def info(self) -> dict:
+        import hashlib
+
+        from seqnlp.version import __version__
+
+        config_file = self.path / "config.json"
+        checksum = hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else None
+        return {"task": self.task.name, "labels": self.labels, "path": str(self.path), "version": __version__,
+                "config_sha256": checksum, **self._facts()}  # fmt: skip
+
+    def predict(self, inputs, batch_size: int | None = None, **options):
+        """Predictions for a list of inputs (or one prediction for one input), in input order.
+
+        ``inputs``: strings (for ner also lists of tokens). ``options``: the task's decoding options
+        (ner: ``pretokenized``; translate: ``beam``, ``n_best``; textgen: ``max_chars``, ``temperature``,
+        ``top_k``, ``top_p``, ``seed``) and any setting of the model's config that decoding reads
+        (``length_penalty=0.6``). ``batch_size`` bounds the inputs per forward pass.
+        """
+        single = isinstance(inputs, str)
+        items = [inputs] if single else list(inputs)
+        check_inputs(self.task, items)
+        task_options, settings = split_options(self.task, options)
+        if batch_size is not None:
+            settings["eval_batch_size"] = batch_size
+        predictions = self._predict(self._with_settings(settings) if settings else self.task, items, task_options)
+        return predictions[0] if single else predictions
+
+    def _predict(self, task, items: list, options: dict) -> list:
+        raise NotImplementedError
+
+    def _with_settings(self, settings: dict):
+        """A copy of ``task`` whose config has ``settings`` (decoding settings given to ``predict``)."""
+        raise NotImplementedError
+
+    def _facts(self) -> dict:
+        """What ``info`` adds for this runtime."""
+        return {}

@@ -30,15 +30,18 @@ SMALL_SEQ2SEQ = dict(
     dropout=0.0,
     label_smoothing=0.1,
     tie_embeddings=False,
-    shared_vocab=False,
+    joint_vocab=False,
     cell_impl="fused",
 )
 
 
-def seq2seq(src_vocab, tgt_vocab, **settings):
+def seq2seq(src_vocab, tgt_vocab, pad_id=0, unk_id=1, output_ids=None, **settings):
+    """A ``Seq2Seq`` of ``SMALL_SEQ2SEQ``'s sizes, ``settings`` overriding them."""
     from seqnlp.tasks.translate.model import Seq2Seq
+    from seqnlp.tasks.translate.task import TranslateConfig
 
-    return Seq2Seq(src_vocab, tgt_vocab, **{**SMALL_SEQ2SEQ, **settings})
+    config = TranslateConfig(**{**SMALL_SEQ2SEQ, **settings})
+    return Seq2Seq(config, src_vocab, tgt_vocab, pad_id, unk_id, output_ids)
 
 
 def search(model, src, src_lengths, alpha=0.6, beta=0.0, **options):
@@ -537,11 +540,11 @@ def test_output_layer_scores_only_the_target_side_subwords():
     assert all(set(ids) <= {1, *allowed} for nbest in hyps for ids, _ in nbest)
 
 
-@pytest.mark.parametrize("shared_vocab", [True, False])
-def test_embeddings_start_at_the_scale_of_their_dimension_with_zero_padding(shared_vocab):
+@pytest.mark.parametrize("joint_vocab", [True, False])
+def test_embeddings_start_at_the_scale_of_their_dimension_with_zero_padding(joint_vocab):
     torch.manual_seed(0)
     model = seq2seq(
-        400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, shared_vocab=shared_vocab, pad_id=PAD
+        400, 300, embed_dim=64, hidden=8, decoder_hidden=8, tie_embeddings=True, joint_vocab=joint_vocab, pad_id=PAD
     )
     for embedding in (model.src_embed, model.tgt_embed):
         assert embedding.weight[PAD].abs().sum() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seqnlp.data import tags as tagging
+from seqnlp.data.hf import label_names, require_columns
 from seqnlp.data.text import read_text_lines
 from seqnlp.errors import DataError, shorten
 
@@ -69,4 +70,27 @@ def read_conll(path, token_column: int = 0, tag_column: int = -1, scheme: str = 
     flush()
     if not sentences:
         raise DataError("no sentences found (expected CoNLL columns: token ... tag)", path)
+    return sentences
+
+
+def read_tagged_rows(dataset, tokens_field: str, tags_field: str, scheme: str, source: str) -> list[TaggedSentence]:
+    """The sentences of a HuggingFace token-classification dataset: each row's token list and tag list (ClassLabel
+    ids or strings), the tags converted to ``scheme``; an empty row is skipped, a bad one is a ``DataError`` naming
+    ``source`` and the row."""
+    require_columns(dataset, [tokens_field, tags_field], source)
+    names = label_names(dataset, tags_field)
+    sentences = []
+    for row_number, row in enumerate(dataset):
+        tokens, raw_tags = row[tokens_field], row[tags_field]
+        where = f"{source}:row {row_number}"
+        if len(tokens) != len(raw_tags):
+            raise DataError(f"{where}: {len(tokens)} tokens but {len(raw_tags)} tags")
+        if not tokens:
+            continue
+        tag_strings = [names[t] if names is not None and isinstance(t, int) else str(t) for t in raw_tags]
+        try:
+            converted = tagging.convert(tag_strings, scheme)
+        except ValueError as err:
+            raise DataError(f"{where}: {err}") from None
+        sentences.append(TaggedSentence(list(tokens), converted, where))
     return sentences

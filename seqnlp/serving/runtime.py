@@ -9,7 +9,6 @@ stream, so a seed gives another continuation than under PyTorch (greedy, ``top_k
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +17,7 @@ import numpy as np
 
 from seqnlp.data.batching import bucket_batches
 from seqnlp.errors import ConfigError, SeqNLPError
-from seqnlp.predictions import check_inputs, split_options
+from seqnlp.predictions import LoadedModel
 from seqnlp.serving import FORMAT, FORMAT_VERSION, MANIFEST
 from seqnlp.storage.folders import read_json, read_model_config
 from seqnlp.tasks import task_part
@@ -199,50 +198,21 @@ def with_settings(settings: dict, overrides: dict, task: str) -> dict:
     return merged
 
 
-class OnnxModel:
-    """An exported model, ready to predict: what ``seqnlp.load`` returns for a folder of ``seqnlp export``."""
+class OnnxModel(LoadedModel):
+    """An exported model, ready to predict: what ``seqnlp.load`` returns for a folder of ``seqnlp export``
+    (``LoadedModel``; ``task`` is the export's runner, what the server asks of a model's task too)."""
 
     def __init__(self, runner: Runner, path: Path):
-        self.runner = runner
+        self.task = runner
         self.path = path
 
-    @property
-    def task_name(self) -> str:
-        return self.runner.name
+    def _predict(self, runner, items: list, options: dict) -> list:
+        return runner.predict(items, options)
 
-    @property
-    def task(self) -> Runner:
-        """What the server asks of a model's task (``shares_batches``, the inputs it takes)."""
-        return self.runner
+    def _with_settings(self, settings: dict):
+        runner = copy.copy(self.task)  # the sessions are shared
+        runner.config = SimpleNamespace(**with_settings(vars(self.task.config), settings, runner.name))
+        return runner
 
-    @property
-    def labels(self) -> list[str] | None:
-        return self.runner.label_names()
-
-    def info(self) -> dict:
-        from seqnlp.version import __version__
-
-        config_file = self.path / "config.json"
-        return {
-            "task": self.runner.name,
-            "labels": self.labels,
-            "path": str(self.path),
-            "version": __version__,
-            "runtime": "onnx",
-            "config_sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
-        }
-
-    def predict(self, inputs, batch_size: int | None = None, **options):
-        """As ``seqnlp.Model.predict``."""
-        single = isinstance(inputs, str)
-        items = [inputs] if single else list(inputs)
-        check_inputs(self.runner, items)
-        task_options, settings = split_options(self.runner, options, set(vars(self.runner.config)))
-        runner = self.runner
-        if batch_size is not None:
-            settings["eval_batch_size"] = batch_size
-        if settings:  # a copy with other decoding settings; the sessions are shared
-            runner = copy.copy(self.runner)
-            runner.config = SimpleNamespace(**with_settings(vars(self.runner.config), settings, runner.name))
-        predictions = runner.predict(items, task_options)
-        return predictions[0] if single else predictions
+    def _facts(self) -> dict:
+        return {"runtime": "onnx"}

@@ -43,9 +43,7 @@ class Task:
     token_list_inputs: bool = False  # whether ``predict`` also takes pre-tokenized inputs (lists of token strings)
     output_formats: tuple[str, ...] = ("text", "json")  # what ``seqnlp predict --format`` offers
     shares_batches: bool = True  # whether the server may batch concurrent requests into one ``predict`` call
-    # whether the model's training step is faster under bf16 autocast where the device has bf16 arithmetic
-    # (``--precision auto``; docs/experiments.md, "Mixed precision")
-    bf16_pays: bool = False
+    bf16_pays: bool = False  # whether the model trains faster in bf16 where the device has it (``--precision auto``)
     # the model card (``seqnlp.storage.card``): the Hub's pipeline tag and the example input of its usage section
     pipeline_tag: str = ""
     usage_input: str = "..."
@@ -70,8 +68,7 @@ class Task:
 
     @classmethod
     def settings_of(cls, saved: dict) -> dict:
-        """The settings a saved config stands for: its own, and for settings added since it was saved, the old
-        behaviour."""
+        """The settings a saved config stands for: its own, and the old behaviour of settings added since."""
         return {**cls.settings_added_later, **saved}
 
     @classmethod
@@ -95,14 +92,13 @@ class Task:
         """Examples of ``split`` ("train" / "dev" / "test") from ``path``, the config's files, or its HF dataset; None
         if not given."""
         config = self.config
-        if path is None:
-            path = {"train": config.train_file, "dev": config.dev_file, "test": config.test_file}[split]
+        path = getattr(config, f"{split}_file") if path is None else path
         if path:
             examples = self.read_file(path)
         elif config.dataset:
             from seqnlp.data import hf
 
-            split_name = {"train": config.train_split, "dev": config.dev_split, "test": config.test_split}[split]
+            split_name = getattr(config, f"{split}_split")
             dataset = hf.load_split(config.dataset, split_name, config.dataset_config, role=split)
             if dataset is None:
                 return None
@@ -192,8 +188,7 @@ class Task:
         return {}
 
     def init_model(self, model: torch.nn.Module, rows=None) -> dict | None:
-        """Start a model's word embeddings from the pretrained vectors its config names (all rows of a fresh model;
-        ``rows``: the ids fine-tuning added to the words); the vectors' report for the data summary, or None."""
+        """The word tables start from the config's pretrained vectors (``rows``: only these); their report or None."""
         spec = getattr(self.config, "pretrained_vectors", None)
         return start_from_vectors(spec, getattr(self, "words", None), word_tables(model), rows)
 

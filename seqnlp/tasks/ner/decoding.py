@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seqnlp.data.tags import continuation_mask
 from seqnlp.nn.crf_decoding import log_softmax, span_log_probs, viterbi
 
 
@@ -20,6 +21,13 @@ class Chain:
     transitions: np.ndarray
     end: np.ndarray
     continues: np.ndarray
+
+
+def chain_of(crf, tag_names: list[str], temperature: float = 1.0) -> Chain | None:
+    """A PyTorch CRF's scores (``CRF.arrays``) divided by ``temperature``; None without a CRF."""
+    if crf is None:
+        return None
+    return Chain(*crf.arrays(temperature), continuation_mask(tag_names))
 
 
 def best_paths(emissions: np.ndarray, lengths: np.ndarray, chain: Chain | None) -> list[list[int]]:

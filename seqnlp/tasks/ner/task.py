@@ -11,8 +11,7 @@ import torch
 from seqnlp.config import MAX_WIDTH, RunConfig, calibrate_setting, setting, word_vectors_setting
 from seqnlp.data import tags as tagging
 from seqnlp.data.batching import pad
-from seqnlp.data.conll import TaggedSentence, read_conll
-from seqnlp.data.hf import label_names, require_columns
+from seqnlp.data.conll import read_conll, read_tagged_rows
 from seqnlp.data.tokenize import CASINGS, MAX_WORD_CHARS, casing, normalize_word
 from seqnlp.errors import DataError
 from seqnlp.evaluation.calibration import binary_log_loss, fit_temperature
@@ -107,23 +106,7 @@ class NERTask(Task):
 
     def read_hf(self, dataset, source):
         config = self.config
-        require_columns(dataset, [config.tokens_field, config.tags_field], source)
-        names = label_names(dataset, config.tags_field)
-        sentences = []
-        for row_number, row in enumerate(dataset):
-            tokens, raw_tags = row[config.tokens_field], row[config.tags_field]
-            where = f"{source}:row {row_number}"
-            if len(tokens) != len(raw_tags):
-                raise DataError(f"{where}: {len(tokens)} tokens but {len(raw_tags)} tags")
-            if not tokens:
-                continue
-            tag_strings = [names[t] if names is not None and isinstance(t, int) else str(t) for t in raw_tags]
-            try:
-                converted = tagging.convert(tag_strings, config.tag_scheme)
-            except ValueError as err:
-                raise DataError(f"{where}: {err}") from None
-            sentences.append(TaggedSentence(list(tokens), converted, where))
-        return sentences
+        return read_tagged_rows(dataset, config.tokens_field, config.tags_field, config.tag_scheme, source)
 
     def num_tokens(self, example):
         return len(example.tokens)
@@ -151,32 +134,7 @@ class NERTask(Task):
 
     def adapt(self, train):
         """New entity types get fresh rows (and zero CRF transitions); known ones keep theirs; new words are added."""
-        from seqnlp.training import finetune
-
-        config = self.config
-        old_tags, old_words, old_chars = self.tags, self.words, self.chars
-        old_types = sorted({tagging.split_tag(t)[1] for t in old_tags.itos} - {None})
-        seen = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
-        types, source, account = finetune.relabel(
-            old_types, seen, config.labels, finetune.parse_label_map(config.label_map)
-        )
-        self.tags = label_vocab(tagging.scheme_tags(types, config.tag_scheme))
-        tag_source = {}
-        for tag in self.tags.itos:
-            prefix, entity = tagging.split_tag(tag)
-            tag_source[tag] = "O" if entity is None else (f"{prefix}-{source[entity]}" if source.get(entity) else None)
-        adaptation = finetune.head_adaptation(config, self.tags, old_tags, tag_source, "tags", "entity types", account)
-        if config.extend_vocab:
-            words = ([self.normalize(t) for t in s.tokens] for s in train)
-            self.words = finetune.extend_vocabulary(
-                adaptation, "words", old_words, words, config, self.data_source(), config.min_freq
-            )
-            if old_chars is not None:
-                chars = ("".join(s.tokens) for s in train)
-                self.chars = finetune.extend_vocabulary(
-                    adaptation, "chars", old_chars, chars, config, self.data_source(), noted="characters"
-                )
-        return adaptation
+        return adapt_tagger(self, train)
 
     def weight_axes(self):
         return {
@@ -306,19 +264,7 @@ class NERTask(Task):
         )
         scores["unknown_word_rate"] = unknown / max(1, sum(len(s.tokens) for s in examples))
         if not selection:
-            statistics = entity_statistics(gold, predicted, self.entity_types())
-            attach_intervals(scores, statistics, self.config.bootstrap)
-            words = [[self.normalize(t) for t in s.tokens] for s in examples]  # as the vocabulary holds them
-            scores["error_analysis"] = entity_error_analysis(gold, predicted, words, self.words)
-            # each predicted entity's probability (at each temperature), and whether it is a gold entity
-            confidences = [[p for _, found in at for *_, p in found] for at in tagged]
-            gold_spans = [set(tagging.to_spans(g)) for g in gold]
-            right = [(t, s, e) in spans for spans, (_, found) in zip(gold_spans, tagged[0]) for t, s, e, _ in found]
-            fitted = self.applied_calibration()
-            scores["calibration"] = calibration_before_after(confidences[0], confidences[-1], right, fitted)
-            scores["_predictions"] = [
-                tagging_record(example, g, found) for example, g, (_, found) in zip(examples, gold, tagged[0])
-            ]
+            attach_evidence(scores, self, examples, gold, predicted, tagged)
         return scores
 
     def fit_temperature(self, model, examples):
@@ -342,7 +288,7 @@ class NERTask(Task):
 
     def decoded_batches(self, model, sentences: list[list[str]]):
         """Each inference batch of ``sentences`` with its emissions and best tag paths (``Decoded``), decoded once."""
-        chain = self.chain(model)
+        chain = decoding.chain_of(model.crf, self.tags.itos)
         for group, batch in self.inference_batches(model, self.encode(sentences)):
             with torch.inference_mode():
                 emissions = model.emissions(batch).float().cpu().numpy()
@@ -351,17 +297,10 @@ class NERTask(Task):
             tags = [self.tags.decode(path) for path in paths]
             yield Decoded(group, emissions, lengths, paths, tags, tagging.sentence_spans(tags))
 
-    def chain(self, model, temperature: float = 1.0) -> decoding.Chain | None:
-        """The model's CRF scores divided by ``temperature``, as the searches read them; None without a CRF."""
-        if model.crf is None:
-            return None
-        return decoding.Chain(*model.crf.arrays(temperature), tagging.continuation_mask(self.tags.itos))
-
     def entity_probabilities(self, model, decoded: Decoded, temperature: float) -> list[float]:
-        """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``
-        (``decoding.entity_probabilities``)."""
+        """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``."""
         emissions = decoded.emissions if temperature == 1.0 else decoded.emissions / temperature
-        chain = self.chain(model, temperature)
+        chain = decoding.chain_of(model.crf, self.tags.itos, temperature)
         return decoding.entity_probabilities(emissions, decoded.lengths, decoded.paths, decoded.spans, chain)
 
     def tag_entities_at(self, model, sentences: list[list[str]], temperatures: tuple[float, ...]) -> list[list]:
@@ -388,6 +327,56 @@ class NERTask(Task):
         return taggings(inputs, pretokenized, lambda sentences: self.tag_entities(model, sentences))
 
     report_sections = staticmethod(report.report_sections)
+
+
+def adapt_tagger(task: NERTask, train):
+    """``NERTask.adapt``: the tag set relabelled (new entity types fresh, known ones carried over) and the words and
+    characters extended, with their row maps."""
+    from seqnlp.training import finetune
+
+    config = task.config
+    old_tags, old_words, old_chars = task.tags, task.words, task.chars
+    old_types = sorted({tagging.split_tag(t)[1] for t in old_tags.itos} - {None})
+    seen = {tagging.split_tag(t)[1] for s in train for t in s.tags} - {None}
+    types, source, account = finetune.relabel(
+        old_types, seen, config.labels, finetune.parse_label_map(config.label_map)
+    )
+    task.tags = label_vocab(tagging.scheme_tags(types, config.tag_scheme))
+    tag_source = {}
+    for tag in task.tags.itos:
+        prefix, entity = tagging.split_tag(tag)
+        tag_source[tag] = "O" if entity is None else (f"{prefix}-{source[entity]}" if source.get(entity) else None)
+    adaptation = finetune.head_adaptation(config, task.tags, old_tags, tag_source, "tags", "entity types", account)
+    if config.extend_vocab:
+        words = ([task.normalize(t) for t in s.tokens] for s in train)
+        task.words = finetune.extend_vocabulary(
+            adaptation, "words", old_words, words, config, task.data_source(), config.min_freq
+        )
+        if old_chars is not None:
+            chars = ("".join(s.tokens) for s in train)
+            task.chars = finetune.extend_vocabulary(
+                adaptation, "chars", old_chars, chars, config, task.data_source(), noted="characters"
+            )
+    return adaptation
+
+
+def attach_evidence(scores: dict, task: NERTask, examples, gold, predicted, tagged) -> None:
+    """What a final evaluation adds to ``scores``: intervals, the error analysis, the entities' calibration (from
+    ``tagged``, the tags and entities at the model's temperature and, when calibrated, at 1) and predictions.jsonl's
+    records."""
+    statistics = entity_statistics(gold, predicted, task.entity_types())
+    attach_intervals(scores, statistics, task.config.bootstrap)
+    words = [[task.normalize(t) for t in s.tokens] for s in examples]  # as the vocabulary holds them
+    scores["error_analysis"] = entity_error_analysis(gold, predicted, words, task.words)
+    # each predicted entity's probability (at each temperature), and whether it is a gold entity
+    confidences = [[p for _, found in at for *_, p in found] for at in tagged]
+    gold_spans = [set(tagging.to_spans(g)) for g in gold]
+    right = [(t, s, e) in spans for spans, (_, found) in zip(gold_spans, tagged[0]) for t, s, e, _ in found]
+    fitted = task.applied_calibration()
+    scores["calibration"] = calibration_before_after(confidences[0], confidences[-1], right, fitted)
+    scores["_predictions"] = [
+        tagging_record(example, g, found) for example, g, (_, found) in zip(examples, gold, tagged[0])
+    ]
 
 
 def tagging_record(example, gold: list[str], entities: list[tuple]) -> dict:

@@ -185,35 +185,7 @@ class SentimentTask(Task):
 
     def adapt(self, train):
         """New classes get fresh output rows, known ones keep theirs; new words are added (word tokenizer)."""
-        from seqnlp.training import finetune
-
-        config = self.config
-        old_labels, old_words = self.labels, self.words
-        names, source, account = finetune.relabel(
-            old_labels.itos, (e.label for e in train), config.labels, finetune.parse_label_map(config.label_map)
-        )
-        self.labels = label_vocab(names)
-        adaptation = finetune.head_adaptation(config, self.labels, old_labels, source, "labels", "classes", account)
-        if config.extend_vocab and config.tokenizer == "word":
-            words = (self.tokenize(e.text) for e in train)
-            self.words = finetune.extend_vocabulary(
-                adaptation, "words", old_words, words, config, self.data_source(), config.min_freq
-            )
-        elif config.tokenizer == "subword":
-            old_subwords = self.subwords
-            if config.new_vocab:
-                self.subwords = self.train_subwords(train)
-            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(
-                old_subwords, self.subwords, "training", self.subword_texts(train)
-            )
-            if mapping is not None:
-                adaptation.maps["words"] = mapping
-        counts = Counter(e.label for e in train)
-        if config.class_weights == "balanced":
-            self.weights = [len(train) / (len(self.labels) * max(1, counts[label])) for label in self.labels.itos]
-        elif self.weights is not None and len(self.weights) != len(self.labels):
-            self.weights = None
-        return adaptation
+        return adapt_classifier(self, train)
 
     def weight_axes(self):
         axes = {"embedding.words.weight": ("words", (0,)), "out.weight": ("labels", (0,)), "out.bias": ("labels", (0,))}
@@ -363,3 +335,37 @@ def accuracy_by_length(lengths: list[int], gold: list[str], predicted: list[str]
                 "accuracy": correct / len(chosen),
             }
     return buckets
+
+
+def adapt_classifier(task: SentimentTask, train):
+    """``SentimentTask.adapt``: the classes relabelled, the words extended (or the subwords re-trained with
+    ``--new-vocab``) with their row maps, and the class weights recomputed for the new classes."""
+    from seqnlp.training import finetune
+
+    config = task.config
+    old_labels, old_words = task.labels, task.words
+    names, source, account = finetune.relabel(
+        old_labels.itos, (e.label for e in train), config.labels, finetune.parse_label_map(config.label_map)
+    )
+    task.labels = label_vocab(names)
+    adaptation = finetune.head_adaptation(config, task.labels, old_labels, source, "labels", "classes", account)
+    if config.extend_vocab and config.tokenizer == "word":
+        words = (task.tokenize(e.text) for e in train)
+        task.words = finetune.extend_vocabulary(
+            adaptation, "words", old_words, words, config, task.data_source(), config.min_freq
+        )
+    elif config.tokenizer == "subword":
+        old_subwords = task.subwords
+        if config.new_vocab:
+            task.subwords = task.train_subwords(train)
+        mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(
+            old_subwords, task.subwords, "training", task.subword_texts(train)
+        )
+        if mapping is not None:
+            adaptation.maps["words"] = mapping
+    counts = Counter(e.label for e in train)
+    if config.class_weights == "balanced":
+        task.weights = [len(train) / (len(task.labels) * max(1, counts[label])) for label in task.labels.itos]
+    elif task.weights is not None and len(task.weights) != len(task.labels):
+        task.weights = None
+    return adaptation

@@ -134,34 +134,23 @@ class Seq2Seq(nn.Module):
     ``output_ids`` are the subwords the decoder may emit (with a joint vocabulary, the target side's
     share of it: roughly half of the pieces never occur in the target language). The output layer
     scores only those, which is where most of the compute of a step goes; log-probabilities index
-    into ``output_ids``. Training targets outside it count as ``unk_id``. The sizes and switches have
-    no defaults here: ``TranslateConfig`` holds them (``seqnlp.tasks.translate.task``).
+    into ``output_ids``. Training targets outside it count as ``unk_id``.
     """
 
     def __init__(
         self,
+        config,
         src_vocab: int,
         tgt_vocab: int,
-        *,
-        embed_dim: int,
-        hidden: int,
-        decoder_hidden: int,
-        layers: int,
-        decoder_layers: int,
-        cell: str,
-        bidirectional: bool,
-        attention: str,
-        input_feed: bool,
-        dropout: float,
-        label_smoothing: float,
-        tie_embeddings: bool,
-        shared_vocab: bool,
-        cell_impl: str,
         pad_id: int = 0,
         unk_id: int = 1,
         output_ids: list[int] | None = None,
     ):
+        """``config``: the task's settings (``TranslateConfig``: the sizes and switches); the vocabulary sizes and
+        ids come from its SentencePiece models."""
         super().__init__()
+        embed_dim, decoder_hidden, cell = config.embed_dim, config.decoder_hidden, config.cell
+        input_feed, dropout, decoder_layers = config.input_feed, config.dropout, config.decoder_layers
         self.pad_id = pad_id
         ids = sorted(set(range(tgt_vocab) if output_ids is None else output_ids) | {unk_id})
         position = torch.full((tgt_vocab,), ids.index(unk_id), dtype=torch.long)
@@ -170,21 +159,21 @@ class Seq2Seq(nn.Module):
         self.register_buffer("output_position", position, persistent=False)
         self.cell = cell
         self.input_feed = input_feed
-        self.label_smoothing = label_smoothing
+        self.label_smoothing = config.label_smoothing
         self.src_embed = scaled_embedding(src_vocab, embed_dim, pad_id)
-        self.tgt_embed = self.src_embed if shared_vocab else scaled_embedding(tgt_vocab, embed_dim, pad_id)
-        self.encoder = RNNEncoder(embed_dim, hidden, layers, cell, bidirectional, dropout, cell_impl)
+        self.tgt_embed = self.src_embed if config.joint_vocab else scaled_embedding(tgt_vocab, embed_dim, pad_id)
+        self.encoder = RNNEncoder.from_config(embed_dim, config)
         self.bridge = Linear(self.encoder.out_dim, decoder_hidden * decoder_layers)
-        attentional_dim = embed_dim if tie_embeddings else decoder_hidden
+        attentional_dim = embed_dim if config.tie_embeddings else decoder_hidden
         step_input = embed_dim + (attentional_dim if input_feed else 0)
         self.embed_dim = embed_dim
         self.cells = nn.ModuleList(
             DECODER_CELLS[cell](step_input if i == 0 else decoder_hidden, decoder_hidden) for i in range(decoder_layers)
         )
-        self.attention = Attention(attention, decoder_hidden, self.encoder.out_dim)
+        self.attention = Attention(config.attention, decoder_hidden, self.encoder.out_dim)
         self.combine = Linear(decoder_hidden + self.encoder.out_dim, attentional_dim, bias=False)
         self.out = Linear(attentional_dim, tgt_vocab)
-        if tie_embeddings:
+        if config.tie_embeddings:
             self.out.weight = self.tgt_embed.weight
         self.drop = Dropout(dropout)
         self.embed_drop = LockedDropout(dropout)

@@ -98,11 +98,8 @@ class TranslateTask(Task):
     usage_input = "Ein Hund läuft über die Wiese."
 
     def description(self):
-        config = self.config
-        return (
-            f"an attentional encoder-decoder translator ({config.src_lang} → {config.tgt_lang}, SentencePiece "
-            "subwords, beam search)"
-        )
+        languages = f"{self.config.src_lang} → {self.config.tgt_lang}"
+        return f"an attentional encoder-decoder translator ({languages}, SentencePiece subwords, beam search)"
 
     def languages(self):
         return [self.config.src_lang, self.config.tgt_lang]
@@ -176,28 +173,7 @@ class TranslateTask(Task):
     def adapt(self, train):
         """The model's SentencePiece model kept (the output layer also scores the new data's target subwords),
         or a new one trained on the new data (``--new-vocab``), whose pieces the model knows keep their rows."""
-        from seqnlp.training import finetune
-
-        old_src, old_tgt = self.src_sp, self.tgt_sp
-        if self.config.new_vocab:
-            self.build_vocabularies(train)
-        else:
-            self.output_ids = sorted(set(self.output_ids) | {t for p in train for t in self.tgt_sp.encode(p.tgt)})
-        adaptation = finetune.Adaptation()
-        if self.config.joint_vocab:
-            texts = [p.src for p in train] + [p.tgt for p in train]
-            mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_src, self.src_sp, "training", texts)
-            maps = {"source": mapping, "target": mapping}
-        else:
-            maps = {}
-            maps["source"], adaptation.notes["source subwords"] = finetune.subword_adaptation(
-                old_src, self.src_sp, "source", [p.src for p in train]
-            )
-            maps["target"], adaptation.notes["target subwords"] = finetune.subword_adaptation(
-                old_tgt, self.tgt_sp, "target", [p.tgt for p in train]
-            )
-        adaptation.maps.update({name: mapping for name, mapping in maps.items() if mapping is not None})
-        return adaptation
+        return adapt_translator(self, train)
 
     def weight_axes(self):
         return {
@@ -208,14 +184,8 @@ class TranslateTask(Task):
         }
 
     def build_model(self):
-        return translator(
-            self.config,
-            len(self.src_sp),
-            len(self.tgt_sp),
-            pad_id=self.tgt_sp.pad_id,
-            unk_id=self.tgt_sp.unk_id,
-            output_ids=self.output_ids,
-        )
+        sizes = (len(self.src_sp), len(self.tgt_sp))
+        return Seq2Seq(self.config, *sizes, self.tgt_sp.pad_id, self.tgt_sp.unk_id, self.output_ids)
 
     def save_assets(self, directory):
         self.src_sp.save(Path(directory) / "source.model")
@@ -321,22 +291,7 @@ class TranslateTask(Task):
         scores["beam"] = beam
         if selection:
             return scores
-        buckets = {}
-        for low, high in LENGTH_BUCKETS:
-            chosen = [
-                i
-                for i, p in enumerate(examples)
-                if low <= len(p.src.split()) and (high is None or len(p.src.split()) <= high)
-            ]
-            if chosen:
-                name = f"{low}-{high}" if high else f"{low}+"
-                buckets[name] = {
-                    "sentences": len(chosen),
-                    "bleu": translation_scores([hypotheses[i] for i in chosen], [references[i] for i in chosen])[
-                        "bleu"
-                    ],
-                }
-        scores["bleu_by_source_length"] = buckets
+        scores["bleu_by_source_length"] = bleu_by_source_length(examples, hypotheses, references)
         src_ids = [t for p in examples for t in self.src_sp.encode(p.src)]
         scores["unknown_subword_rate"] = sum(t == self.src_sp.unk_id for t in src_ids) / max(1, len(src_ids))
         scores["_samples"] = [
@@ -369,34 +324,42 @@ class TranslateTask(Task):
     report_sections = staticmethod(report.report_sections)
 
 
-def translator(
-    config: TranslateConfig,
-    src_vocab: int,
-    tgt_vocab: int,
-    *,
-    pad_id: int = 0,
-    unk_id: int = 1,
-    output_ids: list[int] | None = None,
-) -> Seq2Seq:
-    """The ``Seq2Seq`` that ``config`` describes, over vocabularies of the given sizes."""
-    return Seq2Seq(
-        src_vocab,
-        tgt_vocab,
-        embed_dim=config.embed_dim,
-        hidden=config.hidden,
-        decoder_hidden=config.decoder_hidden,
-        layers=config.layers,
-        decoder_layers=config.decoder_layers,
-        cell=config.cell,
-        bidirectional=config.bidirectional,
-        attention=config.attention,
-        input_feed=config.input_feed,
-        dropout=config.dropout,
-        label_smoothing=config.label_smoothing,
-        tie_embeddings=config.tie_embeddings,
-        shared_vocab=config.joint_vocab,
-        cell_impl=config.cell_impl,
-        pad_id=pad_id,
-        unk_id=unk_id,
-        output_ids=output_ids,
-    )
+def bleu_by_source_length(examples, hypotheses: list[str], references: list[str]) -> dict:
+    """BLEU of the sentences in each of ``LENGTH_BUCKETS`` (source words), with their number."""
+    buckets = {}
+    for low, high in LENGTH_BUCKETS:
+        chosen = [
+            i
+            for i, p in enumerate(examples)
+            if low <= len(p.src.split()) and (high is None or len(p.src.split()) <= high)
+        ]
+        if chosen:
+            bleu = translation_scores([hypotheses[i] for i in chosen], [references[i] for i in chosen])["bleu"]
+            buckets[f"{low}-{high}" if high else f"{low}+"] = {"sentences": len(chosen), "bleu": bleu}
+    return buckets
+
+
+def adapt_translator(task: TranslateTask, train):
+    """``TranslateTask.adapt``: the subword row maps from the model's SentencePiece models to the run's."""
+    from seqnlp.training import finetune
+
+    old_src, old_tgt = task.src_sp, task.tgt_sp
+    if task.config.new_vocab:
+        task.build_vocabularies(train)
+    else:
+        task.output_ids = sorted(set(task.output_ids) | {t for p in train for t in task.tgt_sp.encode(p.tgt)})
+    adaptation = finetune.Adaptation()
+    if task.config.joint_vocab:
+        texts = [p.src for p in train] + [p.tgt for p in train]
+        mapping, adaptation.notes["subwords"] = finetune.subword_adaptation(old_src, task.src_sp, "training", texts)
+        maps = {"source": mapping, "target": mapping}
+    else:
+        maps = {}
+        maps["source"], adaptation.notes["source subwords"] = finetune.subword_adaptation(
+            old_src, task.src_sp, "source", [p.src for p in train]
+        )
+        maps["target"], adaptation.notes["target subwords"] = finetune.subword_adaptation(
+            old_tgt, task.tgt_sp, "target", [p.tgt for p in train]
+        )
+    adaptation.maps.update({name: mapping for name, mapping in maps.items() if mapping is not None})
+    return adaptation
