@@ -302,24 +302,35 @@ def test_fine_tuning_settings_of_the_base_run_are_not_inherited(base_ner, tmp_pa
     assert {"labels", "label_map", "reset_head", "extend_vocab", "freeze", "lr_pretrained"} <= RUN_SETTINGS
 
 
-def test_lr_pretrained_moves_the_body_at_its_own_rate():
+@pytest.mark.parametrize(
+    "embedding, setting, moved",
+    [
+        ("linear", {"lr_pretrained": 0.01}, [0.01, 0.1]),  # the body (embeddings, encoder) against the output layer
+        ("words", {"word_embedding_lr": 0.01}, [0.01, 0.1, 0.1]),  # the word table; the casing table and output: --lr
+    ],
+    ids=["lr_pretrained moves the body", "word_embedding_lr moves the word table alone"],
+)
+def test_a_part_of_the_model_learns_at_its_own_rate(embedding, setting, moved):
     from seqnlp.config import RunConfig
+    from seqnlp.nn.embedding import WordCharEmbedding
     from seqnlp.training.trainer import build_optimizer
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.embedding = torch.nn.Linear(2, 2, bias=False)
+            if embedding == "linear":
+                self.embedding = torch.nn.Linear(2, 2, bias=False)
+            else:
+                self.embedding = WordCharEmbedding(4, 2, num_casings=3, casing_dim=2)
             self.out = torch.nn.Linear(2, 2, bias=False)
 
     model = Model()
     before = [p.detach().clone() for p in model.parameters()]
-    optimizer = build_optimizer(model, RunConfig(optimizer="sgd", momentum=0.0, lr=0.1, lr_pretrained=0.01))
+    optimizer = build_optimizer(model, RunConfig(optimizer="sgd", momentum=0.0, lr=0.1, **setting))
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     optimizer.step()
-    moved = [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())]
-    assert moved == pytest.approx([0.01, 0.1])
+    assert [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())] == pytest.approx(moved)
 
 
 def test_a_dataset_dict_run_says_which_split_served_as_what(tmp_path):

@@ -146,26 +146,6 @@ def test_early_stopping_counts_epochs_only_once_the_schedule_has_passed_patience
     assert state.epoch == 5 and state.finished  # epochs 2-4 end before half the schedule; epoch 5 ends at half
 
 
-def test_the_word_embedding_table_learns_at_its_own_rate():
-    from seqnlp.nn.embedding import WordCharEmbedding
-    from seqnlp.training.trainer import build_optimizer
-
-    class Model(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.embedding = WordCharEmbedding(4, 2, num_casings=3, casing_dim=2)
-            self.out = torch.nn.Linear(2, 2, bias=False)
-
-    model = Model()
-    before = [p.detach().clone() for p in model.parameters()]
-    optimizer = build_optimizer(model, RunConfig(optimizer="sgd", momentum=0.0, lr=0.1, word_embedding_lr=0.01))
-    for p in model.parameters():
-        p.grad = torch.ones_like(p)
-    optimizer.step()
-    moved = [float((b - p.detach()).mean()) for b, p in zip(before, model.parameters())]
-    assert moved == pytest.approx([0.01, 0.1, 0.1])  # the word table; the casing table and the output layer at --lr
-
-
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     trainer, model = make_trainer(tmp_path, config())
     trainer.fit()
