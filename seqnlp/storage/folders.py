@@ -151,7 +151,8 @@ def write_text_atomic(path, text: str) -> None:
     file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a name of this process's own: processes sharing a folder (a search's workers) write the same files
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as out:
             out.write(text)
