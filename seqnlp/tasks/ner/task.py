@@ -277,7 +277,8 @@ class NERTask(Task):
         right = [(t, s, e) in gold[d.group[r]] for d in decoded for r, s, e, t in d.spans]
 
         def loss(temperature):
-            probabilities = [p for d in decoded for p in self.entity_probabilities(model, d, temperature)]
+            chain = decoding.chain_of(model.crf, self.tags.itos, temperature)
+            probabilities = [p for d in decoded for p in entity_probabilities(d, chain, temperature)]
             return binary_log_loss(probabilities, right)
 
         return {
@@ -297,18 +298,13 @@ class NERTask(Task):
             tags = [self.tags.decode(path) for path in paths]
             yield Decoded(group, emissions, lengths, paths, tags, tagging.sentence_spans(tags))
 
-    def entity_probabilities(self, model, decoded: Decoded, temperature: float) -> list[float]:
-        """The probability of each entity of ``decoded.spans``, with every score divided by ``temperature``."""
-        emissions = decoded.emissions if temperature == 1.0 else decoded.emissions / temperature
-        chain = decoding.chain_of(model.crf, self.tags.itos, temperature)
-        return decoding.entity_probabilities(emissions, decoded.lengths, decoded.paths, decoded.spans, chain)
-
     def tag_entities_at(self, model, sentences: list[list[str]], temperatures: tuple[float, ...]) -> list[list]:
         """``tag_entities`` at each of ``temperatures``: the same tags, their entities' probabilities at each."""
         results: list = [[None] * len(sentences) for _ in temperatures]
+        chains = [decoding.chain_of(model.crf, self.tags.itos, temperature) for temperature in temperatures]
         for decoded in self.decoded_batches(model, sentences):
-            for at, temperature in zip(results, temperatures):
-                scores = self.entity_probabilities(model, decoded, temperature)
+            for at, temperature, chain in zip(results, temperatures, chains):
+                scores = entity_probabilities(decoded, chain, temperature)
                 for i, tagged in zip(decoded.group, tagging.tagged_sentences(decoded.tags, decoded.spans, scores)):
                     at[i] = tagged
         return results
@@ -358,6 +354,13 @@ def adapt_tagger(task: NERTask, train):
                 adaptation, "chars", old_chars, chars, config, task.data_source(), noted="characters"
             )
     return adaptation
+
+
+def entity_probabilities(decoded: Decoded, chain, temperature: float) -> list[float]:
+    """The probability of each entity of ``decoded.spans``, every score divided by ``temperature`` (``chain``: the
+    CRF's scores divided by it already, or None)."""
+    emissions = decoded.emissions if temperature == 1.0 else decoded.emissions / temperature
+    return decoding.entity_probabilities(emissions, decoded.lengths, decoded.paths, decoded.spans, chain)
 
 
 def attach_evidence(scores: dict, task: NERTask, examples, gold, predicted, tagged) -> None:
