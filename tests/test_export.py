@@ -106,17 +106,14 @@ def test_a_translator_step_matches_pytorch_for_a_beam_of_hypotheses(trained_and_
     _, model = load_model_dir(model_dir)
     src = np.array([[5, 9, 14, 7], [8, 6, 0, 0]], dtype=np.int64)
     lengths = np.array([4, 2], dtype=np.int64)
-    memory, state = runner.encode(src, lengths)
-    rows = np.repeat(np.arange(2), 3)  # beam 3
-    state = {name: np.take(value, rows, axis=1) for name, value in state.items()}
     tokens = np.array([2, 11, 12, 2, 13, 14], dtype=np.int64)
-    log_probs, _, attention = runner.step(tokens, memory, state)
+    log_probs, after_graph = runner.next_log_probs(tokens, runner.encode(src, lengths).expand(3))  # beam 3
 
     hyps = model.encode(torch.from_numpy(src), torch.from_numpy(lengths)).expand(3)
     with torch.no_grad():
         reference, after = model.next_logits(torch.from_numpy(tokens), hyps)
     np.testing.assert_allclose(log_probs, reference.log_softmax(dim=1).numpy(), atol=TOLERANCE, rtol=0)
-    np.testing.assert_allclose(attention, after.state.attention.numpy(), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(after_graph.attention, after.state.attention.numpy(), atol=TOLERANCE, rtol=0)
 
 
 def _answer(task, prediction) -> object:

@@ -3,6 +3,7 @@
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,6 +101,19 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     draws = {int(sample(logits, top_p=0.7, generator=torch.Generator().manual_seed(s))) for s in range(200)}
     assert draws == {0, 1}
+
+
+@pytest.mark.parametrize(("top_k", "top_p"), [(2, 1.0), (0, 0.7), (3, 0.9)])
+def test_filtering_keeps_the_same_tokens_over_numpy_arrays_and_tensors(top_k, top_p):
+    from seqnlp.nn.arrays import NUMPY
+    from seqnlp.nn.sampling import filtered_logits
+    from seqnlp.nn.torch_arrays import TorchArrays
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]]))
+    over_tensors = filtered_logits(TorchArrays("cpu"), logits, top_k, top_p)
+    over_arrays = filtered_logits(NUMPY, logits.double().numpy(), top_k, top_p)
+    assert over_tensors.isfinite().tolist() == np.isfinite(over_arrays).tolist()
+    assert over_tensors.isfinite().sum() < logits.numel()
 
 
 def test_generation_is_reproducible_with_a_seed():

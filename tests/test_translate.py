@@ -6,6 +6,7 @@ import json
 import math
 from functools import partial
 
+import numpy as np
 import pytest
 import torch
 
@@ -127,7 +128,7 @@ class BigramModel:
     def encode(self, src, lengths):
         return self.State()
 
-    def next_logits(self, tokens, enc):
+    def next_log_probs(self, tokens, enc):
         return self.table[tokens], enc
 
 
@@ -167,6 +168,33 @@ def test_wide_beam_finds_the_exhaustive_optimum(seed):
     )
     best, score = exhaustive_best(table, 4, 0.0)
     assert hyps[0][0][0] == best and hyps[0][0][1] == pytest.approx(score, abs=1e-5)
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_the_search_over_numpy_arrays_finds_what_it_finds_over_tensors(beam):
+    """One search for both runtimes: an export's NumPy arrays and a model's tensors give the same hypotheses."""
+    table = bigram_table(5)
+    options = dict(beam=beam, bos=BOS, eos=EOS, n_best=beam)
+    lengths = dict(max_lengths=[6, 4, 7], min_lengths=[3, 1, 5])
+    over_tensors = search(
+        BigramModel(table),
+        torch.zeros(3, 1, dtype=torch.long),
+        torch.ones(3, dtype=torch.long),
+        **{name: torch.tensor(value) for name, value in lengths.items()},
+        **options,
+    )
+    over_arrays = search(
+        BigramModel(table.numpy()),
+        np.zeros((3, 1), dtype=np.int64),
+        np.ones(3, dtype=np.int64),
+        **{name: np.array(value) for name, value in lengths.items()},
+        **options,
+    )
+    assert [[ids for ids, _ in hyps] for hyps in over_arrays] == [[ids for ids, _ in hyps] for hyps in over_tensors]
+    assert [s for hyps in over_arrays for _, s in hyps] == pytest.approx(
+        [s for hyps in over_tensors for _, s in hyps], abs=1e-5
+    )
+    assert all(len(ids) + 1 >= 5 for ids, _ in over_tensors[2])  # sentence 2 may not end before 5 tokens
 
 
 def test_beam_one_is_greedy_and_n_best_is_sorted():
@@ -222,25 +250,6 @@ def test_each_hypothesis_score_is_its_log_probability_over_the_length_penalty_of
         assert score == pytest.approx(log_p / float(length_penalty(torch.tensor(len(ids) + 1), alpha)), abs=1e-5)
 
 
-def test_search_normalises_the_models_logits():
-    """``next_logits`` may return unnormalised scores: shifting each row by a constant changes nothing."""
-    table = bigram_table(4)
-    shifted = table + torch.randn(table.size(0), 1) * 5
-    args = dict(
-        src=torch.zeros(1, 1, dtype=torch.long),
-        src_lengths=torch.tensor([1]),
-        beam=3,
-        max_lengths=torch.tensor([6]),
-        bos=BOS,
-        eos=EOS,
-        n_best=3,
-    )
-    expected = search(BigramModel(table), **args)[0]
-    got = search(BigramModel(shifted), **args)[0]
-    assert [ids for ids, _ in got] == [ids for ids, _ in expected]
-    assert [score for _, score in got] == pytest.approx([score for _, score in expected], abs=1e-5)
-
-
 class PerSentenceBigramModel:
     """A bigram table per source sentence (``src[:, 0]`` picks it), so sentences finish at different steps."""
 
@@ -263,7 +272,7 @@ class PerSentenceBigramModel:
     def encode(self, src, lengths):
         return self.State(src[:, 0])
 
-    def next_logits(self, tokens, enc):
+    def next_log_probs(self, tokens, enc):
         return self.tables[enc.rows, tokens], enc
 
 
@@ -356,7 +365,7 @@ class AttendingBigramModel(BigramModel):
         super().__init__(table)
         self.focus = focus
 
-    def next_logits(self, tokens, enc):
+    def next_log_probs(self, tokens, enc):
         enc = self.State()
         enc.attention = torch.nn.functional.one_hot(self.focus[tokens], 2).float()
         return self.table[tokens], enc
@@ -659,11 +668,11 @@ def test_int8_decoding_scores_next_subwords_like_float_decoding(cell, input_feed
     ).eval()
     src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
     decoder = model.decoder()
-    exact, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    exact, _ = decoder.next_log_probs(tokens, decoder.encode(src, lengths))
     decoder = model.decoder(int8=True)
     assert all(isinstance(p, Int8Product) for layer in decoder.weights.layers for p in layer if p is not None)
     assert isinstance(decoder.weights.projection, Int8Product)
-    int8, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    int8, _ = decoder.next_log_probs(tokens, decoder.encode(src, lengths))
     assert (int8 - exact).abs().max() < 0.02 * exact.abs().max()
     assert not torch.equal(int8, exact)
 
@@ -688,10 +697,10 @@ def test_int8_decoding_falls_back_to_float_with_a_warning_where_pytorch_cannot_q
     model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
     src, lengths, tokens = torch.tensor([[4, 6, 8]]), torch.tensor([3]), torch.tensor([5])
     decoder = model.decoder()
-    exact, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    exact, _ = decoder.next_log_probs(tokens, decoder.encode(src, lengths))
     with pytest.warns(RuntimeWarning, match="int8 decoding is not available"):
         decoder = model.decoder(int8=True)
-    fallback, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
+    fallback, _ = decoder.next_log_probs(tokens, decoder.encode(src, lengths))
     assert torch.equal(fallback, exact)
 
 
@@ -800,12 +809,13 @@ def test_hand_differentiated_input_feeding_passes_gradcheck():
     assert torch.autograd.gradcheck(lambda *xs: input_fed_lstm(*xs[:6], mask_bias, xs[6]), (*inputs, combine))
 
 
-def _one_step_logits(model, decoder):
-    """The next-token logits of ``decoder`` and of the model's own differentiable step, on the same inputs."""
+def _one_step_log_probs(model, decoder):
+    """The next-token log-probabilities of ``decoder`` and of the model's own differentiable step, on the same
+    inputs."""
     src, lengths, tokens = torch.tensor([[4, 6, 8], [6, 8, PAD]]), torch.tensor([3, 2]), torch.tensor([5, 11])
     expected, _ = model.next_logits(tokens, model.encode(src, lengths, model.step_weights()))
-    given, _ = decoder.next_logits(tokens, decoder.encode(src, lengths))
-    return given, expected
+    given, _ = decoder.next_log_probs(tokens, decoder.encode(src, lengths))
+    return given, expected.log_softmax(dim=1)
 
 
 def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
@@ -815,7 +825,7 @@ def test_the_decoder_looks_up_the_embedding_gates_of_the_current_weights():
         model.cells[0].weight_ih.data.mul_(2.0)  # a change no version counter sees
     decoder = model.decoder()
     assert decoder.weights.gate_table.shape == (12, 16)  # [V, 4H]
-    looked_up, expected = _one_step_logits(model, decoder)
+    looked_up, expected = _one_step_log_probs(model, decoder)
     assert torch.allclose(looked_up, expected, atol=1e-5)
     with pytest.raises(ValueError, match="evaluation-mode"):
         model.train().decoder()  # dropout would apply to the embeddings: no gate table then
@@ -839,7 +849,7 @@ def test_the_decoder_is_kept_until_an_optimizer_step_changes_the_weights():
     optimizer.step()  # fused kernels: they write the weights without autograd seeing it
     renewed = model.eval().decoder()
     assert renewed is not decoder
-    given, expected = _one_step_logits(model, renewed)
+    given, expected = _one_step_log_probs(model, renewed)
     assert torch.allclose(given, expected, atol=1e-5)
 
 
@@ -855,7 +865,7 @@ def test_the_decoder_is_dropped_by_loaded_weights_and_kept_across_evaluation_cal
     load_weights(model, tmp_path / "other.safetensors")
     renewed = model.decoder()
     assert renewed is not decoder
-    given, expected = _one_step_logits(model, renewed)
+    given, expected = _one_step_log_probs(model, renewed)
     assert torch.allclose(given, expected, atol=1e-5)
     model.weights_changed()
     assert model.decoder() is not renewed
@@ -867,14 +877,14 @@ def test_the_decoder_follows_the_weight_average_in_and_out():
     torch.manual_seed(0)
     model = seq2seq(12, 12, embed_dim=6, hidden=5, decoder_hidden=4, dropout=0.0).eval()
     average = WeightAverage(model, decay=0.5)
-    own_logits, _ = _one_step_logits(model, model.decoder())
+    own_log_probs, _ = _one_step_log_probs(model, model.decoder())
     torch._foreach_mul_(average.average, 0.5)  # an average that differs from the weights
     with average.applied():
-        given, expected = _one_step_logits(model, model.decoder())
+        given, expected = _one_step_log_probs(model, model.decoder())
         assert torch.allclose(given, expected, atol=1e-5)
-        assert not torch.allclose(given, own_logits, atol=1e-3)
-    after, _ = _one_step_logits(model, model.decoder())
-    assert torch.allclose(after, own_logits, atol=1e-6)
+        assert not torch.allclose(given, own_log_probs, atol=1e-3)
+    after, _ = _one_step_log_probs(model, model.decoder())
+    assert torch.allclose(after, own_log_probs, atol=1e-6)
 
 
 def test_subword_sampling_segments_each_epoch_anew_and_reproducibly():

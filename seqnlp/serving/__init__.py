@@ -1,7 +1,7 @@
 """Serving: ``server`` answers HTTP requests with a loaded model (PyTorch or an export); ``export`` turns a model
 directory into ONNX graphs (torch side); ``runtime`` predicts with them through onnxruntime and NumPy, never
-importing torch; ``decoding`` holds the NumPy searches (CRF Viterbi and marginals, beam search) that run over the
-graphs' outputs."""
+importing torch, and runs the searches over the graphs' outputs that ``seqnlp.nn`` writes once for both runtimes
+(``crf_decoding``, ``beam``, ``sampling``)."""
 
 MANIFEST = "onnx.json"  # what marks an exported folder, beside the model's config.json
 FORMAT = "seqnlp-onnx"

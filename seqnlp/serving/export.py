@@ -2,7 +2,8 @@
 
 Each task exports the part of its model that is tensor arithmetic, with dynamic batch and length axes; what is
 search (the CRF's Viterbi and span marginals, beam search, sampling) runs in NumPy over the graphs' outputs
-(``seqnlp.serving.decoding``), so a graph never holds a loop over time steps of its own:
+(``seqnlp.nn.crf_decoding``, ``beam``, ``sampling``: the PyTorch model's code), so a graph never holds a loop over
+time steps of its own:
 
 - ner: ``emissions`` (words, lengths[, chars, char_index][, casing] -> scores [B, T, K]); the CRF's scores beside
   it in ``arrays.safetensors``.

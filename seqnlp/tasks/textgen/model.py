@@ -9,6 +9,7 @@ from torch.nn import functional as F
 from seqnlp.nn.dropout import LockedDropout
 from seqnlp.nn.encoder import CELLS
 from seqnlp.nn.gemm import Linear
+from seqnlp.nn.sampling import sample
 
 
 class CharLM(nn.Module):
@@ -141,24 +142,3 @@ def _where_state(active, new, old):
     if isinstance(new, tuple):
         return tuple(_where_state(active, n, o) for n, o in zip(new, old))
     return torch.where(active.unsqueeze(0), new, old)
-
-
-def sample(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator=None
-) -> torch.Tensor:
-    """One id per row from ``logits[B, V]`` with temperature, top-k and nucleus (top-p) filtering; temperature 0 is
-    greedy."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k and top_k < logits.size(-1):
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs.float().cpu(), 1, generator=generator).squeeze(1).to(logits.device)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from seqnlp.nn.sampling import sample
 from seqnlp.predictions import GENERATION_OPTIONS, Generation
-from seqnlp.serving import decoding
 from seqnlp.serving.runtime import Runner, pad_ids
 from seqnlp.vocab import Vocab
 
@@ -40,9 +40,9 @@ class CharLMRunner(Runner):
             state = {name: np.where(active[None, :, None], new_state[name], state[name]) for name in state}
         out = []
         for _ in range(length):
-            masked = last.copy()
+            masked = last.astype(np.float64)
             masked[:, [0, 1]] = -np.inf  # padding and unknown are never drawn
-            next_chars = decoding.sample(masked, temperature, top_k, top_p, rng)
+            next_chars = sample(masked, temperature, top_k, top_p, rng)
             out.append(next_chars)
             logits, state = self.step(next_chars[:, None], state)
             last = logits[:, 0]

@@ -376,8 +376,8 @@ class Seq2Seq(nn.Module):
 
 @dataclass(frozen=True)
 class Decoder:
-    """The ``encode`` / ``next_logits`` / ``output_ids`` that ``seqnlp.nn.beam.beam_search`` drives, with fixed step
-    weights."""
+    """The ``encode`` / ``next_log_probs`` / ``output_ids`` that ``seqnlp.nn.beam.beam_search`` drives, with fixed
+    step weights."""
 
     model: Seq2Seq
     weights: StepWeights
@@ -389,5 +389,6 @@ class Decoder:
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Hypotheses:
         return self.model.encode(src, src_lengths, self.weights)
 
-    def next_logits(self, tokens: torch.Tensor, hyps: Hypotheses) -> tuple[torch.Tensor, Hypotheses]:
-        return self.model.next_logits(tokens, hyps)
+    def next_log_probs(self, tokens: torch.Tensor, hyps: Hypotheses) -> tuple[torch.Tensor, Hypotheses]:
+        logits, hyps = self.model.next_logits(tokens, hyps)
+        return logits.log_softmax(dim=1), hyps

@@ -1,14 +1,41 @@
-"""Translating from an export: the encoder and step graphs inside NumPy's beam search."""
+"""Translating from an export: the encoder and step graphs inside the beam search, over NumPy arrays."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from seqnlp.errors import ConfigError
+from seqnlp.nn.beam import GNMTScorer, beam_search, max_target_lengths
 from seqnlp.predictions import translations
-from seqnlp.serving import decoding
 from seqnlp.serving.runtime import Runner, member, pad_ids
 from seqnlp.vocab import SubwordTokenizer
+
+# The hypothesis axis of each decoder-state array: hidden and cell states are [layers, N, H], the feed [N, D].
+STATE_AXES = {"hidden": 1, "cell": 1, "feed": 0}
+
+
+@dataclass
+class GraphHypotheses:
+    """What the search carries between calls of the step graph (``seqnlp.nn.beam``'s state): the sentences' memory
+    (arrays with a sentence axis 0), the hypotheses' decoder state and the attention of the step just taken."""
+
+    memory: dict
+    state: dict
+    attention: np.ndarray | None = None
+
+    def expand(self, beam: int) -> GraphHypotheses:
+        name, value = next(iter(self.state.items()))
+        return self.reorder(np.repeat(np.arange(value.shape[STATE_AXES[name]]), beam))
+
+    def select(self, sentences: np.ndarray, rows: np.ndarray) -> GraphHypotheses:
+        memory = {name: value[sentences] for name, value in self.memory.items()}
+        return GraphHypotheses(memory, self.reorder(rows).state)
+
+    def reorder(self, rows: np.ndarray) -> GraphHypotheses:
+        state = {name: np.take(value, rows, axis=STATE_AXES[name]) for name, value in self.state.items()}
+        return GraphHypotheses(self.memory, state, None if self.attention is None else self.attention[rows])
 
 
 class TranslatorRunner(Runner):
@@ -33,12 +60,12 @@ class TranslatorRunner(Runner):
         if "feed" in self.graphs.inputs["step"]:
             width = memory["values"].shape[2]
             state["feed"] = np.zeros((hidden.shape[1], width), dtype=hidden.dtype)
-        return memory, state
+        return GraphHypotheses(memory, state)
 
-    def step(self, tokens, memory, state):
-        out = self.graphs.run("step", {"tokens": tokens, **memory, **state})
-        next_state = {name: out[f"next_{name}"] for name in state}
-        return out["log_probs"], next_state, out["attention"]
+    def next_log_probs(self, tokens, hyps: GraphHypotheses) -> tuple[np.ndarray, GraphHypotheses]:
+        out = self.graphs.run("step", {"tokens": tokens, **hyps.memory, **hyps.state})
+        next_state = {name: out[f"next_{name}"] for name in hyps.state}
+        return out["log_probs"], GraphHypotheses(hyps.memory, next_state, out["attention"])
 
     def translate(self, sentences: list[str], beam: int, n_best: int) -> list[list[tuple[str, float]]]:
         config = self.config
@@ -47,18 +74,15 @@ class TranslatorRunner(Runner):
         for group in self.batches(items):
             rows = [items[i]["src"] for i in group]
             src_lengths = np.array([len(r) for r in rows], dtype=np.int64)
-            hyps = decoding.beam_search(
-                self.encode,
-                self.step,
+            hyps = beam_search(
+                self,
                 pad_ids(rows),
                 src_lengths,
                 beam=beam,
-                max_lengths=decoding.max_target_lengths(src_lengths, config.max_len_ratio),
+                max_lengths=max_target_lengths(src_lengths, config.max_len_ratio),
                 bos=self.tgt_sp.bos_id,
                 eos=self.tgt_sp.eos_id,
-                output_ids=self.output_ids,
-                length_penalty=config.length_penalty,
-                coverage_penalty=config.coverage_penalty,
+                scorer=GNMTScorer(config.length_penalty, config.coverage_penalty),
                 n_best=n_best,
             )
             for i, nbest in zip(group, hyps):

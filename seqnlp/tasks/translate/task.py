@@ -16,9 +16,8 @@ from seqnlp.errors import DataError
 from seqnlp.evaluation.evidence import attach_intervals
 from seqnlp.evaluation.metrics import translation_scores, translation_statistics
 from seqnlp.nn.attention import ATTENTION_KINDS
-from seqnlp.nn.beam import GNMTScorer, beam_search
+from seqnlp.nn.beam import GNMTScorer, beam_search, max_target_lengths
 from seqnlp.predictions import translations
-from seqnlp.serving.decoding import max_target_lengths
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.translate import report
 from seqnlp.tasks.translate.model import Seq2Seq
