@@ -100,6 +100,7 @@ class Generation(Prediction):
 
 # Text generation's decoding options and their types; each runtime adds its own random ``generator`` type.
 GENERATION_OPTIONS = {"max_chars": int, "temperature": float, "top_k": int, "top_p": float, "seed": int}
+GENERATION_DEFAULTS = {"max_chars": 200, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 def taggings(inputs: list, pretokenized: bool, tag_entities) -> list[Tagging]:

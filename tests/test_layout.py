@@ -1,4 +1,5 @@
-"""The house's rules, checked on the source: no import cycles, and each task's code in its own package."""
+"""The house's rules, checked on the source: no import cycles, each task's code in its own package, no class or
+function too long to read whole."""
 
 import ast
 from pathlib import Path
@@ -93,3 +94,13 @@ def test_nothing_outside_a_task_package_names_the_task():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         assert not (literals & names) - {inside}, f"{path.relative_to(ROOT)} names {(literals & names) - {inside}}"
+
+
+def test_no_class_is_over_250_lines_and_no_function_over_60():
+    too_long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            limit = {ast.ClassDef: 250, ast.FunctionDef: 60, ast.AsyncFunctionDef: 60}.get(type(node))
+            if limit and node.end_lineno - node.lineno + 1 > limit:
+                too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert too_long == []

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from seqnlp.config import from_dict
-from seqnlp.tasks.textgen.model import CharLM, sample
+from seqnlp.nn.sampling import sample
+from seqnlp.tasks.textgen.model import CharLM
 from seqnlp.tasks.textgen.task import Document, TextgenConfig, TextgenTask
 from tests.conftest import run_cli, train_cli
 

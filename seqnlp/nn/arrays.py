@@ -111,6 +111,14 @@ class NumpyArrays:
         return np.exp(log_softmax(values))
 
     @staticmethod
+    def without_columns(values: np.ndarray, columns: tuple[int, ...]) -> np.ndarray:
+        """A float64 copy of ``values[B, V]`` with ``columns`` at -inf; float64 so that the probabilities drawn from
+        it sum to 1 within what ``Generator.choice`` checks."""
+        out = values.astype(np.float64)
+        out[:, list(columns)] = -np.inf
+        return out
+
+    @staticmethod
     def cumsum(values: np.ndarray) -> np.ndarray:
         return np.cumsum(values, axis=-1)
 

@@ -82,6 +82,9 @@ class TorchArrays:
     def softmax(values: torch.Tensor) -> torch.Tensor:
         return values.softmax(dim=-1)
 
+    def without_columns(self, values: torch.Tensor, columns: tuple[int, ...]) -> torch.Tensor:
+        return values.index_fill(1, torch.tensor(columns, dtype=torch.long, device=self.device), float("-inf"))
+
     @staticmethod
     def cumsum(values: torch.Tensor) -> torch.Tensor:
         return values.cumsum(-1)

@@ -9,7 +9,8 @@ from torch.nn import functional as F
 from seqnlp.nn.dropout import LockedDropout
 from seqnlp.nn.encoder import CELLS
 from seqnlp.nn.gemm import Linear
-from seqnlp.nn.sampling import sample
+from seqnlp.nn.sampling import continue_prompts
+from seqnlp.nn.torch_arrays import TorchArrays
 
 
 class CharLM(nn.Module):
@@ -114,31 +115,6 @@ class CharLM(nn.Module):
     ) -> list[list[int]]:
         """Sample ``length`` characters after each prompt, all prompts in one batch; ``banned`` ids (padding, unknown)
         are never drawn."""
-        device = self.out.weight.device
-        state = None
-        last = torch.empty(len(prompts), self.out.out_features, device=device)
-        # Prompts differ in length: feed them one position at a time, each row keeping its own last logits.
-        longest = max(len(p) for p in prompts)
-        padded = torch.tensor([[p[min(t, len(p) - 1)] for t in range(longest)] for p in prompts], device=device)
-        lengths = torch.tensor([len(p) for p in prompts], device=device)
-        for t in range(longest):
-            logits, new_state = self.step(padded[:, t : t + 1], state)
-            active = (t < lengths).unsqueeze(1)
-            last = torch.where(active, logits[:, 0], last)
-            state = _where_state(active, new_state, state)
-        out = []
-        banned = torch.tensor(banned, dtype=torch.long, device=device)
-        for _ in range(length):
-            next_chars = sample(last.index_fill(1, banned, float("-inf")), temperature, top_k, top_p, generator)
-            out.append(next_chars)
-            logits, state = self.step(next_chars.unsqueeze(1), state)
-            last = logits[:, 0]
-        return torch.stack(out, dim=1).tolist() if out else [[] for _ in prompts]
-
-
-def _where_state(active, new, old):
-    if old is None:
-        return new
-    if isinstance(new, tuple):
-        return tuple(_where_state(active, n, o) for n, o in zip(new, old))
-    return torch.where(active.unsqueeze(0), new, old)
+        arrays = TorchArrays(self.out.weight.device)
+        settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+        return continue_prompts(self.step, prompts, length, arrays, banned=banned, **settings)

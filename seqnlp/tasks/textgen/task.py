@@ -13,7 +13,7 @@ from seqnlp.data.text import read_text
 from seqnlp.errors import DataError
 from seqnlp.evaluation.evidence import attach_intervals
 from seqnlp.evaluation.metrics import language_model_scores, language_model_statistics, loss_by_character_class
-from seqnlp.predictions import GENERATION_OPTIONS, Generation
+from seqnlp.predictions import GENERATION_DEFAULTS, GENERATION_OPTIONS, Generation
 from seqnlp.tasks.base import Task, register
 from seqnlp.tasks.textgen import report
 from seqnlp.tasks.textgen.model import CharLM
@@ -209,15 +209,9 @@ class TextgenTask(Task):
     def predict(self, model, inputs, options):
         """A continuation of each prompt (``max_chars``, ``temperature``, ``top_k``, ``top_p``, ``seed`` or
         ``generator``)."""
-        texts = self.generate(
-            model,
-            list(inputs),
-            options.get("max_chars", 200),
-            options.get("temperature", 1.0),
-            options.get("top_k", 0),
-            options.get("top_p", 1.0),
-            options.get("generator", options.get("seed", 0)),
-        )
+        settings = {name: options.get(name, default) for name, default in GENERATION_DEFAULTS.items()}
+        seed = options.get("generator", options.get("seed", 0))
+        texts = self.generate(model, list(inputs), settings.pop("max_chars"), **settings, seed=seed)
         return [Generation(prompt, text) for prompt, text in zip(inputs, texts)]
 
     report_sections = staticmethod(report.report_sections)

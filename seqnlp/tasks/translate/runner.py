@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,8 +30,8 @@ class GraphHypotheses:
         return self.reorder(np.repeat(np.arange(value.shape[STATE_AXES[name]]), beam))
 
     def select(self, sentences: np.ndarray, rows: np.ndarray) -> GraphHypotheses:
-        memory = {name: value[sentences] for name, value in self.memory.items()}
-        return GraphHypotheses(memory, self.reorder(rows).state)
+        """Keep ``sentences`` (drop finished ones) and the decoder-state ``rows`` of theirs, reordered."""
+        return replace(self.reorder(rows), memory={name: value[sentences] for name, value in self.memory.items()})
 
     def reorder(self, rows: np.ndarray) -> GraphHypotheses:
         state = {name: np.take(value, rows, axis=STATE_AXES[name]) for name, value in self.state.items()}
