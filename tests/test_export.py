@@ -206,6 +206,14 @@ def test_sampled_text_is_reproducible_from_its_seed(trained_and_exported):
     assert len(first) == 30
 
 
+def test_the_export_continues_prompts_of_different_lengths_as_the_pytorch_model_does(trained_and_exported):
+    _, model_dir, onnx_dir = trained_and_exported("textgen")
+    prompts = ["ROMEO:", "a", "First Citizen"]
+    greedy = dict(max_chars=25, top_k=1)  # one token left to draw: no randomness, the same ids in both runtimes
+    expected = [g.continuation for g in seqnlp.load(model_dir).predict(prompts, **greedy)]
+    assert [g.continuation for g in seqnlp.load(onnx_dir).predict(prompts, **greedy)] == expected
+
+
 def test_predict_picks_the_runtime_by_the_folder_and_refuses_the_other(trained_and_exported, tmp_path):
     task, model_dir, onnx_dir = trained_and_exported("sentiment")
     inputs = tmp_path / "in.txt"

@@ -117,6 +117,25 @@ def test_filtering_keeps_the_same_tokens_over_numpy_arrays_and_tensors(top_k, to
     assert over_tensors.isfinite().sum() < logits.numel()
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_prompts_of_different_lengths_each_continue_from_their_own_state(backend):
+    from seqnlp.nn.arrays import NUMPY
+    from seqnlp.nn.sampling import continue_prompts
+    from seqnlp.nn.torch_arrays import TorchArrays
+
+    lib, arrays = (np, NUMPY) if backend == "numpy" else (torch, TorchArrays("cpu"))
+
+    def step(inputs, state):  # the state sums the ids fed; the best next id is that sum modulo 7, then the one below
+        total = inputs[:, 0] + (0 if state is None else state[0, :, 0])
+        logits = -((total[:, None] - lib.arange(7)[None, :]) % 7) * 1.0
+        return logits[:, None, :], total[None, :, None]
+
+    greedy = dict(temperature=0, top_k=0, top_p=1.0, generator=None)
+    rows = continue_prompts(step, [[2, 3], [4], [1, 1, 1]], 3, arrays, banned=(5,), **greedy)
+    # [4] is fed alone: its row's state must not count the padding fed while the longer prompts are read
+    assert rows == [[4, 2, 4], [4, 1, 2], [3, 6, 4]]
+
+
 def test_generation_is_reproducible_with_a_seed():
     task = task_with("hello world, hello there")
     model = task.build_model()
